@@ -1,0 +1,80 @@
+"""Daemon settings: defaults, then environment, then the client's `initialize` options.
+
+Paths come from platformdirs so every OS gets its conventional location; every path can be overridden for
+tests and for users who keep models or tracks elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+APP = "lofi"
+
+# Environment variables a user (or a test) can set; documented in docs/protocol.md.
+ENV_MODEL_DIRS = {"musicgen": "LOFI_MUSICGEN_DIR", "ace_step": "LOFI_ACE_STEP_DIR"}
+ENV_CACHE_DIR = "LOFI_CACHE_DIR"
+ENV_LOG_DIR = "LOFI_LOG_DIR"
+ENV_PROVIDER = "LOFI_PROVIDER"
+ENV_THREADS = "LOFI_THREADS"
+
+
+@dataclass
+class ModelSettings:
+    dir: Path | None = None  # local directory that overrides the hub (offline use)
+    variant: str | None = None  # registry variant name; None = best for the provider
+
+
+@dataclass
+class Settings:
+    cache_dir: Path = field(default_factory=lambda: Path(platformdirs.user_cache_dir(APP)))
+    log_dir: Path = field(default_factory=lambda: Path(platformdirs.user_log_dir(APP)))
+    provider: str = "auto"  # auto | cpu | cuda | coreml
+    threads: int = 0  # 0 = onnxruntime's default (all cores)
+    models: dict[str, ModelSettings] = field(
+        default_factory=lambda: {"musicgen": ModelSettings(), "ace_step": ModelSettings()}
+    )
+    default_backend: str = "musicgen"
+    idle_unload_sec: float = 600.0  # unload a resident model after this long without a job
+
+    @property
+    def tracks_dir(self) -> Path:
+        return self.cache_dir / "tracks"
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        s = cls()
+        if env.get(ENV_CACHE_DIR):
+            s.cache_dir = Path(env[ENV_CACHE_DIR]).expanduser()
+        if env.get(ENV_LOG_DIR):
+            s.log_dir = Path(env[ENV_LOG_DIR]).expanduser()
+        if env.get(ENV_PROVIDER):
+            s.provider = env[ENV_PROVIDER].strip().lower()
+        if env.get(ENV_THREADS, "").strip().isdigit():
+            s.threads = int(env[ENV_THREADS])
+        for backend, var in ENV_MODEL_DIRS.items():
+            if env.get(var):
+                s.models[backend].dir = Path(env[var]).expanduser()
+        return s
+
+    def apply_options(self, options: dict[str, Any]) -> None:
+        """Merge the `options` object of `initialize` (already schema-validated)."""
+        if options.get("cache_dir"):
+            self.cache_dir = Path(options["cache_dir"]).expanduser()
+        if options.get("provider"):
+            self.provider = options["provider"]
+        if options.get("threads") is not None:
+            self.threads = int(options["threads"])
+        if options.get("default_backend"):
+            self.default_backend = options["default_backend"]
+        for backend, m in (options.get("models") or {}).items():
+            if backend in self.models and m:
+                if m.get("dir"):
+                    self.models[backend].dir = Path(m["dir"]).expanduser()
+                if m.get("variant"):
+                    self.models[backend].variant = m["variant"]
