@@ -73,6 +73,11 @@ class Backend(Protocol):
     def status(self) -> dict[str, Any]:
         """Backend description for `get_backends` (installed, variant, files, sizes, ...)."""
 
+    def download(self, progress: Callable[[dict[str, Any]], None], cancel: CancelToken) -> None:
+        """Fetch the model files (the caller has the user's consent). `progress` receives dicts with
+        file, bytes_downloaded, bytes_total, files_completed, files_total. Resumes partial files and
+        checks sizes/hashes; raises LofiError(MODEL_DOWNLOAD_FAILED) on failure."""
+
     def load(self) -> None: ...
 
     def unload(self) -> None: ...
