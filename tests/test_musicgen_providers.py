@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from lofi_daemon.config import Settings
 from lofi_daemon.errors import ErrorCode, LofiError
 from lofi_daemon.runtime import sessions
-from lofi_daemon.runtime.providers import CPU, COREML, CUDA, plan_providers
+from lofi_daemon.runtime.providers import COREML, CPU, CUDA, plan_providers
 
 FIXTURE = Path(__file__).parent / "fixtures" / "musicgen-tiny"
 
