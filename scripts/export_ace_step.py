@@ -38,6 +38,9 @@ from scripts.ace_step_torch.onnx_wrappers import (  # noqa: E402
 
 OPSET = 17
 DECODER_DATA = "transformer_decoder_weights.bin"
+# Both transformer graphs keep their weights as external data, so the daemon can read LoRA base weights with a
+# memory map at the offsets recorded in lora_name_map.json (no onnx package at runtime).
+ENCODER_DATA = "transformer_encoder_weights.bin"
 TINY_LYRIC_IDS = {"lyric_start_id": 3, "lyric_line_end_id": 2}
 REAL_LYRIC_IDS = {"lyric_start_id": 261, "lyric_line_end_id": 2}
 TORCH_DIR = "torch"  # PyTorch weights beside the ONNX files (safetensors + configs)
@@ -144,6 +147,12 @@ def name_map(onnx_path: Path, module: torch.nn.Module, prefix: str) -> dict[str,
     by_key: dict[tuple, list[str]] = {}
     for init in model.graph.initializer:
         by_key.setdefault(_key(onnx.numpy_helper.to_array(init)), []).append(init.name)
+    where = {}  # initializer → (file, offset, length) for external data
+    for init in onnx.load(str(onnx_path), load_external_data=False).graph.initializer:
+        if init.data_location == onnx.TensorProto.EXTERNAL:
+            kv = {e.key: e.value for e in init.external_data}
+            where[init.name] = {"file": kv["location"], "offset": int(kv.get("offset", 0)),
+                                "length": int(kv["length"]), "shape": list(init.dims)}  # fmt: skip
     out: dict[str, dict] = {}
     for name, p in module.named_parameters():
         if not name.startswith(prefix):
@@ -154,11 +163,11 @@ def name_map(onnx_path: Path, module: torch.nn.Module, prefix: str) -> dict[str,
         if arr.ndim == 2:
             hits += [(n, True) for n in by_key.get(_key(arr.T), [])]
         if len(hits) == 1:
-            out[pname] = {"initializer": hits[0][0], "transposed": hits[0][1]}
+            out[pname] = {"initializer": hits[0][0], "transposed": hits[0][1], **where.get(hits[0][0], {})}
     return out
 
 
-def export_all(models: dict, out: Path, external_decoder: bool, lyric_ids: dict, size: str) -> dict:
+def export_all(models: dict, out: Path, lyric_ids: dict, size: str) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     te, dit, dcae, voc = models["text_encoder"], models["transformer"], models["dcae"], models["vocoder"]
     voc.fold_weight_norm()
@@ -193,6 +202,7 @@ def export_all(models: dict, out: Path, external_decoder: bool, lyric_ids: dict,
          "lyric_mask": {0: "batch", 1: "lyric_tokens"}, "lyric_q_scale": {0: "batch"},
          "encoder_hidden_states": {0: "batch", 1: "cond_len"}, "encoder_hidden_mask": {0: "batch", 1: "cond_len"}},
         fold=False,
+        external=ENCODER_DATA,
     )  # fmt: skip
 
     inner = dit.genre_embedder.out_features
@@ -209,7 +219,7 @@ def export_all(models: dict, out: Path, external_decoder: bool, lyric_ids: dict,
          "encoder_hidden_states": {0: "batch", 1: "cond_len"}, "encoder_hidden_mask": {0: "batch", 1: "cond_len"},
          "timestep": {0: "batch"}, "erg_q_scale": {0: "batch"}, "sample": {0: "batch", 3: "frames"}},
         fold=False,
-        external=DECODER_DATA if external_decoder else None,
+        external=DECODER_DATA,
     )  # fmt: skip
 
     _export(
@@ -330,7 +340,7 @@ def main(argv: list[str] | None = None) -> None:
         synthetic_text_tokenizer(cfgs["text_encoder"]["vocab_size"]).save(str(a.out / "tokenizer.json"))
         vocab = cfgs["transformer"]["lyric_encoder_vocab_size"]
         synthetic_lyric_tokenizer(vocab).save(str(a.out / "lyric_tokenizer.json"))
-        export_all(models, a.out, external_decoder=False, lyric_ids=TINY_LYRIC_IDS, size="tiny")
+        export_all(models, a.out, lyric_ids=TINY_LYRIC_IDS, size="tiny")
     elif a.random:
         cfg = dict(build.REAL["transformer"])
         if a.layers:
@@ -341,14 +351,14 @@ def main(argv: list[str] | None = None) -> None:
             "dcae": build.build_dcae(build.REAL["dcae"]),
             "vocoder": build.build_vocoder(build.REAL["vocoder"]),
         }
-        export_all(models, a.out, external_decoder=True, lyric_ids=REAL_LYRIC_IDS, size="full-random")
+        export_all(models, a.out, lyric_ids=REAL_LYRIC_IDS, size="full-random")
     else:
         if not a.checkpoint or not a.lyric_vocab:
             ap.error("--size full needs --checkpoint and --lyric-vocab (or --random)")
         models = load_checkpoint(a.checkpoint, a.layers)
         shutil.copy(a.checkpoint / "umt5-base" / "tokenizer.json", a.out / "tokenizer.json")
         shutil.copy(a.lyric_vocab, a.out / "lyric_tokenizer.json")
-        export_all(models, a.out, external_decoder=True, lyric_ids=REAL_LYRIC_IDS, size="full")
+        export_all(models, a.out, lyric_ids=REAL_LYRIC_IDS, size="full")
     print(f"exported to {a.out}")
 
 

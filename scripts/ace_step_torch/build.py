@@ -135,3 +135,7 @@ def randomize_(models: dict[str, torch.nn.Module], seed: int = 0) -> None:
                 p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
             elif leaf in ("scale_shift_table", "pos_bias_u", "pos_bias_v"):
                 p.copy_(0.2 * torch.randn(p.shape, generator=g))
+            elif leaf == "weight_g":
+                # default init leaves the 7-stage HiFi-GAN head nearly input-independent (output std 5e-4);
+                # a 2x gain per conv makes the waveform depend on the mel without saturating tanh
+                p.mul_(2.0)

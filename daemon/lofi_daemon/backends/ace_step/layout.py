@@ -17,8 +17,9 @@ from typing import Any
 
 GRAPHS = ("text_encoder.onnx", "transformer_encoder.onnx", "transformer_decoder.onnx", "dcae_decoder.onnx",
           "vocoder.onnx")  # fmt: skip
-LOFI_FILES = (*GRAPHS, "tokenizer.json", "ace_step.json", "lora_name_map.json")
-LOFI_OPTIONAL = ("lyric_tokenizer.json", "transformer_decoder_weights.bin")
+LOFI_FILES = (*GRAPHS, "transformer_encoder_weights.bin", "transformer_decoder_weights.bin", "tokenizer.json",
+              "ace_step.json", "lora_name_map.json")  # fmt: skip
+LOFI_OPTIONAL = ("lyric_tokenizer.json",)
 REFERENCE_FILES = (*GRAPHS, "transformer_decoder_weights.bin", "tokenizer.json")
 
 # What the reference export is assumed to contain (lab §3; its export script is unpublished).
