@@ -39,7 +39,10 @@ from scripts.ace_step_torch.onnx_wrappers import (  # noqa: E402
 OPSET = 17
 DECODER_DATA = "transformer_decoder_weights.bin"
 # Both transformer graphs keep their weights as external data, so the daemon can read LoRA base weights with a
-# memory map at the offsets recorded in lora_name_map.json (no onnx package at runtime).
+# memory map at the offsets recorded in lora_name_map.json (no onnx package at runtime). All graphs are exported
+# with constant folding: Linear weights then reach MatMul pre-transposed under anonymous names (found by value
+# in the name map), and onnxruntime honours `add_initializer` overrides of them — it ignores overrides of
+# initializers that feed a Transpose it constant-folds (the lab's unfolded export, §5.3 item 7).
 ENCODER_DATA = "transformer_encoder_weights.bin"
 TINY_LYRIC_IDS = {"lyric_start_id": 3, "lyric_line_end_id": 2}
 REAL_LYRIC_IDS = {"lyric_start_id": 261, "lyric_line_end_id": 2}
@@ -184,7 +187,7 @@ def export_all(models: dict, out: Path, lyric_ids: dict, size: str) -> dict:
         ["last_hidden_state"],
         {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
          "erg_q_scale": {0: "batch"}, "last_hidden_state": {0: "batch", 1: "tokens"}},
-        fold=False,
+        fold=True,
     )  # fmt: skip
 
     w_enc = TransformerEncoderWrapper(dit).eval()
@@ -201,7 +204,7 @@ def export_all(models: dict, out: Path, lyric_ids: dict, size: str) -> dict:
          "speaker_embeds": {0: "batch"}, "lyric_token_idx": {0: "batch", 1: "lyric_tokens"},
          "lyric_mask": {0: "batch", 1: "lyric_tokens"}, "lyric_q_scale": {0: "batch"},
          "encoder_hidden_states": {0: "batch", 1: "cond_len"}, "encoder_hidden_mask": {0: "batch", 1: "cond_len"}},
-        fold=False,
+        fold=True,
         external=ENCODER_DATA,
     )  # fmt: skip
 
@@ -218,7 +221,7 @@ def export_all(models: dict, out: Path, lyric_ids: dict, size: str) -> dict:
         {"hidden_states": {0: "batch", 3: "frames"}, "attention_mask": {0: "batch", 1: "frames"},
          "encoder_hidden_states": {0: "batch", 1: "cond_len"}, "encoder_hidden_mask": {0: "batch", 1: "cond_len"},
          "timestep": {0: "batch"}, "erg_q_scale": {0: "batch"}, "sample": {0: "batch", 3: "frames"}},
-        fold=False,
+        fold=True,
         external=DECODER_DATA,
     )  # fmt: skip
 

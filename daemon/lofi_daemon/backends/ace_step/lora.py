@@ -5,8 +5,18 @@ For every adapted Linear, W' = W + weight · scale · (B @ A) with scale = α/�
 from a PEFT `adapter_config.json` beside it, else α = r (what diffusers' `load_lora_adapter` assumes).
 The merged matrices replace the graph initializers (the exporter's `lora_name_map.json` says which
 initializer holds which parameter, and whether it is stored transposed) through
-`SessionOptions.add_initializer`, so generation runs at base speed — unlike an unmerged adapter, which adds two
-rank-r matmuls per adapted projection to every evaluation.
+`SessionOptions.add_initializer`, so generation runs at base speed — unlike an unmerged adapter (ONNX Runtime's
+adapter API needs a graph exported with LoRA inputs), which adds two rank-r matmuls per adapted projection to
+every evaluation.
+
+Measured pitfall: onnxruntime ignores an `add_initializer` override when the initializer feeds a node that graph
+optimisation constant-folds (a `Transpose` of a Linear weight, as the legacy exporter writes without constant
+folding) — the folded original wins. The exporter therefore folds, so MatMuls consume the (pre-transposed,
+renamed) initializer directly, and the name map finds each parameter's initializer by value.
+
+Scale note: upstream's `load_lora(path)` calls diffusers' `load_lora_adapter` with a bare file path, and diffusers
+then skips the file's metadata and assumes α = r (scale = lora_weight). We honour the adapter's own α / rsLoRA
+(the scale it was trained with), as diffusers does when the metadata is read.
 """
 
 from __future__ import annotations
