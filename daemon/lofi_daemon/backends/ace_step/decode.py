@@ -23,12 +23,16 @@ SAMPLES_PER_MEL = 512
 
 @dataclass(frozen=True)
 class Windowing:
-    """Window sizes in input frames (latent frames for the DCAE, mel frames for the vocoder)."""
+    """Window sizes in input frames (latent frames for the DCAE, mel frames for the vocoder).
 
-    dcae_core: int = 384
-    dcae_margin: int = 64
+    DCAE: 512-frame windows keeping the central 256, as upstream's `decode_overlap` (tracks up to 47.5 s decode in
+    one pass). Vocoder: the real ADaMoSHiFiGAN sees about ±90 mel frames (stem 3 + 18 ConvNeXt blocks × 3 +
+    pre-conv 6, plus ≈ 27 in the HiFi-GAN head), so a 96-frame margin makes windowed output equal to one pass."""
+
+    dcae_core: int = 256
+    dcae_margin: int = 128
     vocoder_core: int = 1024
-    vocoder_margin: int = 64
+    vocoder_margin: int = 96
 
 
 def windowed(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, core: int, margin: int, ratio: int,
