@@ -55,8 +55,9 @@ def peak_rss_mb() -> float:
 
 
 # ---- child processes --------------------------------------------------------------------------------------
-def child_ort(model_dir: Path, decoder: str, seconds: float, threads: int) -> dict:
+def child_ort(model_dir: Path, decoder: str, seconds: float, threads: int, stream: bool = False) -> dict:
     from lofi_daemon.backends.musicgen.pipeline import MusicGenPipeline, SamplingParams
+    from lofi_daemon.backends.musicgen.streaming import generate_streaming
     from lofi_daemon.config import Settings
 
     files = {
@@ -72,9 +73,14 @@ def child_ort(model_dir: Path, decoder: str, seconds: float, threads: int) -> di
     load = time.perf_counter() - t0
     rss_loaded = peak_rss_mb()
     stamps: list[float] = []
-    res = pipe.generate(
-        PROMPT, seconds, 0, SamplingParams(), progress=lambda d, t, **k: stamps.append(time.perf_counter())
-    )
+
+    def progress(done, total, **kw):
+        stamps.append(time.perf_counter())
+
+    if stream:
+        res = generate_streaming(pipe, PROMPT, seconds, 0, SamplingParams(), progress, None, lambda a: None)
+    else:
+        res = pipe.generate(PROMPT, seconds, 0, SamplingParams(), progress=progress)
     steps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
     return {
         "load_sec": load,
@@ -90,6 +96,7 @@ def child_ort(model_dir: Path, decoder: str, seconds: float, threads: int) -> di
         "peak_rss_mb": peak_rss_mb(),
         "decoder_mb": (model_dir / decoder).stat().st_size / 1e6,
         "audio_samples": int(res.audio.shape[0]),
+        **({"first_audio_sec": res.timings["first_audio_sec"]} if stream else {}),
     }
 
 
@@ -246,6 +253,13 @@ def table(results: dict, seconds: float) -> str:
             f"{r['peak_rss_mb'] / 1024:.2f} GB | {r['foreign_cpu_cores']:.2f} |"
         )
     out = head + "\n".join(rows)
+    firsts = {
+        k: r["first_audio_sec"] for k, r in results.items() if isinstance(r, dict) and "first_audio_sec" in r
+    }
+    if firsts:
+        out += "\n\nTime to first audio (streaming decode): " + ", ".join(
+            f"{k} {v:.2f} s" for k, v in firsts.items()
+        )
     if "drift" in results:
         out += "\n\n| decoder | cosine vs fp32 | top-250 overlap | argmax agreement |\n|---|---|---|---|\n"
         out += "\n".join(
@@ -262,14 +276,18 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--variants", nargs="+", default=["int8", "q4", "fp32"], choices=sorted(DECODERS))
     ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--stream", nargs="*", default=["int8"], help="variants also run with streaming decode")
     ap.add_argument("--drift-steps", type=int, default=20, help="0 = skip the logit drift check")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--child", choices=["ort", "torch", "drift"], help=argparse.SUPPRESS)
     ap.add_argument("--decoder", help=argparse.SUPPRESS)
+    ap.add_argument("--child-stream", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     if args.child == "ort":
-        print(json.dumps(child_ort(args.model_dir, args.decoder, args.seconds, args.threads)))
+        print(
+            json.dumps(child_ort(args.model_dir, args.decoder, args.seconds, args.threads, args.child_stream))
+        )
         return
     if args.child == "torch":
         print(json.dumps(child_torch(args.model_dir, args.seconds, args.threads)))
@@ -284,6 +302,11 @@ def main() -> None:
     for kind in args.variants:
         print(f"# ort {kind} ...", file=sys.stderr, flush=True)
         results[f"ort-{kind}"] = run_child([*common, "--child", "ort", "--decoder", DECODERS[kind]])
+    for kind in args.stream:
+        print(f"# ort {kind} streaming ...", file=sys.stderr, flush=True)
+        results[f"ort-{kind}-stream"] = run_child(
+            [*common, "--child", "ort", "--decoder", DECODERS[kind], "--child-stream"]
+        )
     if not args.no_torch:
         print("# transformers/torch ...", file=sys.stderr, flush=True)
         results["torch"] = run_child([*common, "--child", "torch"])
