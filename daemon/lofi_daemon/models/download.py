@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ ProgressFn = Callable[[dict[str, Any]], None]
 
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 POLL_SEC = 0.25
+RETRIES = 2  # extra attempts per file after a dropped connection (each resumes)
+RETRY_SLEEP_SEC = 1.0
 
 
 def hub_endpoint() -> str | None:
@@ -158,11 +161,8 @@ def download_variant(
     files_total, percent, state ("downloading" | "complete" | "error"), message?. Cancellation is checked
     between files (a partly downloaded file resumes next time).
     """
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
     files = list(variant.files)
-    total = variant.approx_total or None
+    sizes = [f.size or f.approx_size or 0 for f in files]  # replaced by the real size once a file is here
     done_bytes = 0
     report = progress or (lambda d: None)
     lock = threading.Lock()
@@ -170,7 +170,7 @@ def download_variant(
     def emit(file: str, current: int, completed: int, state: str = "downloading", **extra: Any) -> None:
         with lock:
             got = done_bytes + current
-            bytes_total = max(total or 0, got) or None
+            bytes_total = max(sum(sizes), got) or None
             pct = (
                 100.0
                 if state == "complete"
@@ -195,27 +195,14 @@ def download_variant(
             cancel.check()
         path = cached_file(variant, f)
         if path is None:
-            log.info("downloading %s/%s@%s", variant.repo_id, f.path, variant.revision)
             emit(f.path, 0, i)
             try:
-                with _ByteWatcher(variant.repo_id, lambda n, f=f, i=i: emit(f.path, n, i)):
-                    path = Path(
-                        hf_hub_download(
-                            variant.repo_id,
-                            f.path,
-                            revision=variant.revision,
-                            cache_dir=str(hub_cache_dir()),
-                            endpoint=hub_endpoint(),
-                        )
-                    )
+                path = _fetch(variant, f, lambda n, f=f, i=i: emit(f.path, n, i))
             except Cancelled:
                 raise
-            except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as exc:
-                msg = f"download of {variant.repo_id}/{f.path} failed: {exc}"
-                emit(f.path, 0, i, state="error", message=msg)
-                raise LofiError(
-                    ErrorCode.MODEL_DOWNLOAD_FAILED, msg, file=f.path, repo_id=variant.repo_id
-                ) from exc
+            except LofiError as exc:
+                emit(f.path, 0, i, state="error", message=exc.message)
+                raise
             try:
                 verify_file(path, f, _lfs_sha256(path))
             except LofiError as exc:
@@ -224,11 +211,49 @@ def download_variant(
                 raise
         else:
             verify_file(path, f)  # size only when known; hashing every start would cost seconds
-        done_bytes += path.stat().st_size
+        sizes[i] = path.stat().st_size
+        done_bytes += sizes[i]
         out[f.role] = path
         emit(f.path, 0, i + 1)
     emit(files[-1].path if files else "", 0, len(files), state="complete")
     return out
+
+
+def _fetch(variant: ModelVariant, f: ModelFile, on_bytes: Callable[[int], None]) -> Path:
+    """hf_hub_download one file; a dropped connection is retried (resuming the `.incomplete` blob)."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
+
+    last: Exception | None = None
+    for attempt in range(1 + RETRIES):
+        if attempt:
+            log.warning("retrying %s (attempt %d): %s", f.path, attempt + 1, last)
+            time.sleep(RETRY_SLEEP_SEC * attempt)
+        log.info("downloading %s/%s@%s", variant.repo_id, f.path, variant.revision)
+        try:
+            with _ByteWatcher(variant.repo_id, on_bytes):
+                return Path(
+                    hf_hub_download(
+                        variant.repo_id,
+                        f.path,
+                        revision=variant.revision,
+                        cache_dir=str(hub_cache_dir()),
+                        endpoint=hub_endpoint(),
+                    )
+                )
+        except (EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError) as exc:
+            # the server answered with an error, or could not be reached at all (huggingface_hub has already
+            # retried that itself): trying again right away will not help
+            last = exc
+            break
+        except (OSError, ValueError) as exc:  # dropped connection, truncated body, disk trouble
+            last = exc
+    raise LofiError(
+        ErrorCode.MODEL_DOWNLOAD_FAILED,
+        f"download of {variant.repo_id}/{f.path} failed: {last}",
+        file=f.path,
+        repo_id=variant.repo_id,
+    ) from last
 
 
 def _lfs_sha256(path: Path) -> str | None:
