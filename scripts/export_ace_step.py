@@ -170,18 +170,14 @@ def name_map(onnx_path: Path, module: torch.nn.Module, prefix: str) -> dict[str,
     return out
 
 
-def export_all(models: dict, out: Path, lyric_ids: dict, size: str) -> dict:
-    out.mkdir(parents=True, exist_ok=True)
-    te, dit, dcae, voc = models["text_encoder"], models["transformer"], models["dcae"], models["vocoder"]
-    voc.fold_weight_norm()
-    d_text = te.config.d_model
-    spk = dit.speaker_embedder.in_features
-    b, t, n_lyric, f = 2, 7, 5, 12
+B, T, N_LYRIC, F = 2, 7, 5, 12  # trace shapes (all dynamic in the exported graphs)
 
-    w_text = TextEncoderWrapper(te).eval()
+
+def export_text_encoder(te, out: Path) -> TextEncoderWrapper:
+    w = TextEncoderWrapper(te).eval()
     _export(
-        w_text,
-        (torch.randint(3, te.config.vocab_size, (b, t)), torch.ones(b, t, dtype=torch.long), torch.ones(b)),
+        w,
+        (torch.randint(3, te.config.vocab_size, (B, T)), torch.ones(B, T, dtype=torch.long), torch.ones(B)),
         out / "text_encoder.onnx",
         ["input_ids", "attention_mask", "erg_q_scale"],
         ["last_hidden_state"],
@@ -189,13 +185,17 @@ def export_all(models: dict, out: Path, lyric_ids: dict, size: str) -> dict:
          "erg_q_scale": {0: "batch"}, "last_hidden_state": {0: "batch", 1: "tokens"}},
         fold=True,
     )  # fmt: skip
+    return w
 
-    w_enc = TransformerEncoderWrapper(dit).eval()
+
+def export_transformer_encoder(dit, d_text: int, out: Path) -> TransformerEncoderWrapper:
+    w = TransformerEncoderWrapper(dit).eval()
     vocab = dit.lyric_embs.num_embeddings
+    spk = dit.speaker_embedder.in_features
     _export(
-        w_enc,
-        (torch.randn(b, t, d_text), torch.ones(b, t, dtype=torch.long), torch.zeros(b, spk),
-         torch.randint(0, vocab, (b, n_lyric)), torch.ones(b, n_lyric, dtype=torch.long), torch.ones(b)),
+        w,
+        (torch.randn(B, T, d_text), torch.ones(B, T, dtype=torch.long), torch.zeros(B, spk),
+         torch.randint(0, vocab, (B, N_LYRIC)), torch.ones(B, N_LYRIC, dtype=torch.long), torch.ones(B)),
         out / "transformer_encoder.onnx",
         ["encoder_text_hidden_states", "text_attention_mask", "speaker_embeds", "lyric_token_idx", "lyric_mask",
          "lyric_q_scale"],
@@ -207,14 +207,17 @@ def export_all(models: dict, out: Path, lyric_ids: dict, size: str) -> dict:
         fold=True,
         external=ENCODER_DATA,
     )  # fmt: skip
+    return w
 
+
+def export_transformer_decoder(dit, out: Path) -> TransformerDecoderWrapper:
     inner = dit.genre_embedder.out_features
-    w_dec = TransformerDecoderWrapper(dit).eval()
-    s = 1 + t + n_lyric
+    w = TransformerDecoderWrapper(dit).eval()
+    s = 1 + T + N_LYRIC
     _export(
-        w_dec,
-        (torch.randn(b, 8, 16, f), torch.ones(b, f), torch.randn(b, s, inner), torch.ones(b, s),
-         torch.tensor([900.0, 300.0]), torch.ones(b)),
+        w,
+        (torch.randn(B, 8, 16, F), torch.ones(B, F), torch.randn(B, s, inner), torch.ones(B, s),
+         torch.tensor([900.0, 300.0]), torch.ones(B)),
         out / "transformer_decoder.onnx",
         ["hidden_states", "attention_mask", "encoder_hidden_states", "encoder_hidden_mask", "timestep", "erg_q_scale"],
         ["sample"],
@@ -224,16 +227,34 @@ def export_all(models: dict, out: Path, lyric_ids: dict, size: str) -> dict:
         fold=True,
         external=DECODER_DATA,
     )  # fmt: skip
+    return w
 
+
+def export_dcae(dcae, out: Path) -> None:
     _export(
-        DcaeDecoderWrapper(dcae).eval(), (torch.randn(1, 8, 16, f),), out / "dcae_decoder.onnx",
+        DcaeDecoderWrapper(dcae).eval(), (torch.randn(1, 8, 16, F),), out / "dcae_decoder.onnx",
         ["latents"], ["mel_spectrogram"],
         {"latents": {0: "batch", 3: "frames"}, "mel_spectrogram": {0: "batch", 3: "mel_frames"}}, fold=True,
     )  # fmt: skip
+
+
+def export_vocoder(voc, out: Path) -> None:
+    voc.fold_weight_norm()
     _export(
-        VocoderWrapper(voc).eval(), (torch.randn(2, 128, 8 * f),), out / "vocoder.onnx",
+        VocoderWrapper(voc).eval(), (torch.randn(2, 128, 8 * F),), out / "vocoder.onnx",
         ["mel"], ["audio"], {"mel": {0: "batch", 2: "mel_frames"}, "audio": {0: "batch", 2: "samples"}}, fold=True,
     )  # fmt: skip
+
+
+def export_all(models: dict, out: Path, lyric_ids: dict, size: str) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    te, dit, dcae, voc = models["text_encoder"], models["transformer"], models["dcae"], models["vocoder"]
+    spk = dit.speaker_embedder.in_features
+    w_text = export_text_encoder(te, out)
+    w_enc = export_transformer_encoder(dit, te.config.d_model, out)
+    w_dec = export_transformer_decoder(dit, out)
+    export_dcae(dcae, out)
+    export_vocoder(voc, out)
 
     names = {
         "text_encoder.onnx": name_map(out / "text_encoder.onnx", w_text, "model."),

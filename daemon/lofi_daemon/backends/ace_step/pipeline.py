@@ -166,7 +166,8 @@ class AceStepPipeline:
         self.lyric_tokenizer = LyricTokenizer(
             lyric_path if lyric_path.exists() else None, cfg_["lyric_start_id"], cfg_["lyric_line_end_id"]
         )
-        self.speaker_dim = int(cfg_.get("speaker_dim", 512))
+        spk = _inputs(self.graphs.encoder)["speaker_embeds"].shape
+        self.speaker_dim = spk[1] if isinstance(spk[1], int) else int(cfg_.get("speaker_dim", 512))
         self.windowing = windowing or dec.Windowing()
         self.batch_cfg = False  # cond and uncond as one batch-2 call (useful on GPU; no gain on CPU, lab §7)
 
