@@ -176,3 +176,38 @@ def test_local_dir_without_model_is_model_not_found(tmp_path):
     with pytest.raises(LofiError) as e:
         b.layout()
     assert e.value.code == ErrorCode.MODEL_NOT_FOUND
+
+
+def test_runtime_imports_neither_torch_nor_onnx():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys, lofi_daemon.backends.ace_step.backend; "
+        "bad = [m for m in ('torch', 'transformers', 'diffusers', 'optimum', 'onnx') if m in sys.modules]; "
+        "sys.exit(1 if bad else 0)"
+    )
+    root = Path(__file__).resolve().parent.parent
+    assert subprocess.run([sys.executable, "-c", code], cwd=root / "daemon").returncode == 0
+
+
+def test_download_checks_disk_space_and_announces_size(tmp_path, monkeypatch):
+    import collections
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    notes = []
+    b = AceStepBackend(
+        Settings.from_env({"LOFI_CACHE_DIR": str(tmp_path)}), lambda m, p: notes.append((m, p))
+    )
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(backend_mod.shutil, "disk_usage", lambda p: usage(10**12, 0, 5 * 10**9))
+    with pytest.raises(LofiError) as e:
+        b.download(None, CancelToken())
+    assert e.value.code == ErrorCode.MODEL_DOWNLOAD_FAILED and "disk space" in e.value.message
+    calls = []
+    monkeypatch.setattr(backend_mod.shutil, "disk_usage", lambda p: usage(10**12, 0, 50 * 10**9))
+    monkeypatch.setattr(backend_mod.hub, "download_variant", lambda v, progress, cancel: calls.append(v.name))
+    b.download(None, CancelToken())
+    assert calls == ["lofi-nvim-fp32"]
+    assert any(m == "log" and "12.3 GB" in p["message"] for m, p in notes)
