@@ -7,7 +7,10 @@ and the hooks multiply by a [B] input, so 1.0 = off, 0.01 = ERG, and cond/uncond
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .build import ERG
@@ -65,6 +68,29 @@ class TransformerEncoderWrapper(nn.Module):
             self.hooks.scale = None
 
 
+def _glumbconv_as_matmul(ff, x: torch.Tensor) -> torch.Tensor:
+    """GLUMBConv with its two pointwise Conv1d written as Linear on [B, S, C]: the same arithmetic, but ONNX
+    Runtime's MatMul kernels run it ~1.5x faster than its 1x1 Conv path (profiled: Conv was 54 % of an
+    evaluation). The depthwise k=3 convolution over time stays a Conv."""
+    h = F.silu(F.linear(x, ff.inverted_conv.conv.weight[:, :, 0], ff.inverted_conv.conv.bias))
+    h = ff.depth_conv(h.transpose(1, 2))
+    a, gate = torch.chunk(h, 2, dim=1)
+    h = (a * ff.glu_act(gate)).transpose(1, 2)
+    return F.linear(h, ff.point_conv.conv.weight[:, :, 0])
+
+
+@contextmanager
+def _feedforward_as_matmul(transformer):
+    ffs = [blk.ff for blk in transformer.transformer_blocks]
+    for ff in ffs:
+        ff.forward = lambda x, ff=ff: _glumbconv_as_matmul(ff, x)
+    try:
+        yield
+    finally:
+        for ff in ffs:
+            del ff.forward  # back to the class's Conv1d forward
+
+
 class TransformerDecoderWrapper(nn.Module):
     def __init__(self, transformer) -> None:
         super().__init__()
@@ -83,9 +109,10 @@ class TransformerDecoderWrapper(nn.Module):
     ):
         self.hooks.scale = erg_q_scale
         try:
-            return self.model.decode(
-                hidden_states, attention_mask, encoder_hidden_states, encoder_hidden_mask, timestep
-            )
+            with _feedforward_as_matmul(self.model):
+                return self.model.decode(
+                    hidden_states, attention_mask, encoder_hidden_states, encoder_hidden_mask, timestep
+                )
         finally:
             self.hooks.scale = None
 
