@@ -1,0 +1,101 @@
+-- Messages and progress. Everything goes through vim.notify (scheduled, prefixed "lofi: "), so nvim-notify,
+-- snacks, mini.notify or fidget pick it up; progress replaces itself in place when the notifier supports it.
+local M = {}
+
+local uv = vim.uv or vim.loop
+local levels = vim.log.levels
+
+local function cfg()
+  return require("lofi.config").get()
+end
+
+--- Notify, scheduled (some notifiers fail when called from fast contexts or a statusline).
+---@param msg string
+---@param level? integer
+---@param opts? table
+function M.notify(msg, level, opts)
+  level = level or levels.INFO
+  if level < levels.WARN and not cfg().ui.notify then
+    return
+  end
+  vim.schedule(function()
+    vim.notify("lofi: " .. msg, level, vim.tbl_extend("keep", opts or {}, { title = "lofi" }))
+  end)
+end
+
+function M.error(msg)
+  M.notify(msg, levels.ERROR)
+end
+
+function M.warn(msg)
+  M.notify(msg, levels.WARN)
+end
+
+--- Turn a JSON-RPC error object into one readable line (plus the daemon's hint when it sends one).
+---@param err table|string
+---@return string
+function M.format_error(err)
+  if type(err) ~= "table" then
+    return tostring(err)
+  end
+  local data = type(err.data) == "table" and err.data or {}
+  local msg = tostring(err.message or "unknown error")
+  if data.error_code then
+    msg = msg .. " (" .. data.error_code .. ")"
+  end
+  if data.error_code == "BACKEND_NOT_INSTALLED" and data.backend then
+    msg = msg .. string.format("\nRun :Lofi download %s to install it.", data.backend)
+  elseif type(data.hint) == "string" then
+    msg = msg .. "\n" .. data.hint
+  end
+  return msg
+end
+
+--- Does the current vim.notify replace notifications in place? Neovim's own one only echoes.
+local function notifier_replaces()
+  local info = debug.getinfo(vim.notify, "S")
+  return not (info and info.source and info.source:find("vim/_editor.lua", 1, true))
+end
+
+local progress = { record = nil, last = 0, key = nil }
+
+--- Show progress of a job (`key` identifies it; done=true ends it).
+---@param key string
+---@param text string
+---@param done? boolean
+function M.progress(key, text, done)
+  local mode = cfg().ui.progress
+  if mode == "none" then
+    return
+  end
+  local now = uv.now()
+  if not done and progress.key == key and now - progress.last < cfg().ui.progress_interval_ms then
+    return -- throttled
+  end
+  progress.last = now
+  progress.key = key
+  if mode == "cmdline" or not notifier_replaces() then
+    vim.schedule(function()
+      -- Echo without adding to :messages history, so progress never floods it.
+      vim.api.nvim_echo({ { "lofi: " .. text } }, false, {})
+      if done then
+        vim.defer_fn(function()
+          vim.api.nvim_echo({ { "" } }, false, {})
+        end, 1500)
+      end
+    end)
+    return
+  end
+  vim.schedule(function()
+    local ok, rec = pcall(vim.notify, "lofi: " .. text, levels.INFO, {
+      title = "lofi",
+      id = "lofi_progress", -- snacks.nvim / mini.notify style
+      replace = progress.record, -- nvim-notify style
+      hide_from_history = not done,
+      timeout = done and 3000 or false,
+    })
+    progress.record = (ok and not done) and rec or nil
+  end)
+end
+
+return M

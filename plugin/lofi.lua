@@ -1,0 +1,36 @@
+-- lofi: registers :Lofi and the <Plug>(lofi-...) mappings. Nothing else happens at startup: the lofi modules are
+-- required inside the command and mapping bodies, so the daemon starts only on first use.
+if vim.g.loaded_lofi or vim.g.lofi_disable then
+  return
+end
+vim.g.loaded_lofi = true
+
+vim.api.nvim_create_user_command("Lofi", function(opts)
+  require("lofi.commands").run(opts)
+end, {
+  nargs = "*",
+  range = false,
+  desc = "lofi: generate and play local AI lofi music",
+  complete = function(arglead, cmdline, cursorpos)
+    return require("lofi.commands").complete(arglead, cmdline, cursorpos)
+  end,
+})
+
+-- <Plug> mappings; lofi never maps keys itself (see :h lofi-mappings).
+for name, fn in pairs({
+  toggle = "toggle",
+  generate = "generate",
+  stop = "stop",
+  skip = "skip",
+  pause = "pause",
+  resume = "resume",
+  ["volume-up"] = "volume_up",
+  ["volume-down"] = "volume_down",
+  tracks = "tracks",
+  prompts = "prompts",
+  status = "status",
+}) do
+  vim.keymap.set("n", "<Plug>(lofi-" .. name .. ")", function()
+    require("lofi")[fn]()
+  end, { desc = "lofi: " .. name })
+end
