@@ -145,6 +145,9 @@ def handle(method: str, p: dict):
         }
     if method == "shutdown":
         return {"ok": True}
+    if method == "sleep":  # test-only: a request that stays pending
+        time.sleep(float(p.get("sec", 5)))
+        return {"slept": True}
     if method == "ping":
         return {"pong": True}
     if method == "status":
@@ -241,7 +244,7 @@ def main() -> int:
     if "--version" in ARGS:
         print("lofi-daemon 0.0.1 (fake)")
         return 0
-    if ARGS[:2] == ["health", "--json"]:
+    if "health" in ARGS and "--json" in ARGS:
         print(
             json.dumps(
                 {

@@ -186,16 +186,21 @@ end
 
 local function check_integrations()
   h.start("lofi: optional integrations")
-  local function probe(mod, label, what)
+  local function probe(mod, label, with, without)
     if pcall(require, mod) then
-      h.ok(label .. " found: " .. what)
+      h.ok(label .. " found: " .. with)
     else
-      h.info(label .. " not found: " .. what .. " falls back to the built-in UI")
+      h.info(label .. " not found: " .. without)
     end
   end
-  probe("telescope", "telescope.nvim", "`:Telescope lofi tracks|prompts`")
-  probe("lualine", "lualine.nvim", "the `lofi` lualine component")
-  probe("notify", "nvim-notify", "in-place progress notifications")
+  probe("telescope", "telescope.nvim", ":Telescope lofi tracks|prompts", "pickers use vim.ui.select")
+  probe("lualine", "lualine.nvim", "the `lofi` component is available", "use require('lofi').statusline()")
+  probe(
+    "notify",
+    "nvim-notify",
+    "progress replaces itself in place",
+    "progress is echoed on the command line"
+  )
 end
 
 function M.check()
