@@ -1,0 +1,664 @@
+"""The track cache: audio files under one directory, indexed by SQLite.
+
+Design rules (product.md, Cache):
+- One file per track, `<track_id>.<ext>`, immutable once written. Every change of a final file name (rename in,
+  unlink out) happens while holding SQLite's write lock (`BEGIN IMMEDIATE`), so several daemons sharing the
+  directory see the files and the index change together.
+- Writes are atomic: a temp file in the same directory (named with the writer's pid), fsync, rename, then the row.
+  A writer killed mid-way leaves at most a temp file (removed by the next store that opens the directory once the
+  pid is gone) or a complete file without a row (adopted from its tags).
+- Every file carries its own metadata as JSON in the `comment` tag, so the index can be rebuilt from the files if the
+  database is lost or corrupt: there are no sidecar files.
+- LRU eviction by last access (put, playback, cache hits) against `max_mb` and an optional `max_tracks`;
+  favourites and protected ids (the track playing) are never evicted.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import secrets
+import sqlite3
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+from ..backends.base import GeneratedAudio, GenerationRequest
+from ..errors import ErrorCode, LofiError
+
+log = logging.getLogger(__name__)
+
+INDEX_NAME = "index.sqlite3"
+TAG_PREFIX = "lofi-track:1:"  # plain JSON follows
+TAG_PREFIX_Z = "lofi-track:1z:"  # base64(zlib(JSON)) follows; used when the plain form is too long
+# libsndfile silently drops WAV INFO strings longer than about 2 kB in total; other containers take far more.
+MAX_TAG_CHARS = {"wav": 1800}
+STALE_TEMP_SEC = 3600.0  # a temp file this old is abandoned even if its pid number is in use again
+
+# format -> (libsndfile major format, subtype, file extension)
+FORMATS: dict[str, tuple[str, str, str]] = {
+    "flac": ("FLAC", "PCM_16", "flac"),
+    "wav": ("WAV", "PCM_16", "wav"),
+    "ogg": ("OGG", "VORBIS", "ogg"),
+    "mp3": ("MP3", "MPEG_LAYER_III", "mp3"),
+}
+EXTENSIONS = {ext: name for name, (_, _, ext) in FORMATS.items()}
+
+SORTS = {
+    "created": "created_at DESC",
+    "oldest": "created_at ASC",
+    "last_played": "COALESCE(last_played, 0) DESC, created_at DESC",
+    "play_count": "play_count DESC, created_at DESC",
+    "prompt": "prompt COLLATE NOCASE ASC, created_at DESC",
+    "duration": "duration_sec DESC, created_at DESC",
+    "size": "size_bytes DESC, created_at DESC",
+}
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tracks (
+    track_id TEXT PRIMARY KEY,
+    file TEXT NOT NULL,
+    prompt TEXT NOT NULL,
+    backend TEXT NOT NULL,
+    params TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    duration_sec REAL NOT NULL,
+    sample_rate INTEGER NOT NULL,
+    channels INTEGER NOT NULL,
+    format TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    generation_time_sec REAL NOT NULL,
+    created_at REAL NOT NULL,
+    last_played REAL,
+    play_count INTEGER NOT NULL DEFAULT 0,
+    favourite INTEGER NOT NULL DEFAULT 0,
+    size_bytes INTEGER NOT NULL,
+    last_access REAL NOT NULL,
+    info TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS tracks_lru ON tracks (favourite, last_access);
+"""
+
+_COLUMNS = (
+    "track_id, file, prompt, backend, params, seed, duration_sec, sample_rate, channels, format, model_version, "
+    "generation_time_sec, created_at, last_played, play_count, favourite, size_bytes, last_access, info"
+)
+
+
+@dataclass
+class Track:
+    track_id: str
+    path: str
+    prompt: str
+    backend: str
+    params: dict[str, Any]
+    seed: int
+    duration_sec: float
+    sample_rate: int
+    channels: int
+    format: str
+    model_version: str
+    generation_time_sec: float
+    created_at: float
+    last_played: float | None = None
+    play_count: int = 0
+    favourite: bool = False
+    size_bytes: int = 0
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("info")
+        return d
+
+
+def check_format(fmt: str) -> tuple[str, str, str]:
+    """Return (major, subtype, ext) for a cache format name, or raise CACHE_ERROR if unsupported here."""
+    fmt = (fmt or "").lower()
+    if fmt not in FORMATS:
+        raise LofiError(
+            ErrorCode.CACHE_ERROR, f"unknown audio format {fmt!r}", details=f"choose one of {sorted(FORMATS)}"
+        )
+    major, subtype, ext = FORMATS[fmt]
+    if major not in sf.available_formats() or subtype not in sf.available_subtypes(major):
+        raise LofiError(
+            ErrorCode.CACHE_ERROR,
+            f"this libsndfile ({sf.__libsndfile_version__}) cannot write {fmt}",
+            hint="use flac (default), wav or ogg, or install a libsndfile built with MPEG support",
+        )
+    return major, subtype, ext
+
+
+def _encode_tag(meta: dict[str, Any], fmt: str) -> str:
+    text = json.dumps(meta, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    limit = MAX_TAG_CHARS.get(fmt)
+    tag = TAG_PREFIX + text
+    if limit is None or len(tag) <= limit:
+        return tag
+    tag = TAG_PREFIX_Z + base64.b64encode(zlib.compress(text.encode("utf-8"), 9)).decode("ascii")
+    if len(tag) <= limit:
+        return tag
+    # Still too long for this container (e.g. long lyrics in a WAV): keep everything but the longest params.
+    slim = dict(meta, params={k: v for k, v in meta["params"].items() if len(json.dumps(v)) <= 200})
+    slim["info"] = {}
+    slim["truncated"] = True
+    log.warning("track %s: metadata too long for %s tags; long params not embedded", meta["track_id"], fmt)
+    text = json.dumps(slim, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return TAG_PREFIX_Z + base64.b64encode(zlib.compress(text.encode("utf-8"), 9)).decode("ascii")
+
+
+def _decode_tag(tag: str) -> dict[str, Any] | None:
+    try:
+        if tag.startswith(TAG_PREFIX):
+            return json.loads(tag[len(TAG_PREFIX) :])
+        if tag.startswith(TAG_PREFIX_Z):
+            return json.loads(zlib.decompress(base64.b64decode(tag[len(TAG_PREFIX_Z) :])).decode("utf-8"))
+    except (ValueError, zlib.error):
+        return None
+    return None
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return  # e.g. Windows: directories cannot be opened; rename is still atomic there
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class TrackStore:
+    """Cache of generated tracks. Thread-safe (one SQLite connection per thread) and multi-process safe."""
+
+    def __init__(
+        self, root: Path, max_mb: float = 500, max_tracks: int | None = None, fmt: str = "flac"
+    ) -> None:
+        self.root = Path(root)
+        self.max_mb = float(max_mb)
+        self.max_tracks = max_tracks
+        self.fmt = fmt.lower()
+        check_format(self.fmt)
+        # ids the owner wants kept whatever their age (e.g. the track playing and the next one)
+        self.protect: Callable[[], Iterable[str]] | None = None
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise LofiError(ErrorCode.CACHE_ERROR, f"cannot create cache dir {self.root}: {e}") from e
+        self.db_path = self.root / INDEX_NAME
+        self._open_index()
+        self.reconcile()
+
+    # ----------------------------------------------------------------------------------------------- SQLite
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.db_path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA busy_timeout = 30000")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        return conn
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+            with self._conns_lock:
+                self._conns.append(conn)
+        return conn
+
+    def _open_index(self) -> None:
+        try:
+            conn = self._conn()
+            if conn.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                raise sqlite3.DatabaseError("quick_check failed")
+            conn.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as e:
+            # The index is only an index: move the broken one aside and rebuild it from the files' tags.
+            log.warning("cache index %s is unusable (%s); rebuilding from the audio files", self.db_path, e)
+            self.close()
+            aside = self.db_path.with_name(f"{INDEX_NAME}.corrupt-{int(time.time())}")
+            for suffix in ("", "-wal", "-shm"):
+                p = Path(str(self.db_path) + suffix)
+                if p.exists():
+                    os.replace(p, Path(str(aside) + suffix))
+            self._conn().executescript(_SCHEMA)
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction holding SQLite's write lock for its whole length (BEGIN IMMEDIATE)."""
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
+            raise LofiError(ErrorCode.CACHE_ERROR, f"cache index is busy or broken: {e}") from e
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._conns_lock:
+            conns, self._conns = self._conns, []
+        for c in conns:
+            try:
+                c.close()
+            except sqlite3.Error:
+                pass
+        self._local = threading.local()
+
+    # -------------------------------------------------------------------------------------------- helpers
+
+    def _path(self, file: str) -> Path:
+        return self.root / file
+
+    def _row_to_track(self, row: sqlite3.Row) -> Track:
+        return Track(
+            track_id=row["track_id"],
+            path=str(self._path(row["file"])),
+            prompt=row["prompt"],
+            backend=row["backend"],
+            params=json.loads(row["params"]),
+            seed=int(row["seed"]),
+            duration_sec=float(row["duration_sec"]),
+            sample_rate=int(row["sample_rate"]),
+            channels=int(row["channels"]),
+            format=row["format"],
+            model_version=row["model_version"],
+            generation_time_sec=float(row["generation_time_sec"]),
+            created_at=float(row["created_at"]),
+            last_played=row["last_played"],
+            play_count=int(row["play_count"]),
+            favourite=bool(row["favourite"]),
+            size_bytes=int(row["size_bytes"]),
+            info=json.loads(row["info"] or "{}"),
+        )
+
+    @staticmethod
+    def _insert(conn: sqlite3.Connection, t: Track, file: str, last_access: float) -> None:
+        conn.execute(
+            f"INSERT OR REPLACE INTO tracks ({_COLUMNS}) VALUES ({', '.join('?' * 19)})",
+            (
+                t.track_id,
+                file,
+                t.prompt,
+                t.backend,
+                json.dumps(t.params, sort_keys=True, ensure_ascii=False),
+                int(t.seed),
+                float(t.duration_sec),
+                int(t.sample_rate),
+                int(t.channels),
+                t.format,
+                t.model_version,
+                float(t.generation_time_sec),
+                float(t.created_at),
+                t.last_played,
+                int(t.play_count),
+                int(bool(t.favourite)),
+                int(t.size_bytes),
+                float(last_access),
+                json.dumps(t.info, sort_keys=True, ensure_ascii=False),
+            ),
+        )
+
+    def _temp_name(self, track_id: str, ext: str) -> Path:
+        return self.root / f".tmp-{os.getpid()}-{secrets.token_hex(4)}-{track_id}.{ext}"
+
+    # ------------------------------------------------------------------------------------------- reading
+
+    def get(self, track_id: str, *, touch: bool = False) -> Track | None:
+        """The cached track, or None. A row whose file vanished is dropped. `touch` counts as an access (LRU)."""
+        row = self._conn().execute("SELECT * FROM tracks WHERE track_id = ?", (track_id,)).fetchone()
+        if row is None:
+            return None
+        if not self._path(row["file"]).is_file():
+            with self._write() as conn:
+                conn.execute("DELETE FROM tracks WHERE track_id = ? AND file = ?", (track_id, row["file"]))
+            return None
+        if touch:
+            self.touch(track_id)
+        return self._row_to_track(row)
+
+    def require(self, track_id: str) -> Track:
+        t = self.get(track_id)
+        if t is None:
+            raise LofiError(
+                ErrorCode.TRACK_NOT_FOUND, f"track {track_id} is not in the cache", track_id=track_id
+            )
+        return t
+
+    def list(
+        self,
+        *,
+        limit: int | None = None,
+        sort: str = "created",
+        backend: str | None = None,
+        query: str | None = None,
+        favourite: bool | None = None,
+    ) -> list[Track]:
+        if sort not in SORTS:
+            raise LofiError(
+                ErrorCode.INVALID_PARAMS, f"unknown sort {sort!r}", details=f"one of {sorted(SORTS)}"
+            )
+        where, args = [], []
+        if backend:
+            where.append("backend = ?")
+            args.append(backend)
+        if query:
+            escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            where.append("prompt LIKE ? ESCAPE '\\'")
+            args.append(f"%{escaped}%")
+        if favourite is not None:
+            where.append("favourite = ?")
+            args.append(int(favourite))
+        sql = "SELECT * FROM tracks"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY " + SORTS[sort]
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(int(limit))
+        return [self._row_to_track(r) for r in self._conn().execute(sql, args).fetchall()]
+
+    def stats(self) -> dict[str, Any]:
+        row = (
+            self._conn()
+            .execute(
+                "SELECT COUNT(*) AS n, COALESCE(SUM(size_bytes), 0) AS size, MIN(created_at) AS oldest, "
+                "MAX(created_at) AS newest, COALESCE(SUM(favourite), 0) AS favs FROM tracks"
+            )
+            .fetchone()
+        )
+        return {
+            "count": int(row["n"]),
+            "size_bytes": int(row["size"]),
+            "size_mb": round(row["size"] / 1e6, 3),
+            "max_mb": self.max_mb,
+            "max_tracks": self.max_tracks,
+            "favourites": int(row["favs"]),
+            "oldest": row["oldest"],
+            "newest": row["newest"],
+            "dir": str(self.root),
+            "format": self.fmt,
+        }
+
+    def read_audio(self, track_id: str) -> tuple[np.ndarray, int]:
+        """Decode a cached track to float32 [frames, channels] at its native rate."""
+        t = self.require(track_id)
+        try:
+            data, sr = sf.read(t.path, dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError, OSError) as e:
+            raise LofiError(
+                ErrorCode.CACHE_ERROR, f"cannot read track {track_id}: {e}", track_id=track_id
+            ) from e
+        return data, int(sr)
+
+    # ------------------------------------------------------------------------------------------- writing
+
+    def put(
+        self,
+        track_id: str,
+        audio: GeneratedAudio,
+        *,
+        request: GenerationRequest,
+        model_version: str,
+        generation_time_sec: float,
+        fmt: str | None = None,
+    ) -> Track:
+        """Write a finished generation atomically, index it, then evict old tracks over the limits."""
+        fmt = (fmt or self.fmt).lower()
+        major, subtype, ext = check_format(fmt)
+        samples = np.asarray(audio.samples, dtype=np.float32)
+        if samples.ndim == 1:
+            samples = samples[:, None]
+        if samples.ndim != 2 or samples.shape[0] == 0:
+            raise LofiError(ErrorCode.CACHE_ERROR, f"track {track_id}: no audio to store", track_id=track_id)
+        now = time.time()
+        track = Track(
+            track_id=track_id,
+            path="",
+            prompt=request.prompt,
+            backend=request.backend,
+            params=dict(request.params),
+            seed=int(request.seed),
+            duration_sec=samples.shape[0] / float(audio.sample_rate),
+            sample_rate=int(audio.sample_rate),
+            channels=int(samples.shape[1]),
+            format=fmt,
+            model_version=model_version,
+            generation_time_sec=float(generation_time_sec),
+            created_at=now,
+            info=dict(audio.info or {}),
+        )
+        meta = track.to_dict()
+        for k in ("path", "last_played", "play_count", "favourite", "size_bytes"):
+            meta.pop(k)
+        meta["requested_duration_sec"] = float(request.duration_sec)
+        meta["info"] = track.info
+        file = f"{track_id}.{ext}"
+        tmp = self._temp_name(track_id, ext)
+        try:
+            # Integer PCM wraps around instead of clipping in libsndfile: clip first.
+            clipped = np.clip(samples, -1.0, 1.0)
+            with sf.SoundFile(
+                tmp, "w", samplerate=track.sample_rate, channels=track.channels, format=major, subtype=subtype
+            ) as f:
+                f.title = f"lofi: {request.prompt[:80]}"
+                f.artist = f"lofi ({request.backend})"
+                f.software = "lofi"
+                f.comment = _encode_tag(meta, fmt)
+                f.write(clipped)
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            track.size_bytes = tmp.stat().st_size
+            with self._write() as conn:
+                old = conn.execute("SELECT file FROM tracks WHERE track_id = ?", (track_id,)).fetchone()
+                os.replace(tmp, self._path(file))
+                _fsync_dir(self.root)
+                if old is not None and old["file"] != file:
+                    self._path(old["file"]).unlink(missing_ok=True)
+                self._insert(conn, track, file, now)
+        except LofiError:
+            raise
+        except (OSError, RuntimeError, sf.LibsndfileError, sqlite3.Error) as e:
+            raise LofiError(
+                ErrorCode.CACHE_ERROR, f"cannot store track {track_id}: {e}", track_id=track_id
+            ) from e
+        finally:
+            tmp.unlink(missing_ok=True)
+        track.path = str(self._path(file))
+        self.evict(keep=(track_id,))
+        return track
+
+    def touch(self, track_id: str) -> None:
+        with self._write() as conn:
+            conn.execute("UPDATE tracks SET last_access = ? WHERE track_id = ?", (time.time(), track_id))
+
+    def mark_played(self, track_id: str) -> None:
+        """Playback started: counts for LRU and the play statistics."""
+        now = time.time()
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE tracks SET last_played = ?, last_access = ?, play_count = play_count + 1 WHERE track_id = ?",
+                (now, now, track_id),
+            )
+
+    def set_favourite(self, track_id: str, favourite: bool) -> Track:
+        with self._write() as conn:
+            cur = conn.execute(
+                "UPDATE tracks SET favourite = ? WHERE track_id = ?", (int(bool(favourite)), track_id)
+            )
+            if cur.rowcount == 0:
+                raise LofiError(
+                    ErrorCode.TRACK_NOT_FOUND, f"track {track_id} is not in the cache", track_id=track_id
+                )
+        return self.require(track_id)
+
+    def delete(self, track_id: str) -> bool:
+        with self._write() as conn:
+            row = conn.execute("SELECT file FROM tracks WHERE track_id = ?", (track_id,)).fetchone()
+            if row is None:
+                return False
+            conn.execute("DELETE FROM tracks WHERE track_id = ?", (track_id,))
+            self._path(row["file"]).unlink(missing_ok=True)
+        return True
+
+    def clear(self, *, keep_favourites: bool = True) -> int:
+        with self._write() as conn:
+            sql = "SELECT track_id, file FROM tracks" + (" WHERE favourite = 0" if keep_favourites else "")
+            rows = conn.execute(sql).fetchall()
+            for r in rows:
+                conn.execute("DELETE FROM tracks WHERE track_id = ?", (r["track_id"],))
+                self._path(r["file"]).unlink(missing_ok=True)
+        return len(rows)
+
+    def evict(self, keep: Iterable[str] = ()) -> list[str]:
+        """Remove least-recently-accessed tracks until under max_mb and max_tracks. Returns the evicted ids."""
+        keep_ids = set(keep)
+        if self.protect is not None:
+            try:
+                keep_ids.update(self.protect())
+            except Exception:  # the owner's callback must never break eviction
+                log.exception("cache protect callback failed")
+        limit_bytes = self.max_mb * 1e6
+        evicted: list[str] = []
+        with self._write() as conn:
+            total, count = conn.execute(
+                "SELECT COALESCE(SUM(size_bytes), 0), COUNT(*) FROM tracks"
+            ).fetchone()
+            if total <= limit_bytes and (self.max_tracks is None or count <= self.max_tracks):
+                return evicted
+            rows = conn.execute(
+                "SELECT track_id, file, size_bytes FROM tracks WHERE favourite = 0 "
+                "ORDER BY last_access ASC, created_at ASC"
+            ).fetchall()
+            for r in rows:
+                if total <= limit_bytes and (self.max_tracks is None or count <= self.max_tracks):
+                    break
+                if r["track_id"] in keep_ids:
+                    continue
+                conn.execute("DELETE FROM tracks WHERE track_id = ?", (r["track_id"],))
+                self._path(r["file"]).unlink(missing_ok=True)
+                total -= r["size_bytes"]
+                count -= 1
+                evicted.append(r["track_id"])
+        if evicted:
+            log.info("cache: evicted %d track(s): %s", len(evicted), ", ".join(evicted))
+        return evicted
+
+    # ------------------------------------------------------------------------------- repair and rebuild
+
+    def _read_tag(self, path: Path) -> Track | None:
+        try:
+            with sf.SoundFile(path) as f:
+                meta = _decode_tag(f.comment or "")
+                frames, sr, ch = f.frames, f.samplerate, f.channels
+        except (sf.LibsndfileError, RuntimeError, OSError):
+            return None
+        if not meta or meta.get("track_id") != path.stem:
+            return None
+        try:
+            return Track(
+                track_id=meta["track_id"],
+                path=str(path),
+                prompt=meta["prompt"],
+                backend=meta["backend"],
+                params=dict(meta.get("params") or {}),
+                seed=int(meta["seed"]),
+                duration_sec=frames / float(sr) if frames > 0 else float(meta["duration_sec"]),
+                sample_rate=int(sr),
+                channels=int(ch),
+                format=EXTENSIONS.get(path.suffix.lstrip(".").lower(), meta.get("format", "")),
+                model_version=meta["model_version"],
+                generation_time_sec=float(meta.get("generation_time_sec", 0.0)),
+                created_at=float(meta.get("created_at", path.stat().st_mtime)),
+                size_bytes=path.stat().st_size,
+                info=dict(meta.get("info") or {}),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def reconcile(self) -> dict[str, int]:
+        """Make the index and the directory agree: drop rows whose file is gone, adopt complete files that have
+        no row (from their tags), and remove temp files of writers that died. Safe while other daemons run."""
+        removed_temps = dropped_rows = adopted = 0
+        now = time.time()
+        for p in self.root.glob(".tmp-*"):
+            parts = p.name.split("-")
+            pid = int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else -1
+            try:
+                age = now - p.stat().st_mtime
+            except FileNotFoundError:
+                continue
+            if pid == os.getpid():
+                continue  # ours: a put in progress in another thread
+            if not _pid_alive(pid) or age > STALE_TEMP_SEC:
+                p.unlink(missing_ok=True)
+                removed_temps += 1
+        with self._write() as conn:
+            rows = conn.execute("SELECT track_id, file FROM tracks").fetchall()
+            indexed = {r["file"] for r in rows}
+            for r in rows:
+                if not self._path(r["file"]).is_file():
+                    conn.execute("DELETE FROM tracks WHERE track_id = ?", (r["track_id"],))
+                    dropped_rows += 1
+            for p in sorted(self.root.iterdir()):
+                if (
+                    p.name.startswith(".")
+                    or p.suffix.lstrip(".").lower() not in EXTENSIONS
+                    or p.name in indexed
+                ):
+                    continue
+                t = self._read_tag(p)
+                if t is None:
+                    log.warning("cache: %s is not a readable lofi track; leaving it alone", p)
+                    continue
+                self._insert(conn, t, p.name, t.created_at)
+                adopted += 1
+        if removed_temps or dropped_rows or adopted:
+            log.info(
+                "cache reconcile: %d temp file(s) removed, %d row(s) dropped, %d file(s) adopted",
+                removed_temps,
+                dropped_rows,
+                adopted,
+            )
+        return {"removed_temps": removed_temps, "dropped_rows": dropped_rows, "adopted": adopted}
+
+    def rebuild_index(self) -> int:
+        """Forget the index and rebuild it from the files' tags (play counts and favourites are lost)."""
+        with self._write() as conn:
+            conn.execute("DELETE FROM tracks")
+        self.reconcile()
+        return self.stats()["count"]
