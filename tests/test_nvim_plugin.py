@@ -112,7 +112,7 @@ def test_config_validation_names_the_bad_key(nvim):
     assert "playback.volume: expected a number from 0 to 1, got 5" in text
     assert "ui.progress: expected one of notify, cmdline, none, got fidget" in text
     assert "daemon.cmd: expected a string or a non-empty list of strings" in text
-    assert "threads: expected a number from 0 to 1024, got many" in text
+    assert "threads: expected a number from 0 to 256, got many" in text
     assert "unknown option `bogus`" in text
     assert len(errs) == 5
 
@@ -153,7 +153,7 @@ def test_daemon_cmd_prefers_the_plugin_venv(nvim, tmp_path):
         "return c.daemon_cmd()",
         str(fake_root),
     )
-    assert got == [str(exe)]
+    assert got == [str(exe), "--parent-pid", str(nvim.funcs.getpid())]
     configure(nvim, {"daemon": {"cmd": ["ssh", "gpu-box", "lofi-daemon"]}})
     nvim.exec_lua("require('lofi.config').setup()")
     assert nvim.exec_lua("return require('lofi.config').daemon_cmd()") == ["ssh", "gpu-box", "lofi-daemon"]

@@ -238,11 +238,15 @@ function M.start()
     options = require("lofi.config").initialize_options(),
   }, function(ierr, result)
     if ierr then
-      require("lofi.ui").error("initialize failed: " .. require("lofi.ui").format_error(ierr))
+      local ui = require("lofi.ui")
+      local err = { code = ierr.code, message = "the daemon refused initialize: " .. ui.format_error(ierr) }
       local backlog = S.backlog
       S.backlog = {}
+      if #backlog == 0 then
+        ui.error(err.message)
+      end
       for _, b in ipairs(backlog) do
-        pcall(b.cb, ierr, nil)
+        pcall(b.cb, err, nil)
       end
       M.stop()
       return

@@ -13,7 +13,7 @@ M.defaults = {
     max_restarts = 3, -- crashes tolerated before giving up (the count resets after a minute of uptime)
     request_timeout_ms = 10000, -- only for synchronous calls (completion, health); normal calls are async
   },
-  backend = "musicgen", -- default backend: "musicgen" | "ace_step"
+  backend = "musicgen", -- default backend: "musicgen" | "ace_step" (or a daemon plugin backend's name)
   provider = "auto", -- onnxruntime execution provider: "auto" | "cpu" | "cuda" | "coreml"
   threads = 0, -- inference threads, 0 = onnxruntime's default
   models = {
@@ -58,7 +58,6 @@ M.defaults = {
 }
 
 local ENUMS = {
-  backend = { "musicgen", "ace_step" },
   provider = { "auto", "cpu", "cuda", "coreml" },
   ["cache.format"] = { "flac", "wav", "ogg", "mp3" },
   ["prefetch.strategy"] = { "same_prompt", "preset_cycle", "random_preset" },
@@ -104,9 +103,15 @@ local RULES = {
   { "daemon.auto_restart", "boolean" },
   { "daemon.max_restarts", num_range(0, 100) },
   { "daemon.request_timeout_ms", num_range(1, 600000) },
-  { "backend", one_of("backend") },
+  {
+    "backend",
+    function(v)
+      return type(v) == "string" and v:match("^[%w_%-]+$") ~= nil
+    end,
+    "a backend name such as musicgen or ace_step",
+  },
   { "provider", one_of("provider") },
-  { "threads", num_range(0, 1024) },
+  { "threads", num_range(0, 256) },
   { "models", "table" },
   { "models.musicgen", "table" },
   { "models.musicgen.dir", "string?" },
@@ -250,12 +255,14 @@ function M.daemon_cmd()
   local root = M.plugin_root()
   local is_win = vim.fn.has("win32") == 1
   local venv = is_win and (root .. "/.venv/Scripts/lofi-daemon.exe") or (root .. "/.venv/bin/lofi-daemon")
+  -- A local daemon watches this Neovim's pid, so it never outlives a crashed editor.
+  local watch = { "--parent-pid", tostring(vim.fn.getpid()) }
   if vim.fn.executable(venv) == 1 then
-    return { venv }
+    return { venv, unpack(watch) }
   end
   local on_path = vim.fn.exepath("lofi-daemon")
   if on_path ~= "" then
-    return { on_path }
+    return { on_path, unpack(watch) }
   end
   return nil,
     string.format(
@@ -270,9 +277,12 @@ end
 --- The `options` object sent with `initialize`.
 function M.initialize_options()
   local c = M.get()
-  local models = {}
+  -- Only models with a setting; an empty Lua table would encode as a JSON array.
+  local models = vim.empty_dict()
   for name, m in pairs(c.models) do
-    models[name] = { dir = m.dir and vim.fn.expand(m.dir) or nil, variant = m.variant }
+    if m.dir or m.variant then
+      models[name] = { dir = m.dir and vim.fn.expand(m.dir) or nil, variant = m.variant }
+    end
   end
   return {
     default_backend = c.backend,

@@ -44,7 +44,7 @@ function M.daemon_report()
   if not out then
     return nil, err
   end
-  local ok, report = pcall(vim.json.decode, out, { luanil = { object = true, array = true } })
+  local ok, report = pcall(vim.json.decode, out)
   if not ok or type(report) ~= "table" then
     return nil, "the daemon printed something that isn't JSON: " .. out:sub(1, 200)
   end
@@ -74,6 +74,14 @@ local function check_config()
   h.info(
     string.format("default backend: %s, provider: %s, progress UI: %s", c.backend, c.provider, c.ui.progress)
   )
+end
+
+-- JSON null arrives as vim.NIL; treat it as absent.
+local function nn(v)
+  if v == vim.NIL then
+    return nil
+  end
+  return v
 end
 
 local function fmt_mb(mb)
@@ -113,20 +121,30 @@ local function check_daemon()
     return
   end
 
-  h.ok("daemon " .. tostring(report.version or "?") .. " starts and answers")
-  if report.python then
+  h.ok("daemon " .. tostring(nn(report.version) or "?") .. " starts and answers")
+  if nn(report.python) then
     h.info("Python " .. tostring(report.python))
   end
   if type(report.packages) == "table" then
     local names = vim.tbl_keys(report.packages)
     table.sort(names)
-    local parts = {}
+    local parts, missing = {}, {}
     for _, name in ipairs(names) do
-      parts[#parts + 1] = name .. " " .. tostring(report.packages[name])
+      local v = report.packages[name]
+      if v == vim.NIL or v == nil then
+        missing[#missing + 1] = name
+      else
+        parts[#parts + 1] = name .. " " .. tostring(v)
+      end
     end
     h.info("packages: " .. table.concat(parts, ", "))
+    if #missing > 0 then
+      h.error("missing Python packages: " .. table.concat(missing, ", "), {
+        "Reinstall the daemon's environment: cd " .. cfg_mod().plugin_root() .. " && ./scripts/setup",
+      })
+    end
   end
-  local providers = report.providers or {}
+  local providers = nn(report.providers) or {}
   if #providers > 0 then
     h.ok("onnxruntime providers: " .. table.concat(providers, ", "))
   else
@@ -138,11 +156,13 @@ local function check_daemon()
 
   h.start("lofi: models")
   local any = false
-  for _, b in ipairs(report.backends or {}) do
-    local where = b.dir and (" in " .. b.dir) or ""
-    if b.installed then
+  for _, b in ipairs(nn(report.backends) or {}) do
+    local where = nn(b.dir) and (" in " .. b.dir) or ""
+    if nn(b.error) then
+      h.error(string.format("%s: %s", tostring(b.name), tostring(b.error)))
+    elseif b.installed == true then
       any = true
-      h.ok(string.format("%s installed (variant %s)%s", b.name, tostring(b.variant or "default"), where))
+      h.ok(string.format("%s installed (variant %s)%s", b.name, tostring(nn(b.variant) or "default"), where))
     else
       h.warn(
         string.format("%s not installed%s", b.name, where),
@@ -155,31 +175,31 @@ local function check_daemon()
   end
 
   h.start("lofi: audio")
-  local audio = report.audio or {}
-  if audio.ok then
+  local audio = nn(report.audio) or {}
+  if audio.ok == true then
     local names = {}
-    for _, d in ipairs(audio.devices or {}) do
+    for _, d in ipairs(nn(audio.devices) or {}) do
       names[#names + 1] = (type(d) == "table" and (d.name .. (d.is_default and " (default)" or "")))
         or tostring(d)
     end
     h.ok(#names > 0 and ("output devices: " .. table.concat(names, ", ")) or "audio output available")
   else
-    h.warn("no audio output: " .. tostring(audio.error or "no output device"), {
+    h.warn("no audio output: " .. tostring(nn(audio.error) or "no output device"), {
       "Generation still works; playback needs an output device (PortAudio: libportaudio2)",
     })
   end
 
   h.start("lofi: cache and log")
-  local cache = report.cache or {}
+  local cache = nn(report.cache) or {}
   h.info(
     string.format(
       "cache: %s (%d tracks, %s)",
-      tostring(cache.dir or "?"),
+      tostring(nn(cache.dir) or "?"),
       tonumber(cache.count) or 0,
       fmt_mb(cache.size_mb)
     )
   )
-  if report.log_file then
+  if nn(report.log_file) then
     h.info("daemon log: " .. report.log_file .. "  (open it with :Lofi log)")
   end
 end

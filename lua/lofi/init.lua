@@ -38,6 +38,8 @@ local function on_notification(method, p)
       p.track_id,
       string.format("generating “%s” %d%%%s", short(g and g.prompt), p.percent or 0, eta)
     )
+  elseif method == "generation_complete" and p.cached then
+    ui.notify(string.format("“%s” was already in the cache (%s)", short(p.prompt), p.track_id))
   elseif method == "generation_complete" then
     ui.progress(
       p.track_id,
@@ -164,8 +166,6 @@ function M.generate(opts, cb)
         if result.status == "queued" and (result.position or 0) > 0 then
           ui.notify(string.format("queued “%s” (position %d)", short(opts.prompt), result.position))
         end
-      elseif result.status == "cached" then
-        ui.notify(string.format("“%s” is already in the cache (%s)", short(opts.prompt), result.track_id))
       end
     end
     if cb then
@@ -361,14 +361,14 @@ function M.format_status(st)
       st.pid or "?",
       state.format_time(st.uptime_sec)
     ),
-    string.format(
+    pb.track_id and string.format(
       "playback: %s %s %s/%s, volume %d%%",
-      pb.state or "stopped",
-      pb.track_id or "",
+      pb.state,
+      pb.track_id,
       state.format_time(pb.position_sec),
       state.format_time(pb.duration_sec),
-      math.floor((pb.volume or 0) * 100 + 0.5)
-    ),
+      math.floor((tonumber(pb.volume) or 0) * 100 + 0.5)
+    ) or ("playback: " .. tostring(pb.state or "stopped")),
     string.format(
       "queue: %s running, %d waiting",
       (q.running and q.running ~= vim.NIL) and "1" or "0",
