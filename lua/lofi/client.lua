@@ -239,14 +239,14 @@ function M.start()
   }, function(ierr, result)
     if ierr then
       local ui = require("lofi.ui")
-      local err = { code = ierr.code, message = "the daemon refused initialize: " .. ui.format_error(ierr) }
+      local refused = { code = ierr.code, message = "the daemon refused initialize: " .. ui.format_error(ierr) }
       local backlog = S.backlog
       S.backlog = {}
       if #backlog == 0 then
-        ui.error(err.message)
+        ui.error(refused.message)
       end
       for _, b in ipairs(backlog) do
-        pcall(b.cb, err, nil)
+        pcall(b.cb, refused, nil)
       end
       M.stop()
       return
