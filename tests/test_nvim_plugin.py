@@ -202,7 +202,7 @@ def test_unknown_subcommand_is_an_error_listing_the_valid_ones(nvim):
 
 def test_parse_generate_args(nvim):
     got = nvim.exec_lua(
-        "return require('lofi').parse_generate_args({'rainy', 'night', 'duration=60', 'seed=42', 'backend=ace_step',"
+        "return require('lofi.format').parse_generate_args({'rainy', 'night', 'duration=60', 'seed=42', 'backend=ace_step',"
         " 'jazz', 'x=1'})"
     )
     assert got == {"prompt": "rainy night jazz x=1", "duration_sec": 60, "seed": 42, "backend": "ace_step"}

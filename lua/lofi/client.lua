@@ -239,7 +239,8 @@ function M.start()
   }, function(ierr, result)
     if ierr then
       local ui = require("lofi.ui")
-      local refused = { code = ierr.code, message = "the daemon refused initialize: " .. ui.format_error(ierr) }
+      local refused =
+        { code = ierr.code, message = "the daemon refused initialize: " .. ui.format_error(ierr) }
       local backlog = S.backlog
       S.backlog = {}
       if #backlog == 0 then

@@ -58,7 +58,7 @@ local function generate_complete(arglead)
     return { "scheduler=euler", "scheduler=heun", "scheduler=pingpong" }
   end
   local out = {}
-  for k in pairs(lofi().GENERATE_KEYS) do
+  for k in pairs(require("lofi.format").GENERATE_KEYS) do
     out[#out + 1] = k .. "="
   end
   table.sort(out)
@@ -77,7 +77,7 @@ M.subcommands = {
   generate = {
     desc = "generate [prompt] [duration=N seed=N backend=NAME priority=high]",
     run = function(args)
-      lofi().generate(lofi().parse_generate_args(args))
+      lofi().generate(require("lofi.format").parse_generate_args(args))
     end,
     complete = generate_complete,
   },

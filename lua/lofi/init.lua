@@ -6,6 +6,7 @@ local client = require("lofi.client")
 local state = require("lofi.state")
 local events = require("lofi.events")
 local ui = require("lofi.ui")
+local fmt = require("lofi.format")
 
 local function cfg()
   return require("lofi.config").get()
@@ -102,38 +103,6 @@ client.on_notification(on_notification)
 ---@param opts? table
 function M.setup(opts)
   require("lofi.config").setup(opts)
-end
-
---- Parse "key=value" tokens out of a list of words; the rest is the prompt.
-local GENERATE_KEYS = {
-  duration = "duration_sec",
-  duration_sec = "duration_sec",
-  seed = "seed",
-  backend = "backend",
-  priority = "priority",
-  steps = "inference_steps",
-  guidance = "guidance_scale",
-  scheduler = "scheduler",
-  top_k = "top_k",
-  temperature = "temperature",
-  lora = "lora",
-}
-M.GENERATE_KEYS = GENERATE_KEYS
-
-function M.parse_generate_args(words)
-  local opts, prompt = {}, {}
-  for _, w in ipairs(words) do
-    local k, v = w:match("^([%w_]+)=(.+)$")
-    if k and GENERATE_KEYS[k] then
-      opts[GENERATE_KEYS[k]] = tonumber(v) or v
-    else
-      prompt[#prompt + 1] = w
-    end
-  end
-  if #prompt > 0 then
-    opts.prompt = table.concat(prompt, " ")
-  end
-  return opts
 end
 
 --- Queue a generation. `opts` is a prompt string or {prompt, backend, duration_sec, seed, priority, ...}.
@@ -317,98 +286,23 @@ function M.cancel(track_id, cb)
   end)
 end
 
---- Lines describing the queue (pure; used by :Lofi queue).
-function M.format_queue(q)
-  local lines = {}
-  if q.running then
-    lines[#lines + 1] = string.format(
-      "▶ %s  %3d%%  %s  [%s]",
-      q.running.track_id,
-      math.floor(q.running.percent or 0),
-      q.running.prompt or "",
-      q.running.backend or ""
-    )
-  end
-  for _, w in ipairs(q.waiting or {}) do
-    lines[#lines + 1] = string.format(
-      "%d. %s  %s  [%s, %s]",
-      w.position or 0,
-      w.track_id,
-      w.prompt or "",
-      w.backend or "",
-      w.priority or ""
-    )
-  end
-  if #lines == 0 then
-    lines[1] = "the queue is empty"
-  end
-  return lines
-end
-
 function M.queue(cb)
   client.request("queue_status", nil, cb or default_cb(function(q)
-    ui.notify("queue\n" .. table.concat(M.format_queue(q), "\n"))
+    ui.notify("queue\n" .. table.concat(fmt.queue(q), "\n"))
   end))
-end
-
-function M.format_status(st)
-  local pb = st.playback or {}
-  local q = st.queue or {}
-  return {
-    string.format(
-      "daemon %s (pid %s, up %s)",
-      st.version or "?",
-      st.pid or "?",
-      state.format_time(st.uptime_sec)
-    ),
-    pb.track_id and string.format(
-      "playback: %s %s %s/%s, volume %d%%",
-      pb.state,
-      pb.track_id,
-      state.format_time(pb.position_sec),
-      state.format_time(pb.duration_sec),
-      math.floor((tonumber(pb.volume) or 0) * 100 + 0.5)
-    ) or ("playback: " .. tostring(pb.state or "stopped")),
-    string.format(
-      "queue: %s running, %d waiting",
-      (q.running and q.running ~= vim.NIL) and "1" or "0",
-      type(q.waiting) == "table" and #q.waiting or tonumber(q.waiting) or 0
-    ),
-    "model: " .. tostring(st.loaded_backend or "none loaded"),
-    "log: " .. tostring(st.log_file or "?"),
-    "cache: " .. tostring(st.cache_dir or "?"),
-  }
 end
 
 function M.status(cb)
   client.request("status", nil, cb or default_cb(function(st)
     state.set_playback(st.playback)
     state.current.daemon.log_file = st.log_file or state.current.daemon.log_file
-    ui.notify("status\n" .. table.concat(M.format_status(st), "\n"))
+    ui.notify("status\n" .. table.concat(fmt.status(st), "\n"))
   end))
-end
-
-function M.format_backends(res)
-  local lines = {}
-  for _, b in ipairs(res.backends or {}) do
-    lines[#lines + 1] = string.format(
-      "%s %s (%s)%s  %s-%ss @ %s Hz%s",
-      b.installed and "✓" or "✗",
-      b.name,
-      b.display_name or b.name,
-      b.name == res.default_backend and " [default]" or "",
-      b.min_duration_sec or "?",
-      b.max_duration_sec or "?",
-      b.sample_rate or "?",
-      b.installed and "" or ("  — :Lofi download " .. b.name)
-    )
-  end
-  return lines
 end
 
 function M.models(cb)
   client.request("get_backends", nil, cb or default_cb(function(res)
-    ui.notify("models\n" .. table.concat(M.format_backends(res), "\n"))
+    ui.notify("models\n" .. table.concat(fmt.backends(res), "\n"))
   end))
 end
 
@@ -424,6 +318,13 @@ function M.download(backend, cb)
       already_downloading = "%s is already downloading",
     })[res.status] or ("%s: " .. tostring(res.status))
     ui.notify(string.format(text, backend))
+  end))
+end
+
+---@param track_id string
+function M.playlist_add(track_id, cb)
+  client.request("playlist_add", { track_id = track_id }, cb or default_cb(function()
+    ui.notify("added " .. track_id .. " to the playlist")
   end))
 end
 

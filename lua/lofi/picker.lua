@@ -86,7 +86,7 @@ M.track_actions = {
     require("lofi").play(t.track_id, done)
   end,
   playlist_add = function(t, done)
-    require("lofi.client").request("playlist_add", { track_id = t.track_id }, function(err, res)
+    require("lofi").playlist_add(t.track_id, function(err, res)
       local ui = require("lofi.ui")
       if err then
         ui.error(ui.format_error(err))
