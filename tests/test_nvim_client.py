@@ -313,3 +313,43 @@ def test_checkhealth_reports_config_errors_and_a_broken_daemon(nvim, tmp_path):
         "WARNING `health --json` failed: `sh -c echo boom >&2; exit 7 health --json` failed (exit 7):" in text
     )
     assert "ERROR the daemon does not start:" in text and "boom" in text
+
+
+def test_progress_replaces_one_notification_in_place(nvim, tmp_path):
+    # An nvim-notify-like notifier: returns a record and honours `replace`.
+    use_fake(nvim, tmp_path, "--gen-steps", "8", ui={"progress_interval_ms": 0})
+    nvim.exec_lua(
+        "_G.calls = {} local n = 0 vim.notify = function(msg, level, opts) n = n + 1 "
+        "table.insert(_G.calls, {msg = msg, replace = opts and opts.replace and opts.replace.id, id = n, "
+        "timeout = opts and opts.timeout}) return {id = n} end"
+    )
+    nvim.command("Lofi generate in place")
+    wait_for(nvim, "for _, c in ipairs(_G.calls) do if c.msg:find('track ready') then return true end end")
+    calls = nvim.exec_lua("return _G.calls")
+    progress = [c for c in calls if "generating" in c["msg"] or "track ready" in c["msg"]]
+    assert len(progress) == 10  # started, 8 progress updates, ready
+    # Each one replaces the previous one: a single notification on screen that updates.
+    for prev, cur in zip(progress, progress[1:], strict=False):
+        assert cur.get("replace") == prev["id"]
+    assert progress[-1]["timeout"] == 3000 and progress[0].get("timeout") is False
+
+
+def test_cmdline_progress_stays_out_of_message_history(nvim, tmp_path):
+    use_fake(nvim, tmp_path, ui={"progress": "cmdline", "progress_interval_ms": 0})
+    nvim.command("Lofi generate quiet one")
+    wait_for(nvim, "return require('lofi').is_playing()")
+    nvim.exec_lua("vim.wait(100)")
+    assert "generating" not in nvim.exec_lua("return vim.api.nvim_exec2('messages', {output = true}).output")
+    # Nothing went through vim.notify for progress either.
+    assert not any("generating" in n for n in notes(nvim))
+
+
+def test_throttling_limits_progress_updates(nvim, tmp_path):
+    use_fake(nvim, tmp_path, "--gen-steps", "20", ui={"progress_interval_ms": 60000})
+    nvim.command("Lofi generate throttled")
+    wait_for(nvim, "return require('lofi').is_playing()")
+    texts = [n for n in notes(nvim) if "generating" in n or "track ready" in n]
+    # The first update and the final one; the 20 progress steps in between were throttled away.
+    assert texts == ["lofi: generating “throttled”…", texts[-1]] and "track ready" in texts[-1]
+    # Every progress step still fired its event.
+    assert len(events(nvim, "LofiGenerationProgress")) == 20
