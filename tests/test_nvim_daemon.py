@@ -1,6 +1,6 @@
 """End to end: a real headless Neovim drives the real daemon (this checkout's lofi_daemon) through :Lofi.
 
-The daemon runs with the test-double backend tests/tone_backend.py (a sine tone, milliseconds per track) so the
+The daemon runs with the test-double backend tests/doubles/tone_backend.py (a sine tone, milliseconds per track) so the
 queue, worker, cache and notifications are the real ones while no model is needed."""
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ ERROR = 4
 def start(tmp_path, **env):
     child_env = daemon_env(tmp_path)
     child_env["PYTHONPATH"] += os.pathsep + str(ROOT)
-    child_env["LOFI_BACKEND_PLUGINS"] = "tests.tone_backend:ToneBackend"
+    child_env["LOFI_BACKEND_PLUGINS"] = "tests.doubles.tone_backend:ToneBackend"
+    child_env["HF_HUB_OFFLINE"] = "1"
     child_env.update(env)
     return embedded_nvim(tmp_path, env=child_env)
 
@@ -56,7 +57,7 @@ def capabilities(nvim):
 
 
 def test_generate_shows_progress_then_completes(tmp_path):
-    with start(tmp_path, TONE_STEPS="40", TONE_STEP_SEC="0.02") as nvim:
+    with start(tmp_path, LOFI_TONE_STEPS="40", LOFI_TONE_STEP_SEC="0.02") as nvim:
         setup(nvim)
         nvim.command("Lofi generate rainy night jazz duration=3 seed=11")
         # While the worker runs, the statusline shows the generation from cached state.
@@ -97,7 +98,7 @@ def test_same_request_again_is_served_from_cache(tmp_path):
 
 
 def test_cancel_and_queue(tmp_path):
-    with start(tmp_path, TONE_STEPS="2000", TONE_STEP_SEC="0.01") as nvim:
+    with start(tmp_path, LOFI_TONE_STEPS="2000", LOFI_TONE_STEP_SEC="0.01") as nvim:
         setup(nvim)
         nvim.command("Lofi generate first long one duration=2")
         nvim.command("Lofi generate second long one duration=2 priority=high")
@@ -126,13 +127,13 @@ def test_cancel_and_queue(tmp_path):
 
 
 def test_errors_surface_as_clear_notifications(tmp_path):
-    with start(tmp_path, TONE_INSTALLED="0") as nvim:
+    with start(tmp_path, LOFI_TONE_NOT_INSTALLED="1") as nvim:
         setup(nvim)
         nvim.command("Lofi generate too long duration=500")
         nvim.command("Lofi generate needs a model duration=2")
         nvim.command("Lofi generate x backend=nosuch")
         errs = poll(lambda: len(notes(nvim, ERROR)) >= 3 and notes(nvim, ERROR))
-        assert errs[0] == "lofi: duration 500 s is outside 1–30 s for tone (INVALID_DURATION)"
+        assert errs[0] == "lofi: duration 500 s is outside 1–60 s for tone (INVALID_DURATION)"
         assert errs[1].startswith(
             "lofi: the tone model is not installed; download it first (BACKEND_NOT_INSTALLED)"
         )
@@ -142,7 +143,7 @@ def test_errors_surface_as_clear_notifications(tmp_path):
 
 
 def test_sigkill_restarts_the_daemon_without_lua_errors(tmp_path):
-    with start(tmp_path, TONE_STEPS="2000", TONE_STEP_SEC="0.01") as nvim:
+    with start(tmp_path, LOFI_TONE_STEPS="2000", LOFI_TONE_STEP_SEC="0.01") as nvim:
         setup(nvim)
         nvim.command("Lofi generate interrupted duration=2")
         wait_for(nvim, "return require('lofi').statusline():find('◌') ~= nil")
@@ -175,7 +176,7 @@ def test_checkhealth_against_the_real_daemon(tmp_path):
         assert "OK Neovim" in text and "OK configuration is valid" in text
         assert "OK daemon command: " + " ".join(real_daemon_cmd()) in text
         if "starts and answers" in text:
-            assert "OK tone installed (variant sine)" in text
+            assert "OK tone installed" in text
             assert "OK onnxruntime providers: " in text and "CPUExecutionProvider" in text
             assert f"cache: {tmp_path / 'cache'}" in text
         else:
