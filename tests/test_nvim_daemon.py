@@ -184,3 +184,38 @@ def test_checkhealth_against_the_real_daemon(tmp_path):
             assert "WARNING `health --json` failed" in text
             assert "OK daemon version: lofi-daemon " in text
         assert nvim.exec_lua("return require('lofi.client').is_running()") is False
+
+
+MUSICGEN_TINY = ROOT / "tests" / "fixtures" / "musicgen-tiny"
+
+
+def musicgen_or_skip():
+    if not (MUSICGEN_TINY / "config.json").exists():
+        pytest.skip("no tiny MusicGen fixture")
+    if not (ROOT / "daemon" / "lofi_daemon" / "backends" / "musicgen" / "backend.py").exists():
+        pytest.skip("this checkout has no MusicGen backend")
+
+
+def test_real_musicgen_tiny_model_generates_from_neovim(tmp_path):
+    musicgen_or_skip()
+    with start(tmp_path, LOFI_MUSICGEN_DIR=str(MUSICGEN_TINY)) as nvim:
+        setup(nvim, backend="musicgen", provider="cpu", threads=1)
+        nvim.command("Lofi generate lofi piano, rain duration=5 seed=1")
+        done = wait_for(nvim, has_event("LofiGenerationComplete"), timeout=120)
+        assert done["backend"] == "musicgen" and done["sample_rate"] == 32000 and done["seed"] == 1
+        assert done["duration_sec"] == pytest.approx(5.0, abs=0.1) and os.path.isfile(done["path"])
+        assert len(events(nvim, "LofiGenerationProgress")) >= 5
+        nvim.command("Lofi models")
+        models = poll(lambda: [n for n in notes(nvim) if n.startswith("lofi: models\n")])[0]
+        assert "✓ musicgen (" in models and "[default]" in models and "5-120s @ 32000 Hz" in models
+
+
+def test_missing_musicgen_model_says_how_to_download(tmp_path):
+    musicgen_or_skip()
+    empty = tmp_path / "no-model"
+    empty.mkdir()
+    with start(tmp_path, LOFI_MUSICGEN_DIR=str(empty)) as nvim:
+        setup(nvim, backend="musicgen")
+        nvim.command("Lofi generate lofi piano duration=5")
+        err = poll(lambda: notes(nvim, ERROR))[0]
+        assert "(BACKEND_NOT_INSTALLED)" in err and err.endswith("Run :Lofi download musicgen to install it.")
