@@ -195,7 +195,7 @@ local function check_daemon()
     string.format(
       "cache: %s (%d tracks, %s)",
       tostring(nn(cache.dir) or "?"),
-      tonumber(cache.count) or 0,
+      tonumber(cache.count) or tonumber(cache.files) or 0,
       fmt_mb(cache.size_mb)
     )
   )

@@ -28,8 +28,26 @@ local function short(prompt)
   return #prompt > 40 and (prompt:sub(1, 39) .. "…") or prompt
 end
 
+-- Notifications that change what lofi.statusline() shows.
+local REDRAW = {
+  generation_started = true,
+  generation_progress = true,
+  generation_complete = true,
+  generation_error = true,
+  generation_cancelled = true,
+  download_progress = true,
+  playback_started = true,
+  playback_paused = true,
+  playback_resumed = true,
+  playback_ended = true,
+  playback_position = true,
+}
+
 local function on_notification(method, p)
   state.apply(method, p)
+  if REDRAW[method] then
+    pcall(vim.cmd.redrawstatus)
+  end
   if method == "generation_started" then
     ui.progress(p.track_id, string.format("generating “%s”…", short(p.prompt)))
   elseif method == "generation_progress" then
