@@ -242,3 +242,33 @@ def test_missing_musicgen_model_says_how_to_download(tmp_path):
         nvim.command("Lofi generate lofi piano duration=5")
         err = poll(lambda: notes(nvim, ERROR))[0]
         assert "(BACKEND_NOT_INSTALLED)" in err and err.endswith("Run :Lofi download musicgen to install it.")
+
+
+def test_download_from_neovim_shows_progress_then_generates(tmp_path):
+    musicgen_or_skip()
+    from tests.hub_server import HubFiles, HubServer, files_from_dir
+    from tests.test_musicgen_download import REPO_FILES, VARIANT
+
+    files = HubFiles(VARIANT.repo_id, files_from_dir(MUSICGEN_TINY, REPO_FILES))
+    with HubServer(files) as server:
+        hub = {"HF_ENDPOINT": server.endpoint, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "0"}
+        with start(tmp_path, **hub, HF_HUB_DISABLE_PROGRESS_BARS="1") as nvim:
+            setup(nvim, backend="musicgen", provider="cpu", threads=1)
+            nvim.command("Lofi download musicgen")
+            wait_for(
+                nvim,
+                "for _, e in ipairs(_G.lofi_events) do if e.name == 'LofiDownloadProgress' "
+                "and e.data.state == 'complete' then return true end end",
+                timeout=60,
+            )
+            progress = [e["data"] for e in events(nvim, "LofiDownloadProgress")]
+            assert all(p["backend"] == "musicgen" for p in progress)
+            assert progress[-1]["state"] == "complete" and progress[-1]["percent"] == 100
+            completed = [p["files_completed"] for p in progress if p["state"] == "downloading"]
+            assert completed == sorted(completed) and completed[-1] >= 5
+            assert any(n == "lofi: downloading musicgen…" for n in notes(nvim))
+            assert any(n == "lofi: musicgen model downloaded" for n in notes(nvim))
+            assert nvim.exec_lua("return require('lofi').statusline()") == ""
+            nvim.command("Lofi generate after download duration=5 seed=2")
+            done = wait_for(nvim, has_event("LofiGenerationComplete"), timeout=120)
+            assert done["backend"] == "musicgen" and os.path.isfile(done["path"])
