@@ -4,6 +4,12 @@ if vim.g.loaded_lofi or vim.g.lofi_disable then
   return
 end
 vim.g.loaded_lofi = true
+if vim.fn.has("nvim-0.10") == 0 then
+  vim.api.nvim_create_user_command("Lofi", function()
+    vim.notify("lofi needs Neovim 0.10 or newer", vim.log.levels.ERROR)
+  end, { nargs = "*" })
+  return
+end
 
 vim.api.nvim_create_user_command("Lofi", function(opts)
   require("lofi.commands").run(opts)

@@ -81,16 +81,17 @@ class RpcError(Exception):
 
 def run_job(track_id: str, params: dict, cancel: threading.Event) -> None:
     global running
+    priority = params.get("priority", "normal")
     running = {
         "track_id": track_id,
         "prompt": params["prompt"],
         "backend": "musicgen",
-        "priority": "normal",
+        "priority": priority,
         "percent": 0,
     }
     notify(
         "generation_started",
-        {"track_id": track_id, "prompt": params["prompt"], "backend": "musicgen", "priority": "normal"},
+        {"track_id": track_id, "prompt": params["prompt"], "backend": "musicgen", "priority": priority},
     )
     if CRASH_AFTER_STARTED:
         os._exit(3)

@@ -353,3 +353,13 @@ def test_throttling_limits_progress_updates(nvim, tmp_path):
     assert texts == ["lofi: generating “throttled”…", texts[-1]] and "track ready" in texts[-1]
     # Every progress step still fired its event.
     assert len(events(nvim, "LofiGenerationProgress")) == 20
+
+
+def test_prefetch_generations_are_quiet_but_visible_in_the_statusline(nvim, tmp_path):
+    use_fake(nvim, tmp_path, "--gen-steps", "40", ui={"progress_interval_ms": 0})
+    # The real daemon queues prefetch jobs itself; the fake echoes the priority it is given.
+    nvim.command("Lofi generate background priority=prefetch")
+    wait_for(nvim, "return require('lofi').statusline():find('◌') ~= nil")
+    wait_for(nvim, "return require('lofi').is_playing()")
+    assert len(events(nvim, "LofiGenerationProgress")) == 40
+    assert [n for n in notes(nvim) if "generating" in n or "track ready" in n] == []

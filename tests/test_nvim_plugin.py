@@ -150,10 +150,10 @@ def test_daemon_cmd_prefers_the_plugin_venv(nvim, tmp_path):
     exe.chmod(0o755)
     got = nvim.exec_lua(
         "local root = ... local c = require('lofi.config') c.plugin_root = function() return root end "
-        "return c.daemon_cmd()",
+        "return {c.daemon_cmd({serve = true}), c.daemon_cmd()}",
         str(fake_root),
     )
-    assert got == [str(exe), "--parent-pid", str(nvim.funcs.getpid())]
+    assert got == [[str(exe), "--parent-pid", str(nvim.funcs.getpid())], [str(exe)]]
     configure(nvim, {"daemon": {"cmd": ["ssh", "gpu-box", "lofi-daemon"]}})
     nvim.exec_lua("require('lofi.config').setup()")
     assert nvim.exec_lua("return require('lofi.config').daemon_cmd()") == ["ssh", "gpu-box", "lofi-daemon"]

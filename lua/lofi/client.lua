@@ -197,7 +197,7 @@ function M.start()
     S.restart_timer:close()
     S.restart_timer = nil
   end
-  local cmd, err = require("lofi.config").daemon_cmd()
+  local cmd, err = require("lofi.config").daemon_cmd({ serve = true })
   if not cmd then
     return false, err
   end

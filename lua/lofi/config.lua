@@ -243,9 +243,11 @@ function M.plugin_root()
   return vim.fn.fnamemodify(src, ":p:h:h:h")
 end
 
---- Resolve the daemon command: config, then the plugin's own venv, then PATH.
+--- Resolve the daemon command: config, then the plugin's own venv, then PATH. With opts.serve, a local daemon
+--- we found ourselves also gets `--parent-pid`, so it never outlives a crashed editor.
+---@param opts? {serve?: boolean}
 ---@return string[]|nil cmd, string|nil err
-function M.daemon_cmd()
+function M.daemon_cmd(opts)
   local cmd = M.get().daemon.cmd
   if type(cmd) == "string" then
     return { cmd }
@@ -255,8 +257,7 @@ function M.daemon_cmd()
   local root = M.plugin_root()
   local is_win = vim.fn.has("win32") == 1
   local venv = is_win and (root .. "/.venv/Scripts/lofi-daemon.exe") or (root .. "/.venv/bin/lofi-daemon")
-  -- A local daemon watches this Neovim's pid, so it never outlives a crashed editor.
-  local watch = { "--parent-pid", tostring(vim.fn.getpid()) }
+  local watch = (opts and opts.serve) and { "--parent-pid", tostring(vim.fn.getpid()) } or {}
   if vim.fn.executable(venv) == 1 then
     return { venv, unpack(watch) }
   end

@@ -43,11 +43,7 @@ local REDRAW = {
   playback_position = true,
 }
 
-local function on_notification(method, p)
-  state.apply(method, p)
-  if REDRAW[method] then
-    pcall(vim.cmd.redrawstatus)
-  end
+local function show(method, p)
   if method == "generation_started" then
     ui.progress(p.track_id, string.format("generating “%s”…", short(p.prompt)))
   elseif method == "generation_progress" then
@@ -72,9 +68,7 @@ local function on_notification(method, p)
     )
   elseif method == "generation_error" then
     ui.progress(p.track_id, "generation failed", true)
-    ui.error(
-      "generation failed: " .. ui.format_error({ message = p.message, data = { error_code = p.error_code } })
-    )
+    ui.error("generation failed: " .. ui.format_error({ message = p.message, data = p }))
   elseif method == "generation_cancelled" then
     ui.progress(p.track_id, "generation cancelled", true)
   elseif method == "download_progress" then
@@ -103,6 +97,19 @@ local function on_notification(method, p)
     if level then
       ui.notify(tostring(p.message), level)
     end
+  end
+end
+
+local function on_notification(method, p)
+  -- Prefetch runs in the background: the statusline shows it, notifications don't.
+  local before = state.current.generating[p.track_id or ""]
+  local quiet = (p.priority or (before and before.priority)) == "prefetch"
+  state.apply(method, p)
+  if REDRAW[method] then
+    pcall(vim.cmd.redrawstatus)
+  end
+  if not quiet or method == "generation_error" then
+    show(method, p)
   end
   local pattern = events.by_notification[method]
   if pattern then

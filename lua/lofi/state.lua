@@ -106,12 +106,13 @@ function M.apply(method, p)
       track_id = p.track_id,
       prompt = p.prompt,
       backend = p.backend,
+      priority = p.priority,
       percent = 0,
       running = true,
       started_at = uv.now(),
     }
   elseif method == "generation_progress" then
-    local g = s.generating[p.track_id] or { track_id = p.track_id, running = true }
+    local g = s.generating[p.track_id] or { track_id = p.track_id, running = true, priority = p.priority }
     g.percent = tonumber(p.percent) or g.percent
     g.eta_sec = p.eta_sec
     g.running = true

@@ -76,13 +76,8 @@ function M.progress(key, text, done)
   progress.key = key
   if mode == "cmdline" or not notifier_replaces() then
     vim.schedule(function()
-      -- Echo without adding to :messages history, so progress never floods it.
-      vim.api.nvim_echo({ { "lofi: " .. text } }, false, {})
-      if done then
-        vim.defer_fn(function()
-          vim.api.nvim_echo({ { "" } }, false, {})
-        end, 1500)
-      end
+      -- Progress stays out of :messages so it never floods it; the final line is kept.
+      vim.api.nvim_echo({ { "lofi: " .. text } }, done == true, {})
     end)
     return
   end
