@@ -36,7 +36,11 @@ for name, fn in pairs({
   prompts = "prompts",
   status = "status",
 }) do
-  vim.keymap.set("n", "<Plug>(lofi-" .. name .. ")", function()
-    require("lofi")[fn]()
-  end, { desc = "lofi: " .. name })
+  -- nvim_set_keymap rather than vim.keymap.set: it doesn't load another Lua module at startup.
+  vim.api.nvim_set_keymap("n", "<Plug>(lofi-" .. name .. ")", "", {
+    desc = "lofi: " .. name,
+    callback = function()
+      require("lofi")[fn]()
+    end,
+  })
 end

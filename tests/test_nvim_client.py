@@ -363,3 +363,12 @@ def test_prefetch_generations_are_quiet_but_visible_in_the_statusline(nvim, tmp_
     wait_for(nvim, "return require('lofi').is_playing()")
     assert len(events(nvim, "LofiGenerationProgress")) == 40
     assert [n for n in notes(nvim) if "generating" in n or "track ready" in n] == []
+
+
+def test_plug_mapping_runs_its_function(nvim, tmp_path):
+    record = use_fake(nvim, tmp_path)
+    nvim.exec_lua("vim.keymap.set('n', '<F5>', '<Plug>(lofi-status)')")
+    nvim.input("<F5>")
+    status = poll(lambda: [n for n in notes(nvim) if n.startswith("lofi: status\n")])[0]
+    assert "daemon 0.0.1 (pid " in status and "log: /" in status
+    assert [m["method"] for m in received(record)] == ["initialize", "status"]
