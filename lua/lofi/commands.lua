@@ -11,7 +11,7 @@ local function known_track_ids()
   local client = require("lofi.client")
   -- Ask the running daemon (briefly) for recent ids; never start the daemon just to complete.
   if client.is_ready() then
-    local err, res = client.request_sync("cache_list", { limit = 50, sort = "recent" }, 300)
+    local err, res = client.request_sync("cache_list", { limit = 50, sort = "created" }, 300)
     if not err and res then
       for _, t in ipairs(res.tracks or {}) do
         require("lofi.state").remember_track(t)

@@ -220,7 +220,7 @@ function M.toggle(cb)
     if st.playback and (st.playback.state == "playing" or st.playback.state == "paused") then
       return playback_call("toggle", nil, cb)
     end
-    client.request("cache_list", { limit = 1, sort = "recent" }, function(lerr, list)
+    client.request("cache_list", { limit = 1, sort = "created" }, function(lerr, list)
       if lerr then
         return (cb or default_cb())(lerr)
       end

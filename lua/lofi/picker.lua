@@ -219,7 +219,7 @@ function M.fetch_tracks(opts, fn)
   opts = opts or {}
   require("lofi.client").request(
     "cache_list",
-    { limit = opts.limit or 500, sort = "recent" },
+    { limit = opts.limit or 500, sort = "created" },
     function(err, res)
       if err then
         local ui = require("lofi.ui")
