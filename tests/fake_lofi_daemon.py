@@ -149,6 +149,9 @@ def handle(method: str, p: dict):
     if method == "sleep":  # test-only: a request that stays pending
         time.sleep(float(p.get("sec", 5)))
         return {"slept": True}
+    if method == "say":  # test-only: emit a `log` notification
+        notify("log", {"level": p.get("level", "warning"), "message": p["message"]})
+        return {"ok": True}
     if method == "ping":
         return {"pong": True}
     if method == "status":

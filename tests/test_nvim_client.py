@@ -372,3 +372,23 @@ def test_plug_mapping_runs_its_function(nvim, tmp_path):
     status = poll(lambda: [n for n in notes(nvim) if n.startswith("lofi: status\n")])[0]
     assert "daemon 0.0.1 (pid " in status and "log: /" in status
     assert [m["method"] for m in received(record)] == ["initialize", "status"]
+
+
+def test_daemon_warnings_are_shown_once_not_repeated(nvim, tmp_path):
+    use_fake(nvim, tmp_path)
+    lua = "require('lofi.client').request('say', {message = ..., level = 'warning'}, function() end)"
+    for _ in range(3):
+        nvim.exec_lua(lua, "the next track is not ready yet; repeating the current one")
+    nvim.exec_lua(lua.replace("'warning'", "'info'"), "info is not shown")
+    nvim.exec_lua(lua, "another warning")
+    warns = poll(lambda: len(notes(nvim, 3)) >= 2 and notes(nvim, 3))
+    nvim.exec_lua("vim.wait(200)")
+    assert (
+        notes(nvim, 3)
+        == warns
+        == [
+            "lofi: the next track is not ready yet; repeating the current one",
+            "lofi: another warning",
+        ]
+    )
+    assert not any("info is not shown" in n for n in notes(nvim))

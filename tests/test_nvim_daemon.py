@@ -272,3 +272,43 @@ def test_download_from_neovim_shows_progress_then_generates(tmp_path):
             nvim.command("Lofi generate after download duration=5 seed=2")
             done = wait_for(nvim, has_event("LofiGenerationComplete"), timeout=120)
             assert done["backend"] == "musicgen" and os.path.isfile(done["path"])
+
+
+def capture_env_or_skip(tmp_path):
+    """PortAudio's default ALSA device writing a WAV file (the playback helpers' recipe), or skip."""
+    try:
+        from tests.playback_helpers import wav_capture_config
+    except ImportError:
+        pytest.skip("this checkout has no playback yet")
+    return wav_capture_config(tmp_path / "alsa-home", tmp_path / "out.wav")
+
+
+def test_toggle_generates_plays_pauses_and_picks_tracks(tmp_path):
+    env = capture_env_or_skip(tmp_path)
+    with start(tmp_path, **env, LOFI_TONE_STEPS="10") as nvim:
+        setup(nvim, prefetch={"enabled": False})
+        # `:Lofi` with an empty cache generates, and auto-play starts the track.
+        nvim.command("Lofi")
+        line = wait_for(nvim, "local s = require('lofi').statusline() return s:find('▶') and s", timeout=30)
+        assert line.startswith("▶ 0:0") and line.endswith("/0:02")
+        assert "LofiGenerationComplete" in names(nvim)
+        started = [e["data"] for e in events(nvim, "LofiPlaybackChanged") if e["data"]["event"] == "started"]
+        assert started and started[0]["duration_sec"] == pytest.approx(2.0)
+        # `:Lofi` again pauses; the statusline shows ⏸ at once from the reply.
+        nvim.command("Lofi")
+        wait_for(nvim, "return require('lofi').statusline():find('⏸') ~= nil")
+        nvim.command("Lofi volume 50")
+        wait_for(nvim, "return require('lofi.state').current.playback.volume == 0.5")
+        # The tracks picker lists the generated track; <CR> (Play) plays it.
+        nvim.exec_lua(
+            "vim.ui.select = function(items, opts, cb) _G.shown = vim.tbl_map(opts.format_item, items) "
+            "if opts.kind == 'lofi_track' then _G.track_items = _G.shown return cb(items[1]) end "
+            "for _, it in ipairs(items) do if it.action == 'play' then return cb(it) end end end"
+        )
+        nvim.command("Lofi tracks")
+        wait_for(nvim, "return require('lofi').statusline():find('▶') ~= nil")
+        items = nvim.exec_lua("return _G.track_items")
+        assert len(items) == 1 and started[0]["track_id"][:8] in items[0] and "tone" in items[0]
+        nvim.command("Lofi stop")
+        wait_for(nvim, "return require('lofi').statusline() == ''")
+        assert notes(nvim, ERROR) == []

@@ -101,6 +101,9 @@ local function handle_message(msg)
       end
     end
   elseif msg.method and msg.id == nil then
+    if not S.notification_handler then
+      require("lofi") -- installs the handler (state, UI, events) even when only lofi.client was required
+    end
     if S.notification_handler then
       local ok, err = pcall(S.notification_handler, msg.method, msg.params or {})
       if not ok then

@@ -33,7 +33,7 @@ M.defaults = {
   },
   playback = {
     volume = 0.3, -- 0..1
-    loop = true,
+    loop = nil, -- "off" | "track" | "playlist"; nil = the daemon's default
     crossfade_sec = 2.0,
     auto_play = true, -- play a generation as soon as it completes
     device = nil, -- output device name or index, nil = system default
@@ -62,6 +62,7 @@ local ENUMS = {
   ["cache.format"] = { "flac", "wav", "ogg", "mp3" },
   ["prefetch.strategy"] = { "same_prompt", "preset_cycle", "random_preset" },
   ["ui.progress"] = { "notify", "cmdline", "none" },
+  ["playback.loop"] = { "off", "track", "playlist" },
 }
 
 local function one_of(path)
@@ -130,7 +131,13 @@ local RULES = {
   { "cache.format", one_of("cache.format") },
   { "playback", "table" },
   { "playback.volume", num_range(0, 1) },
-  { "playback.loop", "boolean" },
+  {
+    "playback.loop",
+    function(v)
+      return v == nil or vim.tbl_contains(ENUMS["playback.loop"], v)
+    end,
+    "nil or one of off, track, playlist",
+  },
   { "playback.crossfade_sec", num_range(0, 30) },
   { "playback.auto_play", "boolean" },
   { "prefetch", "table" },

@@ -95,7 +95,7 @@ local function show(method, p)
       { warning = vim.log.levels.WARN, warn = vim.log.levels.WARN, error = vim.log.levels.ERROR }
     )[p.level]
     if level then
-      ui.notify(tostring(p.message), level)
+      ui.notify_once_in(tostring(p.message), level, 60000)
     end
   end
 end

@@ -23,6 +23,18 @@ function M.notify(msg, level, opts)
   end)
 end
 
+local recent = {} -- message -> uv.now() when last shown
+
+--- Notify, unless the same message was shown less than `interval_ms` ago (daemon warnings can repeat).
+function M.notify_once_in(msg, level, interval_ms)
+  local now = uv.now()
+  if recent[msg] and now - recent[msg] < interval_ms then
+    return
+  end
+  recent[msg] = now
+  M.notify(msg, level)
+end
+
 function M.error(msg)
   M.notify(msg, levels.ERROR)
 end
