@@ -6,6 +6,7 @@ queue, worker, cache and notifications are the real ones while no model is neede
 from __future__ import annotations
 
 import os
+import re
 import signal
 
 import pytest
@@ -70,11 +71,7 @@ def test_generate_shows_progress_then_completes(tmp_path):
         assert seq[:2] == ["LofiDaemonStarted", "LofiGenerationStarted"]
         percents = [e["data"]["percent"] for e in events(nvim, "LofiGenerationProgress")]
         assert percents == sorted(percents) and 0 < len(percents) <= 20 and max(percents) <= 99
-        assert notes(nvim)[-1].startswith("lofi: track ready: “rainy night jazz” (0:03")
-        if "play" not in capabilities(nvim):
-            assert nvim.exec_lua("return require('lofi').statusline()") == ""
-            pytest.skip("this daemon build has no playback yet: the ▶ statusline is checked once it has")
-        wait_for(nvim, "return require('lofi').statusline():find('▶') ~= nil")
+        assert any(n.startswith("lofi: track ready: “rainy night jazz” (0:03") for n in notes(nvim))
 
 
 def test_same_request_again_is_served_from_cache(tmp_path):
@@ -286,14 +283,16 @@ def capture_env_or_skip(tmp_path):
 def test_toggle_generates_plays_pauses_and_picks_tracks(tmp_path):
     env = capture_env_or_skip(tmp_path)
     with start(tmp_path, **env, LOFI_TONE_STEPS="10") as nvim:
-        setup(nvim, prefetch={"enabled": False})
+        # The ALSA file device isn't paced in real time (a track plays in about a second): loop the track so
+        # there is always something playing to pause.
+        setup(nvim, prefetch={"enabled": False}, generate={"duration_sec": 20}, playback={"loop": "track"})
         # `:Lofi` with an empty cache generates, and auto-play starts the track.
         nvim.command("Lofi")
         line = wait_for(nvim, "local s = require('lofi').statusline() return s:find('▶') and s", timeout=30)
-        assert line.startswith("▶ 0:0") and line.endswith("/0:02")
+        assert re.fullmatch(r"▶ 0:[0-2]\d/0:20", line), line
         assert "LofiGenerationComplete" in names(nvim)
         started = [e["data"] for e in events(nvim, "LofiPlaybackChanged") if e["data"]["event"] == "started"]
-        assert started and started[0]["duration_sec"] == pytest.approx(2.0)
+        assert started and started[0]["duration_sec"] == pytest.approx(20.0)
         # `:Lofi` again pauses; the statusline shows ⏸ at once from the reply.
         nvim.command("Lofi")
         wait_for(nvim, "return require('lofi').statusline():find('⏸') ~= nil")
