@@ -25,7 +25,7 @@ end, {
 -- <Plug> mappings; lofi never maps keys itself (see :h lofi-mappings).
 for name, fn in pairs({
   toggle = "toggle",
-  generate = "generate",
+  generate = "generate_input",
   stop = "stop",
   skip = "skip",
   pause = "pause",

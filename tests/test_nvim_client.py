@@ -392,3 +392,16 @@ def test_daemon_warnings_are_shown_once_not_repeated(nvim, tmp_path):
         ]
     )
     assert not any("info is not shown" in n for n in notes(nvim))
+
+
+def test_generate_mapping_asks_for_a_prompt(nvim, tmp_path):
+    record = use_fake(nvim, tmp_path)
+    nvim.exec_lua(
+        "vim.ui.input = function(opts, cb) _G.asked = opts cb('night drive synth duration=12') end "
+        "vim.keymap.set('n', '<F6>', '<Plug>(lofi-generate)')"
+    )
+    nvim.input("<F6>")
+    wait_for(nvim, "return require('lofi').is_playing()")
+    assert nvim.exec_lua("return _G.asked.default") == "lofi hip hop, chill, mellow piano, vinyl crackle"
+    gen = [m["params"] for m in received(record) if m["method"] == "generate"][0]
+    assert gen["prompt"] == "night drive synth" and gen["duration_sec"] == 12

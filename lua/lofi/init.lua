@@ -170,6 +170,15 @@ function M.generate(opts, cb)
   end)
 end
 
+--- Ask for a prompt (vim.ui.input, prefilled with the default prompt), then generate.
+function M.generate_input(cb)
+  vim.ui.input({ prompt = "lofi prompt: ", default = cfg().generate.prompt }, function(text)
+    if text and vim.trim(text) ~= "" then
+      M.generate(require("lofi.format").parse_generate_args(vim.split(vim.trim(text), "%s+")), cb)
+    end
+  end)
+end
+
 --- Playback calls all answer with the playback state, which updates the statusline at once.
 local function playback_call(method, params, cb)
   client.request(method, params, function(err, result)
