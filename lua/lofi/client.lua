@@ -257,6 +257,15 @@ function M.start()
     end
     S.ready = true
     S.init_result = result
+    if result.protocol_version and result.protocol_version ~= PROTOCOL_VERSION then
+      require("lofi.ui").warn(
+        string.format(
+          "the daemon speaks protocol %s, this plugin %d: update both (./scripts/setup)",
+          tostring(result.protocol_version),
+          PROTOCOL_VERSION
+        )
+      )
+    end
     local d = state.current.daemon
     d.log_file = result.log_file
     d.cache_dir = result.cache_dir
