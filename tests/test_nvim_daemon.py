@@ -92,6 +92,10 @@ def test_same_request_again_is_served_from_cache(tmp_path):
         assert completes[1]["data"]["cached"] is True
         assert completes[0]["data"]["track_id"] == completes[1]["data"]["track_id"]
         assert any("was already in the cache" in n for n in notes(nvim))
+        # Completion now knows the daemon's backends and the cached track.
+        assert "tone" in nvim.funcs.getcompletion("Lofi download ", "cmdline")
+        assert "backend=tone" in nvim.funcs.getcompletion("Lofi generate backend=", "cmdline")
+        assert nvim.funcs.getcompletion("Lofi play ", "cmdline") == [completes[0]["data"]["track_id"]]
 
 
 def test_cancel_and_queue(tmp_path):

@@ -40,7 +40,19 @@ local function generating_ids()
   return ids
 end
 
-local BACKENDS = { "musicgen", "ace_step" }
+local BUILTIN_BACKENDS = { "musicgen", "ace_step" }
+
+-- Backend names: what the running daemon announced in `initialize`, else the built-in ones.
+local function backends()
+  local info = require("lofi.client").server_info()
+  local names = {}
+  for _, b in ipairs(info and info.backends or {}) do
+    if type(b) == "table" and b.name then
+      names[#names + 1] = b.name
+    end
+  end
+  return #names > 0 and names or BUILTIN_BACKENDS
+end
 
 local function presets()
   return require("lofi.config").get().prefetch.presets
@@ -51,7 +63,7 @@ local function generate_complete(arglead)
   if key == "backend" then
     return vim.tbl_map(function(b)
       return "backend=" .. b
-    end, BACKENDS)
+    end, backends())
   elseif key == "priority" then
     return { "priority=high", "priority=normal" }
   elseif key == "scheduler" then
@@ -178,9 +190,7 @@ M.subcommands = {
     run = function(args)
       lofi().download(args[1])
     end,
-    complete = function()
-      return BACKENDS
-    end,
+    complete = backends,
   },
   cache = {
     desc = "cache clear|stats",

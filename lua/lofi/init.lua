@@ -184,6 +184,7 @@ local function playback_call(method, params, cb)
   client.request(method, params, function(err, result)
     if not err then
       state.set_playback(result)
+      pcall(vim.cmd.redrawstatus)
       events.fire("LofiPlaybackChanged", vim.tbl_extend("force", result or {}, { event = method }))
     end
     if cb then
