@@ -2,6 +2,8 @@
 -- optional callback `cb(err, result)`. Without a callback, errors are shown with vim.notify.
 local M = {}
 
+---@alias lofi.Callback fun(err: {code: integer, message: string, data?: table}|nil, result: table|nil)
+
 local client = require("lofi.client")
 local state = require("lofi.state")
 local events = require("lofi.events")
@@ -171,6 +173,7 @@ function M.generate(opts, cb)
 end
 
 --- Ask for a prompt (vim.ui.input, prefilled with the default prompt), then generate.
+---@param cb? lofi.Callback
 function M.generate_input(cb)
   vim.ui.input({ prompt = "lofi prompt: ", default = cfg().generate.prompt }, function(text)
     if text and vim.trim(text) ~= "" then
@@ -196,27 +199,33 @@ local function playback_call(method, params, cb)
 end
 
 ---@param track_id? string
+---@param cb? lofi.Callback
 function M.play(track_id, cb)
   playback_call("play", { track_id = track_id }, cb)
 end
 
+---@param cb? lofi.Callback
 function M.pause(cb)
   playback_call("pause", nil, cb)
 end
 
+---@param cb? lofi.Callback
 function M.resume(cb)
   playback_call("resume", nil, cb)
 end
 
+---@param cb? lofi.Callback
 function M.stop(cb)
   playback_call("stop", nil, cb)
 end
 
+---@param cb? lofi.Callback
 function M.skip(cb)
   playback_call("skip", nil, cb)
 end
 
 --- Toggle play/pause; with nothing playing, play the newest cached track, or generate one if the cache is empty.
+---@param cb? lofi.Callback
 function M.toggle(cb)
   local pb = state.current.playback.state
   if client.is_ready() and (pb == "playing" or pb == "paused") then
@@ -246,6 +255,7 @@ end
 
 --- Seek to an absolute position in seconds, "+N"/"-N" relative, or "M:SS".
 ---@param pos number|string
+---@param cb? lofi.Callback
 function M.seek(pos, cb)
   local target
   if type(pos) == "number" then
@@ -267,6 +277,7 @@ end
 
 --- Volume: nil shows it; 0-100 sets it; "+N"/"-N" changes it. (The daemon works in 0..1.)
 ---@param level? number|string
+---@param cb? lofi.Callback
 function M.volume(level, cb)
   if level == nil then
     return playback_call("volume", nil, cb or function(err, pb)
@@ -300,6 +311,7 @@ end
 
 --- Cancel a generation: the given id, else the running one, else the newest queued.
 ---@param track_id? string
+---@param cb? lofi.Callback
 function M.cancel(track_id, cb)
   local function do_cancel(id)
     client.request("cancel", { track_id = id }, cb or default_cb(function()
@@ -321,12 +333,14 @@ function M.cancel(track_id, cb)
   end)
 end
 
+---@param cb? lofi.Callback
 function M.queue(cb)
   client.request("queue_status", nil, cb or default_cb(function(q)
     ui.notify("queue\n" .. table.concat(fmt.queue(q), "\n"))
   end))
 end
 
+---@param cb? lofi.Callback
 function M.status(cb)
   client.request("status", nil, cb or default_cb(function(st)
     state.set_playback(st.playback)
@@ -335,6 +349,7 @@ function M.status(cb)
   end))
 end
 
+---@param cb? lofi.Callback
 function M.models(cb)
   client.request("get_backends", nil, cb or default_cb(function(res)
     ui.notify("models\n" .. table.concat(fmt.backends(res), "\n"))
@@ -342,6 +357,7 @@ function M.models(cb)
 end
 
 ---@param backend string
+---@param cb? lofi.Callback
 function M.download(backend, cb)
   if not backend or backend == "" then
     return ui.error("download: which backend? (musicgen, ace_step)")
@@ -357,18 +373,21 @@ function M.download(backend, cb)
 end
 
 ---@param track_id string
+---@param cb? lofi.Callback
 function M.playlist_add(track_id, cb)
   client.request("playlist_add", { track_id = track_id }, cb or default_cb(function()
     ui.notify("added " .. track_id .. " to the playlist")
   end))
 end
 
+---@param cb? lofi.Callback
 function M.cache_clear(cb)
   client.request("cache_clear", { keep_favourites = true }, cb or default_cb(function(res)
     ui.notify(string.format("removed %d tracks from the cache (favourites kept)", res.removed or 0))
   end))
 end
 
+---@param cb? lofi.Callback
 function M.cache_stats(cb)
   client.request("cache_stats", nil, cb or default_cb(function(s)
     ui.notify(
