@@ -405,3 +405,18 @@ def test_generate_mapping_asks_for_a_prompt(nvim, tmp_path):
     assert nvim.exec_lua("return _G.asked.default") == "lofi hip hop, chill, mellow piano, vinyl crackle"
     gen = [m["params"] for m in received(record) if m["method"] == "generate"][0]
     assert gen["prompt"] == "night drive synth" and gen["duration_sec"] == 12
+
+
+def test_status_opens_a_float_with_the_builtin_notifier(tmp_path):
+    # Without a notifier plugin a multi-line echo would stop at a hit-enter prompt: lofi uses a float instead.
+    with embedded_nvim(tmp_path) as nvim:
+        use_fake(nvim, tmp_path)
+        nvim.command("Lofi status")
+        wait_for(nvim, "return vim.bo.filetype == 'lofi'")
+        lines = nvim.current.buffer[:]
+        assert lines[0].startswith("daemon 0.0.1 (pid ") and lines[1] == "playback: stopped"
+        cfg = nvim.exec_lua("return vim.api.nvim_win_get_config(0)")
+        assert cfg["relative"] == "editor"
+        nvim.input("q")
+        wait_for(nvim, "return vim.bo.filetype ~= 'lofi'")
+        assert nvim.exec_lua("return #vim.api.nvim_list_wins()") == 1

@@ -336,7 +336,7 @@ end
 ---@param cb? lofi.Callback
 function M.queue(cb)
   client.request("queue_status", nil, cb or default_cb(function(q)
-    ui.notify("queue\n" .. table.concat(fmt.queue(q), "\n"))
+    ui.show_lines("queue", fmt.queue(q))
   end))
 end
 
@@ -345,14 +345,14 @@ function M.status(cb)
   client.request("status", nil, cb or default_cb(function(st)
     state.set_playback(st.playback)
     state.current.daemon.log_file = st.log_file or state.current.daemon.log_file
-    ui.notify("status\n" .. table.concat(fmt.status(st), "\n"))
+    ui.show_lines("status", fmt.status(st))
   end))
 end
 
 ---@param cb? lofi.Callback
 function M.models(cb)
   client.request("get_backends", nil, cb or default_cb(function(res)
-    ui.notify("models\n" .. table.concat(fmt.backends(res), "\n"))
+    ui.show_lines("models", fmt.backends(res))
   end))
 end
 

@@ -69,6 +69,49 @@ local function notifier_replaces()
   return not (info and info.source and info.source:find("vim/_editor.lua", 1, true))
 end
 
+--- Show a few lines of information (:Lofi status, queue, models): through the notifier when it is a real one
+--- (nvim-notify, snacks, mini...), else in a small float closed with q or <Esc> (a multi-line echo would
+--- stop at a hit-enter prompt).
+---@param title string
+---@param lines string[]
+function M.show_lines(title, lines)
+  if notifier_replaces() then
+    -- Asked for explicitly, so shown even with ui.notify = false.
+    return vim.schedule(function()
+      vim.notify("lofi: " .. title .. "\n" .. table.concat(lines, "\n"), levels.INFO, { title = "lofi" })
+    end)
+  end
+  vim.schedule(function()
+    local buf = vim.api.nvim_create_buf(false, true)
+    vim.api.nvim_buf_set_lines(buf, 0, -1, false, lines)
+    vim.bo[buf].modifiable = false
+    vim.bo[buf].bufhidden = "wipe"
+    vim.bo[buf].filetype = "lofi"
+    local width = #title + 4
+    for _, l in ipairs(lines) do
+      width = math.max(width, vim.fn.strdisplaywidth(l))
+    end
+    width = math.min(width + 2, math.max(20, vim.o.columns - 4))
+    local height = math.min(#lines, math.max(1, vim.o.lines - 6))
+    local win = vim.api.nvim_open_win(buf, true, {
+      relative = "editor",
+      width = width,
+      height = height,
+      row = math.floor((vim.o.lines - height) / 2) - 1,
+      col = math.floor((vim.o.columns - width) / 2),
+      style = "minimal",
+      border = "rounded",
+      title = " lofi " .. title .. " ",
+      title_pos = "center",
+    })
+    for _, key in ipairs({ "q", "<Esc>" }) do
+      vim.keymap.set("n", key, function()
+        pcall(vim.api.nvim_win_close, win, true)
+      end, { buffer = buf, nowait = true, desc = "close" })
+    end
+  end)
+end
+
 local progress = { record = nil, last = 0, key = nil }
 
 --- Show progress of a job (`key` identifies it; done=true ends it).
