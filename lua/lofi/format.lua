@@ -3,7 +3,7 @@ local M = {}
 
 local state = require("lofi.state")
 
---- Parse "key=value" tokens out of a list of words; the rest is the prompt.
+-- `key=value` words of :Lofi generate, and the generate parameter each one sets.
 local GENERATE_KEYS = {
   duration = "duration_sec",
   duration_sec = "duration_sec",
@@ -19,6 +19,9 @@ local GENERATE_KEYS = {
 }
 M.GENERATE_KEYS = GENERATE_KEYS
 
+--- Split words into generate params (known `key=value` words; numbers become numbers) and the prompt (the rest).
+---@param words string[]
+---@return table
 function M.parse_generate_args(words)
   local opts, prompt = {}, {}
   for _, w in ipairs(words) do
