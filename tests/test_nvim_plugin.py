@@ -61,7 +61,8 @@ def test_kill_switch_disables_the_plugin(tmp_path):
     assert out.stderr.strip().endswith("0")
 
 
-def test_startuptime_of_plugin_file_is_under_a_millisecond(tmp_path):
+def test_startuptime_log_shows_only_the_plugin_file(tmp_path):
+    # The cost itself is measured by scripts/bench_nvim_plugin.py; here: what startup does.
     nvim_bin = require_nvim()
     log = tmp_path / "startup.log"
     subprocess.run(
@@ -79,12 +80,10 @@ def test_startuptime_of_plugin_file_is_under_a_millisecond(tmp_path):
         check=True,
         timeout=30,
     )
-    lines = [ln for ln in log.read_text().splitlines() if "plugin/lofi.lua" in ln]
-    assert len(lines) == 1, lines
-    # "clock  self+sourced  self:  sourcing <file>" -> the self+sourced time in ms.
-    self_ms = float(lines[0].split()[1])
-    print(f"plugin/lofi.lua sourcing: {self_ms} ms")
-    assert self_ms < 5.0  # measured ~0.2 ms; generous bound so a loaded CI machine doesn't flake
+    text = log.read_text()
+    assert f"sourcing {ROOT}/plugin/lofi.lua" in text
+    # --startuptime logs every Lua require: none of ours happens at startup.
+    assert "require('lofi" not in text and "lofi/" not in text.replace(f"{ROOT}/plugin/lofi.lua", "")
 
 
 def test_config_defaults_merge_and_setup_is_idempotent(nvim):
