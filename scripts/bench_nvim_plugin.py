@@ -28,7 +28,17 @@ def sourcing_ms(nvim: str, runs: int) -> dict[str, float]:
         log = Path(tmp) / "startup.log"
         for _ in range(runs):
             log.unlink(missing_ok=True)
-            cmd = [nvim, "--clean", "--headless", "--cmd", f"set rtp^={ROOT}", "--startuptime", str(log), "-c", "qa!"]
+            cmd = [
+                nvim,
+                "--clean",
+                "--headless",
+                "--cmd",
+                f"set rtp^={ROOT}",
+                "--startuptime",
+                str(log),
+                "-c",
+                "qa!",
+            ]
             subprocess.run(cmd, check=True, timeout=60)
             for line in log.read_text().splitlines():
                 if line.endswith("plugin/lofi.lua"):
