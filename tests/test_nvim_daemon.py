@@ -102,6 +102,8 @@ def test_cancel_and_queue(tmp_path):
     with start(tmp_path, LOFI_TONE_STEPS="2000", LOFI_TONE_STEP_SEC="0.01") as nvim:
         setup(nvim)
         nvim.command("Lofi generate first long one duration=2")
+        # Wait until the worker runs it, or the high-priority job below would (rightly) overtake it.
+        wait_for(nvim, has_event("LofiGenerationStarted"))
         nvim.command("Lofi generate second long one duration=2 priority=high")
         wait_for(nvim, "return require('lofi').statusline():find('◌') ~= nil")
         nvim.command("Lofi queue")
