@@ -129,6 +129,8 @@ def test_invalid_option_is_reported_and_replaced_by_default(nvim):
 def test_missing_daemon_says_what_to_run(nvim):
     configure(nvim, {})
     nvim.exec_lua("vim.env.PATH = '/nonexistent'")
+    # A checkout where scripts/setup ran has a .venv: pretend the plugin lives somewhere without one.
+    nvim.exec_lua("require('lofi.config').plugin_root = function() return '/nonexistent/lofi' end")
     got = nvim.exec_lua("local cmd, err = require('lofi.config').daemon_cmd() return {cmd == nil, err}")
     is_nil, err = got
     assert is_nil
