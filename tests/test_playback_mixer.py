@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-
 from lofi_daemon.audio.mixer import (
     DECLICK_SEC,
     END_LOOP,
@@ -137,7 +136,9 @@ def test_volume_ramp_is_per_sample_and_fast():
     out = run(m, 0.5)
     src = m.current_source.samples
     pos0 = int(0.5 * RATE)
-    gain = out[:, 0] / np.where(np.abs(src[pos0 : pos0 + out.shape[0], 0]) > 1e-3, src[pos0 : pos0 + len(out), 0], np.nan)
+    gain = out[:, 0] / np.where(
+        np.abs(src[pos0 : pos0 + out.shape[0], 0]) > 1e-3, src[pos0 : pos0 + len(out), 0], np.nan
+    )
     ramp_frames = int(VOLUME_RAMP_SEC * RATE)
     settled = gain[ramp_frames + 1 :]
     np.testing.assert_allclose(settled[~np.isnan(settled)], 0.25, atol=1e-5)
@@ -176,7 +177,9 @@ def test_seek_is_frame_accurate():
     m.seek(int(3.25 * RATE))
     out = run(m, 0.5)
     d = int(DECLICK_SEC * RATE)
-    np.testing.assert_allclose(out[d:, 0], a.samples[int(3.25 * RATE) + d : int(3.25 * RATE) + len(out), 0], atol=1e-7)
+    np.testing.assert_allclose(
+        out[d:, 0], a.samples[int(3.25 * RATE) + d : int(3.25 * RATE) + len(out), 0], atol=1e-7
+    )
     assert m.position_frames == int(3.25 * RATE) + len(out)
 
 
@@ -216,7 +219,9 @@ def test_skip_crossfades_from_the_current_position_and_stop_is_click_free():
     out = run(m, 3.0)
     n = 2 * RATE
     t = (np.arange(n) + 0.5) / n
-    expected = a.samples[RATE : RATE + n, 0] * np.cos(t * math.pi / 2) + b.samples[:n, 0] * np.sin(t * math.pi / 2)
+    expected = a.samples[RATE : RATE + n, 0] * np.cos(t * math.pi / 2) + b.samples[:n, 0] * np.sin(
+        t * math.pi / 2
+    )
     np.testing.assert_allclose(out[:n, 0], expected, atol=1e-5)
     assert events(m)[-2:] == [("ended", "a", "skipped"), ("started", "b")]
     m.stop()
