@@ -1,0 +1,219 @@
+"""Command line: `lofi-daemon` serves JSON-RPC on stdio (the default); `generate` runs one job through the
+same code path as the RPC; `health --json` reports the installation; `download` fetches a backend's model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .config import Settings
+from .errors import LofiError
+from .logging_setup import setup_logging
+
+log = logging.getLogger("lofi_daemon")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lofi-daemon", description="lofi: local AI lofi music daemon")
+    p.add_argument("--version", action="version", version=f"lofi-daemon {__version__}")
+    p.add_argument("--log-level", default=os.environ.get("LOFI_LOG_LEVEL", "info"),
+                   choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-file", type=Path, help="log here instead of the user log dir")
+    sub = p.add_subparsers(dest="command")
+
+    serve = sub.add_parser("serve", help="speak JSON-RPC on stdin/stdout (the default)")
+    for target in (p, serve):
+        target.add_argument("--parent-pid", type=int, help="exit when this process is gone")
+        target.add_argument("--idle-timeout", type=float, default=0.0,
+                            help="exit after this many seconds with no request, job or playback (0 = never)")
+
+    gen = sub.add_parser("generate", help="generate one track and print where it is")
+    gen.add_argument("prompt", nargs="+")
+    gen.add_argument("--duration", type=float)
+    gen.add_argument("--seed", type=int)
+    gen.add_argument("--backend")
+    gen.add_argument("--format", choices=["flac", "wav", "ogg", "mp3"])
+    gen.add_argument("--output", "-o", type=Path, help="also copy the track here")
+    gen.add_argument("--play", action="store_true", help="play the track when it is ready")
+    gen.add_argument("--allow-download", action="store_true", help="consent to downloading the model")
+    gen.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                     help="backend parameter, e.g. top_k=50 or inference_steps=27 (JSON values)")
+
+    health = sub.add_parser("health", help="report versions, providers, models, audio devices")
+    health.add_argument("--json", action="store_true")
+
+    dl = sub.add_parser("download", help="download a backend's model (this is your consent)")
+    dl.add_argument("backend")
+    dl.add_argument("--variant")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings.from_env()
+    command = args.command or "serve"
+    if command == "serve":
+        from .serve import serve
+
+        return serve(settings, args)
+    log_file = setup_logging(settings.log_dir, args.log_level, args.log_file)
+    try:
+        if command == "generate":
+            return _generate(settings, args, log_file)
+        if command == "health":
+            return _health(settings, args)
+        if command == "download":
+            return _download(settings, args)
+    except LofiError as exc:
+        print(f"lofi-daemon: {exc.message} [{exc.code.name}]", file=sys.stderr)
+        hint = exc.data.get("hint")
+        if hint:
+            print(f"  hint: {hint}", file=sys.stderr)
+        return 1
+    return 2
+
+
+def _parse_params(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--param expects KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def _generate(settings: Settings, args: argparse.Namespace, log_file: Path | None) -> int:
+    from pydantic import ValidationError
+
+    from .daemon import Daemon
+    from .errors import ErrorCode
+    from .jobs.api import build_job
+    from .rpc.schemas.generation import GenerateParams
+
+    done = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def send(method: str, params: dict[str, Any]) -> None:
+        if method == "generation_progress":
+            eta = params.get("eta_sec")
+            print(f"\r  {params['percent']:3d}%  eta {eta:.0f} s   " if eta is not None else
+                  f"\r  {params['percent']:3d}%", end="", file=sys.stderr, flush=True)
+        elif method == "download_progress":
+            print(f"\r  downloading {params.get('file', '')} {params.get('percent', 0):.0f}%   ",
+                  end="", file=sys.stderr, flush=True)
+        elif method in ("generation_complete", "generation_error", "generation_cancelled"):
+            outcome["method"], outcome["params"] = method, params
+            done.set()
+
+    daemon = Daemon(settings, send=send, log_file=log_file)
+    raw = {
+        "prompt": " ".join(args.prompt),
+        "duration_sec": args.duration,
+        "seed": args.seed,
+        "backend": args.backend,
+        "format": args.format,
+        "allow_download": args.allow_download,
+        **_parse_params(args.param),
+    }
+    try:
+        params = GenerateParams.model_validate({k: v for k, v in raw.items() if v is not None})
+    except ValidationError as exc:
+        raise LofiError(ErrorCode.INVALID_PARAMS, str(exc)) from None
+    job = build_job(daemon, params, "high")
+    track = daemon.store.get(job.track_id)
+    started = time.monotonic()
+    if track is None:
+        backend = daemon.backends[job.request.backend]
+        if not job.allow_download and not backend.is_installed():
+            raise LofiError(ErrorCode.BACKEND_NOT_INSTALLED,
+                            f"the {job.request.backend} model is not installed",
+                            hint="add --allow-download (or run `lofi-daemon download "
+                                 f"{job.request.backend}`), or point LOFI_{job.request.backend.upper()}_DIR "
+                                 "at a local model directory")
+        print(f"lofi: generating {job.request.duration_sec:g} s with {job.request.backend} "
+              f"(seed {job.request.seed}) ...", file=sys.stderr)
+        daemon.queue.submit(job)
+        daemon.queue.take()
+        try:
+            daemon.worker.run_job(job)
+        finally:
+            daemon.queue.done(job)
+        print(file=sys.stderr)
+        if outcome.get("method") != "generation_complete":
+            p = outcome.get("params", {})
+            raise LofiError(ErrorCode(p.get("code", ErrorCode.MODEL_INFERENCE_FAILED)),
+                            p.get("message", "generation did not complete"))
+        track = daemon.store.get(job.track_id)
+    path = Path(track.to_dict()["path"])
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, args.output)
+        path = args.output
+    elapsed = time.monotonic() - started
+    print(json.dumps({"track_id": job.track_id, "path": str(path), "seed": job.request.seed,
+                      "duration_sec": track.to_dict()["duration_sec"],
+                      "generation_time_sec": round(elapsed, 2)}))
+    if args.play:
+        return _play(daemon, job.track_id)
+    return 0
+
+
+def _play(daemon: Any, track_id: str) -> int:
+    from .errors import ErrorCode
+
+    if daemon.player is None:
+        raise LofiError(ErrorCode.AUDIO_DEVICE_ERROR, "playback is not available in this build")
+    finished = threading.Event()
+    daemon.subscribe("playback_ended", lambda _: finished.set())
+    daemon.player.play(track_id)
+    finished.wait()
+    return 0
+
+
+def _health(settings: Settings, args: argparse.Namespace) -> int:
+    from .health import report
+
+    data = report(settings)
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        for key, value in data.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+def _download(settings: Settings, args: argparse.Namespace) -> int:
+    from .backends import canonical_name, create_backends
+    from .errors import ErrorCode
+    from .jobs.cancel import CancelToken
+
+    name = canonical_name(args.backend)
+    if args.variant:
+        settings.models[name].variant = args.variant
+    backends = create_backends(settings, lambda *_: None)
+    if name not in backends:
+        raise LofiError(ErrorCode.INVALID_BACKEND, f"unknown backend {args.backend!r}")
+    backend = backends[name]
+    if backend.is_installed():
+        print(f"{name} is already installed")
+        return 0
+
+    def progress(p: dict[str, Any]) -> None:
+        print(f"\r  {p.get('file', '')} {p.get('percent', 0):.0f}%   ", end="", file=sys.stderr, flush=True)
+
+    backend.download(progress, CancelToken())
+    print(f"\n{name} installed", file=sys.stderr)
+    return 0

@@ -1,0 +1,115 @@
+"""generate, cancel, queue_status, queue_clear."""
+
+from __future__ import annotations
+
+import secrets
+from typing import TYPE_CHECKING, Any
+
+from ..backends.api import resolve_backend
+from ..backends.base import GenerationRequest, track_id_for
+from ..errors import ErrorCode, LofiError
+from ..rpc.dispatch import Dispatcher
+from ..rpc.schemas.generation import MAX_SEED, GenerateParams, QueueClearParams, TrackIdParams
+from .queue import Job, Priority
+from .worker import complete_payload
+
+if TYPE_CHECKING:
+    from ..daemon import Daemon
+
+MAX_PROMPT_CHARS = 1000
+# Fields of GenerateParams that are not backend parameters.
+COMMON_FIELDS = {"prompt", "backend", "duration_sec", "seed", "priority", "allow_download", "format"}
+
+
+def build_job(daemon: Daemon, p: GenerateParams, priority: Priority) -> Job:
+    """Validate a generate request into a Job (nothing is queued yet). Raises LofiError with product codes."""
+    name = resolve_backend(daemon, p.backend)
+    backend = daemon.backends[name]
+    prompt = p.prompt.strip()
+    if not prompt:
+        raise LofiError(ErrorCode.INVALID_PROMPT, "the prompt is empty")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise LofiError(
+            ErrorCode.INVALID_PROMPT, f"the prompt has {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS}"
+        )
+    duration = float(p.duration_sec if p.duration_sec is not None else backend.default_duration_sec)
+    if not backend.min_duration_sec <= duration <= backend.max_duration_sec:
+        raise LofiError(
+            ErrorCode.INVALID_DURATION,
+            f"duration {duration:g} s is outside {backend.min_duration_sec:g}–{backend.max_duration_sec:g} s "
+            f"for {name}",
+            min_duration_sec=backend.min_duration_sec,
+            max_duration_sec=backend.max_duration_sec,
+        )
+    raw = p.model_dump(exclude_none=True, exclude=COMMON_FIELDS)
+    params = backend.validate(raw)
+    seed = p.seed if p.seed is not None else secrets.randbelow(MAX_SEED + 1)
+    request = GenerationRequest(backend=name, prompt=prompt, duration_sec=duration, seed=seed, params=params)
+    track_id = track_id_for(request, backend.model_version())
+    return Job(track_id, request, priority=priority, fmt=p.format, allow_download=p.allow_download)
+
+
+def submit(daemon: Daemon, p: GenerateParams, priority: Priority) -> dict[str, Any]:
+    job = build_job(daemon, p, priority)
+    reply = {"track_id": job.track_id, "seed": job.request.seed, "backend": job.request.backend}
+    track = daemon.store.get(job.track_id)
+    if track is not None:
+        daemon.dispatcher.after_response(
+            lambda: daemon.notify("generation_complete", complete_payload(track, 0.0, cached=True))
+        )
+        return {**reply, "status": "cached", "position": 0, "path": track.to_dict()["path"]}
+    existing = daemon.queue.find(job.track_id)
+    if existing is not None:
+        status = "running" if existing is daemon.queue.running else "queued"
+        return {**reply, "status": status, "position": daemon.queue.position(existing)}
+    backend = daemon.backends[job.request.backend]
+    if not job.allow_download and not backend.is_installed():
+        raise LofiError(
+            ErrorCode.BACKEND_NOT_INSTALLED,
+            f"the {job.request.backend} model is not installed; download it first",
+            backend=job.request.backend,
+            hint=f'call download_backend {{"backend": "{job.request.backend}"}} or generate with '
+            '"allow_download": true',
+        )
+    position = daemon.queue.submit(job)
+    return {**reply, "status": "queued", "position": position}
+
+
+def register(dispatcher: Dispatcher, daemon: Daemon) -> None:
+    @dispatcher.method("generate", GenerateParams)
+    def generate(p: GenerateParams) -> dict[str, Any]:
+        return submit(daemon, p, p.priority)
+
+    @dispatcher.method("cancel", TrackIdParams)
+    def cancel(p: TrackIdParams) -> dict[str, Any]:
+        where = daemon.queue.cancel(p.track_id)
+        if where is None:
+            raise LofiError(ErrorCode.TRACK_NOT_FOUND, f"no queued or running job for track {p.track_id}")
+        if where == "waiting":
+            daemon.dispatcher.after_response(
+                lambda: daemon.notify("generation_cancelled", {"track_id": p.track_id})
+            )
+        return {"track_id": p.track_id, "cancelled": True, "was_running": where == "running"}
+
+    @dispatcher.method("queue_status")
+    def queue_status(_: None) -> dict[str, Any]:
+        running = daemon.queue.running
+        waiting = daemon.queue.waiting()
+        offset = 1 if running else 0
+        return {
+            "running": None if running is None else {**running.summary(), "percent": running.percent},
+            "waiting": [{**j.summary(), "position": i + offset} for i, j in enumerate(waiting)],
+            "max_waiting": daemon.queue.max_waiting,
+            "prefetch_pending": any(j.priority == "prefetch" for j in waiting),
+        }
+
+    @dispatcher.method("queue_clear", QueueClearParams)
+    def queue_clear(p: QueueClearParams) -> dict[str, Any]:
+        removed = daemon.queue.clear(include_prefetch=p.include_prefetch)
+
+        def announce() -> None:
+            for job in removed:
+                daemon.notify("generation_cancelled", {"track_id": job.track_id})
+
+        daemon.dispatcher.after_response(announce)
+        return {"removed": len(removed), "track_ids": [j.track_id for j in removed]}

@@ -1,0 +1,175 @@
+"""The one generation worker. It owns the model lifecycle (one backend resident at a time, unloaded after an
+idle period) and turns every outcome of a job into exactly one terminal notification. Nothing a job does can
+stop this thread."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..backends.base import Backend
+from ..errors import Cancelled, ErrorCode, LofiError
+from .progress import ProgressReporter
+from .queue import Job, JobQueue
+
+log = logging.getLogger(__name__)
+
+Notify = Callable[[str, dict[str, Any]], None]
+
+
+class Worker:
+    def __init__(
+        self,
+        queue: JobQueue,
+        backends: dict[str, Backend],
+        store: Any,
+        notify: Notify,
+        idle_unload_sec: float = 600.0,
+    ) -> None:
+        self.queue = queue
+        self.backends = backends
+        self.store = store
+        self.notify = notify
+        self.idle_unload_sec = idle_unload_sec
+        self._stop = threading.Event()
+        self._last_job_end = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="generation-worker", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        running = self.queue.running
+        if running:
+            running.cancel.cancel()
+        self.queue.wake()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            job = self.queue.take(timeout=1.0)
+            if job is None:
+                self._unload_if_idle()
+                continue
+            try:
+                self.run_job(job)
+            finally:
+                self.queue.done(job)
+                self._last_job_end = time.monotonic()
+
+    def _unload_if_idle(self) -> None:
+        if time.monotonic() - self._last_job_end < self.idle_unload_sec:
+            return
+        for backend in self.backends.values():
+            if backend.loaded:
+                log.info("unloading %s after %.0f s idle", backend.name, self.idle_unload_sec)
+                backend.unload()
+
+    def run_job(self, job: Job) -> None:
+        """Run one job to its terminal notification. Public so the CLI runs the exact same path."""
+        req = job.request
+        self.notify("generation_started", {**job.summary(), "started_at": job.started_at})
+        started = time.monotonic()
+        try:
+            backend = self.backends[req.backend]
+            if not backend.is_installed():
+                if not job.allow_download:
+                    raise LofiError(
+                        ErrorCode.BACKEND_NOT_INSTALLED,
+                        f"the {req.backend} model is not installed",
+                        hint=f'call download_backend {{"backend": "{req.backend}"}} or generate with allow_download',
+                    )
+                backend.download(self._download_progress(req.backend), job.cancel)
+            job.cancel.check()
+            self._make_resident(backend)
+            job.cancel.check()
+
+            def on_progress(done: int, total: int, **fields: Any) -> None:
+                job.cancel.check()
+                reporter(done, total, **fields)
+                job.percent = reporter.percent
+
+            reporter = ProgressReporter(job.track_id, lambda p: self.notify("generation_progress", p))
+            audio = backend.generate(req, on_progress, job.cancel)
+            job.cancel.check()
+            elapsed = time.monotonic() - started
+            track = self.store.put(
+                job.track_id,
+                audio,
+                request=req,
+                model_version=backend.model_version(),
+                generation_time_sec=elapsed,
+                fmt=job.fmt,
+            )
+        except Cancelled:
+            log.info("job %s cancelled", job.track_id)
+            self.notify("generation_cancelled", {"track_id": job.track_id})
+            return
+        except LofiError as exc:
+            log.warning("job %s failed: %s", job.track_id, exc.message)
+            self._error(job, exc)
+            return
+        except MemoryError:
+            log.exception("job %s ran out of memory", job.track_id)
+            self._error(job, LofiError(ErrorCode.MODEL_INFERENCE_FAILED, "out of memory while generating"))
+            return
+        except Exception as exc:
+            log.exception("job %s failed", job.track_id)
+            self._error(job, LofiError(ErrorCode.MODEL_INFERENCE_FAILED, f"generation failed: {exc}"))
+            return
+        log.info("job %s done in %.1f s -> %s", job.track_id, elapsed, track.path)
+        self.notify("generation_complete", complete_payload(track, elapsed, cached=False))
+
+    def _error(self, job: Job, exc: LofiError) -> None:
+        self.notify(
+            "generation_error",
+            {
+                "track_id": job.track_id,
+                "code": int(exc.code),
+                "error_code": exc.code.name,
+                "message": exc.message,
+                **exc.data,
+            },
+        )
+
+    def _make_resident(self, backend: Backend) -> None:
+        for other in self.backends.values():
+            if other is not backend and other.loaded:
+                log.info("unloading %s to make room for %s", other.name, backend.name)
+                other.unload()
+        if not backend.loaded:
+            t0 = time.monotonic()
+            try:
+                backend.load()
+            except LofiError:
+                raise
+            except Exception as exc:
+                raise LofiError(ErrorCode.MODEL_LOAD_FAILED, f"could not load {backend.name}: {exc}") from exc
+            log.info("loaded %s in %.1f s", backend.name, time.monotonic() - t0)
+
+    def _download_progress(self, backend: str) -> Callable[[dict[str, Any]], None]:
+        def report(p: dict[str, Any]) -> None:
+            self.notify("download_progress", {"backend": backend, **p})
+
+        return report
+
+
+def complete_payload(track: Any, generation_time_sec: float, cached: bool) -> dict[str, Any]:
+    data = track.to_dict()
+    return {
+        "track_id": data["track_id"],
+        "path": data["path"],
+        "duration_sec": data["duration_sec"],
+        "sample_rate": data["sample_rate"],
+        "prompt": data["prompt"],
+        "seed": data["seed"],
+        "backend": data["backend"],
+        "model_version": data["model_version"],
+        "generation_time_sec": round(generation_time_sec, 3),
+        "cached": cached,
+        "track": data,
+    }
