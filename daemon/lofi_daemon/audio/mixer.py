@@ -109,7 +109,7 @@ class Mixer:
         self.events: deque[tuple] = deque()
         self._current: _Voice | None = None
         self._fading: list[_Voice] = []  # voices on their way out (crossfade, seek, stop)
-        self._next: Source | None = None
+        self._upcoming: list[Source] = []  # tracks to crossfade into, in order
         self._transition_at: int | None = None  # frame of the current voice where the end transition begins
         self._plan_voice: _Voice | None = None  # the voice _transition_at was computed for
         self._end_policy = END_STOP
@@ -143,7 +143,11 @@ class Mixer:
 
     @property
     def next_source(self) -> Source | None:
-        return self._next
+        return self._upcoming[0] if self._upcoming else None
+
+    @property
+    def upcoming(self) -> list[Source]:
+        return list(self._upcoming)
 
     @property
     def volume(self) -> float:
@@ -179,19 +183,19 @@ class Mixer:
             self._plan_transition()
             self.events.append(("started", source.track_id))
 
-    def queue_next(self, source: Source | None) -> None:
-        """The track to crossfade into when the current one ends (None: follow `end_policy`)."""
+    def queue_next(self, *sources: Source) -> None:
+        """The tracks to crossfade into, in order, as the current one ends (none: follow `end_policy`).
+        Queuing two ahead lets the mixer move on even if the control thread is late to refill."""
         with self.lock:
-            self._next = source
+            self._upcoming = [s for s in sources if s is not None]
             self._plan_transition()
 
     def skip(self) -> bool:
         """Crossfade into the queued next track now. False if none is queued."""
         with self.lock:
-            nxt = self._next
-            if nxt is None:
+            if not self._upcoming:
                 return False
-            self._next = None
+            nxt = self._upcoming.pop(0)
         self.play(nxt, crossfade=True)
         return True
 
@@ -200,7 +204,7 @@ class Mixer:
             if self._current is not None:
                 self._fade_out(self._current, self._declick, False, "stopped")
                 self._current = None
-            self._next = None
+            self._upcoming = []
             self._paused = False
             self._transition_at = None
 
@@ -266,8 +270,8 @@ class Mixer:
             self._transition_at = None
             return
         length = cur.source.length
-        if self._next is not None:
-            n = crossfade_frames(self.rate, self.crossfade_sec, *_known(cur.source, self._next))
+        if self._upcoming:
+            n = crossfade_frames(self.rate, self.crossfade_sec, *_known(cur.source, self._upcoming[0]))
         elif self.end_policy == END_LOOP:
             n = crossfade_frames(self.rate, self.crossfade_sec, length)
         else:
@@ -277,7 +281,7 @@ class Mixer:
     def _transition(self) -> None:
         """The current voice reached its transition point."""
         cur = self._current
-        nxt = self._next
+        nxt = self._upcoming[0] if self._upcoming else None
         length = cur.source.length
         if nxt is None and self.end_policy != END_LOOP:
             if cur.pos >= length:  # played out
@@ -291,7 +295,7 @@ class Mixer:
             nxt = cur.source
             self.events.append(("looped", cur.source.track_id))
         else:
-            self._next = None
+            self._upcoming.pop(0)
             self.events.append(("ended", cur.source.track_id, "finished"))
             self.events.append(("started", nxt.track_id))
         n = length - cur.pos

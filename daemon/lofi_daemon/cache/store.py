@@ -425,6 +425,19 @@ class TrackStore:
             ) from e
         return data, int(sr)
 
+    def configure(
+        self, max_mb: float | None = None, max_tracks: int | None = None, format: str | None = None
+    ) -> None:
+        """Apply `initialize` options (cache.max_mb / max_tracks / format); evicts at once if limits shrank."""
+        if format is not None:
+            check_format(format)
+            self.fmt = format.lower()
+        if max_tracks is not None:
+            self.max_tracks = int(max_tracks) if max_tracks > 0 else None
+        if max_mb is not None:
+            self.max_mb = float(max_mb)
+        self.evict()
+
     # ------------------------------------------------------------------------------------------- writing
 
     def put(
@@ -535,10 +548,12 @@ class TrackStore:
             self._path(row["file"]).unlink(missing_ok=True)
         return True
 
-    def clear(self, *, keep_favourites: bool = True) -> int:
+    def clear(self, *, keep_favourites: bool = True, keep: Iterable[str] = ()) -> int:
+        """Delete every track (but favourites, unless told, and the ids in `keep`). Returns how many."""
+        keep_ids = set(keep)
         with self._write() as conn:
             sql = "SELECT track_id, file FROM tracks" + (" WHERE favourite = 0" if keep_favourites else "")
-            rows = conn.execute(sql).fetchall()
+            rows = [r for r in conn.execute(sql).fetchall() if r["track_id"] not in keep_ids]
             for r in rows:
                 conn.execute("DELETE FROM tracks WHERE track_id = ?", (r["track_id"],))
                 self._path(r["file"]).unlink(missing_ok=True)
