@@ -291,7 +291,9 @@ class Mixer:
             else:
                 self._transition_at = length  # policy changed since planning: play out
             return
-        if nxt is None:
+        if nxt is None or nxt is cur.source:
+            if nxt is not None:
+                self._upcoming.pop(0)  # looping by choice (loop mode), not for want of a next track
             nxt = cur.source
             self.events.append(("looped", cur.source.track_id))
         else:

@@ -68,7 +68,7 @@ class DeviceOutput:
             log.warning("PortAudio re-initialisation failed: %s", e)
 
     def devices(self) -> list[dict[str, Any]]:
-        self.reinitialise()
+        self.reinitialise()  # picks up hot-plugged devices; skipped while a stream is open
         sd = _sd()
         try:
             default_out = sd.default.device[1]

@@ -221,26 +221,7 @@ class Player:
 
     def devices(self) -> dict[str, Any]:
         with self._lock:
-            devs = self.output.devices() if not self.output.is_open else self._devices_no_rescan()
-            current = self.output.name
-        return {"devices": devs, "current": current}
-
-    def _devices_no_rescan(self) -> list[dict[str, Any]]:
-        # PortAudio cannot re-scan with a stream open; list what it knows
-        import sounddevice as sd
-
-        default_out = sd.default.device[1]
-        return [
-            {
-                "index": int(d["index"]),
-                "name": d["name"],
-                "is_default": int(d["index"]) == default_out,
-                "sample_rate": int(d["default_samplerate"]),
-                "channels": int(d["max_output_channels"]),
-            }
-            for d in sd.query_devices()
-            if d["max_output_channels"] > 0
-        ]
+            return {"devices": self.output.devices(), "current": self.output.name}
 
     def set_device(self, device: int | str | None) -> dict[str, Any]:
         """Switch output device; playback carries on where it was (resampled if the rate differs)."""
@@ -472,7 +453,7 @@ class Player:
                 self.notify("playback_ended", {"track_id": tid, "reason": ev[2]})
             elif kind == "looped":
                 changed = True
-                if self.loop != "track" and self._warned_repeat != tid:
+                if self.loop == "off" and self._warned_repeat != tid:
                     self._warned_repeat = tid
                     self.notify(
                         "log",
@@ -503,12 +484,15 @@ class Player:
                         {"track_id": tid, "position_sec": round(pos, 3), "duration_sec": dur},
                     )
                 listeners = [(fn, (tid, pos, dur)) for fn in self.progress_listeners]
+            # stop pulling from the device once nothing has been audible for a while (counted in rendered audio,
+            # which is what the device consumed)
+            rendered = self.mixer.frames_rendered
             if self.mixer.audible:
                 self._silent_since = None
             elif self.output.active:
                 if self._silent_since is None:
-                    self._silent_since = now
-                elif now - self._silent_since >= IDLE_STOP_SEC:
+                    self._silent_since = rendered
+                elif rendered - self._silent_since >= IDLE_STOP_SEC * self.mixer.rate:
                     self.output.stop()
         for fn, args in listeners:
             try:
