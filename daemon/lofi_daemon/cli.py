@@ -25,16 +25,23 @@ log = logging.getLogger("lofi_daemon")
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lofi-daemon", description="lofi: local AI lofi music daemon")
     p.add_argument("--version", action="version", version=f"lofi-daemon {__version__}")
-    p.add_argument("--log-level", default=os.environ.get("LOFI_LOG_LEVEL", "info"),
-                   choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--log-level",
+        default=os.environ.get("LOFI_LOG_LEVEL", "info"),
+        choices=["debug", "info", "warning", "error"],
+    )
     p.add_argument("--log-file", type=Path, help="log here instead of the user log dir")
     sub = p.add_subparsers(dest="command")
 
     serve = sub.add_parser("serve", help="speak JSON-RPC on stdin/stdout (the default)")
     for target in (p, serve):
         target.add_argument("--parent-pid", type=int, help="exit when this process is gone")
-        target.add_argument("--idle-timeout", type=float, default=0.0,
-                            help="exit after this many seconds with no request, job or playback (0 = never)")
+        target.add_argument(
+            "--idle-timeout",
+            type=float,
+            default=0.0,
+            help="exit after this many seconds with no request, job or playback (0 = never)",
+        )
 
     gen = sub.add_parser("generate", help="generate one track and print where it is")
     gen.add_argument("prompt", nargs="+")
@@ -45,8 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--output", "-o", type=Path, help="also copy the track here")
     gen.add_argument("--play", action="store_true", help="play the track when it is ready")
     gen.add_argument("--allow-download", action="store_true", help="consent to downloading the model")
-    gen.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                     help="backend parameter, e.g. top_k=50 or inference_steps=27 (JSON values)")
+    gen.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="backend parameter, e.g. top_k=50 or inference_steps=27 (JSON values)",
+    )
 
     health = sub.add_parser("health", help="report versions, providers, models, audio devices")
     health.add_argument("--json", action="store_true")
@@ -109,11 +121,21 @@ def _generate(settings: Settings, args: argparse.Namespace, log_file: Path | Non
     def send(method: str, params: dict[str, Any]) -> None:
         if method == "generation_progress":
             eta = params.get("eta_sec")
-            print(f"\r  {params['percent']:3d}%  eta {eta:.0f} s   " if eta is not None else
-                  f"\r  {params['percent']:3d}%", end="", file=sys.stderr, flush=True)
+            print(
+                f"\r  {params['percent']:3d}%  eta {eta:.0f} s   "
+                if eta is not None
+                else f"\r  {params['percent']:3d}%",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
         elif method == "download_progress":
-            print(f"\r  downloading {params.get('file', '')} {params.get('percent', 0):.0f}%   ",
-                  end="", file=sys.stderr, flush=True)
+            print(
+                f"\r  downloading {params.get('file', '')} {params.get('percent', 0):.0f}%   ",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
         elif method in ("generation_complete", "generation_error", "generation_cancelled"):
             outcome["method"], outcome["params"] = method, params
             done.set()
@@ -138,13 +160,18 @@ def _generate(settings: Settings, args: argparse.Namespace, log_file: Path | Non
     if track is None:
         backend = daemon.backends[job.request.backend]
         if not job.allow_download and not backend.is_installed():
-            raise LofiError(ErrorCode.BACKEND_NOT_INSTALLED,
-                            f"the {job.request.backend} model is not installed",
-                            hint="add --allow-download (or run `lofi-daemon download "
-                                 f"{job.request.backend}`), or point LOFI_{job.request.backend.upper()}_DIR "
-                                 "at a local model directory")
-        print(f"lofi: generating {job.request.duration_sec:g} s with {job.request.backend} "
-              f"(seed {job.request.seed}) ...", file=sys.stderr)
+            raise LofiError(
+                ErrorCode.BACKEND_NOT_INSTALLED,
+                f"the {job.request.backend} model is not installed",
+                hint="add --allow-download (or run `lofi-daemon download "
+                f"{job.request.backend}`), or point LOFI_{job.request.backend.upper()}_DIR "
+                "at a local model directory",
+            )
+        print(
+            f"lofi: generating {job.request.duration_sec:g} s with {job.request.backend} "
+            f"(seed {job.request.seed}) ...",
+            file=sys.stderr,
+        )
         daemon.queue.submit(job)
         daemon.queue.take()
         try:
@@ -154,8 +181,10 @@ def _generate(settings: Settings, args: argparse.Namespace, log_file: Path | Non
         print(file=sys.stderr)
         if outcome.get("method") != "generation_complete":
             p = outcome.get("params", {})
-            raise LofiError(ErrorCode(p.get("code", ErrorCode.MODEL_INFERENCE_FAILED)),
-                            p.get("message", "generation did not complete"))
+            raise LofiError(
+                ErrorCode(p.get("code", ErrorCode.MODEL_INFERENCE_FAILED)),
+                p.get("message", "generation did not complete"),
+            )
         track = daemon.store.get(job.track_id)
     path = Path(track.to_dict()["path"])
     if args.output:
@@ -163,9 +192,17 @@ def _generate(settings: Settings, args: argparse.Namespace, log_file: Path | Non
         shutil.copyfile(path, args.output)
         path = args.output
     elapsed = time.monotonic() - started
-    print(json.dumps({"track_id": job.track_id, "path": str(path), "seed": job.request.seed,
-                      "duration_sec": track.to_dict()["duration_sec"],
-                      "generation_time_sec": round(elapsed, 2)}))
+    print(
+        json.dumps(
+            {
+                "track_id": job.track_id,
+                "path": str(path),
+                "seed": job.request.seed,
+                "duration_sec": track.to_dict()["duration_sec"],
+                "generation_time_sec": round(elapsed, 2),
+            }
+        )
+    )
     if args.play:
         return _play(daemon, job.track_id)
     return 0

@@ -21,6 +21,7 @@ ENV_CACHE_DIR = "LOFI_CACHE_DIR"
 ENV_LOG_DIR = "LOFI_LOG_DIR"
 ENV_PROVIDER = "LOFI_PROVIDER"
 ENV_THREADS = "LOFI_THREADS"
+ENV_DEFAULT_BACKEND = "LOFI_DEFAULT_BACKEND"
 
 
 @dataclass
@@ -57,6 +58,8 @@ class Settings:
             s.provider = env[ENV_PROVIDER].strip().lower()
         if env.get(ENV_THREADS, "").strip().isdigit():
             s.threads = int(env[ENV_THREADS])
+        if env.get(ENV_DEFAULT_BACKEND):
+            s.default_backend = env[ENV_DEFAULT_BACKEND].strip()
         for backend, var in ENV_MODEL_DIRS.items():
             if env.get(var):
                 s.models[backend].dir = Path(env[var]).expanduser()

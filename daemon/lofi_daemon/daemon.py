@@ -163,5 +163,7 @@ class Daemon:
         """Options for subsystems other than Settings (cache limits, playback, prefetch)."""
         cache = options.get("cache") or {}
         if hasattr(self.store, "configure") and cache:
-            self.store.configure(**{k: v for k, v in cache.items() if k in ("max_mb", "max_tracks", "format")})
+            self.store.configure(
+                **{k: v for k, v in cache.items() if k in ("max_mb", "max_tracks", "format")}
+            )
         audio_api.apply_options(self, options)

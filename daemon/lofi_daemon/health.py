@@ -10,8 +10,17 @@ from typing import Any
 from . import __version__
 from .config import Settings
 
-PACKAGES = ["onnxruntime", "numpy", "scipy", "tokenizers", "soundfile", "sounddevice", "huggingface_hub",
-            "platformdirs", "pydantic"]
+PACKAGES = [
+    "onnxruntime",
+    "numpy",
+    "scipy",
+    "tokenizers",
+    "soundfile",
+    "sounddevice",
+    "huggingface_hub",
+    "platformdirs",
+    "pydantic",
+]
 
 
 def _version(pkg: str) -> str | None:
@@ -55,8 +64,11 @@ def _backends(settings: Settings) -> list[dict[str, Any]]:
         try:
             row.update(b.status())
             row["installed"] = b.is_installed()
-            row["dir"] = str(settings.models[b.name].dir) if b.name in settings.models and settings.models[
-                b.name].dir else row.get("dir")
+            row["dir"] = (
+                str(settings.models[b.name].dir)
+                if b.name in settings.models and settings.models[b.name].dir
+                else row.get("dir")
+            )
         except Exception as exc:
             row.update(installed=False, error=str(exc))
         rows.append(row)
@@ -68,14 +80,22 @@ def _audio() -> dict[str, Any]:
         import sounddevice as sd
 
         devices = [
-            {"index": i, "name": d["name"], "channels": d["max_output_channels"],
-             "sample_rate": d["default_samplerate"]}
+            {
+                "index": i,
+                "name": d["name"],
+                "channels": d["max_output_channels"],
+                "sample_rate": d["default_samplerate"],
+            }
             for i, d in enumerate(sd.query_devices())
             if d["max_output_channels"] > 0
         ]
-        default = sd.default.device[1] if isinstance(sd.default.device, (list, tuple)) else sd.default.device
-        return {"ok": bool(devices), "devices": devices, "default": default,
-                **({} if devices else {"error": "no audio output device found"})}
+        default = int(sd.default.device[1])  # sounddevice's (input, output) pair
+        return {
+            "ok": bool(devices),
+            "devices": devices,
+            "default": default,
+            **({} if devices else {"error": "no audio output device found"}),
+        }
     except Exception as exc:  # OSError when PortAudio itself is missing
         return {"ok": False, "devices": [], "error": str(exc)}
 

@@ -22,7 +22,9 @@ def setup_logging(log_dir: Path, level: str = "info", log_file: Path | None = No
     path = log_file or log_dir / "daemon.log"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fh = logging.handlers.RotatingFileHandler(path, maxBytes=5 * 1024 * 1024, backupCount=3, encoding="utf-8")
+        fh = logging.handlers.RotatingFileHandler(
+            path, maxBytes=5 * 1024 * 1024, backupCount=3, encoding="utf-8"
+        )
     except OSError as exc:
         root.warning("cannot write the log file %s: %s", path, exc)
         return None

@@ -35,8 +35,9 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     daemon = Daemon(settings, send=server.notify, log_file=log_file)
     server.dispatcher = daemon.dispatcher
     server.on_message.append(daemon.touch)
-    log.info("lofi-daemon %s started (pid %d, parent %s)", daemon.status()["version"], os.getpid(),
-             args.parent_pid)
+    log.info(
+        "lofi-daemon %s started (pid %d, parent %s)", daemon.status()["version"], os.getpid(), args.parent_pid
+    )
     daemon.start()
     server.start()
 
@@ -52,7 +53,11 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
         if args.parent_pid and not _parent_alive(args.parent_pid):
             reason = f"parent {args.parent_pid} is gone"
             break
-        if args.idle_timeout and daemon.is_idle() and time.monotonic() - daemon.last_activity > args.idle_timeout:
+        if (
+            args.idle_timeout
+            and daemon.is_idle()
+            and time.monotonic() - daemon.last_activity > args.idle_timeout
+        ):
             reason = f"idle for {args.idle_timeout:g} s"
             break
     log.info("exiting: %s", reason)

@@ -30,7 +30,8 @@ def build_job(daemon: Daemon, p: GenerateParams, priority: Priority) -> Job:
         raise LofiError(ErrorCode.INVALID_PROMPT, "the prompt is empty")
     if len(prompt) > MAX_PROMPT_CHARS:
         raise LofiError(
-            ErrorCode.INVALID_PROMPT, f"the prompt has {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS}"
+            ErrorCode.INVALID_PROMPT,
+            f"the prompt has {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS}",
         )
     duration = float(p.duration_sec if p.duration_sec is not None else backend.default_duration_sec)
     if not backend.min_duration_sec <= duration <= backend.max_duration_sec:
