@@ -265,10 +265,11 @@ class Mixer:
     def _plan_transition(self) -> None:
         """Where the current voice must start its end transition (crossfade into next, or loop)."""
         cur = self._current
-        self._plan_voice = cur
         if cur is None or not cur.source.complete:
+            self._plan_voice = None  # planned again once the (streaming) source is complete
             self._transition_at = None
             return
+        self._plan_voice = cur
         length = cur.source.length
         if self._upcoming:
             n = crossfade_frames(self.rate, self.crossfade_sec, *_known(cur.source, self._upcoming[0]))

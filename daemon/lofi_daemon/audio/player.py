@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import ErrorCode, LofiError
 from .mixer import DEFAULT_CROSSFADE_SEC, END_LOOP, END_STOP, Mixer, Source
 from .output import CHANNELS, DeviceOutput, Render
-from .resample import to_device
+from .resample import StreamResampler, to_channels, to_device
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,74 @@ POLL_SEC = 0.05
 POSITION_EVERY_SEC = 1.0
 IDLE_STOP_SEC = 0.5  # stop pulling from the device this long after the last audible sample
 UPCOMING = 2  # tracks decoded and queued ahead of the current one
+STREAM_SAFETY = 1.25  # margin on the predicted generation time before a streaming track may start
+STREAM_MIN_BUFFER_SEC = 0.5
+
+
+class TrackStream:
+    """A track that plays while it is being generated. The generator calls `push(chunk)` with audio at its own
+    rate ([frames, channels] float32), then `finish()`; `abort()` if generation fails or is cancelled.
+    Playback of it starts only once it can play through without running dry, judged from how fast audio has
+    been arriving (`can_start`)."""
+
+    def __init__(
+        self, player: Player, track_id: str, sample_rate: int, channels: int, duration_sec: float | None
+    ):
+        self.player = player
+        self.track_id = track_id
+        self.sample_rate = int(sample_rate)
+        self.duration_sec = duration_sec
+        self.source = Source(track_id, channels=CHANNELS)
+        self._resampler = StreamResampler(sample_rate, player.mixer.rate)
+        self.started = player.clock()
+        self.first_chunk_at: float | None = None
+        self.produced_sec = 0.0
+        self.aborted = False
+
+    def push(self, chunk: np.ndarray) -> None:
+        if self.aborted or self.source.complete:
+            return
+        chunk = chunk if chunk.ndim == 2 else chunk[:, None]
+        if self.first_chunk_at is None:
+            self.first_chunk_at = self.player.clock()
+        self.produced_sec += chunk.shape[0] / self.sample_rate
+        frames = self._resampler.push(chunk)
+        if frames.shape[0]:
+            self.source.push(to_channels(frames, CHANNELS))
+
+    def finish(self) -> None:
+        if self.aborted or self.source.complete:
+            return
+        tail = self._resampler.finish()
+        if tail.shape[0]:
+            self.source.push(to_channels(tail, CHANNELS))
+        self.source.finish()
+        self.player._stream_done(self)
+
+    def abort(self) -> None:
+        self.aborted = True
+        self.source.finish()  # whatever is there plays out; nothing more is coming
+        self.player._stream_done(self)
+
+    def can_start(self, now: float | None = None) -> bool:
+        """True when playing from now on will not catch up with the generator (or it has finished)."""
+        if self.source.complete:
+            return self.source.length > 0
+        if self.first_chunk_at is None:
+            return False
+        buffered = self.source.length / self.player.mixer.rate
+        if buffered < STREAM_MIN_BUFFER_SEC:
+            return False
+        if not self.duration_sec:
+            return False  # unknown length: wait for the end
+        elapsed = max((now if now is not None else self.player.clock()) - self.started, 1e-6)
+        speed = self.produced_sec / elapsed  # audio seconds per wall second
+        remaining = max(self.duration_sec - self.produced_sec, 0.0)
+        if speed <= 0:
+            return False
+        # playing starts now; the generator is done after remaining/speed s; we reach its end of audio after
+        # `buffered + (generated meanwhile)` s: safe if buffered ≥ remaining * (1/speed - 1), with a margin
+        return buffered >= STREAM_SAFETY * remaining * max(1.0 / speed - 1.0, 0.0)
 
 
 class Player:
@@ -65,6 +133,9 @@ class Player:
         self.device_error: str | None = None
         self._lock = threading.RLock()
         self._sources: dict[str, Source] = {}
+        self._streams: dict[str, TrackStream] = {}
+        self.clock: Callable[[], float] = time.monotonic  # wall clock for stream pacing (tests simulate it)
+        self._autostart: str | None = None  # a stream to start as soon as it can
         self._durations: dict[str, float] = {}
         self._user_stopped = False
         self._warned_repeat: str | None = None
@@ -92,6 +163,9 @@ class Player:
         src = self._sources.get(track_id)
         if src is not None and src.complete:
             return src.length / self.mixer.rate
+        stream = self._streams.get(track_id)
+        if stream is not None and stream.duration_sec:
+            return float(stream.duration_sec)
         return self._durations.get(track_id)
 
     def state(self) -> dict[str, Any]:
@@ -121,6 +195,8 @@ class Player:
         src = self._sources.get(track_id)
         if src is not None:
             return src
+        if track_id in self._streams:
+            return self._streams[track_id].source
         track = self.store.require(track_id)
         samples, sr = self.store.read_audio(track_id)
         src = Source(track_id, to_device(samples, sr, self.mixer.rate, CHANNELS))
@@ -155,6 +231,9 @@ class Player:
             self.index = self.playlist.index(cur)  # the mixer moved on before its event was handled
         wanted: list[Source] = []
         for tid in self._upcoming_ids():
+            stream = self._streams.get(tid)
+            if stream is not None and not stream.can_start():
+                break  # not safe to move on to it yet: the current track repeats meanwhile
             try:
                 wanted.append(self._load(tid))
             except LofiError as e:
@@ -165,10 +244,10 @@ class Player:
             a is not b for a, b in zip(wanted, self.mixer.upcoming, strict=False)
         ):
             self.mixer.queue_next(*wanted)
-        policy = END_LOOP if (self.loop != "off" or self._more_coming()) else END_STOP
+        policy = END_LOOP if (self.loop != "off" or self._streams or self._more_coming()) else END_STOP
         if self.mixer.end_policy != policy:
             self.mixer.end_policy = policy
-        keep = {s.track_id for s in wanted} | set(filter(None, [self.mixer.track_id]))
+        keep = {s.track_id for s in wanted} | set(filter(None, [self.mixer.track_id])) | set(self._streams)
         for tid in list(self._sources):
             if tid not in keep:
                 del self._sources[tid]  # a fading voice keeps its own reference until it is done
@@ -407,6 +486,63 @@ class Player:
         if params.get("priority") != "prefetch":
             self._user_stopped = False
 
+    def stream(
+        self, track_id: str, sample_rate: int, channels: int, duration_sec: float | None = None
+    ) -> TrackStream | None:
+        """Play a track while it is generated (auto-play only; None when auto-play is off). It joins the
+        playlist now and starts (or is crossfaded into) as soon as it can play through without a gap."""
+        if not self.auto_play:
+            return None
+        with self._lock:
+            stream = TrackStream(self, track_id, sample_rate, channels, duration_sec)
+            self._streams[track_id] = stream
+            if track_id not in self.playlist:
+                self.playlist.append(track_id)
+            if self.mixer.state == "stopped" and not self._user_stopped:
+                self._autostart = track_id
+            self._refresh()
+            return stream
+
+    def _stream_done(self, stream: TrackStream) -> None:
+        with self._lock:
+            if self._streams.get(stream.track_id) is not stream:
+                return
+            del self._streams[stream.track_id]
+            if stream.source.length and not stream.aborted:
+                self._sources[stream.track_id] = stream.source  # the same audio the cache now holds
+            if stream.aborted and self.mixer.track_id != stream.track_id:
+                self._drop_from_playlist(stream.track_id)
+            if self._autostart == stream.track_id and stream.aborted:
+                self._autostart = None
+            self._refresh()
+
+    def _start_pending_stream(self) -> None:
+        tid = self._autostart
+        if tid is None:
+            return
+        stream = self._streams.get(tid)
+        if self.mixer.state != "stopped" or self._user_stopped:
+            self._autostart = None
+            return
+        if stream is None:  # finished before it could start: it is a normal cached track now
+            self._autostart = None
+            if tid in self._sources:
+                self._play_source(tid, self._sources[tid])
+            return
+        if stream.can_start():
+            self._autostart = None
+            self._play_source(tid, stream.source)
+
+    def _play_source(self, track_id: str, src: Source) -> None:
+        if track_id in self.playlist:
+            self.index = self.playlist.index(track_id)
+        self.mixer.play(src, crossfade=False)
+        self._refresh()
+        try:
+            self._ensure_output()
+        except LofiError as e:
+            self.notify("log", {"level": "warning", "message": f"cannot play {track_id}: {e.message}"})
+
     def on_generation_complete(self, params: dict[str, Any]) -> None:
         """Subscriber of `generation_complete`: auto-play adds the track to the playlist (and starts it when
         nothing is playing, unless the user stopped playback since)."""
@@ -414,6 +550,8 @@ class Player:
             return
         tid = params["track_id"]
         with self._lock:
+            if tid in self._streams or self.mixer.track_id == tid or self._autostart == tid:
+                return  # streamed: already in the playlist (and maybe playing)
             try:
                 if tid not in self.playlist:
                     self.playlist_add(tid)
@@ -470,6 +608,7 @@ class Player:
         with self._lock:
             if self.output.failed.is_set() and self.device_error is None:
                 self._on_device_failure()
+            self._start_pending_stream()
             if self._poll_events() or self.mixer.track_id:
                 self._refresh()
             tid = self.mixer.track_id
