@@ -308,7 +308,7 @@ def bench_streaming(speeds: list[float]) -> dict:
                 TrackStore(Path(d)),
                 Recorder(),
                 start_thread=False,
-                output_factory=lambda r, dev: holder.setdefault(
+                output_factory=lambda r, dev, holder=holder: holder.setdefault(
                     "o", ManualOutput(r, dev, rate=RATE, block=BLOCK)
                 ),
             )
