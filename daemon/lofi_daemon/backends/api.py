@@ -76,19 +76,18 @@ def register(dispatcher: Dispatcher, daemon: Daemon) -> None:
             daemon.notify("download_progress", {"backend": name, "state": "downloading", **info})
 
         def run() -> None:
+            outcome: dict[str, Any] = {"state": "complete", "percent": 100}
             try:
                 backend.download(progress, token)
-                daemon.notify("download_progress", {"backend": name, "state": "complete", "percent": 100})
             except LofiError as exc:
-                daemon.notify(
-                    "download_progress",
-                    {"backend": name, "state": "error", "message": exc.message, "error_code": exc.code.name},
-                )
+                outcome = {"state": "error", "message": exc.message, "error_code": exc.code.name}
             except Exception as exc:
                 log.exception("download of %s failed", name)
-                daemon.notify("download_progress", {"backend": name, "state": "error", "message": str(exc)})
-            finally:
-                daemon.downloads.pop(name, None)
+                outcome = {"state": "error", "message": str(exc)}
+            # Forget the download before announcing its end, so a client reacting to the notification
+            # already sees the final state.
+            daemon.downloads.pop(name, None)
+            daemon.notify("download_progress", {"backend": name, **outcome})
 
         # Downloads run beside the generation worker so other backends keep generating meanwhile.
         threading.Thread(target=run, name=f"download-{name}", daemon=True).start()

@@ -1,0 +1,320 @@
+"""The MusicGen backend: validation, model files (local directory or hub variant), lazy loading, generation.
+
+Construct with `MusicGenBackend(settings, notify)`. Model source, in order:
+1. `settings.models["musicgen"].dir` (or LOFI_MUSICGEN_DIR): a local directory, never any network;
+2. the hub variant `settings.models["musicgen"].variant` (registry name, or a dtype such as "int8"), default
+   the 8-bit decoder on CPU and fp16 on CUDA/CoreML (product.md), from the huggingface_hub cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...config import Settings
+from ...errors import Cancelled, ErrorCode, LofiError
+from ...jobs.cancel import CancelToken
+from ...models import download as hub
+from ...models.local import files_fingerprint, resolve_local
+from ...models.registry import MUSICGEN_VARIANTS, ModelVariant, default_variant
+from ...runtime.providers import plan_providers
+from ..base import AudioChunkFn, GeneratedAudio, GenerationRequest, ProgressFn
+from .files import DTYPE_ALIASES, decoder_dtype, local_layouts, pick_decoder
+from .pipeline import MusicGenPipeline, SamplingParams
+
+log = logging.getLogger(__name__)
+
+NotifyFn = Callable[[str, dict[str, Any]], None]
+
+DEFAULTS = {"guidance_scale": 3.0, "top_k": 250, "top_p": 0.0, "temperature": 1.0}
+# dtype shortcuts accepted as a hub variant name
+DTYPE_TO_VARIANT = {"int8": "small-int8", "fp32": "small-fp32", "fp16": "small-fp16", "q4": "xenova-small-q4"}
+
+
+def _number(raw: Mapping[str, Any], key: str, kind: type) -> Any:
+    value = raw.get(key)
+    if value is None:
+        return DEFAULTS[key]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise LofiError(ErrorCode.INVALID_PARAMS, f"{key} must be a number, got {value!r}", param=key)
+    if kind is int:
+        if float(value) != int(value):
+            raise LofiError(ErrorCode.INVALID_PARAMS, f"{key} must be an integer, got {value!r}", param=key)
+        return int(value)
+    if not math.isfinite(float(value)):
+        raise LofiError(ErrorCode.INVALID_PARAMS, f"{key} must be finite, got {value!r}", param=key)
+    return float(value)
+
+
+class MusicGenBackend:
+    name = "musicgen"
+    display_name = "MusicGen (small)"
+    sample_rate = 32000
+    channels = 1
+    min_duration_sec = 5.0
+    max_duration_sec = 120.0
+    default_duration_sec = 30.0
+
+    def __init__(
+        self,
+        settings: Settings,
+        notify: NotifyFn | None = None,
+        *,
+        window_sec: float = 30.0,
+        stride_sec: float = 18.0,
+    ) -> None:
+        self.settings = settings
+        self.notify = notify or (lambda method, params: None)
+        # The model's context is 30 s; tests shrink it to exercise continuation on the tiny model quickly.
+        self.window_sec = window_sec
+        self.stride_sec = stride_sec
+        self._pipeline: MusicGenPipeline | None = None
+        self._warned: set[str] = set()
+
+    # ---- parameters ---------------------------------------------------------------------------------------
+    def validate(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        g = _number(raw, "guidance_scale", float)
+        if not 1.0 <= g <= 10.0:
+            raise LofiError(
+                ErrorCode.INVALID_GUIDANCE_SCALE,
+                f"guidance_scale must be between 1 and 10 for musicgen, got {g}",
+                param="guidance_scale",
+            )
+        top_k = _number(raw, "top_k", int)
+        if not 1 <= top_k <= 2048:
+            raise LofiError(
+                ErrorCode.INVALID_PARAMS, f"top_k must be between 1 and 2048, got {top_k}", param="top_k"
+            )
+        top_p = _number(raw, "top_p", float)
+        if not 0.0 <= top_p <= 1.0:
+            raise LofiError(
+                ErrorCode.INVALID_PARAMS, f"top_p must be between 0 and 1, got {top_p}", param="top_p"
+            )
+        temperature = _number(raw, "temperature", float)
+        if not 0.1 <= temperature <= 2.0:
+            raise LofiError(
+                ErrorCode.INVALID_PARAMS,
+                f"temperature must be between 0.1 and 2, got {temperature}",
+                param="temperature",
+            )
+        return {"guidance_scale": g, "top_k": top_k, "top_p": top_p, "temperature": temperature}
+
+    # ---- model files --------------------------------------------------------------------------------------
+    @property
+    def provider(self) -> str:
+        return plan_providers(self.settings.provider).preferred
+
+    @property
+    def local_dir(self) -> Path | None:
+        m = self.settings.models.get("musicgen")
+        return Path(m.dir).expanduser() if m and m.dir else None
+
+    @property
+    def requested_variant(self) -> str | None:
+        m = self.settings.models.get("musicgen")
+        return m.variant if m else None
+
+    def variant(self) -> ModelVariant:
+        """The hub variant in use (when no local directory is set)."""
+        name = self.requested_variant
+        if name and name not in MUSICGEN_VARIANTS:
+            alias = DTYPE_ALIASES.get(name.lower())
+            if alias is None:
+                known = ", ".join(sorted(MUSICGEN_VARIANTS))
+                raise LofiError(
+                    ErrorCode.MODEL_NOT_FOUND,
+                    f"unknown musicgen variant '{name}' (known: {known})",
+                    variant=name,
+                )
+            name = DTYPE_TO_VARIANT[alias]
+        if name:
+            return MUSICGEN_VARIANTS[name]
+        return default_variant("musicgen", self.provider)
+
+    def local_files(self) -> dict[str, Path]:
+        """role → path in the local directory (raises MODEL_NOT_FOUND naming the missing file)."""
+        assert self.local_dir is not None
+        _, found = resolve_local(
+            self.local_dir, local_layouts(self.requested_variant, self.provider), "musicgen"
+        )
+        return pick_decoder(found)  # type: ignore[return-value]
+
+    def model_files(self) -> dict[str, Path]:
+        """The files to load; raises BACKEND_NOT_INSTALLED when hub files are missing (never downloads)."""
+        if self.local_dir is not None:
+            return self.local_files()
+        variant = self.variant()
+        files = hub.cached_files(variant)
+        if files is None:
+            missing = [f.path for f in hub.missing_files(variant)]
+            raise LofiError(
+                ErrorCode.BACKEND_NOT_INSTALLED,
+                f"musicgen model '{variant.name}' is not downloaded (~{variant.approx_total / 1e6:.0f} MB from "
+                f'{variant.repo_id}); consent with `download_backend {{backend: "musicgen"}}` (:Lofi download '
+                "musicgen) or generate with allow_download: true, or set models.musicgen.dir / LOFI_MUSICGEN_DIR "
+                "to a local copy",
+                backend="musicgen",
+                variant=variant.name,
+                missing=missing,
+            )
+        return files
+
+    def model_version(self) -> str:
+        if self.local_dir is not None:
+            try:
+                files = self.local_files()
+            except LofiError:
+                return f"musicgen-local-missing-{self.local_dir.name}"
+            dtype = decoder_dtype(str(files.get("decoder_merged") or files.get("decoder")))
+            return f"musicgen-local-{dtype}-{files_fingerprint(files)}"
+        return self.variant().model_version
+
+    def is_installed(self) -> bool:
+        try:
+            self.model_files()
+        except LofiError:
+            return False
+        return True
+
+    def status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name,
+            "display_name": self.display_name,
+            "installed": self.is_installed(),
+            "loaded": self.loaded,
+            "sample_rate": self.sample_rate,
+            "channels": self.channels,
+            "min_duration_sec": self.min_duration_sec,
+            "max_duration_sec": self.max_duration_sec,
+            "default_duration_sec": self.default_duration_sec,
+            "model_version": self.model_version(),
+            "provider": self._pipeline.provider if self._pipeline else self.provider,
+            "variants": sorted(MUSICGEN_VARIANTS),
+        }
+        if self.local_dir is not None:
+            out["source"] = "local"
+            out["dir"] = str(self.local_dir)
+            try:
+                files = self.local_files()
+                out["variant"] = "local-" + decoder_dtype(
+                    str(files.get("decoder_merged") or files.get("decoder"))
+                )
+                out["files"] = [
+                    {"role": r, "path": str(p), "size": p.stat().st_size} for r, p in files.items()
+                ]
+            except LofiError as exc:
+                out["variant"] = "local"
+                out["error"] = exc.message
+        else:
+            v = self.variant()
+            out.update(source="hub", variant=v.name, repo_id=v.repo_id, revision=v.revision, dtype=v.dtype)
+            out["download_size_bytes"] = v.approx_total
+            out["missing_files"] = [f.path for f in hub.missing_files(v)]
+        return out
+
+    def download(self, progress: Callable[[dict[str, Any]], None] | None, cancel: CancelToken) -> None:
+        """Fetch the hub variant's files (the caller has the user's consent). With a local directory set there is
+        nothing to fetch: its files are checked instead. Without a `progress` callable the backend sends
+        `download_progress` notifications itself."""
+        if self.local_dir is not None:
+            self.local_files()
+            return
+        if progress is None:
+
+            def progress(d: dict[str, Any]) -> None:
+                self.notify("download_progress", {"backend": self.name, **d})
+
+        hub.download_variant(self.variant(), progress, cancel)
+
+    def ensure_installed(
+        self, allow_download: bool, progress: Callable[[dict[str, Any]], None] | None, cancel: CancelToken
+    ) -> None:
+        """Consent gate for the queue: download only when the user allowed it, else BACKEND_NOT_INSTALLED."""
+        if self.is_installed():
+            return
+        if not allow_download:
+            self.model_files()  # raises BACKEND_NOT_INSTALLED with the how-to-consent message
+        self.download(progress, cancel)
+
+    # ---- lifecycle ----------------------------------------------------------------------------------------
+    def _warn(self, message: str) -> None:
+        if message not in self._warned:
+            self._warned.add(message)
+            self.notify("log", {"level": "warn", "message": message})
+
+    def load(self) -> None:
+        if self._pipeline is not None:
+            return
+        files = self.model_files()
+        log.info("loading musicgen from %s", {k: str(v) for k, v in files.items()})
+        self._pipeline = MusicGenPipeline(
+            files, self.settings, warn=self._warn, window_sec=self.window_sec, stride_sec=self.stride_sec
+        )
+        log.info("musicgen loaded in %.1fs on %s", self._pipeline.load_sec, self._pipeline.provider)
+
+    def unload(self) -> None:
+        self._pipeline = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._pipeline is not None
+
+    @property
+    def pipeline(self) -> MusicGenPipeline:
+        self.load()
+        assert self._pipeline is not None
+        return self._pipeline
+
+    # ---- generation ---------------------------------------------------------------------------------------
+    def generate(
+        self,
+        request: GenerationRequest,
+        progress: ProgressFn,
+        cancel: CancelToken,
+        on_audio: AudioChunkFn | None = None,
+    ) -> GeneratedAudio:
+        params = self.validate(request.params)
+        pipe = self.pipeline
+        sampling = SamplingParams(**params)
+        try:
+            if on_audio is not None:
+                from .streaming import generate_streaming
+
+                result = generate_streaming(
+                    pipe,
+                    request.prompt,
+                    request.duration_sec,
+                    request.seed,
+                    sampling,
+                    progress,
+                    cancel,
+                    on_audio,
+                )
+            else:
+                result = pipe.generate(
+                    request.prompt,
+                    request.duration_sec,
+                    request.seed,
+                    sampling,
+                    progress=progress,
+                    cancel=cancel,
+                )
+        except (LofiError, Cancelled):
+            raise
+        except Exception as exc:
+            log.exception("musicgen inference failed")
+            raise LofiError(ErrorCode.MODEL_INFERENCE_FAILED, f"musicgen inference failed: {exc}") from exc
+        assert result.audio is not None
+        samples = np.ascontiguousarray(result.audio.reshape(-1, 1), dtype=np.float32)
+        info = {
+            "tokens_generated": int(len(result.frames)),
+            "windows": len(result.windows),
+            "provider": pipe.provider,
+            "timings": {k: round(v, 4) for k, v in result.timings.items()},
+        }
+        return GeneratedAudio(samples=samples, sample_rate=pipe.config.sample_rate, info=info)

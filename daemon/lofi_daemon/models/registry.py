@@ -1,0 +1,222 @@
+"""Known downloadable model variants: which hub repo, which files (with sizes/hashes when known), which
+providers each suits, and the `model_version` string that enters track identity.
+
+Sizes and hashes: the hub cannot be reached from where this was written, so exact byte sizes and sha256 of the
+real files are not known; `size` / `sha256` are None then and only the approximate size from the hub listing
+(`approx_size`, research/musicgen-onnx-lab.md §1) is kept for progress estimates. When a value is known it is
+checked after download. Never invent a hash here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MB = 1_000_000
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    role: str  # what the backend uses it for, e.g. "text_encoder", "decoder_merged", "tokenizer"
+    path: str  # path inside the repo
+    approx_size: int | None = None  # from the hub listing; for progress totals only
+    size: int | None = None  # exact bytes when known (checked)
+    sha256: str | None = None  # when known (checked)
+
+
+@dataclass(frozen=True)
+class ModelVariant:
+    backend: str
+    name: str  # e.g. "small-int8"
+    description: str
+    repo_id: str
+    revision: str  # a branch or commit; part of model_version
+    files: tuple[ModelFile, ...]
+    dtype: str  # "fp32" | "fp16" | "int8" | "q4"
+    providers: tuple[str, ...]  # providers this variant is meant for ("cpu", "cuda", "coreml")
+    version_tag: str  # stable name of the weights, e.g. "musicgen-small-int8"
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def model_version(self) -> str:
+        return f"{self.version_tag}-{self.revision}"
+
+    def file(self, role: str) -> ModelFile | None:
+        for f in self.files:
+            if f.role == role:
+                return f
+        return None
+
+    @property
+    def approx_total(self) -> int:
+        return sum(f.approx_size or f.size or 0 for f in self.files)
+
+
+def _gabotechs(
+    folder: str, decoder: str, *, text_encoder_folder: str = "small_fp32"
+) -> tuple[ModelFile, ...]:
+    """gabotechs/music_gen: tokenizer/config in `small/`, ONNX per variant folder (int8 reuses fp32's encoder and
+    EnCodec, as MusicGPT does)."""
+    sizes = {
+        "small_fp32/text_encoder.onnx": 439 * MB,
+        "small_fp32/encodec_decode.onnx": 118 * MB,
+        "small_fp32/decoder_model_merged.onnx": 1690 * MB,
+        "small_fp16/text_encoder.onnx": 219 * MB,
+        "small_fp16/encodec_decode.onnx": 59 * MB,
+        "small_fp16/decoder_model.onnx": 846 * MB,
+        "small_fp16/decoder_with_past_model.onnx": 744 * MB,
+        "small_i8/decoder_model_merged.onnx": 426
+        * MB,  # not in the listing seen; Xenova's int8 merged is 426 MB
+    }
+    common = (
+        ModelFile("tokenizer", "small/tokenizer.json", approx_size=2_420_000),
+        ModelFile("config", "small/config.json", approx_size=7_800),
+        ModelFile("generation_config", "small/generation_config.json", approx_size=300),
+    )
+    te = f"{text_encoder_folder}/text_encoder.onnx"
+    ec = f"{text_encoder_folder}/encodec_decode.onnx"
+    onnx = [ModelFile("text_encoder", te, sizes.get(te)), ModelFile("encodec_decode", ec, sizes.get(ec))]
+    if decoder == "merged":
+        p = f"{folder}/decoder_model_merged.onnx"
+        onnx.append(ModelFile("decoder_merged", p, sizes.get(p)))
+    else:
+        for role, fname in (
+            ("decoder", "decoder_model.onnx"),
+            ("decoder_with_past", "decoder_with_past_model.onnx"),
+        ):
+            p = f"{folder}/{fname}"
+            onnx.append(ModelFile(role, p, sizes.get(p)))
+    return common + tuple(onnx)
+
+
+def _xenova(suffix: str, decoder_size: int, *, fp16_io: bool = False) -> tuple[ModelFile, ...]:
+    """Xenova/musicgen-small: tokenizer/config at the root, ONNX in `onnx/` with a dtype suffix."""
+    enc_suffix = "_fp16" if fp16_io else ""
+    return (
+        ModelFile("tokenizer", "tokenizer.json", approx_size=2_420_000),
+        ModelFile("config", "config.json", approx_size=7_800),
+        ModelFile("generation_config", "generation_config.json", approx_size=300),
+        ModelFile("text_encoder", f"onnx/text_encoder{enc_suffix}.onnx", (219 if fp16_io else 439) * MB),
+        ModelFile("encodec_decode", f"onnx/encodec_decode{enc_suffix}.onnx", (59 if fp16_io else 118) * MB),
+        ModelFile("decoder_merged", f"onnx/decoder_model_merged{suffix}.onnx", decoder_size),
+    )
+
+
+GABOTECHS = "gabotechs/music_gen"
+XENOVA = "Xenova/musicgen-small"
+REVISION = "main"  # the pinned commits could not be looked up offline; "main" is what MusicGPT downloads
+
+MUSICGEN_VARIANTS: dict[str, ModelVariant] = {
+    v.name: v
+    for v in (
+        ModelVariant(
+            "musicgen",
+            "small-int8",
+            "musicgen-small, 8-bit decoder (gabotechs small_i8), fp32 text encoder and EnCodec; CPU default",
+            GABOTECHS,
+            REVISION,
+            _gabotechs("small_i8", "merged"),
+            "int8",
+            ("cpu", "cuda", "coreml"),
+            "musicgen-small-int8",
+        ),
+        ModelVariant(
+            "musicgen",
+            "small-fp32",
+            "musicgen-small, full-precision merged decoder (gabotechs small_fp32); ~2.3x slower than int8 on CPU",
+            GABOTECHS,
+            REVISION,
+            _gabotechs("small_fp32", "merged"),
+            "fp32",
+            ("cpu", "cuda", "coreml"),
+            "musicgen-small-fp32",
+        ),
+        ModelVariant(
+            "musicgen",
+            "small-fp16",
+            "musicgen-small, fp16 split decoder (gabotechs small_fp16); for CUDA/CoreML only (4x slower on CPU)",
+            GABOTECHS,
+            REVISION,
+            _gabotechs("small_fp16", "split", text_encoder_folder="small_fp16"),
+            "fp16",
+            ("cuda", "coreml"),
+            "musicgen-small-fp16",
+        ),
+        ModelVariant(
+            "musicgen",
+            "xenova-small-quantized",
+            "musicgen-small, transformers.js 8-bit merged decoder (Xenova onnx/*_quantized)",
+            XENOVA,
+            REVISION,
+            _xenova("_quantized", 426 * MB),
+            "int8",
+            ("cpu", "cuda", "coreml"),
+            "musicgen-small-xenova-quantized",
+        ),
+        ModelVariant(
+            "musicgen",
+            "xenova-small-q4",
+            "musicgen-small, transformers.js 4-bit merged decoder (Xenova onnx/*_q4)",
+            XENOVA,
+            REVISION,
+            _xenova("_q4", 302 * MB),
+            "q4",
+            ("cpu",),
+            "musicgen-small-xenova-q4",
+        ),
+        ModelVariant(
+            "musicgen",
+            "xenova-small-fp32",
+            "musicgen-small, transformers.js full-precision merged decoder",
+            XENOVA,
+            REVISION,
+            _xenova("", 1690 * MB),
+            "fp32",
+            ("cpu", "cuda", "coreml"),
+            "musicgen-small-xenova-fp32",
+        ),
+        ModelVariant(
+            "musicgen",
+            "xenova-small-fp16",
+            "musicgen-small, transformers.js fp16 files; for CUDA/CoreML only",
+            XENOVA,
+            REVISION,
+            _xenova("_fp16", 848 * MB, fp16_io=True),
+            "fp16",
+            ("cuda", "coreml"),
+            "musicgen-small-xenova-fp16",
+        ),
+    )
+}
+
+VARIANTS: dict[str, dict[str, ModelVariant]] = {"musicgen": MUSICGEN_VARIANTS}
+
+# Best default per provider (product.md: 8-bit on CPU; fp16 only on GPUs).
+DEFAULTS: dict[str, dict[str, str]] = {
+    "musicgen": {"cpu": "small-int8", "cuda": "small-fp16", "coreml": "small-fp16"},
+}
+
+
+def variants(backend: str) -> dict[str, ModelVariant]:
+    return VARIANTS.get(backend, {})
+
+
+def default_variant(backend: str, provider: str) -> ModelVariant:
+    """The variant to use when the user did not pick one; never an fp16 variant on CPU."""
+    name = DEFAULTS[backend].get(provider, DEFAULTS[backend]["cpu"])
+    return VARIANTS[backend][name]
+
+
+def get_variant(backend: str, name: str | None, provider: str = "cpu") -> ModelVariant:
+    from ..errors import ErrorCode, LofiError
+
+    if not name:
+        return default_variant(backend, provider)
+    try:
+        return VARIANTS[backend][name]
+    except KeyError:
+        known = ", ".join(sorted(VARIANTS.get(backend, {})))
+        raise LofiError(
+            ErrorCode.MODEL_NOT_FOUND,
+            f"unknown {backend} model variant '{name}' (known: {known})",
+            variant=name,
+        ) from None

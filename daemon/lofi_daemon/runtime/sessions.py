@@ -1,0 +1,83 @@
+"""ONNX Runtime sessions with the settings' provider and thread count.
+
+`create_session` tries each planned provider in turn (logging every attempt) and reports when it had to fall
+back, so "cuda" on a machine without a working CUDA setup still produces music on the CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import onnxruntime as ort
+
+from ..config import Settings
+from ..errors import ErrorCode, LofiError
+from .providers import CPU, PROVIDER_NAMES, ProviderPlan, plan_providers, short_name
+
+log = logging.getLogger(__name__)
+
+# warn(message): surfaces a fallback to the user (the backend forwards it as a `log` notification)
+WarnFn = Callable[[str], None]
+
+
+def session_options(settings: Settings) -> ort.SessionOptions:
+    opts = ort.SessionOptions()
+    if settings.threads and settings.threads > 0:
+        opts.intra_op_num_threads = int(settings.threads)
+    opts.inter_op_num_threads = 1
+    # ORT's graph optimisations gave no speed on these decoders but cost seconds of load time (lab §4.2);
+    # BASIC keeps the cheap constant folding.
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    opts.log_severity_level = 3  # errors only: ORT's warnings would flood the daemon log
+    return opts
+
+
+def _providers_arg(name: str) -> list[str]:
+    full = PROVIDER_NAMES[name]
+    return [full] if full == CPU else [full, CPU]
+
+
+def create_session(
+    path: str | Path,
+    settings: Settings,
+    plan: ProviderPlan | None = None,
+    warn: WarnFn | None = None,
+) -> ort.InferenceSession:
+    """Open `path` on the best provider of `plan` (default: from settings.provider) that actually initialises."""
+    plan = plan or plan_providers(settings.provider)
+    for msg in plan.messages:
+        log.warning("%s", msg)
+        if warn:
+            warn(msg)
+    opts = session_options(settings)
+    last_error: Exception | None = None
+    for name in plan.candidates:
+        try:
+            sess = ort.InferenceSession(str(path), sess_options=opts, providers=_providers_arg(name))
+        except Exception as exc:  # onnxruntime raises several types; any of them means "try the next one"
+            last_error = exc
+            log.warning("provider %s failed for %s: %s", name, Path(path).name, exc)
+            continue
+        active = short_name(sess.get_providers()[0])
+        if active != name:
+            # ORT silently drops a provider it cannot initialise (e.g. CUDA libs missing)
+            msg = (
+                f"execution provider '{name}' could not be initialised for {Path(path).name}; using {active}"
+            )
+            log.warning("%s", msg)
+            if warn:
+                warn(msg)
+        else:
+            log.info("session %s on %s", Path(path).name, active)
+        return sess
+    raise LofiError(
+        ErrorCode.MODEL_LOAD_FAILED,
+        f"could not load {Path(path).name}: {last_error}",
+        file=str(path),
+    )
+
+
+def session_provider(sess: ort.InferenceSession) -> str:
+    return short_name(sess.get_providers()[0])

@@ -1,0 +1,185 @@
+"""Model download through the real huggingface_hub code against a local stand-in for the hub (127.0.0.1),
+serving the tiny fixture under the real gabotechs/music_gen paths of the default CPU variant (small-int8)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+
+import numpy as np
+import pytest
+from lofi_daemon.backends.base import GenerationRequest
+from lofi_daemon.backends.musicgen.backend import MusicGenBackend
+from lofi_daemon.config import Settings
+from lofi_daemon.errors import ErrorCode, LofiError
+from lofi_daemon.jobs.cancel import CancelToken
+from lofi_daemon.models import download as hub
+from lofi_daemon.models.registry import MUSICGEN_VARIANTS, ModelFile
+
+from tests.hub_server import HubFiles, HubServer, files_from_dir
+from tests.musicgen_fixture import FIXTURE
+
+VARIANT = MUSICGEN_VARIANTS["small-int8"]
+# the default CPU variant's real repo paths, filled with the tiny model's files
+REPO_FILES = {
+    "small/tokenizer.json": "tokenizer.json",
+    "small/config.json": "config.json",
+    "small/generation_config.json": "generation_config.json",
+    "small_fp32/text_encoder.onnx": "text_encoder.onnx",
+    "small_fp32/encodec_decode.onnx": "encodec_decode.onnx",
+    "small_i8/decoder_model_merged.onnx": "decoder_model_merged.onnx",
+}
+
+
+@pytest.fixture
+def hub_env(tmp_path, monkeypatch):
+    files = HubFiles(VARIANT.repo_id, files_from_dir(FIXTURE, REPO_FILES))
+    with HubServer(files) as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+        monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+        monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        monkeypatch.setattr(hub, "RETRY_SLEEP_SEC", 0.0)
+        # real model files are GBs, written 10 MB at a time; scale the chunk down to the tiny files so an
+        # interrupted transfer leaves a partial `.incomplete` blob, as it would for a real one
+        monkeypatch.setattr("huggingface_hub.constants.DOWNLOAD_CHUNK_SIZE", 64 * 1024)
+        yield files
+
+
+def hub_settings(tmp_path) -> Settings:
+    return Settings(cache_dir=tmp_path / "cache", log_dir=tmp_path / "log", provider="cpu", threads=1)
+
+
+def test_registry_paths_match_served_layout():
+    assert {f.path for f in VARIANT.files} == set(REPO_FILES)
+
+
+def test_no_download_without_consent(hub_env, tmp_path):
+    backend = MusicGenBackend(hub_settings(tmp_path))
+    assert not backend.is_installed()
+    with pytest.raises(LofiError) as ei:
+        backend.load()
+    assert ei.value.code == ErrorCode.BACKEND_NOT_INSTALLED
+    assert "download_backend" in ei.value.message and "allow_download" in ei.value.message
+    with pytest.raises(LofiError) as ei:
+        backend.ensure_installed(False, None, CancelToken())
+    assert ei.value.code == ErrorCode.BACKEND_NOT_INSTALLED
+    assert backend.status()["installed"] is False
+    assert hub_env.requests == []  # nothing touched the network
+
+
+def test_download_with_consent_notifies_progress_then_generates_offline(hub_env, tmp_path):
+    sent = []
+    backend = MusicGenBackend(hub_settings(tmp_path), lambda method, params: sent.append((method, params)))
+    backend.ensure_installed(True, None, CancelToken())
+    events = [p for m, p in sent if m == "download_progress"]
+    assert events and all(e["backend"] == "musicgen" for e in events)
+    assert events[-1]["state"] == "complete" and events[-1]["percent"] == 100.0
+    assert events[-1]["files_completed"] == events[-1]["files_total"] == 6
+    total = sum(len(b) for b in hub_env.files.values())
+    assert events[-1]["bytes_downloaded"] == total
+    completed = [e["files_completed"] for e in events]
+    assert completed == sorted(completed)
+    assert all(0 <= e["percent"] <= 100 for e in events)
+    assert backend.is_installed()
+    assert backend.model_version() == "musicgen-small-int8-main"
+
+    # downloaded files are used as they are: later loads and generations never ask the server again
+    n = len(hub_env.requests)
+    audio = backend.generate(
+        GenerationRequest("musicgen", "lofi", 0.5, 1, backend.validate({})),
+        lambda *a, **k: None,
+        CancelToken(),
+    )
+    assert audio.samples.shape == (16000, 1)
+    assert len(hub_env.requests) == n
+    backend.download(None, CancelToken())  # already there: no transfer
+    assert [r for r in hub_env.requests[n:] if r[0] == "GET"] == []
+
+
+def test_interrupted_transfer_resumes(hub_env, tmp_path):
+    name = "small_i8/decoder_model_merged.onnx"
+    hub_env.drop_once.add(name)
+    progress = []
+    paths = hub.download_variant(VARIANT, progress.append, CancelToken())
+    gets = [r for r in hub_env.requests if r[0] == "GET" and r[1].endswith(name)]
+    assert len(gets) == 2
+    assert gets[0][2] is None  # first attempt: whole file, dropped halfway
+    half = len(hub_env.files[name]) // 2
+    # the second attempt asks only for the rest (from the last whole chunk written before the drop)
+    assert gets[1][2] is not None and gets[1][2].startswith("bytes=")
+    offset = int(gets[1][2][len("bytes=") :].rstrip("-"))
+    assert 0 < offset <= half
+    assert paths["decoder_merged"].read_bytes() == hub_env.files[name]
+    assert progress[-1]["state"] == "complete"
+
+
+def test_corrupted_file_is_detected_and_removed(hub_env, tmp_path):
+    name = "small_fp32/text_encoder.onnx"
+    hub_env.corrupt.add(name)
+    events = []
+    with pytest.raises(LofiError) as ei:
+        hub.download_variant(VARIANT, events.append, CancelToken())
+    assert ei.value.code == ErrorCode.MODEL_DOWNLOAD_FAILED
+    assert name in ei.value.message and "sha256" in ei.value.message
+    assert events[-1]["state"] == "error" and name in events[-1]["message"]
+    assert hub.cached_files(VARIANT) is None
+    assert hub.cached_file(VARIANT, VARIANT.file("text_encoder")) is None  # the bad file is gone
+    hub_env.corrupt.clear()
+    paths = hub.download_variant(VARIANT, None, CancelToken())  # a retry fetches it again, clean
+    assert paths["text_encoder"].read_bytes() == hub_env.files[name]
+
+
+def test_registry_size_and_hash_are_checked(hub_env):
+    tok = hub_env.files["small/tokenizer.json"]
+    good = hashlib.sha256(tok).hexdigest()
+    for bad in (
+        ModelFile("tokenizer", "small/tokenizer.json", size=len(tok) + 1),
+        ModelFile("tokenizer", "small/tokenizer.json", size=len(tok), sha256="0" * 64),
+    ):
+        variant = dataclasses.replace(VARIANT, files=(bad,))
+        with pytest.raises(LofiError) as ei:
+            hub.download_variant(variant)
+        assert ei.value.code == ErrorCode.MODEL_DOWNLOAD_FAILED and "small/tokenizer.json" in ei.value.message
+    ok = dataclasses.replace(
+        VARIANT, files=(ModelFile("tokenizer", "small/tokenizer.json", size=len(tok), sha256=good),)
+    )
+    assert hub.download_variant(ok)["tokenizer"].read_bytes() == tok
+
+
+def test_missing_file_on_server_is_a_clear_download_error(hub_env):
+    del hub_env.files["small_fp32/encodec_decode.onnx"]
+    with pytest.raises(LofiError) as ei:
+        hub.download_variant(VARIANT)
+    assert ei.value.code == ErrorCode.MODEL_DOWNLOAD_FAILED
+    assert "small_fp32/encodec_decode.onnx" in ei.value.message
+
+
+def test_unreachable_hub_is_a_download_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: connection refused
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setattr(hub, "RETRY_SLEEP_SEC", 0.0)
+    # huggingface_hub backs off 1+2+4+8+8 s before giving up on an unreachable host; skip the waiting
+    monkeypatch.setattr("huggingface_hub.utils._http.time.sleep", lambda s: None)
+    with pytest.raises(LofiError) as ei:
+        hub.download_variant(VARIANT)
+    assert ei.value.code == ErrorCode.MODEL_DOWNLOAD_FAILED
+    assert "small/tokenizer.json" in ei.value.message
+
+
+def test_cancel_between_files(hub_env):
+    token = CancelToken()
+    seen = []
+
+    def progress(d):
+        seen.append(d)
+        if d["files_completed"] == 2:
+            token.cancel()
+
+    from lofi_daemon.errors import Cancelled
+
+    with pytest.raises(Cancelled):
+        hub.download_variant(VARIANT, progress, token)
+    got = {r[1].rsplit("/resolve/main/", 1)[-1] for r in hub_env.requests if r[0] == "GET"}
+    assert len(got) == 2  # the third file was never requested
+    assert np.all([e["files_completed"] <= 2 for e in seen])

@@ -1,0 +1,77 @@
+"""Execution-provider selection and fallback (no GPU here: availability lists are given explicitly)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from lofi_daemon.config import Settings
+from lofi_daemon.errors import ErrorCode, LofiError
+from lofi_daemon.runtime import sessions
+from lofi_daemon.runtime.providers import COREML, CPU, CUDA, plan_providers
+
+FIXTURE = Path(__file__).parent / "fixtures" / "musicgen-tiny"
+
+
+def test_auto_prefers_cuda_then_coreml_then_cpu():
+    assert plan_providers("auto", [CUDA, COREML, CPU]).candidates == ["cuda", "coreml", "cpu"]
+    assert plan_providers("auto", [COREML, CPU]).candidates == ["coreml", "cpu"]
+    plan = plan_providers("auto", [CPU])
+    assert plan.candidates == ["cpu"] and plan.messages == []
+
+
+def test_explicit_provider_available_keeps_cpu_as_fallback():
+    assert plan_providers("cuda", [CUDA, CPU]).candidates == ["cuda", "cpu"]
+    assert plan_providers("CoreML", [COREML, CPU]).candidates == ["coreml", "cpu"]
+    assert plan_providers("cpu", [CUDA, CPU]).candidates == ["cpu"]
+
+
+@pytest.mark.parametrize("requested", ["cuda", "coreml"])
+def test_unavailable_provider_falls_back_with_message(requested):
+    plan = plan_providers(requested, [CPU])
+    assert plan.candidates == ["cpu"]
+    assert len(plan.messages) == 1
+    assert requested in plan.messages[0] and "falling back to cpu" in plan.messages[0]
+
+
+def test_unknown_provider_name_is_reported_and_auto_used():
+    plan = plan_providers("tpu", [CUDA, CPU])
+    assert plan.candidates == ["cuda", "cpu"]
+    assert "tpu" in plan.messages[0]
+
+
+def test_create_session_threads_and_fallback_warning():
+    warnings: list[str] = []
+    settings = Settings(provider="cuda", threads=1)
+    sess = sessions.create_session(FIXTURE / "text_encoder.onnx", settings, warn=warnings.append)
+    assert sessions.session_provider(sess) == "cpu"
+    assert sessions.session_options(settings).intra_op_num_threads == 1
+    # this machine's onnxruntime has no CUDA: the user is told once, and the session still works
+    assert any("cuda" in w for w in warnings)
+
+
+def test_create_session_tries_next_provider_when_one_fails(monkeypatch):
+    """A provider that is listed but fails at session creation (e.g. broken CUDA install) is skipped."""
+    import onnxruntime as ort
+
+    real = ort.InferenceSession
+    tried: list[list[str]] = []
+
+    def fake_session(path, sess_options=None, providers=None):
+        tried.append(list(providers))
+        if CUDA in providers:
+            raise RuntimeError("CUDA failure 500: named symbol not found")
+        return real(path, sess_options=sess_options, providers=providers)
+
+    monkeypatch.setattr(sessions.ort, "InferenceSession", fake_session)
+    monkeypatch.setattr("lofi_daemon.runtime.providers.ort.get_available_providers", lambda: [CUDA, CPU])
+    sess = sessions.create_session(FIXTURE / "text_encoder.onnx", Settings(provider="auto"))
+    assert tried == [[CUDA, CPU], [CPU]]
+    assert sessions.session_provider(sess) == "cpu"
+
+
+def test_create_session_missing_file_is_model_load_failed(tmp_path):
+    with pytest.raises(LofiError) as ei:
+        sessions.create_session(tmp_path / "nope.onnx", Settings(provider="cpu"))
+    assert ei.value.code == ErrorCode.MODEL_LOAD_FAILED
+    assert "nope.onnx" in ei.value.message
