@@ -160,3 +160,34 @@ def test_aborted_generation_plays_out_what_it_has_and_leaves_the_playlist(tmp_pa
     sim2.stream.abort()
     assert "6" * 16 not in sim2.player.playlist_get()["tracks"]
     assert sim2.player.state()["state"] == "stopped"
+
+
+def test_source_grows_safely_while_the_mixer_reads_it():
+    """A producer thread pushes small chunks (forcing many buffer growths) while the render thread reads."""
+    import threading
+
+    from lofi_daemon.audio.mixer import Mixer, Source
+
+    rate = 8000
+    full = np.random.default_rng(2).uniform(-0.5, 0.5, (rate * 20, 2)).astype(np.float32)
+    src = Source("s")
+    m = Mixer(rate, 2, volume=1.0)
+    m.play(src)
+
+    def produce():
+        for i in range(0, len(full), 37):
+            src.push(full[i : i + 37])
+        src.finish()
+
+    t = threading.Thread(target=produce)
+    t.start()
+    out, got = np.zeros((64, 2), np.float32), []
+    while m.state == "playing":
+        m.render(out)
+        got.append(out.copy())
+    t.join()
+    played = np.concatenate(got)
+    played = played[np.any(played != 0, axis=1)]  # drop the underrun gaps (the producer was behind)
+    d = rate // 100
+    np.testing.assert_array_equal(played[d : len(full)], full[d : len(played)])
+    assert len(played) == len(full)

@@ -312,8 +312,11 @@ class Mixer:
     def _mix_voice(self, v: _Voice, out: np.ndarray, n: int) -> int:
         """Add up to n frames of voice v into out[:n]; return the frames it actually had."""
         src = v.source
+        # length before buffer: a streaming source publishes its length after the data, possibly in a grown
+        # buffer that holds everything up to that length, so this pair is always consistent
+        length = src.length
         buf = src._buf
-        avail = min(n, max(src.length - v.pos, 0))
+        avail = min(n, max(length - v.pos, 0))
         if v.fade_out:
             avail = min(avail, v.fade_out - v.fade_out_done)
         if avail <= 0:
