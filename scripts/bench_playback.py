@@ -236,7 +236,7 @@ def _summary(ms: list[float]) -> dict:
     }
 
 
-def bench_rpc(n: int) -> dict:
+def bench_rpc(n: int, musicgen_dir: Path | None = None) -> dict:
     from tests.daemon_client import DaemonProcess
 
     with tempfile.TemporaryDirectory() as d:
@@ -252,6 +252,7 @@ def bench_rpc(n: int) -> dict:
             device = "alsa-file (unpaced: the callback spins a core)"
         try:
             (tmp / "daemon").mkdir()
+            extra = {"LOFI_MUSICGEN_DIR": str(musicgen_dir), "LOFI_PROVIDER": "cpu"} if musicgen_dir else {}
             proc = DaemonProcess(
                 tmp / "daemon",
                 (),
@@ -259,6 +260,7 @@ def bench_rpc(n: int) -> dict:
                 LOFI_TONE_STEPS="40",
                 LOFI_TONE_STEP_SEC="0.025",
                 **audio_env,
+                **extra,
             )
             proc.call("initialize", {"options": {"prefetch": {"enabled": False}}})
             result: dict = {"device": device}
@@ -276,11 +278,36 @@ def bench_rpc(n: int) -> dict:
             result["playing_and_generating"] = busy
             state = proc.call("status")["playback"]
             result["still_playing"] = state["state"] == "playing"
+            if musicgen_dir is not None:
+                # the real MusicGen ONNX pipeline generating (CPU-bound inference threads) while we measure
+                proc.call("queue_clear")
+                for seed in range(10, 14):
+                    proc.call(
+                        "generate",
+                        {
+                            "prompt": "bench musicgen",
+                            "backend": "musicgen",
+                            "duration_sec": 30,
+                            "seed": seed,
+                            "priority": "high",
+                        },
+                    )
+                proc.wait_notification("generation_started", timeout=120, backend="musicgen")
+                t0 = time.monotonic()
+                mg = {m: _summary(_latencies(proc, m, n)) for m in ("ping", "status")}
+                running = proc.call("queue_status")["running"]
+                mg["generating_throughout"] = running is not None and running["backend"] == "musicgen"
+                mg["measure_sec"] = round(time.monotonic() - t0, 2)
+                mg["model_dir"] = str(musicgen_dir)
+                result["playing_and_generating_musicgen"] = mg
+                result["still_playing_after_musicgen"] = proc.call("status")["playback"]["state"] == "playing"
             proc.call("shutdown")
             proc.proc.wait(10)
             idle = result["idle"]["ping"]["p50_ms"]
             result["ratio_p50_to_idle"] = {
-                k: round(result[k]["ping"]["p50_ms"] / idle, 2) for k in ("playing", "playing_and_generating")
+                k: round(result[k]["ping"]["p50_ms"] / idle, 2)
+                for k in ("playing", "playing_and_generating", "playing_and_generating_musicgen")
+                if k in result
             }
             result["generator"] = "tone test backend (sleep-paced steps; no model CPU load)"
             return result
@@ -314,6 +341,8 @@ def bench_streaming(speeds: list[float]) -> dict:
             )
             o = holder["o"]
             duration, sr = 30.0, 32000
+            sim = {"now": 0.0}
+            player.clock = lambda sim=sim: sim["now"]  # the generator's pace is simulated: so is the clock
             stream = player.stream("s" * 16, sr, 1, duration_sec=duration)
             chunk = sr  # 1 s of audio per chunk
             clock, produced, first_sound, silent_after_start = 0.0, 0, None, 0
@@ -322,6 +351,7 @@ def bench_streaming(speeds: list[float]) -> dict:
             while True:
                 step = BLOCK / RATE
                 clock += step
+                sim["now"] = clock
                 if produced < total and clock >= next_chunk_at:
                     n = min(chunk, total - produced)
                     stream.push(np.full((n, 1), 0.25, np.float32))
@@ -367,7 +397,9 @@ def table(res: dict) -> str:
         )
     rpc = res.get("rpc")
     if rpc:
-        for phase in ("idle", "playing", "playing_and_generating"):
+        for phase in ("idle", "playing", "playing_and_generating", "playing_and_generating_musicgen"):
+            if phase not in rpc:
+                continue
             for meth in ("ping", "status"):
                 s = rpc[phase][meth]
                 lines.append(
@@ -387,6 +419,12 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--child-device-cpu", nargs=2, metavar=("TMP", "SECONDS"))
     ap.add_argument("--skip-rpc", action="store_true")
+    ap.add_argument(
+        "--musicgen-dir",
+        type=Path,
+        help="MusicGen ONNX dir to generate with while measuring RPC "
+        "(default: the tiny test fixture; a full-size model gives realistic CPU contention)",
+    )
     args = ap.parse_args()
     if args.child_device_cpu:
         print(json.dumps(child_device_cpu(Path(args.child_device_cpu[0]), float(args.child_device_cpu[1]))))
@@ -394,7 +432,10 @@ def main() -> int:
     audio_sec = 20.0 if args.quick else 120.0
     res = {"mixer": bench_mixer(audio_sec), "device_cpu": bench_device_cpu(60.0 if args.quick else 600.0)}
     if not args.skip_rpc:
-        res["rpc"] = bench_rpc(100 if args.quick else 500)
+        mg = args.musicgen_dir
+        if mg is None and (ROOT / "tests" / "fixtures" / "musicgen-tiny" / "config.json").exists():
+            mg = ROOT / "tests" / "fixtures" / "musicgen-tiny"
+        res["rpc"] = bench_rpc(100 if args.quick else 500, mg)
     from lofi_daemon.audio.player import Player
 
     if hasattr(Player, "stream"):
