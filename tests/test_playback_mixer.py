@@ -258,3 +258,38 @@ def test_position_and_state_queries(policy):
     m.play(tone("a", 440, 2.5))
     run(m, 1.0)
     assert m.state == "playing" and m.track_id == "a" and m.position_frames == RATE
+
+
+def test_stop_during_a_crossfade_silences_both_voices_at_once():
+    m = Mixer(RATE, volume=1.0)
+    a, b = tone("a", 440, 4.0), tone("b", 660, 4.0)
+    m.play(a)
+    m.queue_next(b)
+    run(m, 2.5)  # inside the 2 s crossfade that began at 2.0 s
+    m.stop()
+    out = run(m, 0.5)
+    d = int(DECLICK_SEC * RATE)
+    assert np.abs(out[:d]).max() > 0.05  # ramped, not cut
+    assert np.all(out[d:] == 0)
+    assert not m.audible
+
+
+def test_pause_during_a_crossfade_resumes_it_where_it_was():
+    def fresh():
+        m = Mixer(RATE, volume=1.0)
+        m.play(tone("a", 440, 4.0))
+        m.queue_next(tone("b", 660, 4.0))
+        return m
+
+    d = int(DECLICK_SEC * RATE)
+    paused = fresh()
+    run(paused, 2.5)  # inside the 2 s crossfade that began at 2.0 s
+    paused.pause()
+    assert np.all(run(paused, 1.2)[d:] == 0)
+    paused.resume()
+    after = run(paused, 1.0)
+    straight = fresh()
+    run(straight, 2.5 + d / RATE)  # the pause ramp played d more frames
+    expected = run(straight, 1.0)
+    # once the resume ramp is done, the output is exactly the uninterrupted crossfade
+    np.testing.assert_allclose(after[d:], expected[d:], atol=1e-6)

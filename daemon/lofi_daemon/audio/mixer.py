@@ -85,6 +85,8 @@ class _Voice:
     fade_out_done: int = 0
     equal_power: bool = True
     ending_reason: str = "finished"
+    cut: int = 0  # a de-click ramp to silence on top of everything else (stop): its length
+    cut_done: int = 0
 
 
 def _known(*sources: Source) -> list[int]:
@@ -175,6 +177,7 @@ class Mixer:
                 self._fade_out(old, min(n, max(old.source.length - old.pos, 1)), True, "skipped")
                 self._current = _Voice(source, fade_in=n)
             else:
+                self._cut_fading()
                 if old is not None:
                     self._fade_out(old, self._declick, False, "skipped")
                 self._current = _Voice(source, fade_in=self._declick, equal_power=False)
@@ -201,6 +204,7 @@ class Mixer:
 
     def stop(self) -> None:
         with self.lock:
+            self._cut_fading()  # a crossfade in progress ends too: stop means silence now
             if self._current is not None:
                 self._fade_out(self._current, self._declick, False, "stopped")
                 self._current = None
@@ -319,6 +323,8 @@ class Mixer:
         avail = min(n, max(length - v.pos, 0))
         if v.fade_out:
             avail = min(avail, v.fade_out - v.fade_out_done)
+        if v.cut:
+            avail = min(avail, v.cut - v.cut_done)
         if avail <= 0:
             return 0
         chunk = buf[v.pos : v.pos + avail]
@@ -333,6 +339,10 @@ class Mixer:
             g = _ramp(v.fade_out_done, v.fade_out, avail, v.equal_power, False)
             v.fade_out_done += avail
             gain = g if gain is None else gain * g
+        if v.cut:
+            g = _ramp(v.cut_done, v.cut, avail, False, False)
+            v.cut_done += avail
+            gain = g if gain is None else g * gain
         if gain is None:
             out[:avail] += chunk
         else:
@@ -346,9 +356,7 @@ class Mixer:
         out.fill(0.0)
         with self.lock:
             if self._paused and self._run_gain == 0.0:
-                self._render_fading(out, 0, n)
-                self._apply_gain(out, n)
-                self.frames_rendered += n
+                self.frames_rendered += n  # paused and silent: everything (a crossfade too) stays where it is
                 return
             active = n
             if self._paused:  # ramping down: advance only as far as the ramp reaches, then freeze
@@ -390,7 +398,18 @@ class Mixer:
             return
         for v in self._fading:
             self._mix_voice(v, out[start : start + n], n)
-        self._fading = [v for v in self._fading if v.fade_out_done < v.fade_out and v.pos < v.source.length]
+        self._fading = [
+            v
+            for v in self._fading
+            if v.fade_out_done < v.fade_out
+            and v.pos < v.source.length
+            and not (v.cut and v.cut_done >= v.cut)
+        ]
+
+    def _cut_fading(self) -> None:
+        for v in self._fading:
+            if not v.cut:
+                v.cut, v.cut_done = self._declick, 0
 
     def _apply_gain(self, out: np.ndarray, n: int) -> None:
         """Volume and pause ramps, per sample."""
