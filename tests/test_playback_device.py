@@ -48,6 +48,25 @@ CHILD = textwrap.dedent(
         player.close()
         print(json.dumps(result)); sys.exit(0)
 
+    if scenario == "device_lost":
+        def wait_error():
+            deadline = time.monotonic() + 20
+            while player.state()["device_error"] is None and time.monotonic() < deadline:
+                time.sleep(0.005)
+            return player.state()
+
+        player = Player(store, rec, volume=0.6)
+        t = put_track(store, "lost", sine(440, 30.0, 32000), 32000)
+        player.play(t.track_id)
+        result["lost"] = wait_error()
+        time.sleep(0.2)
+        result["lost_later"] = player.state()
+        result["resumed"] = player.resume()
+        result["lost_again"] = wait_error()
+        result["notifications"] = rec.items
+        player.close()
+        print(json.dumps(result)); sys.exit(0)
+
     player = Player(store, rec, volume=0.6, crossfade_sec=0.5)
     result["devices"] = player.devices()
     if scenario == "tone":
@@ -80,12 +99,17 @@ CHILD = textwrap.dedent(
 )
 
 
-def run_scenario(tmp_path: Path, scenario: str, configured: bool = True) -> tuple[dict, np.ndarray | None]:
+def run_scenario(
+    tmp_path: Path, scenario: str, configured: bool = True, asoundrc: str | None = None
+) -> tuple[dict, np.ndarray | None]:
     capture = tmp_path / "capture.wav"
     env = {**os.environ}
     env.update(
         wav_capture_config(tmp_path, capture) if configured else {"XDG_CONFIG_HOME": str(tmp_path / "empty")}
     )
+    if asoundrc is not None:
+        (tmp_path / "alsa" / "asoundrc").write_text(asoundrc)
+        configured = False
     out = subprocess.run(
         [sys.executable, "-c", CHILD, str(REPO), str(tmp_path), scenario],
         env=env,
@@ -227,3 +251,40 @@ def test_no_device_is_an_audio_device_error_with_state_kept(tmp_path):
     assert result["state"]["state"] == "paused" and result["state"]["track_id"]
     assert result["state"]["device_error"]
     assert result["devices"]["devices"] == []
+
+
+# A "sound card" that goes away: the ALSA file plugin writes into a pipe whose reader quits after 400 kB
+# (about 2 s of 48 kHz stereo S16); the next write fails with EPIPE and PortAudio ends the stream.
+VANISHING_DEVICE = """pcm.!default {
+    type plug
+    slave { pcm "vanishing" format S16_LE rate 48000 channels 2 }
+}
+pcm.vanishing {
+    type file
+    slave.pcm "null"
+    format "raw"
+    file "| head -c 400000 > /dev/null"
+}
+"""
+
+
+def test_device_that_disappears_pauses_keeps_position_and_recovers(tmp_path):
+    result, _ = run_scenario(tmp_path, "device_lost", asoundrc=VANISHING_DEVICE)
+    lost, later, resumed, again = (
+        result["lost"],
+        result["lost_later"],
+        result["resumed"],
+        result["lost_again"],
+    )
+    assert lost["state"] == "paused" and lost["track_id"] and lost["device_error"]
+    assert 1.0 < lost["position_sec"] < 30.0  # about 2 s (plus what was buffered) had been played
+    assert later["position_sec"] == lost["position_sec"] and later["state"] == "paused"  # nothing lost
+    # resume opens the device again (a new pipe): playback carries on from the same position
+    assert resumed["state"] == "playing" and resumed["device_error"] is None
+    # (the unclocked null device may have played a little more by the time `resume` answers)
+    assert lost["position_sec"] <= resumed["position_sec"] < lost["position_sec"] + 1.0
+    assert again["device_error"] and again["position_sec"] > lost["position_sec"] + 1.0
+    errors = [p for m, p in result["notifications"] if m == "log" and p["level"] == "error"]
+    assert len(errors) == 2 and all(e["error_code"] == "AUDIO_DEVICE_ERROR" for e in errors)
+    names = [m for m, _ in result["notifications"]]
+    assert names.count("playback_paused") == 2 and names.count("playback_resumed") == 1
