@@ -109,3 +109,45 @@ def test_cache_and_playlist_rpc_surface(daemon, tmp_path):
     # a cache hit is answered at once and still auto-plays nothing because auto_play is off
     again = d.call("generate", {"prompt": "sun guitar", "duration_sec": 1.5, "seed": 1})
     assert again["status"] == "cached" and again["track_id"] == ids[1]
+
+
+def test_musicgen_track_is_played_sample_for_sample(daemon, tmp_path):
+    """The real MusicGen pipeline (tiny random-weight fixture) generates; what reaches the sound device is exactly
+    the cached track, resampled from 32 kHz to the device's 48 kHz, to 16-bit precision."""
+    from scipy.signal import resample_poly
+
+    from tests.daemon_client import ROOT
+
+    capture = tmp_path / "capture.wav"
+    d = daemon(
+        LOFI_MUSICGEN_DIR=str(ROOT / "tests" / "fixtures" / "musicgen-tiny"),
+        LOFI_DEFAULT_BACKEND="musicgen",
+        LOFI_PROVIDER="cpu",
+        **wav_capture_config(tmp_path / "audio", capture),
+    )
+    d.call("initialize", {"options": {"playback": {"volume": 1.0}, "prefetch": {"enabled": False}}})
+    r = d.call("generate", {"prompt": "rainy night jazz piano", "duration_sec": 5, "seed": 3})
+    done = d.wait_notification("generation_complete", track_id=r["track_id"], timeout=120)
+    d.wait_notification("playback_ended", track_id=r["track_id"], reason="finished", timeout=30)
+    d.call("shutdown")
+    d.proc.wait(10)
+
+    track, rate = sf.read(done["path"], dtype="float64")
+    assert rate == 32000
+    expected = resample_poly(track, 3, 2)
+    d10 = 480  # the 10 ms de-click fade-in at the start
+    expected[:d10] *= (np.arange(d10) + 0.5) / d10
+    played, sr = sf.read(capture, dtype="float64", always_2d=True)
+    assert sr == 48000 and np.array_equal(played[:, 0], played[:, 1])
+    x = played[:, 0]
+    # align: the capture is digital silence until the first played sample; try a few samples around that
+    c0 = int(np.flatnonzero(np.abs(x) > 1.5 / 32768)[0])
+    r0 = int(np.flatnonzero(np.abs(expected) > 1.5 / 32768)[0])
+    errors = {}
+    for k in range(max(0, c0 - r0 - 3), c0 - r0 + 4):
+        y = x[k : k + len(expected)]
+        if len(y) == len(expected):
+            errors[k] = float(np.max(np.abs(y - np.clip(expected, -1, 1))))
+    k = min(errors, key=errors.get)
+    assert errors[k] < 3 / 32768
+    assert np.all(np.abs(x[k + len(expected) :]) < 2 / 32768)  # then silence: played once, stopped

@@ -79,7 +79,16 @@ def attach(daemon: Daemon, player: Player | None = None, prefetch: Prefetcher | 
             notify=daemon.notify,
         )
     daemon.prefetch = prefetch
-    player.more_coming = lambda: prefetch.enabled or daemon.queue.busy
+
+    def more_coming() -> bool:
+        """Will another track arrive? (Then the end of the playlist repeats the current track.)"""
+        if prefetch.enabled or daemon.queue.has_waiting():
+            return True
+        running = daemon.queue.running
+        # the worker announces generation_complete before it releases the job: that track is no longer coming
+        return running is not None and running.track_id not in player.playlist
+
+    player.more_coming = more_coming
     player.progress_listeners.append(prefetch.on_progress)
     daemon.subscribe("generation_started", player.on_generation_started)
     daemon.subscribe("generation_complete", player.on_generation_complete)

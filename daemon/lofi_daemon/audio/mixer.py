@@ -248,7 +248,12 @@ class Mixer:
             self._plan_transition()
 
     def set_volume(self, level: float) -> None:
-        self._volume_target = float(min(max(level, 0.0), 1.0))
+        with self.lock:
+            self._volume_target = float(min(max(level, 0.0), 1.0))
+            if not self.audible:
+                self._volume = (
+                    self._volume_target
+                )  # nothing sounding: no ramp needed (the next play starts there)
 
     def set_crossfade(self, seconds: float) -> None:
         with self.lock:
