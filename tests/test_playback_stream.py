@@ -191,3 +191,22 @@ def test_source_grows_safely_while_the_mixer_reads_it():
     d = rate // 100
     np.testing.assert_array_equal(played[d : len(full)], full[d : len(played)])
     assert len(played) == len(full)
+
+
+def test_streaming_context_finishes_or_aborts(tmp_path):
+    sim = Sim(tmp_path, speed=4.0, duration=2.0)
+    with sim.player.streaming("7" * 16, GEN_RATE, 1, 2.0) as on_audio:
+        on_audio(sim.audio[:GEN_RATE])
+        on_audio(sim.audio[GEN_RATE:])
+    assert "7" * 16 not in sim.player._streams  # finished: a complete source now, started at the next poll
+    sim.player.poll()
+    assert sim.player.state()["track_id"] == "7" * 16 and sim.player.state()["duration_sec"] == 2.0
+    sim.player.stop()
+    with pytest.raises(RuntimeError):
+        with sim.player.streaming("8" * 16, GEN_RATE, 1, 2.0) as on_audio:
+            on_audio(sim.audio[:100])
+            raise RuntimeError("generation failed")
+    assert "8" * 16 not in sim.player.playlist_get()["tracks"]
+    sim.player.auto_play = False
+    with sim.player.streaming("9" * 16, GEN_RATE, 1, 2.0) as on_audio:
+        assert on_audio is None

@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Literal
 
 import numpy as np
@@ -247,7 +248,8 @@ class Player:
         policy = END_LOOP if (self.loop != "off" or self._streams or self._more_coming()) else END_STOP
         if self.mixer.end_policy != policy:
             self.mixer.end_policy = policy
-        keep = {s.track_id for s in wanted} | set(filter(None, [self.mixer.track_id])) | set(self._streams)
+        keep = {s.track_id for s in wanted} | set(filter(None, [self.mixer.track_id, self._autostart]))
+        keep |= set(self._streams)
         for tid in list(self._sources):
             if tid not in keep:
                 del self._sources[tid]  # a fading voice keeps its own reference until it is done
@@ -502,6 +504,23 @@ class Player:
                 self._autostart = track_id
             self._refresh()
             return stream
+
+    @contextmanager
+    def streaming(
+        self, track_id: str, sample_rate: int, channels: int, duration_sec: float | None = None
+    ) -> Iterator[Callable[[np.ndarray], None] | None]:
+        """For the generation worker: `with player.streaming(id, rate, ch, dur) as on_audio:
+        backend.generate(..., on_audio=on_audio)`. Yields the chunk callback (None when auto-play is off);
+        finishes the stream when the block ends normally, aborts it on any exception (cancel, failure)."""
+        stream = self.stream(track_id, sample_rate, channels, duration_sec)
+        try:
+            yield stream.push if stream is not None else None
+        except BaseException:
+            if stream is not None:
+                stream.abort()
+            raise
+        if stream is not None:
+            stream.finish()
 
     def _stream_done(self, stream: TrackStream) -> None:
         with self._lock:
