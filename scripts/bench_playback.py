@@ -379,6 +379,87 @@ def bench_streaming(speeds: list[float]) -> dict:
     return out
 
 
+def bench_ttfs_musicgen(model_dir: Path, durations: list[float]) -> dict:
+    """Real play-while-generating: the MusicGen backend streams `on_audio` chunks into the player, which plays
+    them on an output paced in real time (a thread pulling 512-frame blocks on the clock). Time to first
+    sound and total generation time are wall-clock seconds from the start of `generate`."""
+    import importlib.util
+    import threading
+
+    if importlib.util.find_spec("lofi_daemon.backends.musicgen.streaming") is None:
+        return {"skipped": "MusicGen streaming (backends/musicgen/streaming.py) is not in this checkout"}
+    from lofi_daemon.audio.player import Player
+    from lofi_daemon.backends.base import GenerationRequest, track_id_for
+    from lofi_daemon.backends.musicgen.backend import MusicGenBackend
+    from lofi_daemon.cache.store import TrackStore
+    from lofi_daemon.config import Settings
+    from lofi_daemon.jobs.cancel import CancelToken
+
+    from tests.playback_helpers import ManualOutput, Recorder
+
+    class PacedOutput(ManualOutput):
+        """Pulls audio in real time like a sound card and notes when the first non-silent block came out."""
+
+        def __init__(self, render, device=None):
+            super().__init__(render, device, rate=RATE, block=BLOCK)
+            self.first_sound_at: float | None = None
+            self.silent_blocks_after_first = 0
+            self._stop = threading.Event()
+            threading.Thread(target=self._run, daemon=True).start()
+
+        def _run(self):
+            buf = np.zeros((BLOCK, 2), np.float32)
+            period, due = BLOCK / RATE, time.perf_counter()
+            while not self._stop.is_set():
+                due += period
+                if self.active:
+                    self._render(buf)
+                    loud = bool(np.abs(buf).max() > 0)
+                    if loud and self.first_sound_at is None:
+                        self.first_sound_at = time.perf_counter()
+                    elif not loud and self.first_sound_at is not None:
+                        self.silent_blocks_after_first += 1
+                time.sleep(max(0.0, due - time.perf_counter()))
+
+        def close(self):
+            super().close()
+            self._stop.set()
+
+    settings = Settings.from_env({"LOFI_MUSICGEN_DIR": str(model_dir), "LOFI_PROVIDER": "cpu"})
+    backend = MusicGenBackend(settings, lambda m, p: None)
+    t = time.perf_counter()
+    backend.load()
+    result: dict = {"model_dir": str(model_dir), "load_sec": round(time.perf_counter() - t, 2)}
+    with tempfile.TemporaryDirectory() as d:
+        for duration in durations:
+            holder: dict = {}
+            player = Player(
+                TrackStore(Path(d)),
+                Recorder(),
+                output_factory=lambda r, dev, holder=holder: holder.setdefault("o", PacedOutput(r, dev)),
+            )
+            out = holder["o"]
+            req = GenerationRequest("musicgen", "lofi bench", duration, 1, backend.validate({}))
+            tid = track_id_for(req, backend.model_version())
+            t0 = time.perf_counter()
+            with player.streaming(tid, backend.sample_rate, backend.channels, duration) as on_audio:
+                backend.generate(req, lambda *a, **k: None, CancelToken(), on_audio=on_audio)
+            total = time.perf_counter() - t0
+            deadline = time.perf_counter() + duration + 5
+            while out.first_sound_at is None and time.perf_counter() < deadline:
+                time.sleep(0.01)
+            first = None if out.first_sound_at is None else out.first_sound_at - t0
+            gaps_during_generation = out.silent_blocks_after_first
+            player.close()
+            result[f"{duration:g}s_track"] = {
+                "generation_sec": round(total, 2),
+                "time_to_first_sound_sec": None if first is None else round(first, 2),
+                "realtime_factor": round(duration / total, 2),
+                "silent_blocks_after_first_sound": gaps_during_generation,
+            }
+    return result
+
+
 # ---------------------------------------------------------------------------------------------- main
 
 
@@ -405,6 +486,14 @@ def table(res: dict) -> str:
                 lines.append(
                     f"| RPC {meth} {phase.replace('_', ' ')} | p50 {s['p50_ms']} ms, p99 {s['p99_ms']} ms |"
                 )
+    for k, v in (res.get("streaming_musicgen") or {}).items():
+        if isinstance(v, dict):
+            lines.append(
+                f"| MusicGen streamed, {k}: first sound / generation | {v['time_to_first_sound_sec']} s / "
+                f"{v['generation_sec']} s ({v['realtime_factor']}× real time) |"
+            )
+        elif k == "skipped":
+            lines.append(f"| MusicGen streamed | skipped: {v} |")
     for k, v in (res.get("streaming") or {}).items():
         lines.append(
             f"| stream {k}: first sound / generation | {v['time_to_first_sound_sec']} s / {v['generation_sec']} s "
@@ -440,6 +529,9 @@ def main() -> int:
 
     if hasattr(Player, "stream"):
         res["streaming"] = bench_streaming([0.5, 1.0, 2.0, 8.0])
+        mg = args.musicgen_dir or ROOT / "tests" / "fixtures" / "musicgen-tiny"
+        if (mg / "config.json").exists():
+            res["streaming_musicgen"] = bench_ttfs_musicgen(mg, [10.0] if args.quick else [10.0, 30.0])
     text = json.dumps(res, indent=2)
     if args.json:
         args.json.write_text(text + "\n")
