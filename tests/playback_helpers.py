@@ -53,6 +53,7 @@ class ManualOutput:
         self._render = render
         self.device = device
         self.rate = rate
+        self.base_rate = rate
         self.block = block
         self.is_open = False
         self.active = False
@@ -84,13 +85,27 @@ class ManualOutput:
         self.failed.clear()
         self.error = None
 
+    # device 0 "manual" runs at the rate given; device 1 "half" at half of it (to test rate changes)
     def devices(self):
-        return [{"index": 0, "name": "manual", "is_default": True, "sample_rate": self.rate, "channels": 2}]
+        return [
+            {"index": 0, "name": "manual", "is_default": True, "sample_rate": self.rate, "channels": 2},
+            {
+                "index": 1,
+                "name": "half",
+                "is_default": False,
+                "sample_rate": self.base_rate // 2,
+                "channels": 2,
+            },
+        ]
 
     def resolve(self, device):
-        if device not in (None, 0, "manual"):
-            raise LofiError(ErrorCode.AUDIO_DEVICE_ERROR, f"no audio output device {device!r}")
-        return {"index": 0, "name": "manual", "default_samplerate": self.rate}
+        if device in (None, 0, "manual"):
+            self.rate = self.base_rate
+            return {"index": 0, "name": "manual", "default_samplerate": self.base_rate}
+        if device in (1, "half"):
+            self.rate = self.base_rate // 2
+            return {"index": 1, "name": "half", "default_samplerate": self.base_rate // 2}
+        raise LofiError(ErrorCode.AUDIO_DEVICE_ERROR, f"no audio output device {device!r}")
 
     @property
     def name(self) -> str:

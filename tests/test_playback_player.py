@@ -241,3 +241,33 @@ def test_device_selection_and_protection(env):
     store.max_mb = 0  # even an impossible limit never evicts what is playing
     store.evict()
     assert store.get(a.track_id) is not None
+
+
+def test_switching_to_a_device_with_another_rate_keeps_playing_in_tune(env):
+    store, player, out, rec = env
+    a = tone_track(store, 440, seconds=6.0)
+    player.play(a.track_id)
+    out.pump(2.0, player.poll)
+    st = player.set_device("half")
+    assert st["sample_rate"] == DEV_RATE // 2 and player.mixer.rate == DEV_RATE // 2
+    assert st["state"] == "playing" and st["track_id"] == a.track_id
+    assert st["position_sec"] == pytest.approx(2.0, abs=0.05)
+    audio = out.pump(1.0, player.poll)
+    assert abs(dominant_freq(audio[400:, 0], DEV_RATE // 2) - 440) < 3
+    assert len(rec.of("playback_started")) == 1  # the same play continues
+
+
+def test_device_rate_change_while_streaming(env):
+    store, player, out, rec = env
+    x = sine(440, 4.0, TRACK_RATE, amp=0.5)
+    stream = player.stream("3" * 16, TRACK_RATE, 1, duration_sec=4.0)
+    stream.push(x[: 2 * TRACK_RATE])
+    player.poll()
+    out.pump(0.5, player.poll)
+    assert player.state()["track_id"] == "3" * 16
+    player.set_device(1)
+    stream.push(x[2 * TRACK_RATE :])
+    stream.finish()
+    audio = out.pump(2.0, player.poll)
+    assert abs(dominant_freq(audio[400:, 0], DEV_RATE // 2) - 440) < 3
+    assert player.mixer.current_source.length == pytest.approx(4.0 * DEV_RATE // 2, abs=2)

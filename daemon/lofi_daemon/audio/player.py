@@ -76,6 +76,20 @@ class TrackStream:
         self.source.finish()
         self.player._stream_done(self)
 
+    def retarget(self, rate: int) -> None:
+        """The device rate changed: resample everything received so far for the new rate."""
+        received = self._resampler.received()
+        self._resampler = StreamResampler(self.sample_rate, rate)
+        source = Source(self.track_id, channels=CHANNELS)
+        if received is not None and received.shape[0]:
+            source.push(to_channels(self._resampler.push(received), CHANNELS))
+        if self.source.complete:
+            tail = self._resampler.finish()
+            if tail.shape[0]:
+                source.push(to_channels(tail, CHANNELS))
+            source.finish()
+        self.source = source
+
     def abort(self) -> None:
         self.aborted = True
         self.source.finish()  # whatever is there plays out; nothing more is coming
@@ -330,7 +344,10 @@ class Player:
         tid, pos_sec, paused = old.track_id, old.position_frames / old.rate, old.state == "paused"
         new = Mixer(rate, CHANNELS, volume=old.volume)
         new.crossfade_sec = old.crossfade_sec
-        self._sources.clear()
+        self._sources.clear()  # decoded at the old rate
+        self.mixer = new  # before loading: sources are resampled to self.mixer.rate
+        for stream in self._streams.values():
+            stream.retarget(rate)
         if tid is not None:
             src = self._load(tid)
             new.play(src, crossfade=False)
@@ -338,7 +355,6 @@ class Player:
             new.events.clear()
             if paused:
                 new.pause()
-        self.mixer = new
         self._refresh()
 
     # ---------------------------------------------------------------------------------------- commands

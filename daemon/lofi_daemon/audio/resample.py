@@ -50,6 +50,10 @@ class StreamResampler:
         self.frames_in = 0
         self.frames_out = 0
 
+    def received(self) -> np.ndarray | None:
+        """Every input frame pushed so far (None before the first)."""
+        return self._input() if (self._chunks or self._buf is not None) else None
+
     def _input(self) -> np.ndarray:
         if self._chunks:
             parts = ([self._buf] if self._buf is not None else []) + self._chunks
@@ -59,10 +63,10 @@ class StreamResampler:
 
     def push(self, chunk: np.ndarray) -> np.ndarray:
         x = chunk if chunk.ndim == 2 else chunk[:, None]
+        self._chunks.append(np.asarray(x, dtype=np.float32))  # kept: a device change may need it again
         if self.up == self.down:
             self.frames_in += x.shape[0]
             return np.ascontiguousarray(x, dtype=np.float32)
-        self._chunks.append(np.asarray(x, dtype=np.float32))
         self.frames_in += x.shape[0]
         ready = max(0, (self.frames_in - self.context) * self.up // self.down)
         return self._emit(ready)
