@@ -135,8 +135,9 @@ def test_musicgen_track_is_played_sample_for_sample(daemon, tmp_path):
     track, rate = sf.read(done["path"], dtype="float64")
     assert rate == 32000
     expected = resample_poly(track, 3, 2)
-    d10 = 480  # the 10 ms de-click fade-in at the start
+    d10 = 480  # the 10 ms de-click fade-in at the start, and fade-out at the end of the last track
     expected[:d10] *= (np.arange(d10) + 0.5) / d10
+    expected[-d10:] *= 1.0 - (np.arange(d10) + 0.5) / d10
     played, sr = sf.read(capture, dtype="float64", always_2d=True)
     assert sr == 48000 and np.array_equal(played[:, 0], played[:, 1])
     x = played[:, 0]

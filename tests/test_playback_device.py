@@ -140,7 +140,8 @@ def amplitude(x: np.ndarray, freq: float, rate: int) -> float:
 
 
 def expected_sequence(tracks: list[np.ndarray], xfade: int, volume: float) -> np.ndarray:
-    """What a listener should hear: tracks joined by equal-power crossfades of `xfade` frames, at `volume`."""
+    """What a listener should hear: tracks joined by equal-power crossfades of `xfade` frames, at `volume`,
+    with the player's 10 ms de-click ramps at the very start and the very end."""
     t = (np.arange(xfade) + 0.5) / xfade
     fade_in, fade_out = np.sin(t * np.pi / 2), np.cos(t * np.pi / 2)
     out = tracks[0].astype(np.float64).copy()
@@ -149,6 +150,7 @@ def expected_sequence(tracks: list[np.ndarray], xfade: int, volume: float) -> np
     for nxt in tracks[1:]:
         out[-xfade:] = out[-xfade:] * fade_out + nxt[:xfade] * fade_in
         out = np.concatenate([out, nxt[xfade:]])
+    out[-d:] *= 1.0 - (np.arange(d) + 0.5) / d  # and the de-click fade-out at the end of the last track
     return out * volume
 
 
@@ -164,7 +166,8 @@ def align(capture: np.ndarray, ref: np.ndarray) -> np.ndarray:
         if start < 0:
             continue
         y = capture[start : start + len(ref)]
-        err = float(np.max(np.abs(y[: len(ref)] - ref[: len(y)])))
+        head = min(len(y), CAPTURE_RATE)  # judge the alignment on the first second only
+        err = float(np.max(np.abs(y[:head] - ref[:head])))
         if best is None or err < best[0]:
             best = (err, y)
     return best[1]

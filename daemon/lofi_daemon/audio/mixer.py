@@ -170,8 +170,10 @@ class Mixer:
             old = self._current
             if old is not None and self._paused and self._run_gain == 0.0:
                 self.events.append(("ended", old.source.track_id, "skipped"))  # silent already: just drop it
+                self._fading = []  # frozen and silent too: un-pausing must not bring them back for a moment
                 old = None
             if old is not None and not self._paused and crossfade:
+                self._cut_fading()  # one crossfade at a time: earlier outgoing voices leave within 10 ms
                 n = crossfade_frames(self.rate, self.crossfade_sec, *_known(old.source, source))
                 n = max(n, self._declick)
                 self._fade_out(old, min(n, max(old.source.length - old.pos, 1)), True, "skipped")
@@ -181,8 +183,7 @@ class Mixer:
                 if old is not None:
                     self._fade_out(old, self._declick, False, "skipped")
                 self._current = _Voice(source, fade_in=self._declick, equal_power=False)
-            self._paused = False
-            self._run_gain = 1.0
+            self._paused = False  # the pause gain ramps back up from wherever it was: no jump
             self._plan_transition()
             self.events.append(("started", source.track_id))
 
@@ -285,7 +286,8 @@ class Mixer:
         elif self.end_policy == END_LOOP:
             n = crossfade_frames(self.rate, self.crossfade_sec, length)
         else:
-            n = 0
+            n = 0  # the last track: a de-click fade to silence at its very end
+        n = max(n, min(self._declick, length))  # never a hard splice: at least a 10 ms de-click overlap
         self._transition_at = max(length - n, 0) if length > 0 else None
 
     def _transition(self) -> None:
@@ -294,12 +296,15 @@ class Mixer:
         nxt = self._upcoming[0] if self._upcoming else None
         length = cur.source.length
         if nxt is None and self.end_policy != END_LOOP:
-            if cur.pos >= length:  # played out
-                self.events.append(("ended", cur.source.track_id, "finished"))
-                self._current = None
-                self._transition_at = None
-            else:
-                self._transition_at = length  # policy changed since planning: play out
+            # nothing follows: fade out whatever is left (at most the de-click length) and stop
+            left = length - cur.pos
+            if left > 0:
+                cur.fade_out, cur.fade_out_done, cur.equal_power = min(left, self._declick), 0, False
+                cur.ending_reason = "finished"
+                self._fading.append(cur)
+            self.events.append(("ended", cur.source.track_id, "finished"))
+            self._current = None
+            self._transition_at = None
             return
         if nxt is None or nxt is cur.source:
             if nxt is not None:
@@ -311,11 +316,14 @@ class Mixer:
             self.events.append(("ended", cur.source.track_id, "finished"))
             self.events.append(("started", nxt.track_id))
         n = length - cur.pos
+        self._cut_fading()
         if n > 0:
             cur.fade_out, cur.fade_out_done, cur.equal_power = n, 0, True
             cur.ending_reason = "finished"
             self._fading.append(cur)
-        self._current = _Voice(nxt, fade_in=n)
+        # normally n is the planned crossfade; after a seek past the transition point only a little of the
+        # outgoing track is left: the incoming one still fades in over at least the de-click length
+        self._current = _Voice(nxt, fade_in=max(n, self._declick), equal_power=n >= self._declick)
         self._plan_transition()
 
     def _mix_voice(self, v: _Voice, out: np.ndarray, n: int) -> int:
