@@ -231,3 +231,15 @@ def test_index_uses_wal(store):
     conn = sqlite3.connect(store.db_path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
+
+
+def test_writing_the_same_track_again_keeps_favourite_and_plays(store):
+    t = put_track(store, "again", sine(440, 1, RATE), RATE, seed=4)
+    store.set_favourite(t.track_id, True)
+    store.mark_played(t.track_id)
+    t2 = put_track(store, "again", sine(440, 1, RATE), RATE, seed=4, fmt="ogg")
+    assert t2.track_id == t.track_id and t2.format == "ogg"
+    got = store.get(t.track_id)
+    assert got.favourite and got.play_count == 1 and got.path.endswith(".ogg")
+    assert not os.path.exists(t.path)  # the old flac is gone, one file per track
+    assert store.stats()["count"] == 1

@@ -497,11 +497,19 @@ class TrackStore:
                 os.fsync(fh.fileno())
             track.size_bytes = tmp.stat().st_size
             with self._write() as conn:
-                old = conn.execute("SELECT file FROM tracks WHERE track_id = ?", (track_id,)).fetchone()
+                old = conn.execute(
+                    "SELECT file, favourite, play_count, last_played FROM tracks WHERE track_id = ?",
+                    (track_id,),
+                ).fetchone()
                 os.replace(tmp, self._path(file))
                 _fsync_dir(self.root)
-                if old is not None and old["file"] != file:
-                    self._path(old["file"]).unlink(missing_ok=True)
+                if old is not None:
+                    # the same track written again (another format, a re-run): the user's marks stay
+                    track.favourite = bool(old["favourite"])
+                    track.play_count = int(old["play_count"])
+                    track.last_played = old["last_played"]
+                    if old["file"] != file:
+                        self._path(old["file"]).unlink(missing_ok=True)
                 self._insert(conn, track, file, now)
         except LofiError:
             raise
