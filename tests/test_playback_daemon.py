@@ -61,7 +61,10 @@ def test_generate_autoplay_prefetch_never_silent(daemon, tmp_path):
     assert run.max() < 48
     first_freq = 220 + 10 % 440  # the tone test backend's pitch for seed 10
     assert abs(dominant_freq(x[:sr], sr) - first_freq) < 2
-    assert abs(dominant_freq(x[-sr:], sr) - first_freq) > 5  # ended on the prefetched track
+    # the prefetched track was heard: its pitch (from its seed) is the main one in some half second
+    second_freq = 220 + started["seed"] % 440
+    halves = [dominant_freq(x[i : i + sr // 2], sr) for i in range(sr, len(x) - sr // 2, sr // 2)]
+    assert any(abs(f - second_freq) < 2 for f in halves)
 
 
 def test_cache_and_playlist_rpc_surface(daemon, tmp_path):
