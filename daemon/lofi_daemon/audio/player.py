@@ -184,6 +184,10 @@ class Player:
         return self._durations.get(track_id)
 
     def state(self) -> dict[str, Any]:
+        with self._lock:  # a consistent snapshot (commands and the control step hold this lock)
+            return self._state()
+
+    def _state(self) -> dict[str, Any]:
         m = self.mixer
         tid = m.track_id
         return {
@@ -300,10 +304,11 @@ class Player:
 
     def _on_device_failure(self) -> None:
         message = self.output.error or "the audio device failed"
-        self.device_error = message
         self.output.close()
         tid = self.mixer.track_id
-        if self.mixer.pause() and tid:
+        paused = self.mixer.pause()
+        self.device_error = message
+        if paused and tid:
             self.notify("playback_paused", {"track_id": tid, "position_sec": self.state()["position_sec"]})
         self.notify(
             "log",
