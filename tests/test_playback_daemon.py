@@ -155,3 +155,46 @@ def test_musicgen_track_is_played_sample_for_sample(daemon, tmp_path):
     k = min(errors, key=errors.get)
     assert errors[k] < 3 / 32768
     assert np.all(np.abs(x[k + len(expected) :]) < 2 / 32768)  # then silence: played once, stopped
+
+
+def test_cli_generate_play_plays_the_track_once(tmp_path):
+    """`lofi-daemon generate --play`: the one-shot CLI plays the new track exactly once (no auto-play before
+    it, no prefetch after it) and exits when it has ended."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.daemon_client import daemon_env
+
+    capture = tmp_path / "capture.wav"
+    env = daemon_env(tmp_path, **wav_capture_config(tmp_path / "audio", capture))
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lofi_daemon",
+            "generate",
+            "cli",
+            "tone",
+            "--backend",
+            "tone",
+            "--duration",
+            "2",
+            "--seed",
+            "40",
+            "--play",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    info = json.loads(out.stdout.strip().splitlines()[-1])
+    track, rate = sf.read(info["path"], dtype="float64")
+    played, sr = sf.read(capture, dtype="float64", always_2d=True)
+    x = played[:, 0]
+    loud = np.flatnonzero(np.abs(x) > 1.5 / 32768)
+    heard = (loud[-1] - loud[0] + 1) / sr
+    assert heard == pytest.approx(2.0, abs=0.01)  # once, the whole track
+    assert abs(dominant_freq(x[loud[0] : loud[-1]], sr) - (220 + 40)) < 2
