@@ -210,3 +210,15 @@ def test_streaming_context_finishes_or_aborts(tmp_path):
     sim.player.auto_play = False
     with sim.player.streaming("9" * 16, GEN_RATE, 1, 2.0) as on_audio:
         assert on_audio is None
+
+
+def test_a_track_being_generated_can_be_played_and_queued_by_id(tmp_path):
+    sim = Sim(tmp_path, speed=4.0, duration=4.0)
+    cur = put_track(sim.store, "current", sine(220, 4.0, GEN_RATE, amp=0.5), GEN_RATE)
+    sim.player.play(cur.track_id)
+    sim.start_generation()
+    sim.run(0.6)
+    sim.player.playlist_add("5" * 16, position=0)  # not in the cache yet: still accepted
+    assert sim.player.playlist_get()["tracks"][0] == "5" * 16
+    st = sim.player.play("5" * 16)
+    assert st["track_id"] == "5" * 16 and st["duration_sec"] == 4.0

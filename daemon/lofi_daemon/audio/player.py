@@ -373,7 +373,8 @@ class Player:
                 if self.mixer.state == "playing":
                     return self.state()
                 track_id = self._pick_start()
-            self.store.require(track_id)
+            if track_id not in self._streams:  # a track still being generated is not in the cache yet
+                self.store.require(track_id)
             if track_id in self.playlist:
                 self.index = self.playlist.index(track_id)
             else:
@@ -475,7 +476,8 @@ class Player:
 
     def playlist_add(self, track_id: str, position: int | None = None) -> dict[str, Any]:
         with self._lock:
-            self.store.require(track_id)
+            if track_id not in self._streams:
+                self.store.require(track_id)
             if track_id in self.playlist:
                 self._drop_from_playlist(track_id)
             pos = len(self.playlist) if position is None else max(0, min(int(position), len(self.playlist)))
