@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -185,6 +187,10 @@ def export_onnx(pt_dir: Path, onnx_dir: Path) -> None:
 
 
 def main() -> None:
+    # optimum's merge de-duplicates initializers in set order, which follows Python's string hashing: pin it so
+    # the same seed gives byte-identical ONNX files
+    if os.environ.get("PYTHONHASHSEED") != "0":
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "PYTHONHASHSEED": "0"})
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", choices=sorted(SIZES), required=True)
     ap.add_argument("--out", type=Path, required=True)

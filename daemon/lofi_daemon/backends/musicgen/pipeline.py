@@ -161,7 +161,6 @@ class MusicGenPipeline:
                 create_session(files["decoder_with_past"], settings, warn=warn),
             )
         self.provider = session_provider(self.text_encoder)
-        self.codes_dtype = np.int64
         self.load_sec = time.perf_counter() - t0
 
     # ---- text -------------------------------------------------------------------------------------------
@@ -263,10 +262,11 @@ class MusicGenPipeline:
         # seq[k, p]: token of codebook k at position p (delay pattern applied); -1 = not known yet
         seq = np.full((K, N + 1), -1, dtype=np.int64)
         for k in range(K):
-            seq[k, : k + 1] = cfg.start_token_id if k == 0 else pad  # BOS triangle (start token is pad too)
+            # BOS triangle: no frame before position k + 1. Position 0 holds the decoder start token, which
+            # transformers' delay mask also overwrites with pad (both are 2048 in musicgen anyway).
+            seq[k, : k + 1] = pad
             seq[k, k + 1 : k + 1 + P] = prompt_frames[:, k]
             seq[k, k + N - K + 2 :] = pad  # transformers' tail triangle (lab §3.3)
-        seq[0, 0] = cfg.start_token_id
         self.decoder.reset()
         pos = P  # positions 0..P are fully known → one prefill call
         emitted = 0

@@ -1,0 +1,338 @@
+"""Benchmark: our ONNX MusicGen pipeline vs transformers/torch on the same full-size random-weight weights.
+
+    python scripts/build_musicgen.py --size small --out /work/bench-models/musicgen-small
+    python scripts/quantize_musicgen.py /work/bench-models/musicgen-small --kinds int8 q4
+    python scripts/bench_musicgen.py /work/bench-models/musicgen-small --seconds 10
+
+Every configuration runs in its own process (so peak RSS is its own), one after the other, generating the same
+number of tokens (seconds * 50 frames + 3 delay steps, CFG batch 2, guidance 3, top-k 250). Reports ms per
+decoder step, text-encode and EnCodec time, wall time, real-time factor (wall / audio seconds) and peak RSS, plus
+how much CPU *other* processes used meanwhile (the machine is shared; > 0.2 cores means the numbers are
+contaminated). Also measures the logit drift of the quantized decoders against fp32 (teacher-forced).
+Prints one JSON document and a markdown table. Not a test: nothing here asserts speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "daemon"), str(REPO)]
+
+PROMPT = "80s pop track with bassy drums and synth"
+DECODERS = {
+    "fp32": "decoder_model_merged.onnx",
+    "int8": "decoder_model_merged_quantized.onnx",
+    "q4": "decoder_model_merged_q4.onnx",
+}
+
+
+def cpu_ticks() -> int:
+    with open("/proc/stat") as fh:
+        parts = fh.readline().split()[1:]
+    vals = [int(x) for x in parts]
+    return sum(vals) - vals[3] - vals[4]  # minus idle and iowait
+
+
+def own_ticks(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            f = fh.read().rsplit(")", 1)[1].split()
+        return sum(int(x) for x in f[11:15])  # utime stime cutime cstime
+    except OSError:
+        return 0
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+# ---- child processes --------------------------------------------------------------------------------------
+def child_ort(model_dir: Path, decoder: str, seconds: float, threads: int, stream: bool = False) -> dict:
+    from lofi_daemon.backends.musicgen.pipeline import MusicGenPipeline, SamplingParams
+    from lofi_daemon.backends.musicgen.streaming import generate_streaming
+    from lofi_daemon.config import Settings
+
+    files = {
+        "tokenizer": model_dir / "tokenizer.json",
+        "config": model_dir / "config.json",
+        "generation_config": model_dir / "generation_config.json",
+        "text_encoder": model_dir / "text_encoder.onnx",
+        "encodec_decode": model_dir / "encodec_decode.onnx",
+        "decoder_merged": model_dir / decoder,
+    }
+    t0 = time.perf_counter()
+    pipe = MusicGenPipeline(files, Settings(provider="cpu", threads=threads))
+    load = time.perf_counter() - t0
+    rss_loaded = peak_rss_mb()
+    stamps: list[float] = []
+
+    def progress(done, total, **kw):
+        stamps.append(time.perf_counter())
+
+    if stream:
+        res = generate_streaming(pipe, PROMPT, seconds, 0, SamplingParams(), progress, None, lambda a: None)
+    else:
+        res = pipe.generate(PROMPT, seconds, 0, SamplingParams(), progress=progress)
+    steps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    return {
+        "load_sec": load,
+        "text_encode_ms": res.timings["text_encode_sec"] * 1000,
+        "decoder_steps": int(res.timings["decoder_steps"]),
+        "ms_per_step": 1000 * res.timings["decoder_sec"] / res.timings["decoder_steps"],
+        "ms_per_step_first50": 1000 * sum(steps[:50]) / max(1, len(steps[:50])),
+        "ms_per_step_last50": 1000 * sum(steps[-50:]) / max(1, len(steps[-50:])),
+        "encodec_sec": res.timings["encodec_sec"],
+        "wall_sec": res.timings["total_sec"],
+        "rtf": res.timings["total_sec"] / seconds,
+        "rss_after_load_mb": rss_loaded,
+        "peak_rss_mb": peak_rss_mb(),
+        "decoder_mb": (model_dir / decoder).stat().st_size / 1e6,
+        "audio_samples": int(res.audio.shape[0]),
+        **({"first_audio_sec": res.timings["first_audio_sec"]} if stream else {}),
+    }
+
+
+def child_torch(model_dir: Path, seconds: float, threads: int) -> dict:
+    import torch
+    from tokenizers import Tokenizer
+    from transformers import MusicgenForConditionalGeneration
+
+    if threads:
+        torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    model = MusicgenForConditionalGeneration.from_pretrained(model_dir / "pytorch").eval()
+    load = time.perf_counter() - t0
+    rss_loaded = peak_rss_mb()
+    ids = torch.tensor([Tokenizer.from_file(str(model_dir / "tokenizer.json")).encode(PROMPT).ids])
+    mask = torch.ones_like(ids)
+    frames = int(round(seconds * 50))
+    timing = {"encodec": 0.0}
+    decode = model.audio_encoder.decode
+
+    def timed_decode(*a, **k):
+        t = time.perf_counter()
+        out = decode(*a, **k)
+        timing["encodec"] += time.perf_counter() - t
+        return out
+
+    model.audio_encoder.decode = timed_decode
+    with torch.inference_mode():
+        t = time.perf_counter()
+        model.text_encoder(input_ids=ids, attention_mask=mask)
+        text_ms = (time.perf_counter() - t) * 1000
+        torch.manual_seed(0)
+        t = time.perf_counter()
+        audio = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            do_sample=True,
+            top_k=250,
+            guidance_scale=3.0,
+            max_new_tokens=frames + 3,
+        )
+        wall = time.perf_counter() - t
+    steps = frames + 3
+    return {
+        "load_sec": load,
+        "text_encode_ms": text_ms,
+        "decoder_steps": steps,
+        "ms_per_step": 1000 * (wall - timing["encodec"] - text_ms / 1000) / steps,
+        "encodec_sec": timing["encodec"],
+        "wall_sec": wall,
+        "rtf": wall / seconds,
+        "rss_after_load_mb": rss_loaded,
+        "peak_rss_mb": peak_rss_mb(),
+        "audio_samples": int(audio.shape[-1]),
+    }
+
+
+def child_drift(model_dir: Path, kinds: list[str], steps: int) -> dict:
+    """Teacher-forced: run fp32 greedily for `steps`, feed the same inputs to each quantized decoder, compare
+    the guided logits of every step."""
+    import numpy as np
+    from lofi_daemon.backends.musicgen.pipeline import MusicGenPipeline, SamplingParams, _Decoder
+    from lofi_daemon.backends.musicgen.sampling import apply_guidance
+    from lofi_daemon.config import Settings
+    from lofi_daemon.runtime.sessions import create_session
+
+    settings = Settings(provider="cpu")
+    files = {
+        "tokenizer": model_dir / "tokenizer.json",
+        "config": model_dir / "config.json",
+        "text_encoder": model_dir / "text_encoder.onnx",
+        "encodec_decode": model_dir / "encodec_decode.onnx",
+        "decoder_merged": model_dir / DECODERS["fp32"],
+    }
+    pipe = MusicGenPipeline(files, settings)
+    frames = pipe.generate_frames(PROMPT, (steps - 3) / 50, 0, SamplingParams(top_k=1))[0]
+    hidden, mask = pipe.encode_text(PROMPT)
+    K, pad = 4, pipe.config.pad_token_id
+    # the exact inputs of each step (delay pattern, no tail within `steps`)
+    seq = np.full((K, steps + 1), pad, dtype=np.int64)
+    for k in range(K):
+        seq[k, k + 1 : k + 1 + len(frames)] = frames[:, k]
+
+    def run(decoder: _Decoder) -> list[np.ndarray]:
+        decoder.reset()
+        out = []
+        for p in range(steps):
+            col = seq[:, p : p + 1]
+            out.append(apply_guidance(decoder(np.concatenate([col, col]), hidden, mask), 3.0))
+        return out
+
+    ref = run(pipe.decoder)
+    del pipe
+    result = {}
+    for kind in kinds:
+        dec = _Decoder(create_session(model_dir / DECODERS[kind], settings), None)
+        got = run(dec)
+        cos, overlap, agree = [], [], []
+        for a, b in zip(ref, got, strict=True):
+            for r in range(a.shape[0]):
+                x, y = a[r].astype(np.float64), b[r].astype(np.float64)
+                cos.append(float(x @ y / (np.linalg.norm(x) * np.linalg.norm(y))))
+                ta, tb = set(np.argsort(-x)[:250]), set(np.argsort(-y)[:250])
+                overlap.append(len(ta & tb) / 250)
+                agree.append(float(np.argmax(x) == np.argmax(y)))
+        result[kind] = {
+            "cosine": float(np.mean(cos)),
+            "top250_overlap": float(np.mean(overlap)),
+            "argmax_agreement": float(np.mean(agree)),
+        }
+        del dec
+    return result
+
+
+# ---- parent -----------------------------------------------------------------------------------------------
+def run_child(args: list[str]) -> dict:
+    before_all, t0 = cpu_ticks(), time.time()
+    proc = subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True)
+    mine = 0
+    while proc.poll() is None:
+        mine = max(mine, own_ticks(proc.pid))
+        time.sleep(0.5)
+    out = proc.stdout.read() if proc.stdout else ""
+    elapsed = time.time() - t0
+    total = cpu_ticks() - before_all
+    hz = os.sysconf("SC_CLK_TCK")
+    result = json.loads(out.strip().splitlines()[-1]) if proc.returncode == 0 else {"error": proc.returncode}
+    # busy ticks of everything minus the child's own (sampled until exit, so a slight overestimate of others)
+    result["foreign_cpu_cores"] = round(max(0, total - mine) / hz / max(elapsed, 1e-6), 2)
+    return result
+
+
+def table(results: dict, seconds: float) -> str:
+    head = (
+        "| pipeline | decoder file | ms/step (first 50 → last 50) | text enc | EnCodec | wall for "
+        f"{seconds:g} s | RTF | speed-up vs torch | load | peak RSS | foreign CPU |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|\n"
+    )
+    torch_wall = results.get("torch", {}).get("wall_sec")
+    rows = []
+    for name, r in results.items():
+        if name == "drift" or "error" in r:
+            continue
+        split = (
+            f" ({r['ms_per_step_first50']:.1f} → {r['ms_per_step_last50']:.1f})"
+            if "ms_per_step_first50" in r
+            else ""
+        )
+        dec = f"{r['decoder_mb']:.0f} MB" if "decoder_mb" in r else "safetensors"
+        speed = f"{torch_wall / r['wall_sec']:.1f}×" if torch_wall else "–"
+        rows.append(
+            f"| {name} | {dec} | {r['ms_per_step']:.1f}{split} | {r['text_encode_ms']:.0f} ms | "
+            f"{r['encodec_sec']:.2f} s | {r['wall_sec']:.1f} s | {r['rtf']:.2f} | {speed} | {r['load_sec']:.1f} s | "
+            f"{r['peak_rss_mb'] / 1024:.2f} GB | {r['foreign_cpu_cores']:.2f} |"
+        )
+    out = head + "\n".join(rows)
+    firsts = {
+        k: r["first_audio_sec"] for k, r in results.items() if isinstance(r, dict) and "first_audio_sec" in r
+    }
+    if firsts:
+        out += "\n\nTime to first audio (streaming decode): " + ", ".join(
+            f"{k} {v:.2f} s" for k, v in firsts.items()
+        )
+    if "drift" in results:
+        out += "\n\n| decoder | cosine vs fp32 | top-250 overlap | argmax agreement |\n|---|---|---|---|\n"
+        out += "\n".join(
+            f"| {k} | {v['cosine']:.4f} | {v['top250_overlap']:.3f} | {v['argmax_agreement']:.3f} |"
+            for k, v in results["drift"].items()
+            if isinstance(v, dict) and "cosine" in v
+        )
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model_dir", type=Path)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--variants", nargs="+", default=["int8", "q4", "fp32"], choices=sorted(DECODERS))
+    ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--stream", nargs="*", default=["int8"], help="variants also run with streaming decode")
+    ap.add_argument("--drift-steps", type=int, default=20, help="0 = skip the logit drift check")
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--child", choices=["ort", "torch", "drift"], help=argparse.SUPPRESS)
+    ap.add_argument("--decoder", help=argparse.SUPPRESS)
+    ap.add_argument("--child-stream", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+
+    if args.child == "ort":
+        print(
+            json.dumps(child_ort(args.model_dir, args.decoder, args.seconds, args.threads, args.child_stream))
+        )
+        return
+    if args.child == "torch":
+        print(json.dumps(child_torch(args.model_dir, args.seconds, args.threads)))
+        return
+    if args.child == "drift":
+        kinds = [k for k in args.variants if k != "fp32"]
+        print(json.dumps(child_drift(args.model_dir, kinds, args.drift_steps)))
+        return
+
+    common = [str(args.model_dir), "--seconds", str(args.seconds), "--threads", str(args.threads)]
+    results: dict = {}
+    for kind in args.variants:
+        print(f"# ort {kind} ...", file=sys.stderr, flush=True)
+        results[f"ort-{kind}"] = run_child([*common, "--child", "ort", "--decoder", DECODERS[kind]])
+    for kind in args.stream:
+        print(f"# ort {kind} streaming ...", file=sys.stderr, flush=True)
+        results[f"ort-{kind}-stream"] = run_child(
+            [*common, "--child", "ort", "--decoder", DECODERS[kind], "--child-stream"]
+        )
+    if not args.no_torch:
+        print("# transformers/torch ...", file=sys.stderr, flush=True)
+        results["torch"] = run_child([*common, "--child", "torch"])
+    if args.drift_steps and any(k != "fp32" for k in args.variants):
+        print("# logit drift ...", file=sys.stderr, flush=True)
+        results["drift"] = run_child(
+            [
+                *common,
+                "--child",
+                "drift",
+                "--variants",
+                *args.variants,
+                "--drift-steps",
+                str(args.drift_steps),
+            ]
+        )
+    meta = {
+        "seconds_of_audio": args.seconds,
+        "prompt": PROMPT,
+        "cpu_count": os.cpu_count(),
+        "threads": args.threads or "ort default",
+    }
+    print(json.dumps({"meta": meta, "results": results}, indent=1))
+    print()
+    print(table(results, args.seconds))
+
+
+if __name__ == "__main__":
+    main()
