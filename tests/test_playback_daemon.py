@@ -128,7 +128,11 @@ def test_musicgen_track_is_played_sample_for_sample(daemon, tmp_path):
         LOFI_PROVIDER="cpu",
         **wav_capture_config(tmp_path / "audio", capture),
     )
-    d.call("initialize", {"options": {"playback": {"volume": 1.0}, "prefetch": {"enabled": False}}})
+    # Not streamed: the capture device has no clock, so a track played while it is generated would underrun.
+    d.call(
+        "initialize",
+        {"options": {"playback": {"volume": 1.0, "stream": False}, "prefetch": {"enabled": False}}},
+    )
     r = d.call("generate", {"prompt": "rainy night jazz piano", "duration_sec": 5, "seed": 3})
     done = d.wait_notification("generation_complete", track_id=r["track_id"], timeout=120)
     d.wait_notification("playback_ended", track_id=r["track_id"], reason="finished", timeout=30)
@@ -198,3 +202,55 @@ def test_cli_generate_play_plays_the_track_once(tmp_path):
     heard = (loud[-1] - loud[0] + 1) / sr
     assert heard == pytest.approx(2.0, abs=0.01)  # once, the whole track
     assert abs(dominant_freq(x[loud[0] : loud[-1]], sr) - (220 + 40)) < 2
+
+
+def test_musicgen_plays_while_generating_and_caches_the_same_track(daemon, tmp_path):
+    """Play while generating: sound starts before the generation ends, and the cached track is exactly the one a
+    non-streamed run writes (the stream is a view of the generation, never a different result)."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.daemon_client import ROOT, daemon_env
+
+    tiny = str(ROOT / "tests" / "fixtures" / "musicgen-tiny")
+    d = daemon(
+        LOFI_MUSICGEN_DIR=tiny,
+        LOFI_DEFAULT_BACKEND="musicgen",
+        LOFI_PROVIDER="cpu",
+        **wav_capture_config(tmp_path / "audio", tmp_path / "capture.wav"),
+    )
+    d.call("initialize", {"options": {"prefetch": {"enabled": False}}})
+    r = d.call("generate", {"prompt": "lofi streaming", "duration_sec": 20, "seed": 5})
+    done = d.wait_notification("generation_complete", track_id=r["track_id"], timeout=120)
+    order = [
+        n["method"] for n in d.notifications if n["method"] in ("playback_started", "generation_complete")
+    ]
+    assert order[:2] == ["playback_started", "generation_complete"]
+    streamed, rate = sf.read(done["path"], dtype="float32")
+
+    cli = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lofi_daemon",
+            "generate",
+            "lofi streaming",
+            "--duration",
+            "20",
+            "--seed",
+            "5",
+            "--backend",
+            "musicgen",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=daemon_env(tmp_path / "cli", LOFI_MUSICGEN_DIR=tiny, LOFI_PROVIDER="cpu"),
+    )
+    assert cli.returncode == 0, cli.stderr
+    info = json.loads(cli.stdout)
+    assert info["track_id"] == r["track_id"]
+    plain, rate2 = sf.read(info["path"], dtype="float32")
+    assert rate == rate2 == 32000
+    assert np.array_equal(streamed, plain)

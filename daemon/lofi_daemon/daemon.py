@@ -69,6 +69,7 @@ class Daemon:
         self.player: Any = None
         self.prefetch: Any = None
         self._register()
+        self.worker.player = self.player
 
     # -- notifications -----------------------------------------------------------------------------
     def notify(self, method: str, params: dict[str, Any]) -> None:

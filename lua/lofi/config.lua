@@ -36,6 +36,7 @@ M.defaults = {
     loop = nil, -- "off" | "track" | "playlist"; nil = the daemon's default
     crossfade_sec = 2.0,
     auto_play = true, -- play a generation as soon as it completes
+    stream = true, -- start playing while a track is still generated, when the backend can (MusicGen)
     device = nil, -- output device name or index, nil = system default
   },
   prefetch = {
@@ -140,6 +141,7 @@ local RULES = {
   },
   { "playback.crossfade_sec", num_range(0, 30) },
   { "playback.auto_play", "boolean" },
+  { "playback.stream", "boolean" },
   { "prefetch", "table" },
   { "prefetch.enabled", "boolean" },
   { "prefetch.strategy", one_of("prefetch.strategy") },
@@ -304,6 +306,7 @@ function M.initialize_options()
       loop = c.playback.loop,
       crossfade_sec = c.playback.crossfade_sec,
       auto_play = c.playback.auto_play,
+      stream = c.playback.stream,
       device = c.playback.device,
     },
     prefetch = {

@@ -95,7 +95,7 @@ def attach(daemon: Daemon, player: Player | None = None, prefetch: Prefetcher | 
 
 
 def apply_options(daemon: Daemon, options: dict[str, Any]) -> None:
-    """`initialize` options: playback {volume, crossfade_sec, loop, auto_play, device}, prefetch {...}."""
+    """`initialize` options: playback {volume, crossfade_sec, loop, auto_play, stream, device}, prefetch {...}."""
     player = daemon.player
     pb = options.get("playback") or {}
     if player is not None and pb:
@@ -107,6 +107,8 @@ def apply_options(daemon: Daemon, options: dict[str, Any]) -> None:
             player.set_loop(pb["loop"])
         if pb.get("auto_play") is not None:
             player.auto_play = bool(pb["auto_play"])
+        if pb.get("stream") is not None:
+            player.stream_while_generating = bool(pb["stream"])
         if pb.get("device") is not None:
             try:
                 player.set_device(pb["device"])

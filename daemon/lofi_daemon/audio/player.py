@@ -133,6 +133,8 @@ class Player:
         self.store = store
         self.notify = notify
         self.auto_play = auto_play
+        # play a track while it is generated (backends that stream); off = start when it is complete
+        self.stream_while_generating = True
         self.loop: LoopMode = loop
         factory = output_factory or (lambda render, dev: DeviceOutput(render, dev))
         self.output = factory(self._render, device)
@@ -516,7 +518,7 @@ class Player:
     ) -> TrackStream | None:
         """Play a track while it is generated (auto-play only; None when auto-play is off). It joins the
         playlist now and starts (or is crossfaded into) as soon as it can play through without a gap."""
-        if not self.auto_play:
+        if not (self.auto_play and self.stream_while_generating):
             return None
         with self._lock:
             stream = TrackStream(self, track_id, sample_rate, channels, duration_sec)
