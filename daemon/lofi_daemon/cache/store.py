@@ -35,6 +35,7 @@ import soundfile as sf
 
 from ..backends.base import GeneratedAudio, GenerationRequest
 from ..errors import ErrorCode, LofiError
+from ..process import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -166,18 +167,6 @@ def _decode_tag(tag: str) -> dict[str, Any] | None:
     except (ValueError, zlib.error):
         return None
     return None
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _fsync_dir(path: Path) -> None:
@@ -647,7 +636,7 @@ class TrackStore:
                 continue
             if pid == os.getpid():
                 continue  # ours: a put in progress in another thread
-            if not _pid_alive(pid) or age > STALE_TEMP_SEC:
+            if not pid_alive(pid) or age > STALE_TEMP_SEC:
                 p.unlink(missing_ok=True)
                 removed_temps += 1
         with self._write() as conn:
