@@ -220,3 +220,39 @@ def get_variant(backend: str, name: str | None, provider: str = "cpu") -> ModelV
             f"unknown {backend} model variant '{name}' (known: {known})",
             variant=name,
         ) from None
+
+
+# ---- ACE-Step -----------------------------------------------------------------------------------------------
+# The only published ONNX export is lofi.nvim's (hub willibrandon/lofi-models, folder ace-step/; sizes from its
+# docs, research/anchor-lofi-nvim.md §3.2). It is the "reference" layout: it runs at lower fidelity (no ERG, fixed
+# 128-frame DCAE, mono vocoder input; backends/ace_step/layout.py). The faithful "lofi" layout is produced
+# locally from the PyTorch checkpoint by scripts/export_ace_step.py and used through models.ace_step.dir.
+LOFI_MODELS = "willibrandon/lofi-models"
+ACE_STEP_VARIANTS: dict[str, ModelVariant] = {
+    "lofi-nvim-fp32": ModelVariant(
+        "ace_step",
+        "lofi-nvim-fp32",
+        "ACE-Step v1 3.5B, lofi.nvim's fp32 ONNX export (reference layout: no ERG, fixed-window DCAE, mono "
+        "vocoder input) — about 12.3 GB",
+        LOFI_MODELS,
+        REVISION,
+        (
+            ModelFile("tokenizer", "ace-step/tokenizer.json", approx_size=16_800_000),
+            ModelFile("text_encoder", "ace-step/text_encoder.onnx", approx_size=1130 * MB),
+            ModelFile("transformer_encoder", "ace-step/transformer_encoder.onnx", approx_size=424 * MB),
+            ModelFile("transformer_decoder", "ace-step/transformer_decoder.onnx", approx_size=35_700_000),
+            ModelFile(
+                "transformer_decoder_weights",
+                "ace-step/transformer_decoder_weights.bin",
+                approx_size=9970 * MB,
+            ),
+            ModelFile("dcae_decoder", "ace-step/dcae_decoder.onnx", approx_size=317 * MB),
+            ModelFile("vocoder", "ace-step/vocoder.onnx", approx_size=412 * MB),
+        ),
+        "fp32",
+        ("cpu", "cuda", "coreml"),
+        "ace-step-v1-lofi-nvim-fp32",
+    )
+}
+VARIANTS["ace_step"] = ACE_STEP_VARIANTS
+DEFAULTS["ace_step"] = {"cpu": "lofi-nvim-fp32", "cuda": "lofi-nvim-fp32", "coreml": "lofi-nvim-fp32"}

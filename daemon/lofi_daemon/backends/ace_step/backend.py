@@ -1,0 +1,420 @@
+"""The ACE-Step backend: validation, model files (local directory or hub variant), memory check, lazy loading,
+LoRA styles, generation (48 kHz stereo).
+
+Construct with `AceStepBackend(settings, notify)`. Model source, in order:
+1. `settings.models["ace_step"].dir` (LOFI_ACE_STEP_DIR): a local directory in either layout (layout.py) — the
+   faithful "lofi" layout comes from scripts/export_ace_step.py; never any network;
+2. the hub variant (models/registry.py `ACE_STEP_VARIANTS`), from the huggingface_hub cache, downloaded only with
+   consent (≈ 12.3 GB).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...config import Settings
+from ...errors import Cancelled, ErrorCode, LofiError
+from ...jobs.cancel import CancelToken
+from ...models import download as hub
+from ...models.local import files_fingerprint
+from ...models.registry import ACE_STEP_VARIANTS, ModelVariant, default_variant
+from ...runtime.providers import plan_providers
+from ..base import AudioChunkFn, GeneratedAudio, GenerationRequest, ProgressFn
+from . import lora as lora_mod
+from .decode import OUTPUT_RATE, Windowing
+from .guidance import CFG_TYPES
+from .layout import ModelLayout, detect
+from .pipeline import AceStepPipeline, SamplingParams, frame_count
+from .schedulers import SCHEDULERS
+from .sessions import session_factory
+
+log = logging.getLogger(__name__)
+
+NotifyFn = Callable[[str, dict[str, Any]], None]
+ENV_LORA_DIR = "LOFI_LORA_DIR"
+DEFAULTS: dict[str, Any] = {
+    "inference_steps": 60,
+    "guidance_scale": 15.0,
+    "scheduler": "euler",
+    "cfg_type": "apg",
+    "omega": 10.0,
+    "guidance_interval": 0.5,
+}
+MAX_LYRICS_CHARS = 4096
+GB = 1e9
+
+
+def available_memory_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), else the free physical pages; None when unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _number(raw: Mapping[str, Any], key: str, kind: type, code: ErrorCode, lo: float, hi: float) -> Any:
+    value = raw.get(key)
+    if value is None:
+        return DEFAULTS[key] if key in DEFAULTS else None
+    bad = isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(float(value))
+    if not bad and kind is int and float(value) != int(value):
+        bad = True
+    if bad or not lo <= float(value) <= hi:
+        what = "an integer" if kind is int else "a number"
+        raise LofiError(code, f"{key} must be {what} between {lo:g} and {hi:g}, got {value!r}", param=key)
+    return int(value) if kind is int else float(value)
+
+
+class AceStepBackend:
+    name = "ace_step"
+    display_name = "ACE-Step v1 (3.5B)"
+    sample_rate = OUTPUT_RATE
+    channels = 2
+    min_duration_sec = 5.0
+    max_duration_sec = 240.0
+    default_duration_sec = 60.0
+
+    def __init__(self, settings: Settings, notify: NotifyFn | None = None, *,
+                 windowing: Windowing | None = None) -> None:  # fmt: skip
+        self.settings = settings
+        self.notify = notify or (lambda method, params: None)
+        self.windowing = windowing
+        self._pipeline: AceStepPipeline | None = None
+        self._lora_key: tuple[str, float] | None = None
+        self._warned: set[str] = set()
+
+    # ---- parameters -------------------------------------------------------------------------------------
+    def validate(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "inference_steps": _number(
+                raw, "inference_steps", int, ErrorCode.INVALID_INFERENCE_STEPS, 1, 200
+            ),
+            "guidance_scale": _number(raw, "guidance_scale", float, ErrorCode.INVALID_GUIDANCE_SCALE, 1, 30),
+            "omega": _number(raw, "omega", float, ErrorCode.INVALID_PARAMS, 0, 100),
+            "guidance_interval": _number(raw, "guidance_interval", float, ErrorCode.INVALID_PARAMS, 0, 1),
+        }
+        scheduler = raw.get("scheduler", DEFAULTS["scheduler"])
+        if not isinstance(scheduler, str) or scheduler.strip().lower() not in SCHEDULERS:
+            raise LofiError(ErrorCode.INVALID_SCHEDULER,
+                            f"scheduler must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}", param="scheduler")  # fmt: skip
+        params["scheduler"] = scheduler.strip().lower()
+        cfg_type = raw.get("cfg_type", DEFAULTS["cfg_type"])
+        if not isinstance(cfg_type, str) or cfg_type.strip().lower() not in CFG_TYPES:
+            raise LofiError(ErrorCode.INVALID_PARAMS,
+                            f"cfg_type must be one of {', '.join(CFG_TYPES)}, got {cfg_type!r}", param="cfg_type")  # fmt: skip
+        params["cfg_type"] = cfg_type.strip().lower()
+        lyrics = raw.get("lyrics")
+        if lyrics is not None:
+            if not isinstance(lyrics, str) or len(lyrics) > MAX_LYRICS_CHARS:
+                raise LofiError(ErrorCode.INVALID_PARAMS, f"lyrics must be a string of at most {MAX_LYRICS_CHARS} characters", param="lyrics")  # fmt: skip
+            if lyrics.strip():
+                params["lyrics"] = lyrics.strip()
+        if raw.get("lora"):
+            params["lora"] = self._canonical_lora(raw["lora"])
+            w = raw.get("lora_weight")
+            params["lora_weight"] = 1.0 if w is None else _number(raw, "lora_weight", float, ErrorCode.INVALID_PARAMS, 0, 2)  # fmt: skip
+        elif raw.get("lora_weight") is not None:
+            raise LofiError(ErrorCode.INVALID_PARAMS, "lora_weight needs a lora", param="lora_weight")
+        return params
+
+    # ---- LoRA styles --------------------------------------------------------------------------------------
+    def lora_dir(self) -> Path:
+        env = os.environ.get(ENV_LORA_DIR)
+        return Path(env).expanduser() if env else Path(self.settings.cache_dir) / "lora"
+
+    def lora_styles(self) -> list[str]:
+        d = self.lora_dir()
+        if not d.is_dir():
+            return []
+        return sorted(p.name for p in d.iterdir() if (p / lora_mod.WEIGHTS_NAME).is_file())
+
+    def _canonical_lora(self, value: Any) -> str:
+        """A registered style name stays a name; anything else must be an existing file or directory and
+        becomes its absolute path."""
+        if not isinstance(value, str) or not value.strip():
+            raise LofiError(ErrorCode.INVALID_PARAMS, "lora must be a style name or a path", param="lora")
+        value = value.strip()
+        if value in self.lora_styles():
+            return value
+        path = Path(value).expanduser()
+        if lora_mod.resolve_file(path).is_file():
+            return str(path.resolve())
+        styles = ", ".join(self.lora_styles()) or "none"
+        raise LofiError(ErrorCode.INVALID_PARAMS,
+                        f"lora '{value}' is neither a registered style ({styles}; in {self.lora_dir()}) nor a "
+                        f"{lora_mod.WEIGHTS_NAME} file", param="lora")  # fmt: skip
+
+    def _lora_file(self, canonical: str) -> Path:
+        if canonical in self.lora_styles():
+            return self.lora_dir() / canonical / lora_mod.WEIGHTS_NAME
+        return lora_mod.resolve_file(Path(canonical))
+
+    # ---- model files ----------------------------------------------------------------------------------------
+    @property
+    def provider(self) -> str:
+        return plan_providers(self.settings.provider).preferred
+
+    @property
+    def local_dir(self) -> Path | None:
+        m = self.settings.models.get("ace_step")
+        return Path(m.dir).expanduser() if m and m.dir else None
+
+    def variant(self) -> ModelVariant:
+        m = self.settings.models.get("ace_step")
+        name = m.variant if m else None
+        if name:
+            if name not in ACE_STEP_VARIANTS:
+                raise LofiError(ErrorCode.MODEL_NOT_FOUND,
+                                f"unknown ace_step variant '{name}' (known: {', '.join(sorted(ACE_STEP_VARIANTS))})",
+                                variant=name)  # fmt: skip
+            return ACE_STEP_VARIANTS[name]
+        return default_variant("ace_step", self.provider)
+
+    def layout(self) -> ModelLayout:
+        """The model directory in use; raises MODEL_NOT_FOUND / BACKEND_NOT_INSTALLED (never downloads)."""
+        if self.local_dir is not None:
+            found = detect(self.local_dir)
+            if found is None:
+                raise LofiError(ErrorCode.MODEL_NOT_FOUND,
+                                f"ace_step model directory {self.local_dir} holds neither the lofi layout (run "
+                                "scripts/export_ace_step.py) nor the lofi.nvim reference layout",
+                                dir=str(self.local_dir))  # fmt: skip
+            return found
+        v = self.variant()
+        files = hub.cached_files(v)
+        if files is None:
+            raise LofiError(
+                ErrorCode.BACKEND_NOT_INSTALLED,
+                f"the ACE-Step model '{v.name}' is not downloaded: about {v.approx_total / GB:.1f} GB from "
+                f"{v.repo_id}, and it needs about 12 GB of free RAM to run on the CPU. Consent with "
+                '`download_backend {backend: "ace_step"}` (:Lofi download ace_step) or generate with '
+                "allow_download: true; or set models.ace_step.dir / LOFI_ACE_STEP_DIR to a local export",
+                backend=self.name, variant=v.name, download_size_bytes=v.approx_total,
+                missing=[f.path for f in hub.missing_files(v)],
+            )  # fmt: skip
+        found = detect(files["text_encoder"].parent)
+        if found is None:
+            raise LofiError(ErrorCode.MODEL_NOT_FOUND, f"downloaded ace_step files in {files['text_encoder'].parent} are incomplete")  # fmt: skip
+        return found
+
+    def model_version(self) -> str:
+        if self.local_dir is not None:
+            found = detect(self.local_dir)
+            if found is None:
+                return f"ace-step-local-missing-{self.local_dir.name}"
+            return f"ace-step-{found.kind}-{files_fingerprint({p.name: p for p in found.files})}"
+        return self.variant().model_version
+
+    def is_installed(self) -> bool:
+        try:
+            self.layout()
+        except LofiError:
+            return False
+        return True
+
+    def status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name,
+            "display_name": self.display_name,
+            "installed": self.is_installed(),
+            "loaded": self.loaded,
+            "sample_rate": self.sample_rate,
+            "channels": self.channels,
+            "min_duration_sec": self.min_duration_sec,
+            "max_duration_sec": self.max_duration_sec,
+            "default_duration_sec": self.default_duration_sec,
+            "model_version": self.model_version(),
+            "provider": self.provider,
+            "variants": sorted(ACE_STEP_VARIANTS),
+            "lora_styles": self.lora_styles(),
+            "defaults": dict(DEFAULTS),
+        }
+        if self.local_dir is not None:
+            out.update(source="local", dir=str(self.local_dir))
+            found = detect(self.local_dir)
+            out["variant"] = f"local-{found.kind}" if found else "local"
+            if found:
+                out["layout"] = found.kind
+                out["size_bytes"] = found.size_bytes
+        else:
+            v = self.variant()
+            out.update(source="hub", variant=v.name, repo_id=v.repo_id, revision=v.revision, layout="reference",
+                       download_size_bytes=v.approx_total, missing_files=[f.path for f in hub.missing_files(v)])  # fmt: skip
+        return out
+
+    def download(self, progress: Callable[[dict[str, Any]], None] | None, cancel: CancelToken) -> None:
+        """Fetch the hub variant (the caller has the user's consent); resumes partial files."""
+        if self.local_dir is not None:
+            self.layout()
+            return
+        v = self.variant()
+        missing = hub.missing_files(v)
+        need = sum(f.approx_size or f.size or 0 for f in missing)
+        cache = hub.hub_cache_dir()
+        probe = cache if cache.exists() else next((p for p in cache.parents if p.exists()), Path("/"))
+        free = shutil.disk_usage(probe).free
+        if need and free < need * 1.05:
+            raise LofiError(ErrorCode.MODEL_DOWNLOAD_FAILED,
+                            f"not enough disk space for the ACE-Step model: {need / GB:.1f} GB needed in {cache}, "
+                            f"{free / GB:.1f} GB free", needed_bytes=need, free_bytes=free)  # fmt: skip
+        if progress is None:
+
+            def progress(d: dict[str, Any]) -> None:
+                self.notify("download_progress", {"backend": self.name, **d})
+
+        self._warn(
+            f"downloading the ACE-Step model ({need / GB:.1f} GB from {v.repo_id}); this takes a while"
+        )
+        hub.download_variant(v, progress, cancel)
+
+    def ensure_installed(self, allow_download: bool, progress: Callable[[dict[str, Any]], None] | None,
+                         cancel: CancelToken) -> None:  # fmt: skip
+        if self.is_installed():
+            return
+        if not allow_download:
+            self.layout()  # raises BACKEND_NOT_INSTALLED with the how-to-consent message
+        self.download(progress, cancel)
+
+    # ---- lifecycle --------------------------------------------------------------------------------------------
+    def _warn(self, message: str) -> None:
+        if message not in self._warned:
+            self._warned.add(message)
+            self.notify("log", {"level": "warn", "message": message})
+
+    def check_memory(self, layout: ModelLayout) -> None:
+        """On the CPU all weights live in RAM: require free memory ≥ the model files' size (≈ 12.3 GB for the
+        full model; ORT's pre-packing adds 15–50 % at peak, lab §7.2)."""
+        if self.provider != "cpu":
+            return
+        need = layout.size_bytes
+        free = available_memory_bytes()
+        if free is not None and free < need:
+            raise LofiError(ErrorCode.MODEL_LOAD_FAILED,
+                            f"not enough free memory to load ACE-Step on the CPU: {need / GB:.1f} GB needed, "
+                            f"{free / GB:.1f} GB available; close other programs or use a smaller backend",
+                            needed_bytes=need, available_bytes=free)  # fmt: skip
+
+    def load(self) -> None:
+        if self._pipeline is not None:
+            return
+        layout = self.layout()
+        self.check_memory(layout)
+        started = time.monotonic()
+        try:
+            self._pipeline = AceStepPipeline(
+                layout, session_factory(self.settings, self._warn), self.windowing
+            )
+        except LofiError:
+            raise
+        except Exception as exc:
+            raise LofiError(
+                ErrorCode.MODEL_LOAD_FAILED, f"could not load ACE-Step from {layout.dir}: {exc}"
+            ) from exc
+        self._lora_key = None
+        if layout.kind == "reference":
+            self._warn("ACE-Step runs the lofi.nvim reference export: no ERG, fixed 128-frame DCAE windows, "
+                       "no lyrics tokenizer, no LoRA (export the faithful layout with scripts/export_ace_step.py)")  # fmt: skip
+        log.info("ace_step (%s layout) loaded in %.1fs", layout.kind, time.monotonic() - started)
+
+    def unload(self) -> None:
+        self._pipeline = None
+        self._lora_key = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._pipeline is not None
+
+    @property
+    def pipeline(self) -> AceStepPipeline:
+        self.load()
+        assert self._pipeline is not None
+        return self._pipeline
+
+    def _apply_lora(self, style: str | None, weight: float) -> dict[str, Any]:
+        """Make the transformer sessions carry `style` merged at `weight` (or the base weights)."""
+        pipe = self.pipeline
+        key = (style, weight) if style else None
+        if key == self._lora_key:
+            return {}
+        if key is None:
+            pipe.graphs.load_transformer(None, None)
+            self._lora_key = None
+            return {}
+        if pipe.layout.kind != "lofi":
+            raise LofiError(ErrorCode.INVALID_PARAMS, "LoRA styles need the lofi ONNX layout (scripts/export_ace_step.py)", param="lora")  # fmt: skip
+        started = time.monotonic()
+        pairs, cfg = lora_mod.read_lora(self._lora_file(style))
+        names = json.loads(pipe.layout.path("lora_name_map.json").read_text())
+        enc, used_e = lora_mod.merged_initializers(
+            pairs, cfg, weight, names["transformer_encoder.onnx"], pipe.layout.dir
+        )
+        dec, used_d = lora_mod.merged_initializers(
+            pairs, cfg, weight, names["transformer_decoder.onnx"], pipe.layout.dir
+        )
+        unused = sorted(set(pairs) - used_e - used_d)
+        if unused:
+            self._warn(
+                f"LoRA {style}: {len(unused)} adapted modules have no weight in this model (e.g. {unused[0]})"
+            )
+        pipe.graphs.load_transformer(enc, dec)
+        self._lora_key = key
+        return {"lora_modules": len(used_e | used_d), "lora_merge_sec": round(time.monotonic() - started, 3)}
+
+    # ---- generation -------------------------------------------------------------------------------------------
+    def generate(self, request: GenerationRequest, progress: ProgressFn, cancel: CancelToken,
+                 on_audio: AudioChunkFn | None = None) -> GeneratedAudio:  # fmt: skip
+        params = self.validate(request.params)
+        pipe = self.pipeline
+        p = SamplingParams(
+            steps=params["inference_steps"], guidance_scale=params["guidance_scale"], scheduler=params["scheduler"],
+            cfg_type=params["cfg_type"], omega=params["omega"], guidance_interval=params["guidance_interval"],
+        )  # fmt: skip
+        p = pipe.effective(p)
+        timings: dict[str, float] = {}
+        try:
+            t0 = time.monotonic()
+            info = self._apply_lora(params.get("lora"), params.get("lora_weight", 1.0))
+            frames = frame_count(request.duration_sec)
+            rng = np.random.default_rng(request.seed)
+            noise = rng.standard_normal((1, 8, 16, frames), dtype=np.float32)
+            cancel.check()
+            cond = pipe.conditions(request.prompt, params.get("lyrics"), p)
+            timings["conditions"] = time.monotonic() - t0
+
+            def on_step(step: int, total: int, evaluations: int) -> None:
+                progress(step, total, current_step=step, total_steps=total, evaluations=evaluations)
+
+            t1 = time.monotonic()
+            latents = pipe.sample(cond, noise, p, step_noise=lambda shape: rng.standard_normal(shape, dtype=np.float32),
+                                  check=cancel.check, on_step=on_step)  # fmt: skip
+            timings["diffusion"] = time.monotonic() - t1
+            t2 = time.monotonic()
+            audio = pipe.latents_to_audio(latents, cancel.check)
+            timings["decode"] = time.monotonic() - t2
+        except (LofiError, Cancelled):
+            raise
+        except Exception as exc:
+            log.exception("ace_step inference failed")
+            raise LofiError(ErrorCode.MODEL_INFERENCE_FAILED, f"ace_step inference failed: {exc}") from exc
+        info.update(
+            latent_frames=frames, steps=p.steps, scheduler=p.scheduler, cfg_type=p.cfg_type,
+            layout=pipe.layout.kind, erg=p.use_erg_diffusion, timings={k: round(v, 3) for k, v in timings.items()},
+        )  # fmt: skip
+        return GeneratedAudio(samples=audio, sample_rate=OUTPUT_RATE, info=info)

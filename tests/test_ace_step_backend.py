@@ -1,0 +1,213 @@
+"""AceStepBackend on the tiny fixture (no torch): generation through the backend class, determinism, cancel
+granularity, validation codes, defaults, LoRA identity, model discovery and the memory / install checks."""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+import pytest
+from lofi_daemon.backends.ace_step import backend as backend_mod
+from lofi_daemon.backends.ace_step.backend import AceStepBackend
+from lofi_daemon.backends.base import GenerationRequest, track_id_for
+from lofi_daemon.config import Settings
+from lofi_daemon.errors import Cancelled, ErrorCode, LofiError
+from lofi_daemon.jobs.cancel import CancelToken
+
+from tests.ace_step_helpers import FIXTURE, rel_err, tiny_pipeline
+
+
+def make_backend(tmp_path, **kw) -> AceStepBackend:
+    s = Settings.from_env(
+        {"LOFI_ACE_STEP_DIR": str(FIXTURE), "LOFI_CACHE_DIR": str(tmp_path), "LOFI_THREADS": "1"}
+    )
+    return AceStepBackend(s, **kw)
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory):
+    b = make_backend(tmp_path_factory.mktemp("ace"))
+    b.load()
+    return b
+
+
+def request(b, seed=3, duration=5.0, **params):
+    raw = {"inference_steps": 6, **params}
+    return GenerationRequest("ace_step", "rainy night lofi piano", duration, seed, b.validate(raw))
+
+
+def test_generates_deterministic_stereo_48k_of_requested_length(backend):
+    steps = []
+    out = backend.generate(request(backend), lambda d, t, **f: steps.append((d, t, f)), CancelToken())
+    again = backend.generate(request(backend), lambda *a, **k: None, CancelToken())
+    other = backend.generate(request(backend, seed=4), lambda *a, **k: None, CancelToken())
+    assert out.sample_rate == 48000 and out.samples.dtype == np.float32 and out.samples.ndim == 2
+    assert out.samples.shape[1] == 2
+    # upstream floors the latent frame count: the track is within one latent frame (92.9 ms) of the request
+    assert abs(out.duration_sec - 5.0) <= 4096 / 44100
+    assert out.samples.shape[0] == int(np.ceil(53 * 4096 * 160 / 147))
+    assert np.isfinite(out.samples).all() and np.abs(out.samples).max() > 0
+    assert not np.array_equal(out.samples[:, 0], out.samples[:, 1])
+    np.testing.assert_array_equal(out.samples, again.samples)
+    assert rel_err(out.samples, other.samples) > 1e-3
+    assert [s[0] for s in steps] == [1, 2, 3, 4, 5, 6] and all(s[1] == 6 for s in steps)
+    assert steps[-1][2]["current_step"] == 6 and steps[-1][2]["total_steps"] == 6
+    assert out.info["layout"] == "lofi" and out.info["latent_frames"] == 53
+
+
+def test_cancel_stops_within_one_evaluation(backend):
+    graphs = backend.pipeline.graphs
+    token = CancelToken()
+    calls = []
+    real = graphs.velocity
+
+    def counting(*a, **k):
+        calls.append(1)
+        if len(calls) == 5:  # cancelled while the 5th evaluation runs (inside the guidance window)
+            token.cancel()
+        return real(*a, **k)
+
+    graphs.velocity = counting
+    try:
+        with pytest.raises(Cancelled):
+            backend.generate(request(backend, inference_steps=10), lambda *a, **k: None, token)
+    finally:
+        del graphs.velocity
+    assert len(calls) == 5
+
+
+def test_batched_cond_uncond_equals_separate_calls():
+    from lofi_daemon.backends.ace_step.pipeline import SamplingParams
+
+    from tests.ace_step_helpers import fixed_inputs
+
+    pipe = tiny_pipeline()
+    ids, mask, lyric_ids, lyric_mask, noise = fixed_inputs(frames=17)
+    p = SamplingParams(steps=8)
+    c = pipe.conditions_from_ids(ids, mask, lyric_ids, lyric_mask, p)
+    one = pipe.sample(c, noise, p)
+    pipe.batch_cfg = True
+    two = pipe.sample(c, noise, p)
+    assert rel_err(two, one) < 1e-5
+
+
+def test_defaults_and_identity(tmp_path):
+    b = make_backend(tmp_path)
+    params = b.validate({})
+    assert params == {"inference_steps": 60, "guidance_scale": 15.0, "scheduler": "euler", "cfg_type": "apg",
+                      "omega": 10.0, "guidance_interval": 0.5}  # fmt: skip
+    assert (b.sample_rate, b.channels, b.min_duration_sec, b.max_duration_sec, b.default_duration_sec) == (
+        48000, 2, 5.0, 240.0, 60.0)  # fmt: skip
+    style = tmp_path / "lora" / "dusty-tape"
+    style.mkdir(parents=True)
+    (style / "pytorch_lora_weights.safetensors").write_bytes(b"x")
+    with_lora = b.validate({"lora": "dusty-tape", "lora_weight": 0.5})
+    assert with_lora["lora"] == "dusty-tape" and with_lora["lora_weight"] == 0.5
+    assert b.validate({"lora": "dusty-tape"})["lora_weight"] == 1.0
+    ids = {track_id_for(GenerationRequest("ace_step", "p", 30.0, 1, prm), b.model_version())
+           for prm in (params, with_lora, b.validate({"lora": "dusty-tape"}), b.validate({"lyrics": "la la"}))}  # fmt: skip
+    assert len(ids) == 4
+    assert b.model_version().startswith("ace-step-lofi-")
+
+
+@pytest.mark.parametrize(
+    "raw,code",
+    [
+        ({"inference_steps": 0}, ErrorCode.INVALID_INFERENCE_STEPS),
+        ({"inference_steps": 201}, ErrorCode.INVALID_INFERENCE_STEPS),
+        ({"inference_steps": 2.5}, ErrorCode.INVALID_INFERENCE_STEPS),
+        ({"guidance_scale": 0.5}, ErrorCode.INVALID_GUIDANCE_SCALE),
+        ({"guidance_scale": 30.5}, ErrorCode.INVALID_GUIDANCE_SCALE),
+        ({"scheduler": "ddim"}, ErrorCode.INVALID_SCHEDULER),
+        ({"cfg_type": "double"}, ErrorCode.INVALID_PARAMS),
+        ({"guidance_interval": 1.5}, ErrorCode.INVALID_PARAMS),
+        ({"lora": "no-such-style"}, ErrorCode.INVALID_PARAMS),
+        ({"lora_weight": 0.5}, ErrorCode.INVALID_PARAMS),
+        ({"lyrics": 5}, ErrorCode.INVALID_PARAMS),
+    ],
+)
+def test_validation_codes(tmp_path, raw, code):
+    with pytest.raises(LofiError) as e:
+        make_backend(tmp_path).validate(raw)
+    assert e.value.code == code
+
+
+@pytest.mark.parametrize("duration", [4.9, 240.5])
+def test_duration_outside_5_to_240_is_invalid_duration(tmp_path, duration):
+    from lofi_daemon.jobs.api import build_job
+    from lofi_daemon.rpc.schemas.generation import GenerateParams
+
+    b = make_backend(tmp_path)
+    daemon = types.SimpleNamespace(backends={"ace_step": b}, settings=b.settings)
+    with pytest.raises(LofiError) as e:
+        build_job(daemon, GenerateParams(prompt="x", backend="ace_step", duration_sec=duration), "normal")
+    assert e.value.code == ErrorCode.INVALID_DURATION
+    job = build_job(daemon, GenerateParams(prompt="x", backend="ace_step", duration_sec=240), "normal")
+    assert job.request.params["inference_steps"] == 60
+
+
+def test_memory_check_refuses_to_load(tmp_path, monkeypatch):
+    b = make_backend(tmp_path)
+    monkeypatch.setattr(backend_mod, "available_memory_bytes", lambda: 1000)
+    with pytest.raises(LofiError) as e:
+        b.load()
+    assert e.value.code == ErrorCode.MODEL_LOAD_FAILED and "memory" in e.value.message
+    assert e.value.data["needed_bytes"] == b.layout().size_bytes > 1_000_000
+    monkeypatch.setattr(backend_mod, "available_memory_bytes", lambda: 64 * 10**9)
+    b.load()
+    assert b.loaded
+
+
+def test_hub_variant_not_installed_says_size(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    b = AceStepBackend(Settings.from_env({"LOFI_CACHE_DIR": str(tmp_path)}))
+    assert not b.is_installed()
+    with pytest.raises(LofiError) as e:
+        b.layout()
+    assert e.value.code == ErrorCode.BACKEND_NOT_INSTALLED and "12.3 GB" in e.value.message
+    st = b.status()
+    assert st["installed"] is False and st["layout"] == "reference" and len(st["missing_files"]) == 7
+
+
+def test_local_dir_without_model_is_model_not_found(tmp_path):
+    s = Settings.from_env({"LOFI_ACE_STEP_DIR": str(tmp_path), "LOFI_CACHE_DIR": str(tmp_path)})
+    b = AceStepBackend(s)
+    assert not b.is_installed()
+    with pytest.raises(LofiError) as e:
+        b.layout()
+    assert e.value.code == ErrorCode.MODEL_NOT_FOUND
+
+
+def test_runtime_imports_neither_torch_nor_onnx():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys, lofi_daemon.backends.ace_step.backend; "
+        "bad = [m for m in ('torch', 'transformers', 'diffusers', 'optimum', 'onnx') if m in sys.modules]; "
+        "sys.exit(1 if bad else 0)"
+    )
+    root = Path(__file__).resolve().parent.parent
+    assert subprocess.run([sys.executable, "-c", code], cwd=root / "daemon").returncode == 0
+
+
+def test_download_checks_disk_space_and_announces_size(tmp_path, monkeypatch):
+    import collections
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    notes = []
+    b = AceStepBackend(
+        Settings.from_env({"LOFI_CACHE_DIR": str(tmp_path)}), lambda m, p: notes.append((m, p))
+    )
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(backend_mod.shutil, "disk_usage", lambda p: usage(10**12, 0, 5 * 10**9))
+    with pytest.raises(LofiError) as e:
+        b.download(None, CancelToken())
+    assert e.value.code == ErrorCode.MODEL_DOWNLOAD_FAILED and "disk space" in e.value.message
+    calls = []
+    monkeypatch.setattr(backend_mod.shutil, "disk_usage", lambda p: usage(10**12, 0, 50 * 10**9))
+    monkeypatch.setattr(backend_mod.hub, "download_variant", lambda v, progress, cancel: calls.append(v.name))
+    b.download(None, CancelToken())
+    assert calls == ["lofi-nvim-fp32"]
+    assert any(m == "log" and "12.3 GB" in p["message"] for m, p in notes)
