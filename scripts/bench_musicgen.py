@@ -211,6 +211,51 @@ def child_drift(model_dir: Path, kinds: list[str], steps: int) -> dict:
     return result
 
 
+def child_interleave(model_dir: Path, kinds: list[str], rounds: int, steps: int, with_torch: bool) -> dict:
+    """All configurations in one process, alternating, `steps` decoder steps each per round (from an empty
+    cache): slow changes in the load of a shared machine hit every configuration alike."""
+    import numpy as np
+    from lofi_daemon.backends.musicgen.pipeline import MusicGenPipeline, SamplingParams
+    from lofi_daemon.config import Settings
+
+    base = {
+        "tokenizer": model_dir / "tokenizer.json",
+        "config": model_dir / "config.json",
+        "text_encoder": model_dir / "text_encoder.onnx",
+        "encodec_decode": model_dir / "encodec_decode.onnx",
+    }
+    pipes = {
+        k: MusicGenPipeline({**base, "decoder_merged": model_dir / DECODERS[k]}, Settings()) for k in kinds
+    }
+    model = ids = None
+    if with_torch:
+        import torch
+        from transformers import MusicgenForConditionalGeneration
+
+        model = MusicgenForConditionalGeneration.from_pretrained(model_dir / "pytorch").eval()
+        ids = torch.tensor([pipes[kinds[0]].tokenizer.encode(PROMPT).ids])
+    frames = steps - 3
+    out: dict[str, list[float]] = {k: [] for k in [*kinds, *(["torch"] if with_torch else [])]}
+    for _ in range(rounds):
+        for k, pipe in pipes.items():
+            t: dict[str, float] = {}
+            pipe.generate_frames(PROMPT, frames / 50, 0, SamplingParams(), timings=t)
+            out[k].append(1000 * t["decoder_sec"] / steps)
+        if with_torch:
+            with torch.inference_mode():
+                t0 = time.perf_counter()
+                model.generate(  # type: ignore[union-attr]
+                    input_ids=ids,
+                    attention_mask=torch.ones_like(ids),
+                    do_sample=True,
+                    top_k=250,
+                    guidance_scale=3.0,
+                    max_new_tokens=steps,
+                )
+                out["torch"].append(1000 * (time.perf_counter() - t0) / steps)
+    return {k: {"rounds_ms_per_step": v, "median_ms_per_step": float(np.median(v))} for k, v in out.items()}
+
+
 # ---- parent -----------------------------------------------------------------------------------------------
 def run_child(args: list[str]) -> dict:
     before_all, t0 = cpu_ticks(), time.time()
@@ -279,7 +324,8 @@ def main() -> None:
     ap.add_argument("--stream", nargs="*", default=["int8"], help="variants also run with streaming decode")
     ap.add_argument("--drift-steps", type=int, default=20, help="0 = skip the logit drift check")
     ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--child", choices=["ort", "torch", "drift"], help=argparse.SUPPRESS)
+    ap.add_argument("--interleave", type=int, nargs=2, metavar=("ROUNDS", "STEPS"), help="A/B in one process")
+    ap.add_argument("--child", choices=["ort", "torch", "drift", "interleave"], help=argparse.SUPPRESS)
     ap.add_argument("--decoder", help=argparse.SUPPRESS)
     ap.add_argument("--child-stream", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -292,12 +338,40 @@ def main() -> None:
     if args.child == "torch":
         print(json.dumps(child_torch(args.model_dir, args.seconds, args.threads)))
         return
+    if args.child == "interleave":
+        rounds, steps = args.interleave
+        print(json.dumps(child_interleave(args.model_dir, args.variants, rounds, steps, not args.no_torch)))
+        return
     if args.child == "drift":
         kinds = [k for k in args.variants if k != "fp32"]
         print(json.dumps(child_drift(args.model_dir, kinds, args.drift_steps)))
         return
 
     common = [str(args.model_dir), "--seconds", str(args.seconds), "--threads", str(args.threads)]
+    if args.interleave:
+        flags = ["--no-torch"] if args.no_torch else []
+        r = run_child(
+            [
+                *common,
+                "--child",
+                "interleave",
+                "--variants",
+                *args.variants,
+                *flags,
+                "--interleave",
+                *map(str, args.interleave),
+            ]
+        )
+        print(json.dumps(r, indent=1))
+        ref = r.get("torch", {}).get("median_ms_per_step")
+        print("\n| decoder | ms/step per round | median | vs torch |\n|---|---|---|---|")
+        for k, v in r.items():
+            if isinstance(v, dict):
+                rounds = " / ".join(f"{x:.1f}" for x in v["rounds_ms_per_step"])
+                ratio = f"{ref / v['median_ms_per_step']:.1f}×" if ref else "–"
+                print(f"| {k} | {rounds} | {v['median_ms_per_step']:.1f} | {ratio} |")
+        print(f"\nforeign CPU during the run: {r['foreign_cpu_cores']} cores")
+        return
     results: dict = {}
     for kind in args.variants:
         print(f"# ort {kind} ...", file=sys.stderr, flush=True)

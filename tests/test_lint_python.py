@@ -34,7 +34,7 @@ def test_ruff_format():
 
 def test_runtime_never_imports_torch():
     code = (
-        "import sys, lofi_daemon.daemon, lofi_daemon.cli, lofi_daemon.backends.musicgen.backend; "
+        "import sys, lofi_daemon.daemon, lofi_daemon.cli, lofi_daemon.backends.musicgen.backend, lofi_daemon.backends.ace_step.backend; "
         "bad = [m for m in ('torch', 'transformers', 'diffusers', 'optimum') if m in sys.modules]; "
         "sys.exit(1 if bad else 0)"
     )

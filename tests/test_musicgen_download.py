@@ -183,3 +183,17 @@ def test_cancel_between_files(hub_env):
     got = {r[1].rsplit("/resolve/main/", 1)[-1] for r in hub_env.requests if r[0] == "GET"}
     assert len(got) == 2  # the third file was never requested
     assert np.all([e["files_completed"] <= 2 for e in seen])
+
+
+def test_download_backend_over_rpc_announces_completion_once(hub_env, daemon):
+    d = daemon(LOFI_DEFAULT_BACKEND="musicgen", HF_HUB_OFFLINE="0")
+    assert d.call("download_backend", {"backend": "musicgen"})["status"] == "started"
+    d.wait_notification("download_progress", backend="musicgen", state="complete", timeout=60)
+    d.call("ping")  # anything after the completion has been delivered by now
+    finals = [
+        n["params"]
+        for n in d.notifications
+        if n["method"] == "download_progress" and n["params"]["state"] != "downloading"
+    ]
+    assert [f["state"] for f in finals] == ["complete"]
+    assert d.call("download_backend", {"backend": "musicgen"})["status"] == "already_installed"

@@ -140,3 +140,17 @@ def test_guidance_and_sampling_rules():
     assert set(draws) == {0, 1}  # nucleus 0.7 keeps 0.5 + 0.3 (top_p > 0 overrides top_k, as in audiocraft)
     cold = [sample(row, rng, top_k=4, temperature=0.1)[0] for _ in range(100)]
     assert cold.count(0) > 95  # low temperature sharpens towards the argmax
+
+
+def test_long_tracks_are_decoded_in_overlapping_pieces(short_window, monkeypatch):
+    """Beyond 30 s EnCodec runs per 30 s piece (memory), with context, matching one call within 1e-4."""
+    r = short_window.generate("lofi", 2.5, 8)
+    one_call = short_window.decode(r.frames)[: len(r.audio)]
+    calls = []
+    real = short_window.decode
+    monkeypatch.setattr(short_window, "decode", lambda f: calls.append(len(f)) or real(f))
+    monkeypatch.setattr(short_window, "decode_chunk_frames", 40)
+    pieces = short_window.decode_track(r.frames)[: len(r.audio)]
+    assert calls == [43, 83, 93, 55]  # 125 frames in 40s: [0,43) [0,83) [30,123) [70,125) with 50 + 3 context
+    assert pieces.shape == one_call.shape
+    assert np.abs(pieces - one_call).max() < 1e-4

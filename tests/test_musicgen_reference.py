@@ -131,3 +131,19 @@ def test_split_decoder_pair_matches_merged(tmp_path, pipe, reference):
     sampled_split = split.generate_frames("lofi", 0.5, seed=9, params=SamplingParams())[0]
     sampled_merged = pipe.generate_frames("lofi", 0.5, seed=9, params=SamplingParams())[0]
     assert np.array_equal(sampled_split, sampled_merged)
+
+    # fp16 graphs with fp16 inputs/outputs (hub `small_fp16`, Xenova `_fp16`): the pipeline reads the dtypes
+    # from the sessions and casts hidden states / KV accordingly
+    pytest.importorskip("onnx")
+    from scripts.quantize_musicgen import quantize
+
+    for role in ("decoder", "decoder_with_past"):
+        src = files[role]
+        files[role] = src.with_name(src.stem + "_fp16.onnx")
+        quantize(src, files[role], "fp16")
+    half = MusicGenPipeline(files, Settings(provider="cpu", threads=1))
+    assert half.decoder.kv_dtype == np.float16 and half.decoder.hidden_dtype == np.float16
+    codes = half.generate_frames(PROMPTS[0], 0.8, seed=0, params=GREEDY)[0]
+    ref_codes, _ = reference(half.tokenizer.encode(PROMPTS[0]).ids, 40)
+    assert (codes == ref_codes).mean() > 0.9
+    assert np.isfinite(half.decode(codes)).all()

@@ -141,6 +141,9 @@ def _generate(settings: Settings, args: argparse.Namespace, log_file: Path | Non
             done.set()
 
     daemon = Daemon(settings, send=send, log_file=log_file)
+    if daemon.player is not None:  # one-shot CLI: play only on --play, and never queue more music
+        daemon.player.auto_play = False
+        daemon.prefetch.configure(enabled=False)
     raw = {
         "prompt": " ".join(args.prompt),
         "duration_sec": args.duration,
@@ -214,7 +217,7 @@ def _play(daemon: Any, track_id: str) -> int:
     if daemon.player is None:
         raise LofiError(ErrorCode.AUDIO_DEVICE_ERROR, "playback is not available in this build")
     finished = threading.Event()
-    daemon.subscribe("playback_ended", lambda _: finished.set())
+    daemon.subscribe("playback_ended", lambda p: finished.set() if p.get("track_id") == track_id else None)
     daemon.player.play(track_id)
     finished.wait()
     return 0

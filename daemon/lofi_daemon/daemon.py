@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .audio import api as audio_api
 from .backends import api as backends_api
 from .backends import create_backends
 from .backends.base import Backend
+from .cache import api as cache_api
 from .cache.store import TrackStore
 from .config import Settings
 from .jobs import api as jobs_api
@@ -65,7 +67,9 @@ class Daemon:
         self.store = TrackStore(settings.tracks_dir)
         self.worker = Worker(self.queue, self.backends, self.store, self.notify, settings.idle_unload_sec)
         self.player: Any = None
+        self.prefetch: Any = None
         self._register()
+        self.worker.player = self.player
 
     # -- notifications -----------------------------------------------------------------------------
     def notify(self, method: str, params: dict[str, Any]) -> None:
@@ -153,6 +157,8 @@ class Daemon:
 
         jobs_api.register(d, self)
         backends_api.register(d, self)
+        cache_api.register(d, self)
+        audio_api.register(d, self)
 
     def apply_options(self, options: dict[str, Any]) -> None:
         """Options for subsystems other than Settings (cache limits, playback, prefetch)."""
@@ -161,3 +167,4 @@ class Daemon:
             self.store.configure(
                 **{k: v for k, v in cache.items() if k in ("max_mb", "max_tracks", "format")}
             )
+        audio_api.apply_options(self, options)

@@ -11,19 +11,10 @@ import time
 
 from .config import Settings
 from .logging_setup import setup_logging
+from .process import pid_alive
 from .rpc.server import Server, claim_stdio
 
 log = logging.getLogger(__name__)
-
-
-def _parent_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -50,7 +41,7 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
         if daemon.stop_requested.is_set():
             reason = "shutdown requested"
             break
-        if args.parent_pid and not _parent_alive(args.parent_pid):
+        if args.parent_pid and not pid_alive(args.parent_pid):
             reason = f"parent {args.parent_pid} is gone"
             break
         if (

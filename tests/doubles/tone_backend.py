@@ -29,6 +29,7 @@ class ToneBackend:
     min_duration_sec = 1.0
     max_duration_sec = 60.0
     default_duration_sec = 2.0
+    streams_audio = False
 
     def __init__(self, settings: Any, notify: Any) -> None:
         self.notify = notify

@@ -72,7 +72,10 @@ def register(dispatcher: Dispatcher, daemon: Daemon) -> None:
         token = CancelToken()
         daemon.downloads[name] = token
 
+        announced: dict[str, str] = {}
+
         def progress(info: dict[str, Any]) -> None:
+            announced["state"] = info.get("state", "downloading")
             daemon.notify("download_progress", {"backend": name, "state": "downloading", **info})
 
         def run() -> None:
@@ -85,9 +88,10 @@ def register(dispatcher: Dispatcher, daemon: Daemon) -> None:
                 log.exception("download of %s failed", name)
                 outcome = {"state": "error", "message": str(exc)}
             # Forget the download before announcing its end, so a client reacting to the notification
-            # already sees the final state.
+            # already sees the final state; announce it only if the backend's own progress did not.
             daemon.downloads.pop(name, None)
-            daemon.notify("download_progress", {"backend": name, **outcome})
+            if announced.get("state") != outcome["state"]:
+                daemon.notify("download_progress", {"backend": name, **outcome})
 
         # Downloads run beside the generation worker so other backends keep generating meanwhile.
         threading.Thread(target=run, name=f"download-{name}", daemon=True).start()

@@ -58,6 +58,8 @@ class Backend(Protocol):
     min_duration_sec: float
     max_duration_sec: float
     default_duration_sec: float
+    # True when generate() calls on_audio with final audio while it runs, so playback can start early.
+    streams_audio: bool
 
     def validate(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         """Check backend-specific parameters from a `generate` request (already schema-typed) and return the

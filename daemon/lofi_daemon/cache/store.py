@@ -35,6 +35,7 @@ import soundfile as sf
 
 from ..backends.base import GeneratedAudio, GenerationRequest
 from ..errors import ErrorCode, LofiError
+from ..process import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -166,18 +167,6 @@ def _decode_tag(tag: str) -> dict[str, Any] | None:
     except (ValueError, zlib.error):
         return None
     return None
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _fsync_dir(path: Path) -> None:
@@ -425,6 +414,19 @@ class TrackStore:
             ) from e
         return data, int(sr)
 
+    def configure(
+        self, max_mb: float | None = None, max_tracks: int | None = None, format: str | None = None
+    ) -> None:
+        """Apply `initialize` options (cache.max_mb / max_tracks / format); evicts at once if limits shrank."""
+        if format is not None:
+            check_format(format)
+            self.fmt = format.lower()
+        if max_tracks is not None:
+            self.max_tracks = int(max_tracks) if max_tracks > 0 else None
+        if max_mb is not None:
+            self.max_mb = float(max_mb)
+        self.evict()
+
     # ------------------------------------------------------------------------------------------- writing
 
     def put(
@@ -484,11 +486,19 @@ class TrackStore:
                 os.fsync(fh.fileno())
             track.size_bytes = tmp.stat().st_size
             with self._write() as conn:
-                old = conn.execute("SELECT file FROM tracks WHERE track_id = ?", (track_id,)).fetchone()
+                old = conn.execute(
+                    "SELECT file, favourite, play_count, last_played FROM tracks WHERE track_id = ?",
+                    (track_id,),
+                ).fetchone()
                 os.replace(tmp, self._path(file))
                 _fsync_dir(self.root)
-                if old is not None and old["file"] != file:
-                    self._path(old["file"]).unlink(missing_ok=True)
+                if old is not None:
+                    # the same track written again (another format, a re-run): the user's marks stay
+                    track.favourite = bool(old["favourite"])
+                    track.play_count = int(old["play_count"])
+                    track.last_played = old["last_played"]
+                    if old["file"] != file:
+                        self._path(old["file"]).unlink(missing_ok=True)
                 self._insert(conn, track, file, now)
         except LofiError:
             raise
@@ -535,10 +545,12 @@ class TrackStore:
             self._path(row["file"]).unlink(missing_ok=True)
         return True
 
-    def clear(self, *, keep_favourites: bool = True) -> int:
+    def clear(self, *, keep_favourites: bool = True, keep: Iterable[str] = ()) -> int:
+        """Delete every track (but favourites, unless told, and the ids in `keep`). Returns how many."""
+        keep_ids = set(keep)
         with self._write() as conn:
             sql = "SELECT track_id, file FROM tracks" + (" WHERE favourite = 0" if keep_favourites else "")
-            rows = conn.execute(sql).fetchall()
+            rows = [r for r in conn.execute(sql).fetchall() if r["track_id"] not in keep_ids]
             for r in rows:
                 conn.execute("DELETE FROM tracks WHERE track_id = ?", (r["track_id"],))
                 self._path(r["file"]).unlink(missing_ok=True)
@@ -624,7 +636,7 @@ class TrackStore:
                 continue
             if pid == os.getpid():
                 continue  # ours: a put in progress in another thread
-            if not _pid_alive(pid) or age > STALE_TEMP_SEC:
+            if not pid_alive(pid) or age > STALE_TEMP_SEC:
                 p.unlink(missing_ok=True)
                 removed_temps += 1
         with self._write() as conn:

@@ -53,7 +53,7 @@ def build_job(daemon: Daemon, p: GenerateParams, priority: Priority) -> Job:
 def submit(daemon: Daemon, p: GenerateParams, priority: Priority) -> dict[str, Any]:
     job = build_job(daemon, p, priority)
     reply = {"track_id": job.track_id, "seed": job.request.seed, "backend": job.request.backend}
-    track = daemon.store.get(job.track_id)
+    track = daemon.store.get(job.track_id, touch=True)  # a cache hit counts as use for LRU eviction
     if track is not None:
         daemon.dispatcher.after_response(
             lambda: daemon.notify("generation_complete", complete_payload(track, 0.0, cached=True))

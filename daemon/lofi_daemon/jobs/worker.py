@@ -4,6 +4,7 @@ stop this thread."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -34,6 +35,7 @@ class Worker:
         self.store = store
         self.notify = notify
         self.idle_unload_sec = idle_unload_sec
+        self.player: Any = None  # set by the daemon once playback exists; receives streamed audio
         self._stop = threading.Event()
         self._last_job_end = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="generation-worker", daemon=True)
@@ -94,7 +96,8 @@ class Worker:
                 job.percent = reporter.percent
 
             reporter = ProgressReporter(job.track_id, lambda p: self.notify("generation_progress", p))
-            audio = backend.generate(req, on_progress, job.cancel)
+            with self._stream_to_player(job, backend) as on_audio:
+                audio = backend.generate(req, on_progress, job.cancel, on_audio=on_audio)
             job.cancel.check()
             elapsed = time.monotonic() - started
             track = self.store.put(
@@ -123,6 +126,13 @@ class Worker:
             return
         log.info("job %s done in %.1f s -> %s", job.track_id, elapsed, track.path)
         self.notify("generation_complete", complete_payload(track, elapsed, cached=False))
+
+    def _stream_to_player(self, job: Job, backend: Backend) -> contextlib.AbstractContextManager:
+        """Play while generating when the backend can stream and the player wants it (auto-play)."""
+        if self.player is None or not getattr(backend, "streams_audio", False):
+            return contextlib.nullcontext(None)
+        req = job.request
+        return self.player.streaming(job.track_id, backend.sample_rate, backend.channels, req.duration_sec)
 
     def _error(self, job: Job, exc: LofiError) -> None:
         self.notify(

@@ -59,6 +59,7 @@ class MusicGenBackend:
     min_duration_sec = 5.0
     max_duration_sec = 120.0
     default_duration_sec = 30.0
+    streams_audio = True  # generate() can hand out final audio chunks while it runs (play while generating)
 
     def __init__(
         self,

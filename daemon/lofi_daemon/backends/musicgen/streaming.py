@@ -7,8 +7,8 @@ musicgen-small EnCodec (300 frames, docs/benchmarks.md): right context 0 → max
 right 1 → 9e-8; left 0 → 1.1e-2, left 3 → 3.9e-6, left 10 → 3.2e-7, left 50 → 9e-8 vs one-shot decode. The
 defaults (left 50, right 3) keep a margin for real weights, whose LSTM memory may be longer.
 
-The saved track is still one EnCodec pass over all frames at the end, so a track is bit-identical whether it
-was streamed or not; the chunks are for the player only.
+The saved track is still decoded at the end by `pipe.decode_track` (one EnCodec pass up to 30 s), so a track
+is bit-identical whether it was streamed or not; the chunks are for the player only.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def generate_streaming(
     if cancel is not None:
         cancel.check()
     t1 = time.perf_counter()
-    audio = pipe.decode(frames)[:want]
+    audio = pipe.decode_track(frames)[:want]
     timings["encodec_sec"] = time.perf_counter() - t1
     timings["total_sec"] = time.perf_counter() - t0
     return GenerationResult(frames=frames, audio=audio, timings=timings, windows=plan)

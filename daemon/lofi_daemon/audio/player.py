@@ -1,0 +1,692 @@
+"""The player: playlist, commands and notifications around the mixer and the sound device.
+
+Threads: RPC handlers and the generation worker call the command methods; the device callback only calls
+`Mixer.render`; a control thread (`poll`, every 50 ms) turns mixer events into notifications, keeps the next two
+tracks decoded and queued in the mixer, reports position (≤ 1/s), tells progress listeners (prefetch) where the
+track is, stops the device when nothing is audible and notices a device that went away. Lock order: player lock,
+then mixer lock; the callback takes only the mixer lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, Literal
+
+import numpy as np
+
+from ..errors import ErrorCode, LofiError
+from .mixer import DEFAULT_CROSSFADE_SEC, END_LOOP, END_STOP, Mixer, Source
+from .output import CHANNELS, DeviceOutput, Render
+from .resample import StreamResampler, to_channels, to_device
+
+log = logging.getLogger(__name__)
+
+Notify = Callable[[str, dict[str, Any]], None]
+LoopMode = Literal["off", "track", "playlist"]
+LOOP_MODES = ("off", "track", "playlist")
+POLL_SEC = 0.05
+POSITION_EVERY_SEC = 1.0
+IDLE_STOP_SEC = 0.5  # stop pulling from the device this long after the last audible sample
+UPCOMING = 2  # tracks decoded and queued ahead of the current one
+STREAM_SAFETY = 1.25  # margin on the predicted generation time before a streaming track may start
+STREAM_MIN_BUFFER_SEC = 0.5
+
+
+class TrackStream:
+    """A track that plays while it is being generated. The generator calls `push(chunk)` with audio at its own
+    rate ([frames, channels] float32), then `finish()`; `abort()` if generation fails or is cancelled.
+    Playback of it starts only once it can play through without running dry, judged from how fast audio has
+    been arriving (`can_start`)."""
+
+    def __init__(
+        self, player: Player, track_id: str, sample_rate: int, channels: int, duration_sec: float | None
+    ):
+        self.player = player
+        self.track_id = track_id
+        self.sample_rate = int(sample_rate)
+        self.duration_sec = duration_sec
+        self.source = Source(track_id, channels=CHANNELS)
+        self._resampler = StreamResampler(sample_rate, player.mixer.rate)
+        self.started = player.clock()
+        self.first_chunk_at: float | None = None
+        self.produced_sec = 0.0
+        self.aborted = False
+
+    def push(self, chunk: np.ndarray) -> None:
+        if self.aborted or self.source.complete:
+            return
+        chunk = chunk if chunk.ndim == 2 else chunk[:, None]
+        if self.first_chunk_at is None:
+            self.first_chunk_at = self.player.clock()
+        self.produced_sec += chunk.shape[0] / self.sample_rate
+        frames = self._resampler.push(chunk)
+        if frames.shape[0]:
+            self.source.push(to_channels(frames, CHANNELS))
+
+    def finish(self) -> None:
+        if self.aborted or self.source.complete:
+            return
+        tail = self._resampler.finish()
+        if tail.shape[0]:
+            self.source.push(to_channels(tail, CHANNELS))
+        self.source.finish()
+        self.player._stream_done(self)
+
+    def retarget(self, rate: int) -> None:
+        """The device rate changed: resample everything received so far for the new rate."""
+        received = self._resampler.received()
+        self._resampler = StreamResampler(self.sample_rate, rate)
+        source = Source(self.track_id, channels=CHANNELS)
+        if received is not None and received.shape[0]:
+            source.push(to_channels(self._resampler.push(received), CHANNELS))
+        if self.source.complete:
+            tail = self._resampler.finish()
+            if tail.shape[0]:
+                source.push(to_channels(tail, CHANNELS))
+            source.finish()
+        self.source = source
+
+    def abort(self) -> None:
+        self.aborted = True
+        self.source.finish()  # whatever is there plays out; nothing more is coming
+        self.player._stream_done(self)
+
+    def can_start(self, now: float | None = None) -> bool:
+        """True when playing from now on will not catch up with the generator (or it has finished)."""
+        if self.source.complete:
+            return self.source.length > 0
+        if self.first_chunk_at is None:
+            return False
+        buffered = self.source.length / self.player.mixer.rate
+        if buffered < STREAM_MIN_BUFFER_SEC:
+            return False
+        if not self.duration_sec:
+            return False  # unknown length: wait for the end
+        elapsed = max((now if now is not None else self.player.clock()) - self.started, 1e-6)
+        speed = self.produced_sec / elapsed  # audio seconds per wall second
+        remaining = max(self.duration_sec - self.produced_sec, 0.0)
+        if speed <= 0:
+            return False
+        # playing starts now; the generator is done after remaining/speed s; we reach its end of audio after
+        # `buffered + (generated meanwhile)` s: safe if buffered ≥ remaining * (1/speed - 1), with a margin
+        return buffered >= STREAM_SAFETY * remaining * max(1.0 / speed - 1.0, 0.0)
+
+
+class Player:
+    def __init__(
+        self,
+        store: Any,
+        notify: Notify,
+        *,
+        device: int | str | None = None,
+        volume: float = 0.3,
+        crossfade_sec: float = DEFAULT_CROSSFADE_SEC,
+        loop: LoopMode = "off",
+        auto_play: bool = True,
+        output_factory: Callable[[Render, int | str | None], Any] | None = None,
+        start_thread: bool = True,
+    ) -> None:
+        self.store = store
+        self.notify = notify
+        self.auto_play = auto_play
+        # play a track while it is generated (backends that stream); off = start when it is complete
+        self.stream_while_generating = True
+        self.loop: LoopMode = loop
+        factory = output_factory or (lambda render, dev: DeviceOutput(render, dev))
+        self.output = factory(self._render, device)
+        self.mixer = Mixer(self.output.probe_rate(), CHANNELS, volume=volume)
+        self.mixer.crossfade_sec = crossfade_sec
+        self.playlist: list[str] = []
+        self.index = -1  # playlist position of the current track (-1: none)
+        # True when more music is on its way (a generation queued/running, or prefetch on): at the end of the
+        # playlist the current track then repeats instead of stopping. The daemon sets this.
+        self.more_coming: Callable[[], bool] = lambda: False
+        # prefetch and others: fn(track_id, position_sec, duration_sec), called from the control thread
+        self.progress_listeners: list[Callable[[str, float, float], None]] = []
+        self.device_error: str | None = None
+        self._lock = threading.RLock()
+        self._sources: dict[str, Source] = {}
+        self._streams: dict[str, TrackStream] = {}
+        self.clock: Callable[[], float] = time.monotonic  # wall clock for stream pacing (tests simulate it)
+        self._autostart: str | None = None  # a stream to start as soon as it can
+        self._durations: dict[str, float] = {}
+        self._user_stopped = False
+        self._warned_repeat: str | None = None
+        self._last_position = 0.0
+        self._silent_since: float | None = None
+        self._stop_thread = threading.Event()
+        self._thread: threading.Thread | None = None
+        store.protect = self.protected_ids
+        if start_thread:
+            self._thread = threading.Thread(target=self._run, name="playback-control", daemon=True)
+            self._thread.start()
+
+    # ----------------------------------------------------------------------------------------- queries
+
+    def _render(self, out: np.ndarray) -> None:
+        self.mixer.render(out)
+
+    @property
+    def is_playing(self) -> bool:
+        return self.mixer.state == "playing"
+
+    def _duration(self, track_id: str | None) -> float | None:
+        if track_id is None:
+            return None
+        src = self._sources.get(track_id)
+        if src is not None and src.complete:
+            return src.length / self.mixer.rate
+        stream = self._streams.get(track_id)
+        if stream is not None and stream.duration_sec:
+            return float(stream.duration_sec)
+        return self._durations.get(track_id)
+
+    def state(self) -> dict[str, Any]:
+        with self._lock:  # a consistent snapshot (commands and the control step hold this lock)
+            return self._state()
+
+    def _state(self) -> dict[str, Any]:
+        m = self.mixer
+        tid = m.track_id
+        return {
+            "state": m.state,
+            "track_id": tid,
+            "position_sec": round(m.position_frames / m.rate, 3),
+            "duration_sec": self._duration(tid),
+            "volume": round(m.volume, 4),
+            "loop": self.loop,
+            "crossfade_sec": m.crossfade_sec,
+            "device_error": self.device_error,
+        }
+
+    def protected_ids(self) -> list[str]:
+        """Tracks the cache must not evict: the playlist and whatever is sounding."""
+        ids = list(self.playlist)
+        if self.mixer.track_id:
+            ids.append(self.mixer.track_id)
+        return ids
+
+    # ----------------------------------------------------------------------------------------- sources
+
+    def _load(self, track_id: str) -> Source:
+        src = self._sources.get(track_id)
+        if src is not None:
+            return src
+        if track_id in self._streams:
+            return self._streams[track_id].source
+        track = self.store.require(track_id)
+        samples, sr = self.store.read_audio(track_id)
+        src = Source(track_id, to_device(samples, sr, self.mixer.rate, CHANNELS))
+        self._sources[track_id] = src
+        self._durations[track_id] = track.duration_sec
+        return src
+
+    def _upcoming_ids(self) -> list[str]:
+        cur = self.mixer.track_id
+        if cur is None:
+            return []
+        if self.loop == "track":
+            return [cur] * UPCOMING
+        ids: list[str] = []
+        n = len(self.playlist)
+        i = self.index
+        for _ in range(UPCOMING):
+            i += 1
+            if i >= n:
+                if self.loop != "playlist" or n == 0:
+                    break
+                i = 0
+            ids.append(self.playlist[i])
+        return ids
+
+    def _refresh(self) -> None:
+        """Queue the next tracks in the mixer, set the end policy and drop decoded audio nobody needs."""
+        cur = self.mixer.track_id
+        if cur in self.playlist and not (
+            0 <= self.index < len(self.playlist) and self.playlist[self.index] == cur
+        ):
+            self.index = self.playlist.index(cur)  # the mixer moved on before its event was handled
+        wanted: list[Source] = []
+        for tid in self._upcoming_ids():
+            stream = self._streams.get(tid)
+            if stream is not None and not stream.can_start():
+                break  # not safe to move on to it yet: the current track repeats meanwhile
+            try:
+                wanted.append(self._load(tid))
+            except LofiError as e:
+                log.warning("cannot queue %s: %s", tid, e.message)
+                self._drop_from_playlist(tid)
+                return self._refresh()
+        if [s.track_id for s in wanted] != [s.track_id for s in self.mixer.upcoming] or any(
+            a is not b for a, b in zip(wanted, self.mixer.upcoming, strict=False)
+        ):
+            self.mixer.queue_next(*wanted)
+        policy = END_LOOP if (self.loop != "off" or self._streams or self._more_coming()) else END_STOP
+        if self.mixer.end_policy != policy:
+            self.mixer.end_policy = policy
+        keep = {s.track_id for s in wanted} | set(filter(None, [self.mixer.track_id, self._autostart]))
+        keep |= set(self._streams)
+        for tid in list(self._sources):
+            if tid not in keep:
+                del self._sources[tid]  # a fading voice keeps its own reference until it is done
+
+    def _more_coming(self) -> bool:
+        try:
+            return bool(self.more_coming())
+        except Exception:  # noqa: BLE001 - a hook must never break playback
+            log.exception("more_coming hook failed")
+            return False
+
+    def _drop_from_playlist(self, track_id: str) -> None:
+        if track_id in self.playlist:
+            i = self.playlist.index(track_id)
+            self.playlist.pop(i)
+            if i < self.index or (i == self.index and self.mixer.track_id != track_id):
+                self.index -= 1
+
+    # ----------------------------------------------------------------------------------------- device
+
+    def _ensure_output(self) -> None:
+        """Start pulling audio. On failure the mixer is paused (position kept) and AUDIO_DEVICE_ERROR raised."""
+        if self.output.failed.is_set() or self.device_error:
+            self.output.close()
+            self.output.reinitialise()
+        try:
+            self.output.start(self.mixer.rate)
+        except LofiError as e:
+            self.device_error = e.message
+            self.mixer.pause()
+            raise
+        self.device_error = None
+        self._silent_since = None
+
+    def _on_device_failure(self) -> None:
+        message = self.output.error or "the audio device failed"
+        self.output.close()
+        tid = self.mixer.track_id
+        paused = self.mixer.pause()
+        self.device_error = message
+        if paused and tid:
+            self.notify("playback_paused", {"track_id": tid, "position_sec": self.state()["position_sec"]})
+        self.notify(
+            "log",
+            {
+                "level": "error",
+                "message": f"{message}; playback paused (AUDIO_DEVICE_ERROR)",
+                "error_code": ErrorCode.AUDIO_DEVICE_ERROR.name,
+            },
+        )
+
+    def devices(self) -> dict[str, Any]:
+        with self._lock:
+            return {"devices": self.output.devices(), "current": self.output.name}
+
+    def set_device(self, device: int | str | None) -> dict[str, Any]:
+        """Switch output device; playback carries on where it was (resampled if the rate differs)."""
+        with self._lock:
+            was_open = self.output.is_open
+            self.output.close()
+            self.output.reinitialise()
+            old_device = self.output.device
+            self.output.device = device
+            try:
+                info = self.output.resolve(device)
+            except LofiError:
+                self.output.device = old_device
+                raise
+            rate = int(info["default_samplerate"]) or self.mixer.rate
+            if rate != self.mixer.rate:
+                self._rebuild_mixer(rate)
+            self.device_error = None
+            if was_open and self.mixer.audible:
+                self._ensure_output()
+            return {"device": info["name"], "index": int(info["index"]), "sample_rate": rate, **self.state()}
+
+    def _rebuild_mixer(self, rate: int) -> None:
+        old = self.mixer
+        tid, pos_sec, paused = old.track_id, old.position_frames / old.rate, old.state == "paused"
+        new = Mixer(rate, CHANNELS, volume=old.volume)
+        new.crossfade_sec = old.crossfade_sec
+        self._sources.clear()  # decoded at the old rate
+        self.mixer = new  # before loading: sources are resampled to self.mixer.rate
+        for stream in self._streams.values():
+            stream.retarget(rate)
+        if tid is not None:
+            src = self._load(tid)
+            new.play(src, crossfade=False)
+            new.seek(int(pos_sec * rate))
+            new.events.clear()
+            if paused:
+                new.pause()
+        self._refresh()
+
+    # ---------------------------------------------------------------------------------------- commands
+
+    def play(self, track_id: str | None = None) -> dict[str, Any]:
+        with self._lock:
+            self._user_stopped = False
+            if track_id is None:
+                if self.mixer.state == "paused":
+                    return self.resume()
+                if self.mixer.state == "playing":
+                    return self.state()
+                track_id = self._pick_start()
+            if track_id not in self._streams:  # a track still being generated is not in the cache yet
+                self.store.require(track_id)
+            if track_id in self.playlist:
+                self.index = self.playlist.index(track_id)
+            else:
+                self.index += 1
+                self.playlist.insert(self.index, track_id)
+            src = self._load(track_id)
+            self.mixer.play(src, crossfade=self.mixer.state == "playing")
+            self._refresh()
+            self._ensure_output()
+            return self.state()
+
+    def _pick_start(self) -> str:
+        if self.playlist:
+            return self.playlist[self.index] if 0 <= self.index < len(self.playlist) else self.playlist[0]
+        recent = self.store.list(limit=1, sort="created")
+        if not recent:
+            raise LofiError(
+                ErrorCode.TRACK_NOT_FOUND, "nothing to play: the cache is empty; generate a track first"
+            )
+        return recent[0].track_id
+
+    def pause(self) -> dict[str, Any]:
+        with self._lock:
+            if self.mixer.pause():
+                self.notify("playback_paused", {"track_id": self.mixer.track_id, **self._pos()})
+            return self.state()
+
+    def resume(self) -> dict[str, Any]:
+        with self._lock:
+            if self.mixer.state == "stopped":
+                return self.play()
+            resumed = self.mixer.resume()
+            self._ensure_output()
+            if resumed:
+                self.notify("playback_resumed", {"track_id": self.mixer.track_id, **self._pos()})
+            return self.state()
+
+    def toggle(self) -> dict[str, Any]:
+        with self._lock:
+            return self.pause() if self.mixer.state == "playing" else self.play()
+
+    def stop(self) -> dict[str, Any]:
+        with self._lock:
+            self._user_stopped = True
+            self.mixer.stop()
+            self.index = -1  # the next `play` starts the playlist from the top
+            self._poll_events()
+            return self.state()
+
+    def skip(self) -> dict[str, Any]:
+        with self._lock:
+            if self.mixer.track_id is None:
+                raise LofiError(ErrorCode.TRACK_NOT_FOUND, "nothing is playing")
+            self._refresh()
+            if not self.mixer.skip():
+                raise LofiError(ErrorCode.TRACK_NOT_FOUND, "no next track: the playlist ends here")
+            if self.mixer.state == "playing":
+                self._ensure_output()
+            self._poll_events()
+            return self.state()
+
+    def seek(self, position_sec: float) -> dict[str, Any]:
+        with self._lock:
+            if self.mixer.track_id is None:
+                raise LofiError(ErrorCode.TRACK_NOT_FOUND, "nothing is playing")
+            self.mixer.seek(int(round(position_sec * self.mixer.rate)))
+            return self.state()
+
+    def set_volume(self, level: float | None = None) -> dict[str, Any]:
+        if level is not None:
+            self.mixer.set_volume(level)
+        return self.state()
+
+    def set_loop(self, mode: LoopMode) -> dict[str, Any]:
+        if mode not in LOOP_MODES:
+            raise LofiError(ErrorCode.INVALID_PARAMS, f"loop must be one of {LOOP_MODES}")
+        with self._lock:
+            self.loop = mode
+            self._refresh()
+            return self.state()
+
+    def set_crossfade(self, seconds: float) -> dict[str, Any]:
+        self.mixer.set_crossfade(seconds)
+        return self.state()
+
+    def _pos(self) -> dict[str, Any]:
+        s = self.state()
+        return {"position_sec": s["position_sec"]}
+
+    # ---------------------------------------------------------------------------------------- playlist
+
+    def playlist_get(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "tracks": list(self.playlist),
+                "current_index": self.index if self.mixer.track_id else None,
+                "loop": self.loop,
+            }
+
+    def playlist_add(self, track_id: str, position: int | None = None) -> dict[str, Any]:
+        with self._lock:
+            if track_id not in self._streams:
+                self.store.require(track_id)
+            if track_id in self.playlist:
+                self._drop_from_playlist(track_id)
+            pos = len(self.playlist) if position is None else max(0, min(int(position), len(self.playlist)))
+            self.playlist.insert(pos, track_id)
+            if pos <= self.index:
+                self.index += 1
+            self._refresh()
+            return self.playlist_get()
+
+    def playlist_remove(self, track_id: str) -> dict[str, Any]:
+        with self._lock:
+            if track_id not in self.playlist:
+                raise LofiError(ErrorCode.TRACK_NOT_FOUND, f"track {track_id} is not in the playlist")
+            self._drop_from_playlist(track_id)
+            self._refresh()
+            return self.playlist_get()
+
+    def playlist_clear(self) -> dict[str, Any]:
+        """Empty the playlist; the track playing keeps playing (as the only entry)."""
+        with self._lock:
+            cur = self.mixer.track_id
+            self.playlist = [cur] if cur else []
+            self.index = 0 if cur else -1
+            self._refresh()
+            return self.playlist_get()
+
+    # ------------------------------------------------------------------------------ daemon integration
+
+    def on_generation_started(self, params: dict[str, Any]) -> None:
+        """Subscriber of `generation_started`: a user's generate re-arms auto-play after a stop."""
+        if params.get("priority") != "prefetch":
+            self._user_stopped = False
+
+    def stream(
+        self, track_id: str, sample_rate: int, channels: int, duration_sec: float | None = None
+    ) -> TrackStream | None:
+        """Play a track while it is generated (auto-play only; None when auto-play is off). It joins the
+        playlist now and starts (or is crossfaded into) as soon as it can play through without a gap."""
+        if not (self.auto_play and self.stream_while_generating):
+            return None
+        with self._lock:
+            stream = TrackStream(self, track_id, sample_rate, channels, duration_sec)
+            self._streams[track_id] = stream
+            if track_id not in self.playlist:
+                self.playlist.append(track_id)
+            if self.mixer.state == "stopped" and not self._user_stopped:
+                self._autostart = track_id
+            self._refresh()
+            return stream
+
+    @contextmanager
+    def streaming(
+        self, track_id: str, sample_rate: int, channels: int, duration_sec: float | None = None
+    ) -> Iterator[Callable[[np.ndarray], None] | None]:
+        """For the generation worker: `with player.streaming(id, rate, ch, dur) as on_audio:
+        backend.generate(..., on_audio=on_audio)`. Yields the chunk callback (None when auto-play is off);
+        finishes the stream when the block ends normally, aborts it on any exception (cancel, failure)."""
+        stream = self.stream(track_id, sample_rate, channels, duration_sec)
+        try:
+            yield stream.push if stream is not None else None
+        except BaseException:
+            if stream is not None:
+                stream.abort()
+            raise
+        if stream is not None:
+            stream.finish()
+
+    def _stream_done(self, stream: TrackStream) -> None:
+        with self._lock:
+            if self._streams.get(stream.track_id) is not stream:
+                return
+            del self._streams[stream.track_id]
+            if stream.source.length and not stream.aborted:
+                self._sources[stream.track_id] = stream.source  # the same audio the cache now holds
+            if stream.aborted and self.mixer.track_id != stream.track_id:
+                self._drop_from_playlist(stream.track_id)
+            if self._autostart == stream.track_id and stream.aborted:
+                self._autostart = None
+            self._refresh()
+
+    def _start_pending_stream(self) -> None:
+        tid = self._autostart
+        if tid is None:
+            return
+        stream = self._streams.get(tid)
+        if self.mixer.state != "stopped" or self._user_stopped:
+            self._autostart = None
+            return
+        if stream is None:  # finished before it could start: it is a normal cached track now
+            self._autostart = None
+            if tid in self._sources:
+                self._play_source(tid, self._sources[tid])
+            return
+        if stream.can_start():
+            self._autostart = None
+            self._play_source(tid, stream.source)
+
+    def _play_source(self, track_id: str, src: Source) -> None:
+        if track_id in self.playlist:
+            self.index = self.playlist.index(track_id)
+        self.mixer.play(src, crossfade=False)
+        self._refresh()
+        try:
+            self._ensure_output()
+        except LofiError as e:
+            self.notify("log", {"level": "warning", "message": f"cannot play {track_id}: {e.message}"})
+
+    def on_generation_complete(self, params: dict[str, Any]) -> None:
+        """Subscriber of `generation_complete`: auto-play adds the track to the playlist (and starts it when
+        nothing is playing, unless the user stopped playback since)."""
+        if not self.auto_play:
+            return
+        tid = params["track_id"]
+        with self._lock:
+            if tid in self._streams or self.mixer.track_id == tid or self._autostart == tid:
+                return  # streamed: already in the playlist (and maybe playing)
+            try:
+                if tid not in self.playlist:
+                    self.playlist_add(tid)
+                if self.mixer.state == "stopped" and not self._user_stopped:
+                    self.play(tid)
+            except LofiError as e:
+                self.notify("log", {"level": "warning", "message": f"auto-play of {tid} failed: {e.message}"})
+
+    # --------------------------------------------------------------------------------- control loop
+
+    def _run(self) -> None:
+        while not self._stop_thread.wait(POLL_SEC):
+            try:
+                self.poll()
+            except Exception:  # noqa: BLE001 - the control loop must survive anything
+                log.exception("playback control step failed")
+
+    def _poll_events(self) -> bool:
+        """Turn mixer events into notifications. True if the current track changed."""
+        changed = False
+        while self.mixer.events:
+            ev = self.mixer.events.popleft()
+            kind, tid = ev[0], ev[1]
+            if kind == "started":
+                changed = True
+                if tid in self.playlist:
+                    self.index = self.playlist.index(tid)
+                self._warned_repeat = None
+                self._last_position = 0.0
+                self.notify("playback_started", {"track_id": tid, "duration_sec": self._duration(tid)})
+                try:
+                    self.store.mark_played(tid)
+                except LofiError as e:
+                    log.warning("could not record play of %s: %s", tid, e.message)
+            elif kind == "ended":
+                changed = True
+                self.notify("playback_ended", {"track_id": tid, "reason": ev[2]})
+            elif kind == "looped":
+                changed = True
+                if self.loop == "off" and self._warned_repeat != tid:
+                    self._warned_repeat = tid
+                    self.notify(
+                        "log",
+                        {
+                            "level": "warning",
+                            "message": "the next track is not ready yet; repeating the current one",
+                        },
+                    )
+        return changed
+
+    def poll(self) -> None:
+        """One control step (the control thread calls this every 50 ms; tests may call it directly)."""
+        listeners: list[tuple[Callable[[str, float, float], None], tuple[str, float, float]]] = []
+        with self._lock:
+            if self.output.failed.is_set() and self.device_error is None:
+                self._on_device_failure()
+            self._start_pending_stream()
+            if self._poll_events() or self.mixer.track_id:
+                self._refresh()
+            tid = self.mixer.track_id
+            now = time.monotonic()
+            if tid is not None and self.mixer.state == "playing":
+                pos = self.mixer.position_frames / self.mixer.rate
+                dur = self._duration(tid) or 0.0
+                if now - self._last_position >= POSITION_EVERY_SEC:
+                    self._last_position = now
+                    self.notify(
+                        "playback_position",
+                        {"track_id": tid, "position_sec": round(pos, 3), "duration_sec": dur},
+                    )
+                listeners = [(fn, (tid, pos, dur)) for fn in self.progress_listeners]
+            # stop pulling from the device once nothing has been audible for a while (counted in rendered audio,
+            # which is what the device consumed)
+            rendered = self.mixer.frames_rendered
+            if self.mixer.audible:
+                self._silent_since = None
+            elif self.output.active:
+                if self._silent_since is None:
+                    self._silent_since = rendered
+                elif rendered - self._silent_since >= IDLE_STOP_SEC * self.mixer.rate:
+                    self.output.stop()
+        for fn, args in listeners:
+            try:
+                fn(*args)
+            except Exception:  # noqa: BLE001
+                log.exception("playback progress listener failed")
+
+    def close(self) -> None:
+        self._stop_thread.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(1.0)
+        with self._lock:
+            self.mixer.stop()
+            self.output.close()

@@ -1,0 +1,288 @@
+-- :Lofi {subcommand} [args]: dispatch and context-aware completion.
+local M = {}
+
+local function lofi()
+  return require("lofi")
+end
+
+local function known_track_ids()
+  local ids, seen = {}, {}
+  local state = require("lofi.state").current
+  local client = require("lofi.client")
+  -- Ask the running daemon (briefly) for recent ids; never start the daemon just to complete.
+  if client.is_ready() then
+    local err, res = client.request_sync("cache_list", { limit = 50, sort = "created" }, 300)
+    if not err and res then
+      for _, t in ipairs(res.tracks or {}) do
+        require("lofi.state").remember_track(t)
+        if not seen[t.track_id] then
+          seen[t.track_id] = true
+          ids[#ids + 1] = t.track_id
+        end
+      end
+    end
+  end
+  for id in pairs(state.tracks) do
+    if not seen[id] then
+      seen[id] = true
+      ids[#ids + 1] = id
+    end
+  end
+  return ids
+end
+
+local function generating_ids()
+  local ids = {}
+  for id in pairs(require("lofi.state").current.generating) do
+    ids[#ids + 1] = id
+  end
+  table.sort(ids)
+  return ids
+end
+
+local BUILTIN_BACKENDS = { "musicgen", "ace_step" }
+
+-- Backend names: what the running daemon announced in `initialize`, else the built-in ones.
+local function backends()
+  local info = require("lofi.client").server_info()
+  local names = {}
+  for _, b in ipairs(info and info.backends or {}) do
+    if type(b) == "table" and b.name then
+      names[#names + 1] = b.name
+    end
+  end
+  return #names > 0 and names or BUILTIN_BACKENDS
+end
+
+local function presets()
+  return require("lofi.config").get().prefetch.presets
+end
+
+local function generate_complete(arglead)
+  local key = arglead:match("^([%w_]+)=")
+  if key == "backend" then
+    return vim.tbl_map(function(b)
+      return "backend=" .. b
+    end, backends())
+  elseif key == "priority" then
+    return { "priority=high", "priority=normal" }
+  elseif key == "scheduler" then
+    return { "scheduler=euler", "scheduler=heun", "scheduler=pingpong" }
+  end
+  local out = {}
+  for k in pairs(require("lofi.format").GENERATE_KEYS) do
+    out[#out + 1] = k .. "="
+  end
+  table.sort(out)
+  -- Preset prompts (quoted words aren't a thing in :command args, so offer them as-is).
+  vim.list_extend(out, presets())
+  return out
+end
+
+---@class lofi.Subcommand
+---@field run fun(args: string[], opts: table)
+---@field complete? fun(arglead: string, args: string[]): string[]
+---@field desc string
+
+---@type table<string, lofi.Subcommand>
+M.subcommands = {
+  generate = {
+    desc = "generate [prompt] [duration=N seed=N backend=NAME priority=high]",
+    run = function(args)
+      lofi().generate(require("lofi.format").parse_generate_args(args))
+    end,
+    complete = generate_complete,
+  },
+  play = {
+    desc = "play [track_id]",
+    run = function(args)
+      lofi().play(args[1])
+    end,
+    complete = known_track_ids,
+  },
+  pause = {
+    desc = "pause playback",
+    run = function()
+      lofi().pause()
+    end,
+  },
+  resume = {
+    desc = "resume playback",
+    run = function()
+      lofi().resume()
+    end,
+  },
+  toggle = {
+    desc = "toggle play/pause",
+    run = function()
+      lofi().toggle()
+    end,
+  },
+  stop = {
+    desc = "stop playback",
+    run = function()
+      lofi().stop()
+    end,
+  },
+  skip = {
+    desc = "next track",
+    run = function()
+      lofi().skip()
+    end,
+  },
+  seek = {
+    desc = "seek SECONDS|+N|-N|M:SS",
+    run = function(args)
+      lofi().seek(args[1])
+    end,
+    complete = function()
+      return { "0", "+10", "-10" }
+    end,
+  },
+  volume = {
+    desc = "volume [0-100|+N|-N]",
+    run = function(args)
+      lofi().volume(args[1])
+    end,
+    complete = function()
+      return { "+10", "-10", "0", "30", "50", "100" }
+    end,
+  },
+  cancel = {
+    desc = "cancel [track_id]",
+    run = function(args)
+      lofi().cancel(args[1])
+    end,
+    complete = generating_ids,
+  },
+  queue = {
+    desc = "show the generation queue",
+    run = function()
+      lofi().queue()
+    end,
+  },
+  tracks = {
+    desc = "browse cached tracks",
+    run = function()
+      lofi().tracks()
+    end,
+  },
+  prompts = {
+    desc = "browse prompts",
+    run = function()
+      lofi().prompts()
+    end,
+  },
+  status = {
+    desc = "daemon and playback status",
+    run = function()
+      lofi().status()
+    end,
+  },
+  models = {
+    desc = "list backends and whether their models are installed",
+    run = function()
+      lofi().models()
+    end,
+  },
+  download = {
+    desc = "download <backend>",
+    run = function(args)
+      lofi().download(args[1])
+    end,
+    complete = backends,
+  },
+  cache = {
+    desc = "cache clear|stats",
+    run = function(args)
+      if args[1] == "clear" then
+        lofi().cache_clear()
+      elseif args[1] == "stats" or args[1] == nil then
+        lofi().cache_stats()
+      else
+        require("lofi.ui").error("cache: expected clear or stats, got " .. args[1])
+      end
+    end,
+    complete = function()
+      return { "clear", "stats" }
+    end,
+  },
+  log = {
+    desc = "open the daemon log",
+    run = function()
+      lofi().log()
+    end,
+  },
+  daemon = {
+    desc = "daemon start|stop|restart",
+    run = function(args)
+      local fn = ({ start = "daemon_start", stop = "daemon_stop", restart = "daemon_restart" })[args[1] or ""]
+      if not fn then
+        return require("lofi.ui").error("daemon: expected start, stop or restart")
+      end
+      lofi()[fn]()
+    end,
+    complete = function()
+      return { "start", "stop", "restart" }
+    end,
+  },
+  health = {
+    desc = "run :checkhealth lofi",
+    run = function()
+      lofi().health()
+    end,
+  },
+}
+
+function M.names()
+  local names = vim.tbl_keys(M.subcommands)
+  table.sort(names)
+  return names
+end
+
+---@param opts table the user-command callback's argument
+function M.run(opts)
+  local args = opts.fargs or {}
+  if #args == 0 then
+    return lofi().toggle()
+  end
+  local name = table.remove(args, 1)
+  local sub = M.subcommands[name]
+  if not sub then
+    return require("lofi.ui").error(
+      string.format("unknown subcommand `%s`; expected one of: %s", name, table.concat(M.names(), ", "))
+    )
+  end
+  sub.run(args, opts)
+end
+
+local function filter(items, arglead)
+  return vim.tbl_filter(function(s)
+    return vim.startswith(s, arglead)
+  end, items)
+end
+
+--- Completion for :Lofi: subcommands first, then the subcommand's own candidates.
+function M.complete(arglead, cmdline, _cursorpos)
+  -- Words before the one being completed (drop the command name itself, possibly abbreviated: ":Lo").
+  local words = vim.split(cmdline, "%s+", { trimempty = true })
+  table.remove(words, 1)
+  if arglead ~= "" then
+    table.remove(words)
+  end
+  if #words == 0 then
+    return filter(M.names(), arglead)
+  end
+  local sub = M.subcommands[words[1]]
+  if not sub or not sub.complete then
+    return {}
+  end
+  -- Subcommands with a single argument complete only that argument.
+  if words[1] ~= "generate" and #words > 1 then
+    return {}
+  end
+  local args = vim.list_slice(words, 2)
+  return filter(sub.complete(arglead, args), arglead)
+end
+
+return M

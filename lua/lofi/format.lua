@@ -1,0 +1,116 @@
+-- Pure helpers: parsing :Lofi generate arguments and formatting daemon replies into lines.
+local M = {}
+
+local state = require("lofi.state")
+
+-- `key=value` words of :Lofi generate, and the generate parameter each one sets.
+local GENERATE_KEYS = {
+  duration = "duration_sec",
+  duration_sec = "duration_sec",
+  seed = "seed",
+  backend = "backend",
+  priority = "priority",
+  steps = "inference_steps",
+  guidance = "guidance_scale",
+  scheduler = "scheduler",
+  top_k = "top_k",
+  temperature = "temperature",
+  lora = "lora",
+}
+M.GENERATE_KEYS = GENERATE_KEYS
+
+--- Split words into generate params (known `key=value` words; numbers become numbers) and the prompt (the rest).
+---@param words string[]
+---@return table
+function M.parse_generate_args(words)
+  local opts, prompt = {}, {}
+  for _, w in ipairs(words) do
+    local k, v = w:match("^([%w_]+)=(.+)$")
+    if k and GENERATE_KEYS[k] then
+      opts[GENERATE_KEYS[k]] = tonumber(v) or v
+    else
+      prompt[#prompt + 1] = w
+    end
+  end
+  if #prompt > 0 then
+    opts.prompt = table.concat(prompt, " ")
+  end
+  return opts
+end
+
+--- Lines describing the queue (pure; used by :Lofi queue).
+function M.queue(q)
+  local lines = {}
+  if q.running then
+    lines[#lines + 1] = string.format(
+      "▶ %s  %3d%%  %s  [%s]",
+      q.running.track_id,
+      math.floor(q.running.percent or 0),
+      q.running.prompt or "",
+      q.running.backend or ""
+    )
+  end
+  for _, w in ipairs(q.waiting or {}) do
+    lines[#lines + 1] = string.format(
+      "%d. %s  %s  [%s, %s]",
+      w.position or 0,
+      w.track_id,
+      w.prompt or "",
+      w.backend or "",
+      w.priority or ""
+    )
+  end
+  if #lines == 0 then
+    lines[1] = "the queue is empty"
+  end
+  return lines
+end
+
+function M.status(st)
+  local pb = st.playback or {}
+  local q = st.queue or {}
+  return {
+    string.format(
+      "daemon %s (pid %s, up %s)",
+      st.version or "?",
+      st.pid or "?",
+      state.format_time(st.uptime_sec)
+    ),
+    pb.track_id and string.format(
+      "playback: %s %s %s/%s, volume %d%%",
+      pb.state,
+      pb.track_id,
+      state.format_time(pb.position_sec),
+      state.format_time(pb.duration_sec),
+      math.floor((tonumber(pb.volume) or 0) * 100 + 0.5)
+    ) or ("playback: " .. tostring(pb.state or "stopped")),
+    string.format(
+      "queue: %s running, %d waiting",
+      (q.running and q.running ~= vim.NIL) and "1" or "0",
+      type(q.waiting) == "table" and #q.waiting or tonumber(q.waiting) or 0
+    ),
+    "model: " .. tostring(st.loaded_backend or "none loaded"),
+    "log: " .. tostring(st.log_file or "?"),
+    "cache: " .. tostring(st.cache_dir or "?"),
+  }
+end
+
+function M.backends(res)
+  local lines = {}
+  for _, b in ipairs(res.backends or {}) do
+    lines[#lines + 1] = string.format(
+      "%s %s (%s)%s  %s-%ss @ %s Hz%s",
+      b.installed and "✓" or "✗",
+      b.name,
+      b.display_name or b.name,
+      b.name == res.default_backend and " [default]" or "",
+      b.min_duration_sec or "?",
+      b.max_duration_sec or "?",
+      b.sample_rate or "?",
+      b.installed and "" or ("  — :Lofi download " .. b.name)
+    )
+  end
+  return lines
+end
+
+return M

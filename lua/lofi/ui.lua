@@ -1,0 +1,151 @@
+-- Messages and progress. Everything goes through vim.notify (scheduled, prefixed "lofi: "), so nvim-notify,
+-- snacks, mini.notify or fidget pick it up; progress replaces itself in place when the notifier supports it.
+local M = {}
+
+local uv = vim.uv or vim.loop
+local levels = vim.log.levels
+
+local function cfg()
+  return require("lofi.config").get()
+end
+
+--- Notify, scheduled (some notifiers fail when called from fast contexts or a statusline).
+---@param msg string
+---@param level? integer
+---@param opts? table
+function M.notify(msg, level, opts)
+  level = level or levels.INFO
+  if level < levels.WARN and not cfg().ui.notify then
+    return
+  end
+  vim.schedule(function()
+    vim.notify("lofi: " .. msg, level, vim.tbl_extend("keep", opts or {}, { title = "lofi" }))
+  end)
+end
+
+local recent = {} -- message -> uv.now() when last shown
+
+--- Notify, unless the same message was shown less than `interval_ms` ago (daemon warnings can repeat).
+function M.notify_once_in(msg, level, interval_ms)
+  local now = uv.now()
+  if recent[msg] and now - recent[msg] < interval_ms then
+    return
+  end
+  recent[msg] = now
+  M.notify(msg, level)
+end
+
+function M.error(msg)
+  M.notify(msg, levels.ERROR)
+end
+
+function M.warn(msg)
+  M.notify(msg, levels.WARN)
+end
+
+--- Turn a JSON-RPC error object into one readable line (plus the daemon's hint when it sends one).
+---@param err table|string
+---@return string
+function M.format_error(err)
+  if type(err) ~= "table" then
+    return tostring(err)
+  end
+  local data = type(err.data) == "table" and err.data or {}
+  local msg = tostring(err.message or "unknown error")
+  if data.error_code then
+    msg = msg .. " (" .. data.error_code .. ")"
+  end
+  if data.error_code == "BACKEND_NOT_INSTALLED" and data.backend then
+    msg = msg .. string.format("\nRun :Lofi download %s to install it.", data.backend)
+  elseif type(data.hint) == "string" then
+    msg = msg .. "\n" .. data.hint
+  end
+  return msg
+end
+
+--- Does the current vim.notify replace notifications in place? Neovim's own one only echoes.
+local function notifier_replaces()
+  local info = debug.getinfo(vim.notify, "S")
+  return not (info and info.source and info.source:find("vim/_editor.lua", 1, true))
+end
+
+--- Show a few lines of information (:Lofi status, queue, models): through the notifier when it is a real one
+--- (nvim-notify, snacks, mini...), else in a small float closed with q or <Esc> (a multi-line echo would
+--- stop at a hit-enter prompt).
+---@param title string
+---@param lines string[]
+function M.show_lines(title, lines)
+  if notifier_replaces() then
+    -- Asked for explicitly, so shown even with ui.notify = false.
+    return vim.schedule(function()
+      vim.notify("lofi: " .. title .. "\n" .. table.concat(lines, "\n"), levels.INFO, { title = "lofi" })
+    end)
+  end
+  vim.schedule(function()
+    local buf = vim.api.nvim_create_buf(false, true)
+    vim.api.nvim_buf_set_lines(buf, 0, -1, false, lines)
+    vim.bo[buf].modifiable = false
+    vim.bo[buf].bufhidden = "wipe"
+    vim.bo[buf].filetype = "lofi"
+    local width = #title + 4
+    for _, l in ipairs(lines) do
+      width = math.max(width, vim.fn.strdisplaywidth(l))
+    end
+    width = math.min(width + 2, math.max(20, vim.o.columns - 4))
+    local height = math.min(#lines, math.max(1, vim.o.lines - 6))
+    local win = vim.api.nvim_open_win(buf, true, {
+      relative = "editor",
+      width = width,
+      height = height,
+      row = math.floor((vim.o.lines - height) / 2) - 1,
+      col = math.floor((vim.o.columns - width) / 2),
+      style = "minimal",
+      border = "rounded",
+      title = " lofi " .. title .. " ",
+      title_pos = "center",
+    })
+    for _, key in ipairs({ "q", "<Esc>" }) do
+      vim.keymap.set("n", key, function()
+        pcall(vim.api.nvim_win_close, win, true)
+      end, { buffer = buf, nowait = true, desc = "close" })
+    end
+  end)
+end
+
+local progress = { record = nil, last = 0, key = nil }
+
+--- Show progress of a job (`key` identifies it; done=true ends it).
+---@param key string
+---@param text string
+---@param done? boolean
+function M.progress(key, text, done)
+  local mode = cfg().ui.progress
+  if mode == "none" then
+    return
+  end
+  local now = uv.now()
+  if not done and progress.key == key and now - progress.last < cfg().ui.progress_interval_ms then
+    return -- throttled
+  end
+  progress.last = now
+  progress.key = key
+  if mode == "cmdline" or not notifier_replaces() then
+    vim.schedule(function()
+      -- Progress stays out of :messages so it never floods it; the final line is kept.
+      vim.api.nvim_echo({ { "lofi: " .. text } }, done == true, {})
+    end)
+    return
+  end
+  vim.schedule(function()
+    local ok, rec = pcall(vim.notify, "lofi: " .. text, levels.INFO, {
+      title = "lofi",
+      id = "lofi_progress", -- snacks.nvim / mini.notify style
+      replace = progress.record, -- nvim-notify style
+      hide_from_history = not done,
+      timeout = done and 3000 or false,
+    })
+    progress.record = (ok and not done) and rec or nil
+  end)
+end
+
+return M

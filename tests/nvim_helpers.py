@@ -1,0 +1,133 @@
+"""Helpers for the Neovim plugin tests: find a real nvim binary and drive it headless through pynvim."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.nvim_path import nvim_binary
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTS = ROOT / "tests"
+
+
+def require_nvim() -> str:
+    nvim = nvim_binary()
+    if not nvim:
+        pytest.skip("no nvim binary (set LOFI_TEST_NVIM)")
+    pytest.importorskip("pynvim")
+    return nvim
+
+
+def daemon_env(tmp_path: Path) -> dict[str, str]:
+    """Environment for a real daemon spawned by the plugin: this checkout's code, isolated dirs."""
+    return {
+        "PYTHONPATH": str(ROOT / "daemon"),
+        "LOFI_CACHE_DIR": str(tmp_path / "cache"),
+        "LOFI_LOG_DIR": str(tmp_path / "log"),
+    }
+
+
+def real_daemon_cmd() -> list[str]:
+    return [sys.executable, "-m", "lofi_daemon"]
+
+
+def fake_daemon_cmd(*args: str) -> list[str]:
+    return [sys.executable, str(TESTS / "fake_lofi_daemon.py"), *args]
+
+
+@contextmanager
+def embedded_nvim(tmp_path: Path, env: dict[str, str] | None = None) -> Iterator[Any]:
+    """A fresh `nvim --clean --embed --headless` with this checkout first on 'runtimepath'."""
+    import pynvim
+
+    nvim_bin = require_nvim()
+    xdg = tmp_path / "xdg"
+    child_env = {
+        "XDG_CONFIG_HOME": str(xdg / "config"),
+        "XDG_DATA_HOME": str(xdg / "data"),
+        "XDG_STATE_HOME": str(xdg / "state"),
+        "XDG_CACHE_HOME": str(xdg / "cache"),
+        **(env or {}),
+    }
+    argv = ["env", *(f"{k}={v}" for k, v in child_env.items())]
+    argv += [nvim_bin, "--clean", "--embed", "--headless", "--cmd", f"set rtp^={ROOT}"]
+    nvim = pynvim.attach("child", argv=argv)
+    try:
+        nvim.command("set columns=200 lines=50")
+        yield nvim
+    finally:
+        try:
+            # Stop the daemon the way VimLeavePre would, then quit.
+            nvim.exec_lua(
+                "if package.loaded['lofi.client'] then require('lofi.client').stop({wait_ms = 2000}) end"
+            )
+            nvim.command("qa!")
+        except Exception:
+            pass
+        try:
+            nvim.close()
+        except Exception:
+            pass
+
+
+def configure(nvim: Any, cfg: dict[str, Any]) -> None:
+    """Set vim.g.lofi (the plugin reads it lazily on first use)."""
+    nvim.exec_lua("vim.g.lofi = ...", cfg)
+
+
+def wait_for(nvim: Any, lua_expr: str, timeout: float = 20.0, *args: Any) -> Any:
+    """Poll a Lua expression (`return ...`) inside nvim until it is truthy; return its value."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = nvim.exec_lua(lua_expr, *args)
+        if last:
+            return last
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for: {lua_expr} (last value {last!r})")
+
+
+def poll(fn: Callable[[], Any], timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = fn()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+# Lua snippet installed by tests: records every lofi User event and every vim.notify call.
+RECORDER = r"""
+_G.lofi_events = {}
+_G.lofi_notes = {}
+vim.api.nvim_create_autocmd("User", {
+  pattern = "Lofi*",
+  callback = function(ev)
+    table.insert(_G.lofi_events, { name = ev.match, data = ev.data })
+  end,
+})
+vim.notify = function(msg, level, opts)
+  table.insert(_G.lofi_notes, { msg = msg, level = level or vim.log.levels.INFO })
+end
+"""
+
+
+def install_recorder(nvim: Any) -> None:
+    nvim.exec_lua(RECORDER)
+
+
+def events(nvim: Any, name: str | None = None) -> list[dict[str, Any]]:
+    evs = nvim.exec_lua("return _G.lofi_events")
+    return [e for e in evs if name is None or e["name"] == name]
+
+
+def notes(nvim: Any, min_level: int = 0) -> list[str]:
+    return [n["msg"] for n in nvim.exec_lua("return _G.lofi_notes") if n["level"] >= min_level]

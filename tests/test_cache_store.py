@@ -1,0 +1,245 @@
+"""The track cache in one process: metadata, formats, listing, LRU eviction, favourites, repair and rebuild."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+from lofi_daemon.cache import store as store_mod
+from lofi_daemon.cache.store import TrackStore
+from lofi_daemon.errors import ErrorCode, LofiError
+
+from tests.playback_helpers import dominant_freq, put_track, sine
+
+RATE = 32000
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = TrackStore(tmp_path / "tracks")
+    yield s
+    s.close()
+
+
+def test_put_writes_audio_and_full_metadata(store):
+    x = sine(440, 2.0, RATE)
+    t = put_track(store, "rainy jazz", x, RATE, seed=7, params={"guidance_scale": 3.0, "top_k": 250})
+    d = t.to_dict()
+    assert set(d) >= {
+        "track_id",
+        "path",
+        "prompt",
+        "backend",
+        "params",
+        "seed",
+        "duration_sec",
+        "sample_rate",
+        "channels",
+        "format",
+        "model_version",
+        "generation_time_sec",
+        "created_at",
+        "last_played",
+        "play_count",
+        "favourite",
+    }
+    assert d["path"].endswith(f"{t.track_id}.flac") and d["format"] == "flac"
+    assert d["seed"] == 7 and d["params"] == {"guidance_scale": 3.0, "top_k": 250}
+    assert d["duration_sec"] == pytest.approx(2.0) and d["sample_rate"] == RATE and d["channels"] == 1
+    assert d["last_played"] is None and d["play_count"] == 0 and d["favourite"] is False
+    assert store.get(t.track_id).to_dict() == d
+    y, sr = store.read_audio(t.track_id)
+    assert sr == RATE and y.shape == (x.shape[0], 1)
+    assert np.max(np.abs(y - x)) < 1e-4  # 16-bit FLAC
+    assert not list(store.root.glob(".tmp-*"))
+
+
+@pytest.mark.parametrize("fmt", ["wav", "ogg", "mp3"])
+def test_other_formats_on_request(store, fmt):
+    t = put_track(store, f"{fmt} track", sine(1000, 1.5, RATE, channels=2), RATE, fmt=fmt)
+    assert t.format == fmt and t.path.endswith("." + fmt)
+    y, sr = store.read_audio(t.track_id)
+    assert sr == RATE and y.shape[1] == 2
+    assert abs(dominant_freq(y[:, 0], sr) - 1000) < 5
+
+
+def test_unknown_or_unsupported_format_is_a_cache_error(store, monkeypatch):
+    with pytest.raises(LofiError) as e:
+        put_track(store, "x", sine(440, 1, RATE), RATE, fmt="aiff")
+    assert e.value.code == ErrorCode.CACHE_ERROR
+    # a libsndfile without MPEG support: clear CACHE_ERROR naming the problem
+    formats = {k: v for k, v in sf.available_formats().items() if k != "MP3"}
+    monkeypatch.setattr(store_mod.sf, "available_formats", lambda: formats)
+    with pytest.raises(LofiError) as e:
+        put_track(store, "x", sine(440, 1, RATE), RATE, fmt="mp3")
+    assert e.value.code == ErrorCode.CACHE_ERROR and "mp3" in e.value.message
+
+
+def test_clipping_instead_of_wraparound(store):
+    x = np.full((RATE, 1), 1.7, np.float32)
+    t = put_track(store, "loud", x, RATE)
+    y, _ = store.read_audio(t.track_id)
+    assert y.min() > 0.99  # wrapped 16-bit samples would be negative
+
+
+def test_list_filters_sorts_and_limits(store):
+    a = put_track(store, "Rainy jazz piano", sine(440, 1, RATE), RATE, seed=1)
+    time.sleep(0.01)
+    b = put_track(store, "sunny guitar", sine(440, 1, RATE), RATE, seed=2, backend="ace_step")
+    time.sleep(0.01)
+    c = put_track(store, "rainy night 100%_", sine(440, 3, RATE), RATE, seed=3)
+    ids = lambda ts: [t.track_id for t in ts]  # noqa: E731
+    assert ids(store.list()) == [c.track_id, b.track_id, a.track_id]
+    assert ids(store.list(sort="oldest", limit=2)) == [a.track_id, b.track_id]
+    assert ids(store.list(backend="ace_step")) == [b.track_id]
+    assert set(ids(store.list(query="RAINY"))) == {a.track_id, c.track_id}
+    assert ids(store.list(query="100%_")) == [c.track_id]  # LIKE wildcards are literal
+    assert ids(store.list(sort="duration"))[0] == c.track_id
+    store.mark_played(a.track_id)
+    assert ids(store.list(sort="last_played"))[0] == a.track_id
+    got = store.get(a.track_id)
+    assert got.play_count == 1 and got.last_played is not None
+    store.set_favourite(b.track_id, True)
+    assert ids(store.list(favourite=True)) == [b.track_id]
+    with pytest.raises(LofiError):
+        store.list(sort="bogus")
+    with pytest.raises(LofiError) as e:
+        store.set_favourite("0" * 16, True)
+    assert e.value.code == ErrorCode.TRACK_NOT_FOUND
+
+
+def test_stats_delete_clear(store):
+    a = put_track(store, "a", sine(440, 1, RATE), RATE, seed=1)
+    b = put_track(store, "b", sine(440, 1, RATE), RATE, seed=2)
+    c = put_track(store, "c", sine(440, 1, RATE), RATE, seed=3)
+    st = store.stats()
+    assert st["count"] == 3
+    assert st["size_bytes"] == sum(os.path.getsize(t.path) for t in (a, b, c))
+    assert st["dir"] == str(store.root) and st["max_mb"] == 500
+    assert store.delete(a.track_id) and not os.path.exists(a.path)
+    assert not store.delete(a.track_id)
+    store.set_favourite(b.track_id, True)
+    assert store.clear() == 1  # favourites kept by default
+    assert [t.track_id for t in store.list()] == [b.track_id] and not os.path.exists(c.path)
+    assert store.clear(keep_favourites=False) == 1 and store.stats()["count"] == 0
+
+
+def test_lru_eviction_by_size_keeps_favourites_and_protected(tmp_path):
+    store = TrackStore(tmp_path / "t")
+    ts = [put_track(store, f"t{i}", sine(200 + 50 * i, 2, RATE), RATE, seed=i) for i in range(5)]
+    size = max(os.path.getsize(t.path) for t in ts)
+    time.sleep(0.01)
+    store.touch(ts[0].track_id)  # recently used: must survive
+    store.set_favourite(ts[1].track_id, True)  # oldest access but favourite: must survive
+    store.protect = lambda: [ts[2].track_id]  # e.g. playing
+    store.max_mb = (3.5 * size) / 1e6  # room for three
+    evicted = store.evict()
+    assert evicted == [ts[3].track_id, ts[4].track_id]  # least recently accessed non-favourites first
+    assert {t.track_id for t in store.list()} == {ts[0].track_id, ts[1].track_id, ts[2].track_id}
+    assert not os.path.exists(ts[3].path)
+    # eviction runs after every put; the new track itself is never the victim
+    new = put_track(store, "new", sine(900, 2, RATE), RATE, seed=99)
+    assert store.get(new.track_id) is not None and store.get(ts[0].track_id) is None
+    store.close()
+
+
+def test_max_tracks_limit(tmp_path):
+    store = TrackStore(tmp_path / "t", max_tracks=2)
+    ts = [put_track(store, f"t{i}", sine(440, 1, RATE), RATE, seed=i) for i in range(4)]
+    assert [t.track_id for t in store.list(sort="oldest")] == [ts[2].track_id, ts[3].track_id]
+    store.configure(max_tracks=1)
+    assert [t.track_id for t in store.list()] == [ts[3].track_id]
+    store.close()
+
+
+def test_index_rebuilt_from_tags_when_database_is_lost_or_corrupt(tmp_path):
+    root = tmp_path / "t"
+    store = TrackStore(root)
+    tracks = [
+        put_track(store, "flac one", sine(440, 1, RATE), RATE, seed=1, params={"temperature": 0.9}),
+        put_track(store, "wav two " + "x" * 3000, sine(440, 1, RATE), RATE, seed=2, fmt="wav"),  # long tag
+        put_track(store, "ogg three", sine(440, 1, RATE, channels=2), RATE, seed=3, fmt="ogg"),
+    ]
+    before = {t.track_id: t.to_dict() for t in tracks}
+    store.close()
+    for p in root.glob("index.sqlite3*"):
+        p.unlink()
+    store = TrackStore(root)
+    after = {t.track_id: t.to_dict() for t in store.list()}
+    assert set(after) == set(before)
+    for tid, d in before.items():
+        for k in (
+            "prompt",
+            "backend",
+            "params",
+            "seed",
+            "sample_rate",
+            "channels",
+            "format",
+            "model_version",
+            "generation_time_sec",
+            "created_at",
+            "path",
+        ):
+            assert after[tid][k] == d[k], k
+        assert after[tid]["duration_sec"] == pytest.approx(d["duration_sec"], abs=1e-3)
+    store.close()
+    # a corrupt database file is moved aside and rebuilt the same way
+    (root / "index.sqlite3").write_bytes(b"this is not a database" * 100)
+    for p in root.glob("index.sqlite3-*"):
+        p.unlink()
+    store = TrackStore(root)
+    assert {t.track_id for t in store.list()} == set(before)
+    assert list(root.glob("index.sqlite3.corrupt-*"))
+    store.close()
+
+
+def test_reconcile_removes_dead_writers_temp_files_and_dangling_rows(tmp_path):
+    root = tmp_path / "t"
+    store = TrackStore(root)
+    a = put_track(store, "a", sine(440, 1, RATE), RATE, seed=1)
+    b = put_track(store, "b", sine(440, 1, RATE), RATE, seed=2)
+    store.close()
+    dead_pid = 2**22 + 12345  # above pid_max on this kernel config: never alive
+    (root / f".tmp-{dead_pid}-abcd-{'f' * 16}.flac").write_bytes(b"partial")
+    live = root / f".tmp-{os.getppid()}-abcd-{'e' * 16}.flac"  # a live writer's file is left alone
+    live.write_bytes(b"in progress")
+    os.unlink(b.path)  # a file removed behind our back
+    (root / "notes.flac").write_bytes(b"not audio")  # unrelated junk is ignored, not adopted
+    store = TrackStore(root)
+    assert not (root / f".tmp-{dead_pid}-abcd-{'f' * 16}.flac").exists()
+    assert live.exists()
+    assert [t.track_id for t in store.list()] == [a.track_id]
+    assert store.get(b.track_id) is None
+    store.close()
+
+
+def test_tag_payload_is_json_with_prefix(store):
+    t = put_track(store, "tagged", sine(440, 1, RATE), RATE)
+    with sf.SoundFile(t.path) as f:
+        assert f.comment.startswith(store_mod.TAG_PREFIX)
+        meta = json.loads(f.comment[len(store_mod.TAG_PREFIX) :])
+    assert meta["track_id"] == t.track_id and meta["prompt"] == "tagged"
+
+
+def test_index_uses_wal(store):
+    conn = sqlite3.connect(store.db_path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+
+
+def test_writing_the_same_track_again_keeps_favourite_and_plays(store):
+    t = put_track(store, "again", sine(440, 1, RATE), RATE, seed=4)
+    store.set_favourite(t.track_id, True)
+    store.mark_played(t.track_id)
+    t2 = put_track(store, "again", sine(440, 1, RATE), RATE, seed=4, fmt="ogg")
+    assert t2.track_id == t.track_id and t2.format == "ogg"
+    got = store.get(t.track_id)
+    assert got.favourite and got.play_count == 1 and got.path.endswith(".ogg")
+    assert not os.path.exists(t.path)  # the old flac is gone, one file per track
+    assert store.stats()["count"] == 1
