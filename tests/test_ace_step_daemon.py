@@ -16,5 +16,8 @@ def test_daemon_generates_with_tiny_ace_step(daemon):
     done = d.wait_notification("generation_complete", track_id=r["track_id"], timeout=120)
     assert done["sample_rate"] == 48000 and abs(done["duration_sec"] - 5.0) <= 4096 / 44100
     assert done["backend"] == "ace_step" and done["seed"] == 7
+    track = next(t for t in d.call("cache_list")["tracks"] if t["track_id"] == r["track_id"])
+    assert track["channels"] == 2 and track["sample_rate"] == 48000
+    assert track["params"]["inference_steps"] == 4 and track["params"]["scheduler"] == "euler"
     again = d.call("generate", params)
     assert again["track_id"] == r["track_id"] and again["status"] == "cached"
