@@ -231,15 +231,8 @@ class AceStepBackend:
 
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "name": self.name,
-            "display_name": self.display_name,
+            # name, rates, durations and `loaded` are added by get_backends from the class attributes
             "installed": self.is_installed(),
-            "loaded": self.loaded,
-            "sample_rate": self.sample_rate,
-            "channels": self.channels,
-            "min_duration_sec": self.min_duration_sec,
-            "max_duration_sec": self.max_duration_sec,
-            "default_duration_sec": self.default_duration_sec,
             "model_version": self.model_version(),
             "provider": self.provider,
             "variants": sorted(ACE_STEP_VARIANTS),

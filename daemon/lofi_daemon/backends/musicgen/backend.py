@@ -184,15 +184,8 @@ class MusicGenBackend:
 
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "name": self.name,
-            "display_name": self.display_name,
+            # name, rates, durations and `loaded` are added by get_backends from the class attributes
             "installed": self.is_installed(),
-            "loaded": self.loaded,
-            "sample_rate": self.sample_rate,
-            "channels": self.channels,
-            "min_duration_sec": self.min_duration_sec,
-            "max_duration_sec": self.max_duration_sec,
-            "default_duration_sec": self.default_duration_sec,
             "model_version": self.model_version(),
             "provider": self._pipeline.provider if self._pipeline else self.provider,
             "variants": sorted(MUSICGEN_VARIANTS),
