@@ -9,6 +9,7 @@ import hashlib
 import numpy as np
 import pytest
 from lofi_daemon.backends.base import GenerationRequest
+from lofi_daemon.backends.install import ensure_installed
 from lofi_daemon.backends.musicgen.backend import MusicGenBackend
 from lofi_daemon.config import Settings
 from lofi_daemon.errors import ErrorCode, LofiError
@@ -62,7 +63,7 @@ def test_no_download_without_consent(hub_env, tmp_path):
     assert ei.value.code == ErrorCode.BACKEND_NOT_INSTALLED
     assert "download_backend" in ei.value.message and "allow_download" in ei.value.message
     with pytest.raises(LofiError) as ei:
-        backend.ensure_installed(False, None, CancelToken())
+        ensure_installed(backend, False, None, CancelToken())
     assert ei.value.code == ErrorCode.BACKEND_NOT_INSTALLED
     assert backend.status()["installed"] is False
     assert hub_env.requests == []  # nothing touched the network
@@ -71,7 +72,7 @@ def test_no_download_without_consent(hub_env, tmp_path):
 def test_download_with_consent_notifies_progress_then_generates_offline(hub_env, tmp_path):
     sent = []
     backend = MusicGenBackend(hub_settings(tmp_path), lambda method, params: sent.append((method, params)))
-    backend.ensure_installed(True, None, CancelToken())
+    ensure_installed(backend, True, None, CancelToken())
     events = [p for m, p in sent if m == "download_progress"]
     assert events and all(e["backend"] == "musicgen" for e in events)
     assert events[-1]["state"] == "complete" and events[-1]["percent"] == 100.0

@@ -110,6 +110,7 @@ def _parse_params(items: list[str]) -> dict[str, Any]:
 def _generate(settings: Settings, args: argparse.Namespace, log_file: Path | None) -> int:
     from pydantic import ValidationError
 
+    from .backends.install import require_installed
     from .daemon import Daemon
     from .errors import ErrorCode
     from .jobs.api import build_job
@@ -161,15 +162,12 @@ def _generate(settings: Settings, args: argparse.Namespace, log_file: Path | Non
     track = daemon.store.get(job.track_id)
     started = time.monotonic()
     if track is None:
-        backend = daemon.backends[job.request.backend]
-        if not job.allow_download and not backend.is_installed():
-            raise LofiError(
-                ErrorCode.BACKEND_NOT_INSTALLED,
-                f"the {job.request.backend} model is not installed",
-                hint="add --allow-download (or run `lofi-daemon download "
-                f"{job.request.backend}`), or point LOFI_{job.request.backend.upper()}_DIR "
-                "at a local model directory",
-            )
+        require_installed(
+            daemon.backends[job.request.backend],
+            job.allow_download,
+            hint="add --allow-download (or run `lofi-daemon download {name}`), "
+            "or point LOFI_{name_upper}_DIR at a local model directory",
+        )
         print(
             f"lofi: generating {job.request.duration_sec:g} s with {job.request.backend} "
             f"(seed {job.request.seed}) ...",

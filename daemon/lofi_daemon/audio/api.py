@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ErrorCode, LofiError
+from ..errors import LofiError
 from ..jobs.prefetch import Prefetcher
 from ..rpc.dispatch import Dispatcher
 from ..rpc.schemas.playback import (
@@ -36,6 +36,7 @@ PLAYER_OPTIONS = ("volume", "crossfade_sec", "loop", "auto_play", "device")
 
 def make_enqueue(daemon: Daemon):
     """enqueue(request, priority="prefetch"): validate like `generate` and queue the job (no RPC involved)."""
+    from ..backends.install import require_installed
     from ..jobs.api import build_job
     from ..rpc.schemas.generation import GenerateParams
 
@@ -50,9 +51,7 @@ def make_enqueue(daemon: Daemon):
         if cached is not None:  # already there: behave as if it had just been generated
             daemon.player.on_generation_complete({"track_id": job.track_id})
             return {"track_id": job.track_id, "status": "cached"}
-        backend = daemon.backends[job.request.backend]
-        if not backend.is_installed():
-            raise LofiError(ErrorCode.BACKEND_NOT_INSTALLED, f"the {backend.name} model is not installed")
+        require_installed(daemon.backends[job.request.backend], allow_download=False)
         if daemon.queue.find(job.track_id) is None:
             daemon.queue.submit(job)
         return {"track_id": job.track_id, "status": "queued"}

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..backends.api import resolve_backend
 from ..backends.base import GenerationRequest, track_id_for
+from ..backends.install import require_installed
 from ..errors import ErrorCode, LofiError
 from ..rpc.dispatch import Dispatcher
 from ..rpc.schemas.generation import MAX_SEED, GenerateParams, QueueClearParams, TrackIdParams
@@ -63,15 +64,7 @@ def submit(daemon: Daemon, p: GenerateParams, priority: Priority) -> dict[str, A
     if existing is not None:
         status = "running" if existing is daemon.queue.running else "queued"
         return {**reply, "status": status, "position": daemon.queue.position(existing)}
-    backend = daemon.backends[job.request.backend]
-    if not job.allow_download and not backend.is_installed():
-        raise LofiError(
-            ErrorCode.BACKEND_NOT_INSTALLED,
-            f"the {job.request.backend} model is not installed; download it first",
-            backend=job.request.backend,
-            hint=f'call download_backend {{"backend": "{job.request.backend}"}} or generate with '
-            '"allow_download": true',
-        )
+    require_installed(daemon.backends[job.request.backend], job.allow_download)
     position = daemon.queue.submit(job)
     return {**reply, "status": "queued", "position": position}
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..backends.base import Backend
+from ..backends.install import ensure_installed
 from ..errors import Cancelled, ErrorCode, LofiError
 from .progress import ProgressReporter
 from .queue import Job, JobQueue
@@ -78,14 +79,7 @@ class Worker:
         started = time.monotonic()
         try:
             backend = self.backends[req.backend]
-            if not backend.is_installed():
-                if not job.allow_download:
-                    raise LofiError(
-                        ErrorCode.BACKEND_NOT_INSTALLED,
-                        f"the {req.backend} model is not installed",
-                        hint=f'call download_backend {{"backend": "{req.backend}"}} or generate with allow_download',
-                    )
-                backend.download(self._download_progress(req.backend), job.cancel)
+            ensure_installed(backend, job.allow_download, self._download_progress(req.backend), job.cancel)
             job.cancel.check()
             self._make_resident(backend)
             job.cancel.check()

@@ -277,14 +277,6 @@ class AceStepBackend:
         )
         hub.download_variant(v, progress, cancel)
 
-    def ensure_installed(self, allow_download: bool, progress: Callable[[dict[str, Any]], None] | None,
-                         cancel: CancelToken) -> None:  # fmt: skip
-        if self.is_installed():
-            return
-        if not allow_download:
-            self.layout()  # raises BACKEND_NOT_INSTALLED with the how-to-consent message
-        self.download(progress, cancel)
-
     # ---- lifecycle --------------------------------------------------------------------------------------------
     def _warn(self, message: str) -> None:
         if message not in self._warned:

@@ -225,16 +225,6 @@ class MusicGenBackend:
 
         hub.download_variant(self.variant(), progress, cancel)
 
-    def ensure_installed(
-        self, allow_download: bool, progress: Callable[[dict[str, Any]], None] | None, cancel: CancelToken
-    ) -> None:
-        """Consent gate for the queue: download only when the user allowed it, else BACKEND_NOT_INSTALLED."""
-        if self.is_installed():
-            return
-        if not allow_download:
-            self.model_files()  # raises BACKEND_NOT_INSTALLED with the how-to-consent message
-        self.download(progress, cancel)
-
     # ---- lifecycle ----------------------------------------------------------------------------------------
     def _warn(self, message: str) -> None:
         if message not in self._warned:

@@ -1,0 +1,36 @@
+"""The consent gate for model files: one rule for the RPC, the CLI, the worker and prefetch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import ErrorCode, LofiError
+from ..jobs.cancel import CancelToken
+from .base import Backend
+
+RPC_HINT = 'call download_backend {{"backend": "{name}"}} or generate with "allow_download": true'
+
+
+def require_installed(backend: Backend, allow_download: bool, hint: str = RPC_HINT) -> None:
+    """Raise BACKEND_NOT_INSTALLED unless the model is here or the user consented to downloading it."""
+    if allow_download or backend.is_installed():
+        return
+    raise LofiError(
+        ErrorCode.BACKEND_NOT_INSTALLED,
+        f"the {backend.name} model is not installed; download it first",
+        backend=backend.name,
+        hint=hint.format(name=backend.name, name_upper=backend.name.upper()),
+    )
+
+
+def ensure_installed(
+    backend: Backend,
+    allow_download: bool,
+    progress: Callable[[dict[str, Any]], None] | None,
+    cancel: CancelToken,
+) -> None:
+    """Download the model if it is missing and the user consented; BACKEND_NOT_INSTALLED otherwise."""
+    require_installed(backend, allow_download)
+    if not backend.is_installed():
+        backend.download(progress, cancel)
