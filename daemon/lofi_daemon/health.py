@@ -62,13 +62,8 @@ def _backends(settings: Settings) -> list[dict[str, Any]]:
     for b in backends.values():
         row: dict[str, Any] = {"name": b.name, "display_name": b.display_name}
         try:
-            row.update(b.status())
+            row.update(b.status())  # backends report their local model `dir` themselves
             row["installed"] = b.is_installed()
-            row["dir"] = (
-                str(settings.models[b.name].dir)
-                if b.name in settings.models and settings.models[b.name].dir
-                else row.get("dir")
-            )
         except Exception as exc:
             row.update(installed=False, error=str(exc))
         rows.append(row)

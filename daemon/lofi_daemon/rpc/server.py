@@ -4,6 +4,7 @@ notifications from the worker and the player."""
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import queue
@@ -36,8 +37,6 @@ class _Buffered:
     """readline()/read() over an unbuffered fd without blocking for more than what is available."""
 
     def __init__(self, raw: BinaryIO) -> None:
-        import io
-
         self._f = io.BufferedReader(raw, buffer_size=1 << 16)  # type: ignore[arg-type]
 
     def readline(self, limit: int = -1) -> bytes:
