@@ -258,3 +258,16 @@ def test_nothing_but_protocol_on_stdout_even_when_code_prints(daemon):
     assert d.garbage == []
     for marker in (b"PRINTED", b"RAW-FD1", b"CHILD-PROCESS"):
         assert marker in d.stderr
+
+
+def test_initialize_cache_dir_moves_the_cache(daemon, tmp_path):
+    d = daemon()
+    elsewhere = tmp_path / "elsewhere"
+    init = d.call("initialize", {"options": {"cache_dir": str(elsewhere), "cache": {"max_mb": 50}}})
+    assert init["cache_dir"] == str(elsewhere)
+    r = d.call("generate", {"prompt": "moved", "duration_sec": 1})
+    done = d.wait_notification("generation_complete", track_id=r["track_id"])
+    assert done["path"].startswith(str(elsewhere / "tracks"))
+    assert [t["track_id"] for t in d.call("cache_list")["tracks"]] == [r["track_id"]]
+    stats = d.call("cache_stats")
+    assert stats["dir"].startswith(str(elsewhere)) and stats["max_mb"] == 50

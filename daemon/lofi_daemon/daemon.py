@@ -160,10 +160,20 @@ class Daemon:
         cache_api.register(d, self)
         audio_api.register(d, self)
 
+    def _use_store(self, store: TrackStore) -> None:
+        old, self.store = self.store, store
+        store.protect = old.protect  # the player's "never evict what is playing" rule
+        self.worker.store = store
+        if self.player is not None:
+            self.player.store = store
+        old.close()
+
     def apply_options(self, options: dict[str, Any]) -> None:
         """Options for subsystems other than Settings (cache limits, playback, prefetch)."""
+        if self.settings.tracks_dir != self.store.root:  # `cache_dir` moved the cache
+            self._use_store(TrackStore(self.settings.tracks_dir))
         cache = options.get("cache") or {}
-        if hasattr(self.store, "configure") and cache:
+        if cache:
             self.store.configure(
                 **{k: v for k, v in cache.items() if k in ("max_mb", "max_tracks", "format")}
             )

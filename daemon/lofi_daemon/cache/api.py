@@ -13,11 +13,10 @@ if TYPE_CHECKING:
 
 
 def register(dispatcher: Dispatcher, daemon: Daemon) -> None:
-    store = daemon.store
-
+    # Handlers read daemon.store each time: `initialize` may move the cache to another directory.
     @dispatcher.method("cache_list", CacheListParams)
     def cache_list(p: CacheListParams) -> dict[str, Any]:
-        tracks = store.list(
+        tracks = daemon.store.list(
             limit=p.limit, sort=p.sort, backend=p.backend, query=p.query, favourite=p.favourite
         )
         return {"tracks": [t.to_dict() for t in tracks]}
@@ -31,7 +30,7 @@ def register(dispatcher: Dispatcher, daemon: Daemon) -> None:
                 f"track {p.track_id} is playing; stop or skip it first",
                 track_id=p.track_id,
             )
-        if not store.delete(p.track_id):
+        if not daemon.store.delete(p.track_id):
             raise LofiError(
                 ErrorCode.TRACK_NOT_FOUND, f"track {p.track_id} is not in the cache", track_id=p.track_id
             )
@@ -43,17 +42,17 @@ def register(dispatcher: Dispatcher, daemon: Daemon) -> None:
     def cache_clear(p: CacheClearParams) -> dict[str, Any]:
         player = daemon.player
         keep = set(player.protected_ids()) if player is not None else set()
-        removed = store.clear(keep_favourites=p.keep_favourites, keep=keep)
+        removed = daemon.store.clear(keep_favourites=p.keep_favourites, keep=keep)
         if player is not None:
             for tid in list(player.playlist):
-                if store.get(tid) is None:
+                if daemon.store.get(tid) is None:
                     player.playlist_remove(tid)
-        return {"removed": removed, "kept_playing": sorted(keep & {t.track_id for t in store.list()})}
+        return {"removed": removed, "kept_playing": sorted(keep & {t.track_id for t in daemon.store.list()})}
 
     @dispatcher.method("cache_stats")
     def cache_stats(_: None) -> dict[str, Any]:
-        return store.stats()
+        return daemon.store.stats()
 
     @dispatcher.method("cache_favourite", CacheFavouriteParams)
     def cache_favourite(p: CacheFavouriteParams) -> dict[str, Any]:
-        return store.set_favourite(p.track_id, p.favourite).to_dict()
+        return daemon.store.set_favourite(p.track_id, p.favourite).to_dict()
