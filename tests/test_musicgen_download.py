@@ -198,3 +198,95 @@ def test_download_backend_over_rpc_announces_completion_once(hub_env, daemon):
     ]
     assert [f["state"] for f in finals] == ["complete"]
     assert d.call("download_backend", {"backend": "musicgen"})["status"] == "already_installed"
+
+
+# ---- a malicious or broken hub: server-supplied names never become paths -----------------------------------
+
+
+def tree(root) -> set[str]:
+    """Every file, folder and link under `root` (links not followed), as paths relative to it."""
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def outside_repo(root, before: set[str]) -> set[str]:
+    """What appeared under `root` since `before`, except inside the repo's own cache folder."""
+    repo = "hf/hub/models--" + VARIANT.repo_id.replace("/", "--")
+    return {p for p in tree(root) - before if not (p == repo or p.startswith(repo + "/"))}
+
+
+@pytest.mark.parametrize(
+    "etag",
+    [
+        "../../../../escaped",  # lands at tmp_path/escaped (+ escaped.lock) through huggingface_hub's blob path
+        "../../../escaped-" + "0" * 40,
+        "not-a-hash",
+        "0" * 39,
+        "ABCDEF" + "0" * 58,  # upper case: the hub never sends it, and it would not match the blob name test
+    ],
+)
+def test_malformed_etag_is_refused_before_any_write(hub_env, tmp_path, etag):
+    name = "small/tokenizer.json"
+    hub_env.etags[name] = etag
+    (tmp_path / "hf").mkdir()
+    before = tree(tmp_path)
+    with pytest.raises(LofiError) as ei:
+        hub.download_variant(VARIANT)
+    assert ei.value.code == ErrorCode.MODEL_DOWNLOAD_FAILED
+    assert "ETag" in ei.value.message and name in ei.value.message
+    assert outside_repo(tmp_path, before) == set()
+    assert not list((tmp_path / "hf").rglob("*escaped*"))
+    assert [r for r in hub_env.requests if r[0] == "GET"] == []  # the body was never fetched
+
+
+@pytest.mark.parametrize("commit", ["../../../../escaped", "main", "0" * 41, "g" * 40])
+def test_malformed_commit_is_refused_before_any_write(hub_env, tmp_path, commit):
+    hub_env.commit = commit
+    (tmp_path / "hf").mkdir()
+    before = tree(tmp_path)
+    with pytest.raises(LofiError) as ei:
+        hub.download_variant(VARIANT)
+    assert ei.value.code == ErrorCode.MODEL_DOWNLOAD_FAILED and "commit" in ei.value.message
+    assert outside_repo(tmp_path, before) == set()
+    assert not list((tmp_path / "hf").rglob("*escaped*"))
+
+
+def test_not_found_with_a_path_as_commit_writes_nothing(hub_env, tmp_path):
+    """huggingface_hub records a 404 as an empty `.no_exist/<X-Repo-Commit>/<file>`; with `../` in the header
+    that is an empty file (and folders) anywhere."""
+    del hub_env.files["small/tokenizer.json"]
+    hub_env.not_found_commit = "../../../../escaped"
+    (tmp_path / "hf").mkdir()
+    before = tree(tmp_path)
+    with pytest.raises(LofiError) as ei:
+        hub.download_variant(VARIANT)
+    assert ei.value.code == ErrorCode.MODEL_DOWNLOAD_FAILED and "small/tokenizer.json" in ei.value.message
+    assert outside_repo(tmp_path, before) == set()
+    assert not list(tmp_path.rglob("*escaped*"))
+
+
+def test_a_pinned_commit_must_be_what_the_hub_serves(hub_env, tmp_path):
+    from tests.hub_server import COMMIT
+
+    other = "f" * 40
+    pinned = dataclasses.replace(VARIANT, commit=other)
+    with pytest.raises(LofiError) as ei:
+        hub.download_variant(pinned)
+    assert ei.value.code == ErrorCode.MODEL_DOWNLOAD_FAILED and other in ei.value.message
+    # the request asked for the pinned commit, not the branch
+    assert all(f"/resolve/{other}/" in r[1] for r in hub_env.requests)
+    assert pinned.model_version == VARIANT.model_version  # pinning does not change track identity
+    ok = dataclasses.replace(VARIANT, commit=COMMIT)
+    paths = hub.download_variant(ok)
+    assert paths["tokenizer"].read_bytes() == hub_env.files["small/tokenizer.json"]
+    assert f"/snapshots/{COMMIT}/" in str(paths["tokenizer"])
+    assert hub.cached_files(ok) is not None
+
+
+def test_git_blob_etag_is_checked_too(hub_env, tmp_path):
+    """A small (non-LFS) file's ETag is its git blob id; a body that does not hash to it is refused."""
+    name = "small/config.json"
+    hub_env.corrupt.add(name)
+    with pytest.raises(LofiError) as ei:
+        hub.download_variant(VARIANT)
+    assert ei.value.code == ErrorCode.MODEL_DOWNLOAD_FAILED and name in ei.value.message
+    assert hub.cached_file(VARIANT, VARIANT.file("config")) is None
