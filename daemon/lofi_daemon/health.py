@@ -99,4 +99,10 @@ def _cache(settings: Settings) -> dict[str, Any]:
     root = settings.tracks_dir
     files = [p for p in root.glob("*") if p.is_file()] if root.is_dir() else []
     size = sum(p.stat().st_size for p in files)
-    return {"dir": str(root), "size_mb": round(size / 1e6, 2), "files": len(files)}
+    out: dict[str, Any] = {"dir": str(root), "size_mb": round(size / 1e6, 2), "files": len(files)}
+    from .cache.store import unsafe_cache_reason
+
+    reason = unsafe_cache_reason(root)
+    if reason:
+        out["error"] = reason  # the same refusal the daemon's store would give
+    return out
