@@ -104,8 +104,10 @@ def git_blob_sha1(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def verify_file(path: Path, f: ModelFile, expected_sha256: str | None = None) -> None:
-    """Raise MODEL_DOWNLOAD_FAILED if `path` does not match the known size / hash."""
+def verify_file(path: Path, f: ModelFile, expected_sha256: str | None = None, *, deep: bool = True) -> None:
+    """Raise MODEL_DOWNLOAD_FAILED if `path` does not match the known size, or (deep) the registry's sha256,
+    `expected_sha256`, or the hash the blob is stored under (the ETag the hub announced: a sha256 for LFS
+    files, the git blob id for small ones)."""
     size = path.stat().st_size
     if f.size is not None and size != f.size:
         raise LofiError(
@@ -113,16 +115,22 @@ def verify_file(path: Path, f: ModelFile, expected_sha256: str | None = None) ->
             f"{f.path}: size {size} bytes, expected {f.size}; the file is corrupted or incomplete",
             file=f.path,
         )
-    want = f.sha256 or expected_sha256
-    if want:
+    if not deep:
+        return
+    blob = path.resolve().name
+    wants = {w.lower() for w in (f.sha256, expected_sha256) if w}
+    if _SHA256_RE.match(blob):
+        wants.add(blob)
+    if wants:
         got = sha256_file(path)
-        if got != want.lower():
-            raise LofiError(
-                ErrorCode.MODEL_DOWNLOAD_FAILED,
-                f"{f.path}: sha256 {got[:12]}… does not match the expected {want[:12]}…; the file is corrupted",
-                file=f.path,
-            )
-    elif _SHA1_RE.match(blob := path.resolve().name):
+        for want in sorted(wants):
+            if got != want:
+                raise LofiError(
+                    ErrorCode.MODEL_DOWNLOAD_FAILED,
+                    f"{f.path}: sha256 {got[:12]}… does not match the expected {want[:12]}…; the file is corrupted",
+                    file=f.path,
+                )
+    elif _SHA1_RE.match(blob):
         got = git_blob_sha1(path)
         if got != blob:
             raise LofiError(
@@ -133,7 +141,7 @@ def verify_file(path: Path, f: ModelFile, expected_sha256: str | None = None) ->
             )
 
 
-def _discard(path: Path) -> None:
+def discard(path: Path) -> None:
     """Remove a bad download: the snapshot link and the blob it points to, so a retry starts again."""
     try:
         blob = path.resolve()
@@ -216,6 +224,8 @@ def download_variant(
                 }
             )
 
+    from .verify import check_onnx
+
     out: dict[str, Path] = {}
     for i, f in enumerate(files):
         if cancel is not None:
@@ -231,13 +241,15 @@ def download_variant(
                 emit(f.path, 0, i, state="error", message=exc.message)
                 raise
             try:
-                verify_file(path, f, _lfs_sha256(path))
+                verify_file(path, f)
+                check_onnx(path, f.path)
             except LofiError as exc:
-                _discard(path)
+                discard(path)
                 emit(f.path, 0, i, state="error", message=exc.message)
                 raise
-        else:
-            verify_file(path, f)  # size only when known; hashing every start would cost seconds
+        else:  # hashing what is already here would cost seconds each time: size and ONNX structure only
+            verify_file(path, f, deep=False)
+            check_onnx(path, f.path)
         sizes[i] = path.stat().st_size
         done_bytes += sizes[i]
         out[f.role] = path
@@ -343,9 +355,3 @@ def _link(blob: Path, pointer: Path) -> None:
         os.symlink(os.path.relpath(blob, pointer.parent), pointer)
     except OSError:
         shutil.copyfile(blob, pointer)
-
-
-def _lfs_sha256(path: Path) -> str | None:
-    """The hub stores LFS files under their sha256 (the ETag); a blob named like one must hash to it."""
-    name = path.resolve().name
-    return name if _SHA256_RE.match(name) else None
