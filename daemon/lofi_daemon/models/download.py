@@ -318,7 +318,8 @@ def _fetch_once(variant: ModelVariant, f: ModelFile) -> Path:
 
     endpoint = hub_endpoint()
     url = hf_hub_url(variant.repo_id, f.path, revision=variant.fetch_revision, endpoint=endpoint)
-    meta = get_hf_file_metadata(url, endpoint=endpoint, library_name="lofi")  # the only HEAD request
+    # the models are public: no token, so none can leak to wherever the hub's `Location` points
+    meta = get_hf_file_metadata(url, token=False, endpoint=endpoint, library_name="lofi")  # the only HEAD
     commit, etag = checked_metadata(variant, f, meta.commit_hash, meta.etag)
     repo = _repo_dir(variant.repo_id)
     blob = repo / "blobs" / etag
@@ -334,7 +335,7 @@ def _fetch_once(variant: ModelVariant, f: ModelFile) -> Path:
                     meta.location,
                     fh,
                     resume_size=fh.tell(),
-                    headers=build_hf_headers(library_name="lofi"),
+                    headers=build_hf_headers(token=False, library_name="lofi"),
                     expected_size=meta.size,
                     displayed_filename=f.path,
                 )
