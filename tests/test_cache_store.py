@@ -367,3 +367,24 @@ def test_relative_cache_dir_from_the_environment_is_not_used(tmp_path):
     default = Settings().cache_dir
     assert Settings.from_env({"LOFI_CACHE_DIR": "relative/cache"}).cache_dir == default
     assert Settings.from_env({"LOFI_CACHE_DIR": str(tmp_path)}).cache_dir == tmp_path
+
+
+def test_an_index_row_naming_a_file_outside_the_folder_touches_nothing_there(store, tmp_path):
+    """Rows are lofi's own, but an index edited by anything else must not make lofi read or delete outside its
+    folder: such a row is treated as a track whose file is gone."""
+    victim = tmp_path / "victim.flac"
+    victim.write_bytes(b"precious")
+
+    def poisoned():
+        t = put_track(store, "rain", sine(440, 0.5, RATE), RATE)
+        with store._write() as conn:
+            conn.execute("UPDATE tracks SET file = ? WHERE track_id = ?", ("../victim.flac", t.track_id))
+        return t.track_id
+
+    assert store.get(poisoned()) is None  # its file is "gone": never a path outside the folder
+    store.delete(poisoned())
+    poisoned()
+    store.clear(keep_favourites=False)
+    poisoned()
+    assert store.reconcile()["dropped_rows"] == 1
+    assert victim.read_bytes() == b"precious"

@@ -324,6 +324,10 @@ class TrackStore:
     # -------------------------------------------------------------------------------------------- helpers
 
     def _path(self, file: str) -> Path:
+        """<root>/<file>. A name that is not a plain file name (an index edited by something else) maps to a path
+        that never exists, so lofi reads or unlinks nothing outside its folder; the row counts as a lost file."""
+        if not file or file in (".", "..") or "/" in file or "\\" in file or "\0" in file:
+            return self.root / ".lofi-invalid-file-name"
         return self.root / file
 
     def _row_to_track(self, row: sqlite3.Row) -> Track:
