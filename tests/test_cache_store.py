@@ -388,3 +388,22 @@ def test_an_index_row_naming_a_file_outside_the_folder_touches_nothing_there(sto
     poisoned()
     assert store.reconcile()["dropped_rows"] == 1
     assert victim.read_bytes() == b"precious"
+
+
+def test_reconcile_adopts_only_regular_files(tmp_path):
+    """A FIFO named like a track would block the daemon's start forever (reading it waits for a writer); a link
+    would make lofi adopt a file outside its folder. Neither is adopted; both are left alone."""
+    root = tmp_path / "tracks"
+    s = TrackStore(root)
+    t = put_track(s, "rain", sine(440, 0.5, RATE), RATE)
+    outside = tmp_path / "outside.flac"
+    os.replace(t.path, outside)  # a real lofi track, now outside the folder
+    s.close()
+    os.symlink(outside, root / "linked.flac")
+    os.mkfifo(root / "pipe.flac")
+    again = TrackStore(root)  # returns: before, reading pipe.flac blocked here
+    try:
+        assert again.error is None and again.list() == []
+        assert (root / "pipe.flac").exists() and (root / "linked.flac").is_symlink()
+    finally:
+        again.close()

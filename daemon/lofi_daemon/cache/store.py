@@ -207,6 +207,13 @@ def unsafe_cache_reason(root: Path) -> str | None:
     return None
 
 
+def _regular_file(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(path.lstat().st_mode)
+    except OSError:
+        return False
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -728,6 +735,7 @@ class TrackStore:
                     p.name.startswith(".")
                     or p.suffix.lstrip(".").lower() not in EXTENSIONS
                     or p.name in indexed
+                    or not _regular_file(p)  # a FIFO would block the read forever; a link points elsewhere
                 ):
                     continue
                 t = self._read_tag(p)
