@@ -249,6 +249,9 @@ def main() -> int:
         print("lofi-daemon 0.0.1 (fake)")
         return 0
     if "health" in ARGS and "--json" in ARGS:
+        damaged = (
+            "--damaged" in ARGS
+        )  # a corrupt model file and a refused cache index, as the real daemon says
         print(
             json.dumps(
                 {
@@ -264,6 +267,30 @@ def main() -> int:
                     "cache": {"dir": "/tmp/fake-cache", "size_mb": 12.5, "count": 3},
                     "log_file": "/tmp/fake-lofi.log",
                 }
+                | (
+                    {
+                        "backends": [
+                            {
+                                "name": "musicgen",
+                                "installed": True,
+                                "variant": "small-int8",
+                                "verify": {
+                                    "ok": False,
+                                    "problems": ["small_i8/decoder_model_merged.onnx: truncated"],
+                                    "hint": "lofi-daemon download musicgen --repair",
+                                },
+                            }
+                        ],
+                        "cache": {
+                            "dir": "/c",
+                            "size_mb": 0,
+                            "files": 0,
+                            "error": "cache index /c/x is a symlink",
+                        },
+                    }
+                    if damaged
+                    else {}
+                )
             )
         )
         return 0

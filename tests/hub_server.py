@@ -6,6 +6,8 @@ It answers what huggingface_hub 0.36's `hf_hub_download` asks for:
     GET  same URL [Range: bytes=N-]            → 200 or 206 with Content-Range
 Faults for tests: `drop_once` (send half of a file, then close the connection, the first time it is fetched) and
 `corrupt` (serve bytes that differ from the announced hash, same size).
+A malicious or broken hub: `etags` (path → the ETag to announce instead of the real one, e.g. `../../x`),
+`commit` (the X-Repo-Commit to announce, e.g. `../../x`) and `not_found_commit` (an X-Repo-Commit sent with 404s).
 """
 
 from __future__ import annotations
@@ -26,8 +28,13 @@ class HubFiles:
     drop_once: set[str] = field(default_factory=set)
     corrupt: set[str] = field(default_factory=set)
     requests: list[tuple[str, str, str | None]] = field(default_factory=list)  # (method, path, Range)
+    etags: dict[str, str] = field(default_factory=dict)
+    commit: str = COMMIT
+    not_found_commit: str | None = None
 
     def etag(self, path: str) -> str:
+        if path in self.etags:
+            return self.etags[path]
         data = self.files[path]
         if path.endswith(".onnx"):  # LFS files: the hub's ETag is the content's sha256
             return hashlib.sha256(data).hexdigest()
@@ -60,6 +67,8 @@ def _handler(hub: HubFiles):
             self.send_response(404)
             self.send_header("X-Error-Code", "EntryNotFound")
             self.send_header("X-Error-Message", "Entry not found")
+            if hub.not_found_commit is not None:
+                self.send_header("X-Repo-Commit", hub.not_found_commit)
             self.send_header("Content-Length", "0")
             self.end_headers()
 
@@ -69,7 +78,7 @@ def _handler(hub: HubFiles):
             if path is None:
                 return self._not_found()
             self.send_response(200)
-            self.send_header("X-Repo-Commit", COMMIT)
+            self.send_header("X-Repo-Commit", hub.commit)
             self.send_header("ETag", f'"{hub.etag(path)}"')
             self.send_header("Content-Length", str(len(hub.files[path])))
             self.end_headers()
@@ -86,7 +95,7 @@ def _handler(hub: HubFiles):
                 start = int(rng[len("bytes=") :].split("-")[0])
             chunk = data[start:]
             self.send_response(206 if start else 200)
-            self.send_header("X-Repo-Commit", COMMIT)
+            self.send_header("X-Repo-Commit", hub.commit)
             self.send_header("ETag", f'"{hub.etag(path)}"')
             self.send_header("Content-Length", str(len(chunk)))
             if start:

@@ -1,18 +1,16 @@
 """LoRA styles: a random rsLoRA adapter saved by diffusers (PEFT) and merged by the daemon in numpy into the ONNX
 initializers gives the same transformer outputs and the same sampled latents as diffusers' `load_lora_adapter`
-+ `set_weights_and_activate_adapters` on the PyTorch model."""
++ `set_weights_and_activate_adapters` on the PyTorch model (needs torch). What `lora` may name: a style in the
+LoRA folder or a LoRA .safetensors file, with one answer for every other value (no torch needed)."""
 
 from __future__ import annotations
 
 import copy
+import os
 
 import pytest
 
 from tests.ace_step_helpers import FIXTURE, fixed_inputs, rel_err
-
-torch = pytest.importorskip("torch")
-pytest.importorskip("peft")
-pytestmark = pytest.mark.torch
 
 TARGETS = ["speaker_embedder", "linear_q", "linear_k", "linear_v", "to_q", "to_k", "to_v", "to_out.0"]
 WEIGHT = 0.7
@@ -20,6 +18,8 @@ WEIGHT = 0.7
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("peft")
     from diffusers.utils.peft_utils import set_weights_and_activate_adapters
     from peft import LoraConfig
 
@@ -51,6 +51,7 @@ def setup(tmp_path_factory):
     return models, peft_model, out
 
 
+@pytest.mark.torch
 def test_lora_merge_matches_diffusers_peft(setup, tmp_path):
     from lofi_daemon.backends.ace_step.backend import AceStepBackend
     from lofi_daemon.backends.ace_step.pipeline import SamplingParams
@@ -87,3 +88,92 @@ def test_lora_merge_matches_diffusers_peft(setup, tmp_path):
     assert rel_err(c0.cond, base_c.numpy()) < 1e-5
     base_lat, _ = ref.sample(models, base_c, base_u, base_m, noise, 8)
     assert rel_err(pipe.sample(c0, noise, p), base_lat.numpy()) < 1e-5
+
+
+# ---- what `lora` may name ----------------------------------------------------------------------------------
+
+
+def lora_backend(tmp_path, monkeypatch):
+    from lofi_daemon.backends.ace_step.backend import AceStepBackend
+    from lofi_daemon.config import Settings
+
+    monkeypatch.delenv("LOFI_LORA_DIR", raising=False)
+    return AceStepBackend(Settings(cache_dir=tmp_path / "cache", log_dir=tmp_path / "log"))
+
+
+def save_lora(path, tensors=None):
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if tensors is None:
+        tensors = {
+            "transformer_blocks.0.attn.to_q.lora_A.weight": np.zeros((4, 8), np.float32),
+            "transformer_blocks.0.attn.to_q.lora_B.weight": np.zeros((8, 4), np.float32),
+        }
+    save_file(tensors, str(path))
+    return path
+
+
+def lora_error(backend, value):
+    from lofi_daemon.errors import ErrorCode, LofiError
+
+    with pytest.raises(LofiError) as ei:
+        backend.validate({"lora": value})
+    assert ei.value.code == ErrorCode.INVALID_PARAMS
+    return ei.value.message
+
+
+def test_lora_names_a_style_or_a_lora_file(tmp_path, monkeypatch):
+    b = lora_backend(tmp_path, monkeypatch)
+    save_lora(b.lora_dir() / "dusty-tape" / "pytorch_lora_weights.safetensors")
+    assert b.validate({"lora": "dusty-tape"})["lora"] == "dusty-tape"
+    elsewhere = save_lora(tmp_path / "mine" / "pytorch_lora_weights.safetensors")
+    assert b.validate({"lora": str(elsewhere)})["lora"] == str(elsewhere.resolve())
+    assert b.validate({"lora": str(elsewhere.parent)})["lora"] == str(elsewhere.parent.resolve())
+    other_name = save_lora(tmp_path / "styles" / "vinyl.safetensors")
+    assert b.validate({"lora": str(other_name)})["lora"] == str(other_name)
+
+
+def test_lora_is_no_file_existence_oracle(tmp_path, monkeypatch):
+    """Every value that is not a style or a LoRA file gets the very same answer: whether a file exists, is
+    readable, is a folder or holds something else is not revealed."""
+    import numpy as np
+
+    b = lora_backend(tmp_path, monkeypatch)
+    save_lora(b.lora_dir() / "dusty-tape" / "pytorch_lora_weights.safetensors")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:x:0:0")
+    unreadable = save_lora(tmp_path / "locked" / "pytorch_lora_weights.safetensors")
+    no_pairs = save_lora(tmp_path / "plain.safetensors", {"weight": np.zeros(3, np.float32)})
+    no_b = save_lora(tmp_path / "half.safetensors", {"x.lora_A.weight": np.zeros((2, 2), np.float32)})
+    renamed = tmp_path / "lora.safetensors"
+    renamed.write_bytes(b"\xff" * 64)  # a .safetensors name, not a safetensors file
+    fifo = tmp_path / "pipe.safetensors"
+    os.mkfifo(fifo)  # opening a FIFO for reading would block the daemon forever
+    values = [
+        "/etc/shadow",
+        "/etc/passwd",
+        "/nonexistent",
+        "/nonexistent/pytorch_lora_weights.safetensors",
+        str(secret),
+        str(tmp_path),
+        str(no_pairs),
+        str(no_b),
+        str(renamed),
+        str(fifo),
+        "../../etc/passwd",
+        "dusty-tape/../../../etc/passwd",
+        "..",
+        "no-such-style",
+        "secret.txt",
+        "lora/dusty-tape",  # relative: would resolve against the daemon's cwd
+        str(unreadable.relative_to(tmp_path)),
+    ]
+    if os.geteuid() != 0:  # root reads everything
+        unreadable.chmod(0)
+        values.append(str(unreadable))
+    messages = {lora_error(b, v) for v in values}
+    assert len(messages) == 1, messages
+    (message,) = messages
+    assert "dusty-tape" in message and str(b.lora_dir()) in message

@@ -243,3 +243,167 @@ def test_writing_the_same_track_again_keeps_favourite_and_plays(store):
     assert got.favourite and got.play_count == 1 and got.path.endswith(".ogg")
     assert not os.path.exists(t.path)  # the old flac is gone, one file per track
     assert store.stats()["count"] == 1
+
+
+# ---- planted links and foreign files: lofi writes only into its own folder --------------------------------
+
+
+def other_database(path):
+    """Somebody else's SQLite database (no WAL, no lofi table)."""
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE notes (body TEXT)")
+    conn.execute("INSERT INTO notes VALUES ('mine')")
+    conn.commit()
+    conn.close()
+    return path
+
+
+def tables_and_mode(path):
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        return names, conn.execute("PRAGMA journal_mode").fetchone()[0]
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("link", ["index.sqlite3", "index.sqlite3-wal"])
+def test_symlinked_index_is_refused_and_reported(tmp_path, link):
+    victim = other_database(tmp_path / "victim.db")
+    root = tmp_path / "tracks"
+    root.mkdir()
+    os.symlink(victim if link == "index.sqlite3" else tmp_path / "victim-wal", root / link)
+    s = TrackStore(root)  # does not raise: the daemon must come up and say what is wrong
+    try:
+        assert s.error is not None and "symlink" in s.error and link in s.error
+        stats = s.stats()
+        assert stats["error"] == s.error and stats["count"] == 0
+        with pytest.raises(LofiError) as ei:
+            put_track(s, "rain", sine(440, 0.5, RATE), RATE)
+        assert ei.value.code == ErrorCode.CACHE_ERROR and "symlink" in ei.value.message
+        with pytest.raises(LofiError) as ei:
+            s.list()
+        assert ei.value.code == ErrorCode.CACHE_ERROR
+    finally:
+        s.close()
+    assert tables_and_mode(victim) == ({"notes"}, "delete")  # untouched: no lofi table, no WAL
+    assert not (tmp_path / "victim-wal").exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to chown")
+def test_index_owned_by_another_user_is_refused(tmp_path):
+    root = tmp_path / "tracks"
+    root.mkdir()
+    s = TrackStore(root)
+    s.close()
+    os.chown(root / "index.sqlite3", 65534, 65534)
+    s = TrackStore(root)
+    try:
+        assert s.error is not None and "owned by uid 65534" in s.error
+    finally:
+        s.close()
+
+
+def test_symlinked_tracks_dir_is_refused(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    os.symlink(elsewhere, tmp_path / "tracks")
+    s = TrackStore(tmp_path / "tracks")
+    try:
+        assert s.error is not None and "symlink" in s.error
+    finally:
+        s.close()
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_planted_link_at_the_temp_name_is_not_followed(store, tmp_path, monkeypatch):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    x = sine(440, 0.5, RATE)
+    # plant a link at the temp name the store is about to use, as a racing local process could
+    real_temp_name = store._temp_name
+
+    def planted(track_id, ext):
+        p = real_temp_name(track_id, ext)
+        if not p.is_symlink():
+            os.symlink(victim, p)
+        return p
+
+    monkeypatch.setattr(store, "_temp_name", planted)
+    with pytest.raises(LofiError) as ei:
+        put_track(store, "rain", x, RATE)
+    assert ei.value.code == ErrorCode.CACHE_ERROR
+    assert victim.read_text() == "precious"
+    assert [p for p in store.root.iterdir() if p.suffix == ".flac"] == []
+
+
+def test_daemon_with_a_symlinked_index_answers_and_says_why(daemon, tmp_path):
+    victim = other_database(tmp_path / "victim.db")
+    tracks = tmp_path / "cache" / "tracks"  # the daemon fixture's cache
+    tracks.mkdir(parents=True)
+    os.symlink(victim, tracks / "index.sqlite3")
+    d = daemon()
+    assert d.call("ping")["pong"] is True
+    stats = d.call("cache_stats")
+    assert "symlink" in stats["error"] and stats["count"] == 0
+    reply = d.request("cache_list")
+    assert reply["error"]["code"] == ErrorCode.CACHE_ERROR and "symlink" in reply["error"]["message"]
+    assert d.call("ping")["pong"] is True
+    assert tables_and_mode(victim) == ({"notes"}, "delete")
+
+
+def test_relative_cache_dir_is_rejected(daemon, tmp_path):
+    d = daemon()
+    before = d.call("status")["cache_dir"]
+    reply = d.request("initialize", {"options": {"cache_dir": "relative/cache"}})
+    assert reply["error"]["code"] == ErrorCode.INVALID_PARAMS
+    assert "absolute" in reply["error"]["message"]
+    assert d.call("status")["cache_dir"] == before
+
+
+def test_relative_cache_dir_from_the_environment_is_not_used(tmp_path):
+    from lofi_daemon.config import Settings
+
+    default = Settings().cache_dir
+    assert Settings.from_env({"LOFI_CACHE_DIR": "relative/cache"}).cache_dir == default
+    assert Settings.from_env({"LOFI_CACHE_DIR": str(tmp_path)}).cache_dir == tmp_path
+
+
+def test_an_index_row_naming_a_file_outside_the_folder_touches_nothing_there(store, tmp_path):
+    """Rows are lofi's own, but an index edited by anything else must not make lofi read or delete outside its
+    folder: such a row is treated as a track whose file is gone."""
+    victim = tmp_path / "victim.flac"
+    victim.write_bytes(b"precious")
+
+    def poisoned():
+        t = put_track(store, "rain", sine(440, 0.5, RATE), RATE)
+        with store._write() as conn:
+            conn.execute("UPDATE tracks SET file = ? WHERE track_id = ?", ("../victim.flac", t.track_id))
+        return t.track_id
+
+    assert store.get(poisoned()) is None  # its file is "gone": never a path outside the folder
+    store.delete(poisoned())
+    poisoned()
+    store.clear(keep_favourites=False)
+    poisoned()
+    assert store.reconcile()["dropped_rows"] == 1
+    assert victim.read_bytes() == b"precious"
+
+
+def test_reconcile_adopts_only_regular_files(tmp_path):
+    """A FIFO named like a track would block the daemon's start forever (reading it waits for a writer); a link
+    would make lofi adopt a file outside its folder. Neither is adopted; both are left alone."""
+    root = tmp_path / "tracks"
+    s = TrackStore(root)
+    t = put_track(s, "rain", sine(440, 0.5, RATE), RATE)
+    outside = tmp_path / "outside.flac"
+    os.replace(t.path, outside)  # a real lofi track, now outside the folder
+    s.close()
+    os.symlink(outside, root / "linked.flac")
+    os.mkfifo(root / "pipe.flac")
+    again = TrackStore(root)  # returns: before, reading pipe.flac blocked here
+    try:
+        assert again.error is None and again.list() == []
+        assert (root / "pipe.flac").exists() and (root / "linked.flac").is_symlink()
+    finally:
+        again.close()

@@ -198,3 +198,219 @@ def test_download_backend_over_rpc_announces_completion_once(hub_env, daemon):
     ]
     assert [f["state"] for f in finals] == ["complete"]
     assert d.call("download_backend", {"backend": "musicgen"})["status"] == "already_installed"
+
+
+# ---- a malicious or broken hub: server-supplied names never become paths -----------------------------------
+
+
+def tree(root) -> set[str]:
+    """Every file, folder and link under `root` (links not followed), as paths relative to it."""
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def outside_repo(root, before: set[str]) -> set[str]:
+    """What appeared under `root` since `before`, except inside the repo's own cache folder."""
+    repo = "hf/hub/models--" + VARIANT.repo_id.replace("/", "--")
+    return {p for p in tree(root) - before if not (p == repo or p.startswith(repo + "/"))}
+
+
+@pytest.mark.parametrize(
+    "etag",
+    [
+        "../../../../escaped",  # lands at tmp_path/escaped (+ escaped.lock) through huggingface_hub's blob path
+        "../../../escaped-" + "0" * 40,
+        "not-a-hash",
+        "0" * 39,
+        "ABCDEF" + "0" * 58,  # upper case: the hub never sends it, and it would not match the blob name test
+    ],
+)
+def test_malformed_etag_is_refused_before_any_write(hub_env, tmp_path, etag):
+    name = "small/tokenizer.json"
+    hub_env.etags[name] = etag
+    (tmp_path / "hf").mkdir()
+    before = tree(tmp_path)
+    with pytest.raises(LofiError) as ei:
+        hub.download_variant(VARIANT)
+    assert ei.value.code == ErrorCode.MODEL_DOWNLOAD_FAILED
+    assert "ETag" in ei.value.message and name in ei.value.message
+    assert outside_repo(tmp_path, before) == set()
+    assert not list((tmp_path / "hf").rglob("*escaped*"))
+    assert [r for r in hub_env.requests if r[0] == "GET"] == []  # the body was never fetched
+
+
+@pytest.mark.parametrize("commit", ["../../../../escaped", "main", "0" * 41, "g" * 40])
+def test_malformed_commit_is_refused_before_any_write(hub_env, tmp_path, commit):
+    hub_env.commit = commit
+    (tmp_path / "hf").mkdir()
+    before = tree(tmp_path)
+    with pytest.raises(LofiError) as ei:
+        hub.download_variant(VARIANT)
+    assert ei.value.code == ErrorCode.MODEL_DOWNLOAD_FAILED and "commit" in ei.value.message
+    assert outside_repo(tmp_path, before) == set()
+    assert not list((tmp_path / "hf").rglob("*escaped*"))
+
+
+def test_not_found_with_a_path_as_commit_writes_nothing(hub_env, tmp_path):
+    """huggingface_hub records a 404 as an empty `.no_exist/<X-Repo-Commit>/<file>`; with `../` in the header
+    that is an empty file (and folders) anywhere."""
+    del hub_env.files["small/tokenizer.json"]
+    hub_env.not_found_commit = "../../../../escaped"
+    (tmp_path / "hf").mkdir()
+    before = tree(tmp_path)
+    with pytest.raises(LofiError) as ei:
+        hub.download_variant(VARIANT)
+    assert ei.value.code == ErrorCode.MODEL_DOWNLOAD_FAILED and "small/tokenizer.json" in ei.value.message
+    assert outside_repo(tmp_path, before) == set()
+    assert not list(tmp_path.rglob("*escaped*"))
+
+
+def test_a_pinned_commit_must_be_what_the_hub_serves(hub_env, tmp_path):
+    from tests.hub_server import COMMIT
+
+    other = "f" * 40
+    pinned = dataclasses.replace(VARIANT, commit=other)
+    with pytest.raises(LofiError) as ei:
+        hub.download_variant(pinned)
+    assert ei.value.code == ErrorCode.MODEL_DOWNLOAD_FAILED and other in ei.value.message
+    # the request asked for the pinned commit, not the branch
+    assert all(f"/resolve/{other}/" in r[1] for r in hub_env.requests)
+    assert pinned.model_version == VARIANT.model_version  # pinning does not change track identity
+    ok = dataclasses.replace(VARIANT, commit=COMMIT)
+    paths = hub.download_variant(ok)
+    assert paths["tokenizer"].read_bytes() == hub_env.files["small/tokenizer.json"]
+    assert f"/snapshots/{COMMIT}/" in str(paths["tokenizer"])
+    assert hub.cached_files(ok) is not None
+
+
+def test_git_blob_etag_is_checked_too(hub_env, tmp_path):
+    """A small (non-LFS) file's ETag is its git blob id; a body that does not hash to it is refused."""
+    name = "small/config.json"
+    hub_env.corrupt.add(name)
+    with pytest.raises(LofiError) as ei:
+        hub.download_variant(VARIANT)
+    assert ei.value.code == ErrorCode.MODEL_DOWNLOAD_FAILED and name in ei.value.message
+    assert hub.cached_file(VARIANT, VARIANT.file("config")) is None
+
+
+# ---- a corrupt model: refused at download, found by verify, repaired by fetching it again -----------------
+
+DECODER = "small_i8/decoder_model_merged.onnx"
+
+
+def git_blob_id(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def broken_onnx() -> bytes:
+    """Parses as an ONNX model at the top level (ir_version, a graph field) but its graph is junk: what a bit
+    flip inside a real model looks like to anything short of onnxruntime."""
+    junk = bytes(range(256)) * 8
+    return b"\x08\x08" + b"\x3a" + bytes([0x80 | (len(junk) & 0x7F), len(junk) >> 7]) + junk
+
+
+@pytest.mark.parametrize("body", [b"<html>502 Bad Gateway</html>", b"\x08\x08\x3a\xff\xff\x03short"])
+def test_corrupt_onnx_with_a_git_blob_etag_is_refused(hub_env, body):
+    """A hub announcing the git blob id of what it serves (not a sha256) gets every hash check to pass; the
+    ONNX structure check still refuses a file that is no model (here an error page, and a truncated one)."""
+    hub_env.files[DECODER] = body
+    hub_env.etags[DECODER] = git_blob_id(body)
+    with pytest.raises(LofiError) as ei:
+        hub.download_variant(VARIANT)
+    assert ei.value.code == ErrorCode.MODEL_DOWNLOAD_FAILED and DECODER in ei.value.message
+    assert "ONNX" in ei.value.message or "truncated" in ei.value.message
+    assert hub.cached_file(VARIANT, VARIANT.file("decoder_merged")) is None  # not kept: a retry fetches it
+
+
+def test_verify_finds_a_corrupted_file_and_repair_fetches_only_it(hub_env):
+    from lofi_daemon.models import verify
+
+    paths = hub.download_variant(VARIANT)
+    assert all(r["ok"] for r in verify.verify_variant(VARIANT))
+    blob = paths["decoder_merged"].resolve()
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte inside the graph
+    blob.write_bytes(bytes(data))
+
+    assert all(r["ok"] for r in verify.verify_variant(VARIANT, deep=False))  # cheap: structure only
+    rows = {r["file"]: r for r in verify.verify_variant(VARIANT, deep=True)}
+    assert not rows[DECODER]["ok"] and "sha256" in rows[DECODER]["problem"]
+    assert all(r["ok"] for name, r in rows.items() if name != DECODER)
+
+    n = len(hub_env.requests)
+    assert verify.repair_variant(VARIANT, None, CancelToken()) == [DECODER]
+    gets = [r[1] for r in hub_env.requests[n:] if r[0] == "GET"]
+    assert len(gets) == 1 and gets[0].endswith(DECODER)
+    assert paths["decoder_merged"].read_bytes() == hub_env.files[DECODER]
+    assert all(r["ok"] for r in verify.verify_variant(VARIANT))
+
+
+def test_load_failure_says_how_to_repair_and_repair_fixes_it(hub_env, daemon, tmp_path):
+    """The hub once served a broken decoder under its own (consistent) sha256: download accepts it, loading
+    fails. The error names the repair, `verify` finds nothing wrong with the hashes, and repair fetches
+    everything again once the hub serves the right file."""
+    good = hub_env.files[DECODER]
+    hub_env.files[DECODER] = broken_onnx()
+    d = daemon(LOFI_DEFAULT_BACKEND="musicgen", HF_HUB_OFFLINE="0", LOFI_THREADS="1")
+    d.call("download_backend", {"backend": "musicgen"})
+    d.wait_notification("download_progress", backend="musicgen", state="complete", timeout=60)
+    assert d.call("download_backend", {"backend": "musicgen"})["status"] == "already_installed"
+
+    r = d.call("generate", {"prompt": "lofi", "duration_sec": 5, "seed": 1})
+    err = d.wait_notification("generation_error", track_id=r["track_id"], timeout=60)
+    assert err["error_code"] == "MODEL_LOAD_FAILED"
+    assert "lofi-daemon verify musicgen" in err["message"] and '"repair": true' in err["message"]
+    assert err["hint"] in err["message"]
+
+    hub_env.files[DECODER] = good  # the hub is fixed
+    assert d.call("download_backend", {"backend": "musicgen", "repair": True})["status"] == "repairing"
+    # every file verifies (the hub announced the broken file's own hash), so repair fetches them all
+    done = d.wait_notification(
+        "download_progress", backend="musicgen", repaired=[f.path for f in VARIANT.files], timeout=60
+    )
+    assert done["state"] == "complete" and done["files_completed"] == 6
+    r = d.call("generate", {"prompt": "lofi", "duration_sec": 5, "seed": 1})
+    assert d.wait_notification("generation_complete", track_id=r["track_id"], timeout=120)["duration_sec"] > 0
+
+
+def test_repair_of_a_local_model_folder_is_refused(daemon):
+    from tests.musicgen_fixture import FIXTURE
+
+    d = daemon(LOFI_DEFAULT_BACKEND="musicgen", LOFI_MUSICGEN_DIR=str(FIXTURE))
+    reply = d.request("download_backend", {"backend": "musicgen", "repair": True})
+    assert (
+        reply["error"]["code"] == ErrorCode.INVALID_PARAMS
+        and "nothing to repair" in reply["error"]["message"]
+    )
+
+
+def test_verify_cli_reports_and_download_repair_fixes(hub_env, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from tests.daemon_client import daemon_env
+
+    def cli(*args):
+        env = daemon_env(tmp_path, HF_HUB_OFFLINE="0")
+        return subprocess.run(
+            [sys.executable, "-m", "lofi_daemon", *args], capture_output=True, text=True, env=env, timeout=120
+        )
+
+    assert cli("verify", "musicgen").returncode == 1  # nothing downloaded yet: every file is missing
+    paths = hub.download_variant(VARIANT)
+    out = cli("verify", "musicgen", "--json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert json.loads(out.stdout)[0]["ok"] is True
+    blob = paths["text_encoder"].resolve()
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # inside the graph: same size, same structure
+    blob.write_bytes(bytes(data))
+    out = cli("verify", "musicgen")
+    assert out.returncode == 1 and "BAD small_fp32/text_encoder.onnx" in out.stdout
+    assert "lofi-daemon download musicgen --repair" in out.stdout
+    health = json.loads(cli("health", "--json").stdout)
+    row = next(b for b in health["backends"] if b["name"] == "musicgen")
+    assert row["verify"]["ok"] is True  # health is the cheap check: a same-size change needs the hashes
+    out = cli("download", "musicgen", "--repair")
+    assert out.returncode == 0 and "small_fp32/text_encoder.onnx" in out.stderr
+    assert cli("verify", "musicgen").returncode == 0

@@ -303,6 +303,15 @@ def test_checkhealth_with_daemon_report(nvim, tmp_path):
     assert nvim.exec_lua("return require('lofi.client').is_running()") is False
 
 
+def test_checkhealth_reports_damaged_model_files_and_a_refused_cache(nvim, tmp_path):
+    use_fake(nvim, tmp_path, "--damaged")
+    text = health_text(nvim)
+    assert "ERROR musicgen model files are damaged: small_i8/decoder_model_merged.onnx: truncated" in text
+    assert "lofi-daemon download musicgen --repair" in text
+    assert "ERROR the track cache cannot be used: cache index /c/x is a symlink" in text
+    assert "OK musicgen installed" not in text
+
+
 def test_checkhealth_reports_config_errors_and_a_broken_daemon(nvim, tmp_path):
     configure(nvim, {"daemon": {"cmd": ["sh", "-c", "echo boom >&2; exit 7"]}, "ui": {"progress": "fidget"}})
     text = health_text(nvim)

@@ -379,3 +379,11 @@ def test_plugin_files_layout():
     # The integration files stay thin: the picker and statusline logic lives in lua/lofi/.
     for thin in ("lua/telescope/_extensions/lofi.lua", "lua/lualine/components/lofi.lua"):
         assert len(Path(ROOT, thin).read_text().splitlines()) < 120
+
+
+def test_relative_cache_dir_is_sent_absolute_from_neovims_cwd(nvim, tmp_path):
+    """The daemon rejects a relative cache_dir (its cwd is not the user's): the plugin expands it first."""
+    nvim.command(f"cd {tmp_path}")
+    nvim.exec_lua("require('lofi').setup({cache = {dir = 'my-tracks'}})")
+    opts = nvim.exec_lua("return require('lofi.config').initialize_options()")
+    assert opts["cache_dir"].rstrip("/") == str(tmp_path / "my-tracks")

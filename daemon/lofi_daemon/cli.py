@@ -66,6 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
     dl = sub.add_parser("download", help="download a backend's model (this is your consent)")
     dl.add_argument("backend")
     dl.add_argument("--variant")
+    dl.add_argument(
+        "--repair",
+        action="store_true",
+        help="fetch again the files that fail verification (all if none fails)",
+    )
+
+    ver = sub.add_parser("verify", help="check the model files (sizes, hashes, ONNX structure); no network")
+    ver.add_argument("backend", nargs="?", help="one backend (default: every backend with model files)")
+    ver.add_argument("--json", action="store_true")
     return p
 
 
@@ -85,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
             return _health(settings, args)
         if command == "download":
             return _download(settings, args)
+        if command == "verify":
+            return _verify(settings, args)
     except LofiError as exc:
         print(f"lofi-daemon: {exc.message} [{exc.code.name}]", file=sys.stderr)
         hint = exc.data.get("hint")
@@ -245,13 +256,50 @@ def _download(settings: Settings, args: argparse.Namespace) -> int:
     if name not in backends:
         raise LofiError(ErrorCode.INVALID_BACKEND, f"unknown backend {args.backend!r}")
     backend = backends[name]
+    if args.repair:
+        from .models.verify import repair_variant
+
+        if getattr(backend, "local_dir", None) is not None or not hasattr(backend, "variant"):
+            raise LofiError(
+                ErrorCode.INVALID_PARAMS, f"{name} uses no downloaded model files; nothing to repair"
+            )
+        fetched = repair_variant(backend.variant(), _print_progress, CancelToken())
+        print(f"\n{name} repaired: fetched {', '.join(fetched)} again", file=sys.stderr)
+        return 0
     if backend.is_installed():
         print(f"{name} is already installed")
         return 0
 
-    def progress(p: dict[str, Any]) -> None:
-        print(f"\r  {p.get('file', '')} {p.get('percent', 0):.0f}%   ", end="", file=sys.stderr, flush=True)
-
-    backend.download(progress, CancelToken())
+    backend.download(_print_progress, CancelToken())
     print(f"\n{name} installed", file=sys.stderr)
     return 0
+
+
+def _print_progress(p: dict[str, Any]) -> None:
+    print(f"\r  {p.get('file', '')} {p.get('percent', 0):.0f}%   ", end="", file=sys.stderr, flush=True)
+
+
+def _verify(settings: Settings, args: argparse.Namespace) -> int:
+    """Exit 0 when every checked model is intact, 1 when a file is missing or bad (each one is listed)."""
+    from .backends import canonical_name, create_backends
+    from .errors import ErrorCode
+    from .models.verify import verify_backend
+
+    backends = create_backends(settings, lambda *_: None)
+    names = [canonical_name(args.backend)] if args.backend else list(backends)
+    unknown = [n for n in names if n not in backends]
+    if unknown:
+        raise LofiError(ErrorCode.INVALID_BACKEND, f"unknown backend {args.backend!r}")
+    reports = [r for r in (verify_backend(backends[n], deep=True) for n in names) if r]
+    if args.json:
+        print(json.dumps(reports, indent=2))
+    else:
+        for r in reports:
+            print(f"{r['backend']} ({r['source']}): {'ok' if r['ok'] else 'NOT OK'}")
+            for f in r["files"]:
+                print(
+                    f"  {'ok ' if f['ok'] else 'BAD'} {f['file']}" + ("" if f["ok"] else f": {f['problem']}")
+                )
+            if not r["ok"] and r["source"] == "hub":
+                print(f"  repair: lofi-daemon download {r['backend']} --repair")
+    return 0 if reports and all(r["ok"] for r in reports) else 1

@@ -6,6 +6,7 @@ tests and for users who keep models or tracks elsewhere.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import platformdirs
 
 APP = "lofi"
+log = logging.getLogger(__name__)
 
 # Environment variables a user (or a test) can set; documented in docs/protocol.md.
 ENV_MODEL_DIRS = {"musicgen": "LOFI_MUSICGEN_DIR", "ace_step": "LOFI_ACE_STEP_DIR"}
@@ -51,7 +53,11 @@ class Settings:
         env = os.environ if environ is None else environ
         s = cls()
         if env.get(ENV_CACHE_DIR):
-            s.cache_dir = Path(env[ENV_CACHE_DIR]).expanduser()
+            cache_dir = Path(env[ENV_CACHE_DIR]).expanduser()
+            if cache_dir.is_absolute():
+                s.cache_dir = cache_dir
+            else:  # relative to what? the daemon's cwd is not the user's: keep the default and say so
+                log.warning("%s=%s is not an absolute path; using %s", ENV_CACHE_DIR, cache_dir, s.cache_dir)
         if env.get(ENV_LOG_DIR):
             s.log_dir = Path(env[ENV_LOG_DIR]).expanduser()
         if env.get(ENV_PROVIDER):
@@ -68,7 +74,7 @@ class Settings:
     def apply_options(self, options: dict[str, Any]) -> None:
         """Merge the `options` object of `initialize` (already schema-validated)."""
         if options.get("cache_dir"):
-            self.cache_dir = Path(options["cache_dir"]).expanduser()
+            self.cache_dir = absolute_cache_dir(options["cache_dir"])
         if options.get("provider"):
             self.provider = options["provider"]
         if options.get("threads") is not None:
@@ -81,3 +87,18 @@ class Settings:
                     self.models[backend].dir = Path(m["dir"]).expanduser()
                 if m.get("variant"):
                     self.models[backend].variant = m["variant"]
+
+
+def absolute_cache_dir(value: str) -> Path:
+    """`cache_dir` from a client: `~` expanded, and absolute — a relative path would resolve against the daemon's
+    working directory, which is not the user's (the plugin expands it against Neovim's)."""
+    from .errors import ErrorCode, LofiError
+
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        raise LofiError(
+            ErrorCode.INVALID_PARAMS,
+            f"cache_dir must be an absolute path, got {value!r}",
+            hint="send an absolute path (the Neovim plugin expands cache.dir with fnamemodify(dir, ':p'))",
+        )
+    return path

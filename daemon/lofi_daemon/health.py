@@ -64,10 +64,26 @@ def _backends(settings: Settings) -> list[dict[str, Any]]:
         try:
             row.update(b.status())  # backends report their local model `dir` themselves
             row["installed"] = b.is_installed()
+            if row["installed"]:
+                row["verify"] = _verify_cheap(b)
         except Exception as exc:
             row.update(installed=False, error=str(exc))
         rows.append(row)
     return rows
+
+
+def _verify_cheap(backend: Any) -> dict[str, Any]:
+    """Sizes and ONNX structure, no hashing (`lofi-daemon verify` hashes too): {ok, problems}."""
+    from .models.verify import repair_hint, verify_backend
+
+    report = verify_backend(backend, deep=False)
+    if not report:
+        return {"ok": True, "problems": []}
+    problems = [f"{f['file']}: {f['problem']}" for f in report["files"] if not f["ok"]]
+    out: dict[str, Any] = {"ok": report["ok"], "problems": problems}
+    if not report["ok"]:
+        out["hint"] = repair_hint(backend.name)
+    return out
 
 
 def _audio() -> dict[str, Any]:
@@ -99,4 +115,10 @@ def _cache(settings: Settings) -> dict[str, Any]:
     root = settings.tracks_dir
     files = [p for p in root.glob("*") if p.is_file()] if root.is_dir() else []
     size = sum(p.stat().st_size for p in files)
-    return {"dir": str(root), "size_mb": round(size / 1e6, 2), "files": len(files)}
+    out: dict[str, Any] = {"dir": str(root), "size_mb": round(size / 1e6, 2), "files": len(files)}
+    from .cache.store import unsafe_cache_reason
+
+    reason = unsafe_cache_reason(root)
+    if reason:
+        out["error"] = reason  # the same refusal the daemon's store would give
+    return out

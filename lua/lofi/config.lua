@@ -299,7 +299,8 @@ function M.initialize_options()
     provider = c.provider,
     threads = c.threads,
     models = models,
-    cache_dir = c.cache.dir and vim.fn.expand(c.cache.dir) or nil,
+    -- absolute against Neovim's cwd: the daemon rejects relative paths (its cwd is not the user's)
+    cache_dir = c.cache.dir and vim.fn.fnamemodify(vim.fn.expand(c.cache.dir), ":p") or nil,
     cache = { max_mb = c.cache.max_mb, max_tracks = c.cache.max_tracks, format = c.cache.format },
     playback = {
       volume = c.playback.volume,

@@ -160,6 +160,11 @@ local function check_daemon()
     local where = nn(b.dir) and (" in " .. b.dir) or ""
     if nn(b.error) then
       h.error(string.format("%s: %s", tostring(b.name), tostring(b.error)))
+    elseif b.installed == true and nn(b.verify) and b.verify.ok == false then
+      h.error(
+        string.format("%s model files are damaged: %s", b.name, table.concat(b.verify.problems or {}, "; ")),
+        { tostring(nn(b.verify.hint) or ("lofi-daemon download " .. tostring(b.name) .. " --repair")) }
+      )
     elseif b.installed == true then
       any = true
       h.ok(string.format("%s installed (variant %s)%s", b.name, tostring(nn(b.variant) or "default"), where))
@@ -199,6 +204,9 @@ local function check_daemon()
       fmt_mb(cache.size_mb)
     )
   )
+  if nn(cache.error) then
+    h.error("the track cache cannot be used: " .. tostring(cache.error))
+  end
   if nn(report.log_file) then
     h.info("daemon log: " .. report.log_file .. "  (open it with :Lofi log)")
   end

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ErrorCode, LofiError
 from ..jobs.cancel import CancelToken
+from ..models.verify import repair_variant
 from ..rpc.dispatch import Dispatcher
 from ..rpc.schemas.generation import DownloadBackendParams
 from . import canonical_name
@@ -67,21 +68,40 @@ def register(dispatcher: Dispatcher, daemon: Daemon) -> None:
             daemon.settings.models[name].variant = p.variant
         if name in daemon.downloads:
             return {"backend": name, "status": "already_downloading"}
-        if backend.is_installed():
+        if p.repair:
+            if getattr(backend, "local_dir", None) is not None or not hasattr(backend, "variant"):
+                raise LofiError(
+                    ErrorCode.INVALID_PARAMS,
+                    f"{name} uses no downloaded model files, so there is nothing to repair; replace the files "
+                    "in its model folder yourself",
+                    param="repair",
+                )
+        elif backend.is_installed():
             return {"backend": name, "status": "already_installed"}
         token = CancelToken()
         daemon.downloads[name] = token
 
         announced: dict[str, str] = {}
+        final: dict[str, Any] = {}
 
         def progress(info: dict[str, Any]) -> None:
+            if info.get("state") == "complete":
+                final.update(info)  # held back: announced below, once the download is forgotten
+                return
             announced["state"] = info.get("state", "downloading")
             daemon.notify("download_progress", {"backend": name, "state": "downloading", **info})
 
         def run() -> None:
             outcome: dict[str, Any] = {"state": "complete", "percent": 100}
             try:
-                backend.download(progress, token)
+                if p.repair:
+                    fetched = repair_variant(backend.variant(), progress, token)  # type: ignore[attr-defined]
+                    backend.unload()  # the next job loads the fresh files
+                    log.info("repaired %s: fetched %s again", name, ", ".join(fetched))
+                    final["repaired"] = fetched
+                else:
+                    backend.download(progress, token)
+                outcome = {**final, **outcome}
             except LofiError as exc:
                 outcome = {"state": "error", "message": exc.message, "error_code": exc.code.name}
             except Exception as exc:
@@ -95,4 +115,4 @@ def register(dispatcher: Dispatcher, daemon: Daemon) -> None:
 
         # Downloads run beside the generation worker so other backends keep generating meanwhile.
         threading.Thread(target=run, name=f"download-{name}", daemon=True).start()
-        return {"backend": name, "status": "started"}
+        return {"backend": name, "status": "repairing" if p.repair else "started"}

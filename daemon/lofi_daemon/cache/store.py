@@ -9,6 +9,11 @@ Design rules (product.md, Cache):
   pid is gone) or a complete file without a row (adopted from its tags).
 - Every file carries its own metadata as JSON in the `comment` tag, so the index can be rebuilt from the files if the
   database is lost or corrupt: there are no sidecar files.
+- lofi writes only into its own folder: the tracks folder and the index (with its -wal/-shm files) must be
+  real files owned by the user, never symlinks (a link planted as index.sqlite3 would get lofi's table and WAL
+  mode added to another database), and temp files are created exclusively without following links. A refused
+  folder or index puts the store in an error state (`error`, reported by stats/health; every other call fails
+  with CACHE_ERROR saying why) instead of stopping the daemon.
 - LRU eviction by last access (put, playback, cache hits) against `max_mb` and an optional `max_tracks`;
   favourites and protected ids (the track playing) are never evicted.
 """
@@ -21,6 +26,7 @@ import logging
 import os
 import secrets
 import sqlite3
+import stat
 import threading
 import time
 import zlib
@@ -44,6 +50,7 @@ TAG_PREFIX = "lofi-track:1:"  # plain JSON follows
 TAG_PREFIX_Z = "lofi-track:1z:"  # base64(zlib(JSON)) follows; used when the plain form is too long
 # libsndfile silently drops WAV INFO strings longer than about 2 kB in total; other containers take far more.
 MAX_TAG_CHARS = {"wav": 1800}
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # 0 where the OS has none (Windows: no user-made links there)
 STALE_TEMP_SEC = 3600.0  # a temp file this old is abandoned even if its pid number is in use again
 
 # format -> (libsndfile major format, subtype, file extension)
@@ -169,6 +176,44 @@ def _decode_tag(tag: str) -> dict[str, Any] | None:
     return None
 
 
+def unsafe_path_reason(path: Path, kind: str) -> str | None:
+    """Why lofi must not open `path` (a symlink, or owned by another user), or None when it may / it is absent."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        return f"cannot inspect {kind} {path}: {e}"
+    if stat.S_ISLNK(st.st_mode):
+        return (
+            f"{kind} {path} is a symlink (to {os.readlink(path)}); lofi does not write through links. "
+            "Remove the link (lofi creates a fresh one) or point cache_dir elsewhere"
+        )
+    if hasattr(os, "geteuid") and st.st_uid != os.geteuid():
+        return f"{kind} {path} is owned by uid {st.st_uid}, not by you (uid {os.geteuid()}); lofi will not use it"
+    return None
+
+
+def unsafe_cache_reason(root: Path) -> str | None:
+    """Why the tracks folder `root` or its index files must not be used, or None."""
+    index = root / INDEX_NAME
+    checks = [(root, "cache folder")] + [
+        (Path(str(index) + suffix), "cache index") for suffix in ("", "-wal", "-shm", "-journal")
+    ]
+    for path, kind in checks:
+        reason = unsafe_path_reason(path, kind)
+        if reason:
+            return reason
+    return None
+
+
+def _regular_file(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(path.lstat().st_mode)
+    except OSError:
+        return False
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -198,17 +243,32 @@ class TrackStore:
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise LofiError(ErrorCode.CACHE_ERROR, f"cannot create cache dir {self.root}: {e}") from e
         self.db_path = self.root / INDEX_NAME
-        self._open_index()
-        self.reconcile()
+        self.error: str | None = None  # why the cache cannot be used, when it cannot
+        try:
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise LofiError(ErrorCode.CACHE_ERROR, f"cannot create cache dir {self.root}: {e}") from e
+            self._open_index()
+            self.reconcile()
+        except LofiError as e:
+            self.close()
+            self.error = e.message
+            log.error("track cache unusable: %s", e.message)
+
+    def _refuse_unsafe(self) -> None:
+        """CACHE_ERROR if the folder or the index files are links or someone else's (checked at every connect)."""
+        reason = unsafe_cache_reason(self.root)
+        if reason:
+            raise LofiError(ErrorCode.CACHE_ERROR, reason, dir=str(self.root))
 
     # ----------------------------------------------------------------------------------------------- SQLite
 
     def _connect(self) -> sqlite3.Connection:
+        if self.error is not None:
+            raise LofiError(ErrorCode.CACHE_ERROR, self.error, dir=str(self.root))
+        self._refuse_unsafe()
         conn = sqlite3.connect(self.db_path, timeout=30.0, isolation_level=None, check_same_thread=False)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA busy_timeout = 30000")
@@ -271,6 +331,10 @@ class TrackStore:
     # -------------------------------------------------------------------------------------------- helpers
 
     def _path(self, file: str) -> Path:
+        """<root>/<file>. A name that is not a plain file name (an index edited by something else) maps to a path
+        that never exists, so lofi reads or unlinks nothing outside its folder; the row counts as a lost file."""
+        if not file or file in (".", "..") or "/" in file or "\\" in file or "\0" in file:
+            return self.root / ".lofi-invalid-file-name"
         return self.root / file
 
     def _row_to_track(self, row: sqlite3.Row) -> Track:
@@ -382,6 +446,20 @@ class TrackStore:
         return [self._row_to_track(r) for r in self._conn().execute(sql, args).fetchall()]
 
     def stats(self) -> dict[str, Any]:
+        if self.error is not None:
+            return {
+                "count": 0,
+                "size_bytes": 0,
+                "size_mb": 0.0,
+                "max_mb": self.max_mb,
+                "max_tracks": self.max_tracks,
+                "favourites": 0,
+                "oldest": None,
+                "newest": None,
+                "dir": str(self.root),
+                "format": self.fmt,
+                "error": self.error,
+            }
         row = (
             self._conn()
             .execute(
@@ -472,6 +550,9 @@ class TrackStore:
         file = f"{track_id}.{ext}"
         tmp = self._temp_name(track_id, ext)
         try:
+            # Create the temp file ourselves, exclusively and without following a link planted at its name;
+            # libsndfile then truncates that regular file.
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW, 0o644))
             # Integer PCM wraps around instead of clipping in libsndfile: clip first.
             clipped = np.clip(samples, -1.0, 1.0)
             with sf.SoundFile(
@@ -482,8 +563,11 @@ class TrackStore:
                 f.software = "lofi"
                 f.comment = _encode_tag(meta, fmt)
                 f.write(clipped)
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
+            fd = os.open(tmp, os.O_RDWR | _O_NOFOLLOW)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             track.size_bytes = tmp.stat().st_size
             with self._write() as conn:
                 old = conn.execute(
@@ -651,6 +735,7 @@ class TrackStore:
                     p.name.startswith(".")
                     or p.suffix.lstrip(".").lower() not in EXTENSIONS
                     or p.name in indexed
+                    or not _regular_file(p)  # a FIFO would block the read forever; a link points elsewhere
                 ):
                     continue
                 t = self._read_tag(p)

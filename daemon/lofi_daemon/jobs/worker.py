@@ -14,6 +14,7 @@ from typing import Any
 from ..backends.base import Backend
 from ..backends.install import ensure_installed
 from ..errors import Cancelled, ErrorCode, LofiError
+from ..models.verify import repair_hint
 from .progress import ProgressReporter
 from .queue import Job, JobQueue
 
@@ -148,11 +149,20 @@ class Worker:
         if not backend.loaded:
             t0 = time.monotonic()
             try:
-                backend.load()
-            except LofiError:
-                raise
-            except Exception as exc:
-                raise LofiError(ErrorCode.MODEL_LOAD_FAILED, f"could not load {backend.name}: {exc}") from exc
+                try:
+                    backend.load()
+                except LofiError:
+                    raise
+                except Exception as exc:
+                    raise LofiError(
+                        ErrorCode.MODEL_LOAD_FAILED, f"could not load {backend.name}: {exc}"
+                    ) from exc
+            except LofiError as exc:
+                if exc.code != ErrorCode.MODEL_LOAD_FAILED or "available_bytes" in exc.data:
+                    raise  # not a file problem (e.g. too little free memory)
+                # a corrupt file is the usual cause: say how to find it and fetch it again
+                hint = repair_hint(backend.name)
+                raise LofiError(exc.code, f"{exc.message}; {hint}", **{**exc.data, "hint": hint}) from exc
             log.info("loaded %s in %.1f s", backend.name, time.monotonic() - t0)
 
     def _download_progress(self, backend: str) -> Callable[[dict[str, Any]], None]:

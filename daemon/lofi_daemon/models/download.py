@@ -1,11 +1,18 @@
 """Model files from the Hugging Face hub (through huggingface_hub and its cache) or from a local directory.
 
 * `cached_files(variant)` answers "is it installed?" without any network access.
-* `download_variant(variant, progress, cancel)` fetches the missing files with `hf_hub_download` (one call per
-  file; huggingface_hub resumes a `.incomplete` blob left by an interrupted transfer and checks the size the
-  server announced), reports progress while bytes arrive, then checks integrity: the exact size and sha256 from
-  the registry when known, and for LFS files the sha256 the hub announces as the file's ETag. A corrupted file
-  is deleted (so a retry fetches it again) and reported as MODEL_DOWNLOAD_FAILED naming the file.
+* `download_variant(variant, progress, cancel)` fetches the missing files into huggingface_hub's cache layout
+  (blobs/<etag>, snapshots/<commit>/<path>, refs/<branch>), resuming a `.incomplete` blob left by an
+  interrupted transfer, reports progress while bytes arrive, then checks integrity: the exact size and sha256
+  from the registry when known, and the hash the hub announced as the file's ETag (sha256 for LFS files, the git
+  blob sha1 for small ones). A corrupted file is deleted (so a retry fetches it again) and reported as
+  MODEL_DOWNLOAD_FAILED naming the file.
+* Server-supplied names never become paths unchecked: `hf_hub_download` joins the ETag and X-Repo-Commit headers
+  into cache paths as they come (an ETag of `../../x` writes `x` anywhere; a 404 with X-Repo-Commit `../../x`
+  creates empty files anywhere), and asks the server twice (a second answer could differ from a checked first
+  one). So lofi asks once (`get_hf_file_metadata`), refuses anything but a 40-hex commit and a 40/64-hex ETag,
+  and writes the bytes itself (huggingface_hub's `http_get`) under names built from those checked values.
+  A variant pinned to a commit (registry `commit`) must be served from exactly that commit.
 * Consent is the caller's business: nothing here runs unless asked to download; `cached_files` never downloads.
 
 HF_ENDPOINT / HF_HOME / HF_HUB_CACHE are read at call time (huggingface_hub reads them once at import), so a
@@ -18,6 +25,7 @@ import hashlib
 import logging
 import os
 import re
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +40,7 @@ log = logging.getLogger(__name__)
 ProgressFn = Callable[[dict[str, Any]], None]
 
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_SHA1_RE = re.compile(r"^[0-9a-f]{40}$")  # a git commit, or a git blob id (the ETag of a non-LFS file)
 POLL_SEC = 0.25
 RETRIES = 2  # extra attempts per file after a dropped connection (each resumes)
 RETRY_SLEEP_SEC = 1.0
@@ -58,7 +67,7 @@ def cached_file(variant: ModelVariant, f: ModelFile) -> Path | None:
     from huggingface_hub import try_to_load_from_cache
 
     found = try_to_load_from_cache(
-        variant.repo_id, f.path, cache_dir=str(hub_cache_dir()), revision=variant.revision
+        variant.repo_id, f.path, cache_dir=str(hub_cache_dir()), revision=variant.fetch_revision
     )
     return Path(found) if isinstance(found, str) and os.path.exists(found) else None
 
@@ -86,8 +95,19 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def verify_file(path: Path, f: ModelFile, expected_sha256: str | None = None) -> None:
-    """Raise MODEL_DOWNLOAD_FAILED if `path` does not match the known size / hash."""
+def git_blob_sha1(path: Path, chunk: int = 1 << 20) -> str:
+    """The git object id of a file's content: the ETag the hub sends for files not stored in LFS."""
+    h = hashlib.sha1(b"blob %d\0" % path.stat().st_size)  # noqa: S324 - git's id, not a security hash
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_file(path: Path, f: ModelFile, expected_sha256: str | None = None, *, deep: bool = True) -> None:
+    """Raise MODEL_DOWNLOAD_FAILED if `path` does not match the known size, or (deep) the registry's sha256,
+    `expected_sha256`, or the hash the blob is stored under (the ETag the hub announced: a sha256 for LFS
+    files, the git blob id for small ones)."""
     size = path.stat().st_size
     if f.size is not None and size != f.size:
         raise LofiError(
@@ -95,18 +115,33 @@ def verify_file(path: Path, f: ModelFile, expected_sha256: str | None = None) ->
             f"{f.path}: size {size} bytes, expected {f.size}; the file is corrupted or incomplete",
             file=f.path,
         )
-    want = f.sha256 or expected_sha256
-    if want:
+    if not deep:
+        return
+    blob = path.resolve().name
+    wants = {w.lower() for w in (f.sha256, expected_sha256) if w}
+    if _SHA256_RE.match(blob):
+        wants.add(blob)
+    if wants:
         got = sha256_file(path)
-        if got != want.lower():
+        for want in sorted(wants):
+            if got != want:
+                raise LofiError(
+                    ErrorCode.MODEL_DOWNLOAD_FAILED,
+                    f"{f.path}: sha256 {got[:12]}… does not match the expected {want[:12]}…; the file is corrupted",
+                    file=f.path,
+                )
+    elif _SHA1_RE.match(blob):
+        got = git_blob_sha1(path)
+        if got != blob:
             raise LofiError(
                 ErrorCode.MODEL_DOWNLOAD_FAILED,
-                f"{f.path}: sha256 {got[:12]}… does not match the expected {want[:12]}…; the file is corrupted",
+                f"{f.path}: git blob id {got[:12]}… does not match the announced {blob[:12]}…; the file is "
+                "corrupted",
                 file=f.path,
             )
 
 
-def _discard(path: Path) -> None:
+def discard(path: Path) -> None:
     """Remove a bad download: the snapshot link and the blob it points to, so a retry starts again."""
     try:
         blob = path.resolve()
@@ -189,6 +224,8 @@ def download_variant(
                 }
             )
 
+    from .verify import check_onnx
+
     out: dict[str, Path] = {}
     for i, f in enumerate(files):
         if cancel is not None:
@@ -204,13 +241,15 @@ def download_variant(
                 emit(f.path, 0, i, state="error", message=exc.message)
                 raise
             try:
-                verify_file(path, f, _lfs_sha256(path))
+                verify_file(path, f)
+                check_onnx(path, f.path)
             except LofiError as exc:
-                _discard(path)
+                discard(path)
                 emit(f.path, 0, i, state="error", message=exc.message)
                 raise
-        else:
-            verify_file(path, f)  # size only when known; hashing every start would cost seconds
+        else:  # hashing what is already here would cost seconds each time: size and ONNX structure only
+            verify_file(path, f, deep=False)
+            check_onnx(path, f.path)
         sizes[i] = path.stat().st_size
         done_bytes += sizes[i]
         out[f.role] = path
@@ -220,8 +259,7 @@ def download_variant(
 
 
 def _fetch(variant: ModelVariant, f: ModelFile, on_bytes: Callable[[int], None]) -> Path:
-    """hf_hub_download one file; a dropped connection is retried (resuming the `.incomplete` blob)."""
-    from huggingface_hub import hf_hub_download
+    """Download one file; a dropped connection is retried (resuming the `.incomplete` blob)."""
     from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
 
     last: Exception | None = None
@@ -229,21 +267,12 @@ def _fetch(variant: ModelVariant, f: ModelFile, on_bytes: Callable[[int], None])
         if attempt:
             log.warning("retrying %s (attempt %d): %s", f.path, attempt + 1, last)
             time.sleep(RETRY_SLEEP_SEC * attempt)
-        log.info("downloading %s/%s@%s", variant.repo_id, f.path, variant.revision)
+        log.info("downloading %s/%s@%s", variant.repo_id, f.path, variant.fetch_revision)
         try:
             with _ByteWatcher(variant.repo_id, on_bytes):
-                return Path(
-                    hf_hub_download(
-                        variant.repo_id,
-                        f.path,
-                        revision=variant.revision,
-                        cache_dir=str(hub_cache_dir()),
-                        endpoint=hub_endpoint(),
-                    )
-                )
+                return _fetch_once(variant, f)
         except (EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError) as exc:
-            # the server answered with an error, or could not be reached at all (huggingface_hub has already
-            # retried that itself): trying again right away will not help
+            # the server answered with an error: trying again right away will not help
             last = exc
             break
         except (OSError, ValueError) as exc:  # dropped connection, truncated body, disk trouble
@@ -256,7 +285,74 @@ def _fetch(variant: ModelVariant, f: ModelFile, on_bytes: Callable[[int], None])
     ) from last
 
 
-def _lfs_sha256(path: Path) -> str | None:
-    """The hub stores LFS files under their sha256 (the ETag); a blob named like one must hash to it."""
-    name = path.resolve().name
-    return name if _SHA256_RE.match(name) else None
+def _refuse(variant: ModelVariant, f: ModelFile, what: str) -> LofiError:
+    return LofiError(
+        ErrorCode.MODEL_DOWNLOAD_FAILED,
+        f"download of {variant.repo_id}/{f.path} refused: {what}; nothing was written",
+        file=f.path,
+        repo_id=variant.repo_id,
+    )
+
+
+def checked_metadata(
+    variant: ModelVariant, f: ModelFile, commit: str | None, etag: str | None
+) -> tuple[str, str]:
+    """(commit, etag) when both are plain hashes (and the commit is the pinned one, if any); refused otherwise."""
+    if not isinstance(commit, str) or not _SHA1_RE.match(commit):
+        raise _refuse(
+            variant, f, f"the hub answered a malformed commit id {commit!r:.80} (want 40 hex digits)"
+        )
+    if variant.commit and commit != variant.commit:
+        raise _refuse(variant, f, f"the hub served commit {commit}, not the pinned {variant.commit}")
+    if not isinstance(etag, str) or not (_SHA1_RE.match(etag) or _SHA256_RE.match(etag)):
+        raise _refuse(
+            variant, f, f"the hub answered a malformed ETag {etag!r:.80} (want a 40 or 64 hex digit hash)"
+        )
+    return commit, etag
+
+
+def _fetch_once(variant: ModelVariant, f: ModelFile) -> Path:
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.file_download import http_get
+    from huggingface_hub.utils import WeakFileLock, build_hf_headers
+
+    endpoint = hub_endpoint()
+    url = hf_hub_url(variant.repo_id, f.path, revision=variant.fetch_revision, endpoint=endpoint)
+    # the models are public: no token, so none can leak to wherever the hub's `Location` points
+    meta = get_hf_file_metadata(url, token=False, endpoint=endpoint, library_name="lofi")  # the only HEAD
+    commit, etag = checked_metadata(variant, f, meta.commit_hash, meta.etag)
+    repo = _repo_dir(variant.repo_id)
+    blob = repo / "blobs" / etag
+    pointer = repo / "snapshots" / commit / Path(*f.path.split("/"))
+    lock = hub_cache_dir() / ".locks" / repo.name / f"{etag}.lock"
+    for folder in (blob.parent, pointer.parent, lock.parent):
+        folder.mkdir(parents=True, exist_ok=True)
+    with WeakFileLock(str(lock)):
+        if not blob.exists():
+            incomplete = blob.with_name(etag + ".incomplete")
+            with open(incomplete, "ab") as fh:
+                http_get(
+                    meta.location,
+                    fh,
+                    resume_size=fh.tell(),
+                    headers=build_hf_headers(token=False, library_name="lofi"),
+                    expected_size=meta.size,
+                    displayed_filename=f.path,
+                )
+            os.replace(incomplete, blob)
+        if not os.path.lexists(pointer):
+            _link(blob, pointer)
+    if (
+        variant.fetch_revision != commit
+    ):  # remember which commit the branch pointed at, as huggingface_hub does
+        (repo / "refs").mkdir(exist_ok=True)
+        (repo / "refs" / variant.fetch_revision).write_text(commit)
+    return pointer
+
+
+def _link(blob: Path, pointer: Path) -> None:
+    """snapshots/<commit>/<path> → blobs/<etag> as a relative symlink; a copy where symlinks are not allowed."""
+    try:
+        os.symlink(os.path.relpath(blob, pointer.parent), pointer)
+    except OSError:
+        shutil.copyfile(blob, pointer)

@@ -35,6 +35,16 @@ class ModelVariant:
     providers: tuple[str, ...]  # providers this variant is meant for ("cpu", "cuda", "coreml")
     version_tag: str  # stable name of the weights, e.g. "musicgen-small-int8"
     extra: dict = field(default_factory=dict)
+    # The 40-hex commit of `revision` the files were checked against. When set, downloads ask for exactly this
+    # commit and refuse anything else the hub answers. None until a real hash has been looked up on the hub
+    # (`huggingface-cli` / the repo's "History" page) — never fill in a guessed one. Not part of model_version,
+    # so pinning does not change the identity of tracks already made.
+    commit: str | None = None
+
+    @property
+    def fetch_revision(self) -> str:
+        """What downloads ask the hub for: the pinned commit when known, else the branch."""
+        return self.commit or self.revision
 
     @property
     def model_version(self) -> str:
@@ -103,7 +113,9 @@ def _xenova(suffix: str, decoder_size: int, *, fp16_io: bool = False) -> tuple[M
 
 GABOTECHS = "gabotechs/music_gen"
 XENOVA = "Xenova/musicgen-small"
-REVISION = "main"  # the pinned commits could not be looked up offline; "main" is what MusicGPT downloads
+# The commits could not be looked up offline; "main" is what MusicGPT downloads. Pin a variant with
+# `commit=` once its real 40-hex commit is known (see ModelVariant.commit).
+REVISION = "main"
 
 MUSICGEN_VARIANTS: dict[str, ModelVariant] = {
     v.name: v

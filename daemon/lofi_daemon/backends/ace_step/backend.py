@@ -146,20 +146,23 @@ class AceStepBackend:
         return sorted(p.name for p in d.iterdir() if (p / lora_mod.WEIGHTS_NAME).is_file())
 
     def _canonical_lora(self, value: Any) -> str:
-        """A registered style name stays a name; anything else must be an existing file or directory and
-        becomes its absolute path."""
+        """A style name (no path separators) must be a style in the LoRA folder and stays a name; anything else
+        must be an absolute path (or ~/…) of a LoRA .safetensors file, checked by its header, and becomes its
+        absolute path. Every failure gets the same message, so `lora` cannot probe which files exist."""
         if not isinstance(value, str) or not value.strip():
             raise LofiError(ErrorCode.INVALID_PARAMS, "lora must be a style name or a path", param="lora")
         value = value.strip()
-        if value in self.lora_styles():
+        is_path = value.startswith("~") or "/" in value or os.sep in value or (os.altsep or "/") in value
+        if not is_path and value in self.lora_styles():
             return value
         path = Path(value).expanduser()
-        if lora_mod.resolve_file(path).is_file():
+        if is_path and path.is_absolute() and lora_mod.is_lora_file(path):
             return str(path.resolve())
         styles = ", ".join(self.lora_styles()) or "none"
         raise LofiError(ErrorCode.INVALID_PARAMS,
-                        f"lora '{value}' is neither a registered style ({styles}; in {self.lora_dir()}) nor a "
-                        f"{lora_mod.WEIGHTS_NAME} file", param="lora")  # fmt: skip
+                        f"lora must be a style in {self.lora_dir()} ({styles}) or the absolute path of a LoRA "
+                        f".safetensors file (e.g. …/{lora_mod.WEIGHTS_NAME}) with lora_A/lora_B tensors",
+                        param="lora")  # fmt: skip
 
     def _lora_file(self, canonical: str) -> Path:
         if canonical in self.lora_styles():

@@ -23,6 +23,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import stat
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +56,40 @@ class LoraConfig:
 def resolve_file(path: Path) -> Path:
     path = Path(path).expanduser()
     return path / WEIGHTS_NAME if path.is_dir() else path
+
+
+MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit for the JSON header
+
+
+def is_lora_file(path: Path) -> bool:
+    """True when `path` (or `path`/pytorch_lora_weights.safetensors) is a readable regular `.safetensors` file whose
+    header parses and names LoRA tensors: some `….lora_A.…` each with its `….lora_B.…`. Only the header is read
+    (never the weights), and a FIFO or device is never opened for reading. Why it is not one is deliberately not
+    said: the caller answers every failure with the same message, so `lora` is no file-existence oracle."""
+    try:
+        file = resolve_file(path)
+        if file.suffix != ".safetensors":
+            return False
+        fd = os.open(file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                return False
+            (n,) = struct.unpack("<Q", fh.read(8))
+            if not 2 <= n <= min(MAX_HEADER_BYTES, st.st_size - 8):
+                return False
+            header = json.loads(fh.read(n))
+    except (OSError, ValueError, struct.error):  # missing, unreadable, a folder, truncated, not JSON
+        return False
+    if not isinstance(header, dict):
+        return False
+    tensors = {k: v for k, v in header.items() if k != "__metadata__"}
+    if not all(
+        isinstance(v, dict) and {"dtype", "shape", "data_offsets"} <= v.keys() for v in tensors.values()
+    ):
+        return False
+    a_keys = [k for k in tensors if ".lora_A." in k]
+    return bool(a_keys) and all(k.replace(".lora_A.", ".lora_B.") in tensors for k in a_keys)
 
 
 def read_lora(path: Path) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], LoraConfig]:

@@ -44,3 +44,4 @@ class QueueClearParams(Strict):
 class DownloadBackendParams(Strict):
     backend: str
     variant: str | None = None
+    repair: bool = False  # re-fetch the files that fail verification, even when the model is "installed"
