@@ -292,6 +292,11 @@ def test_picker_pure_functions(nvim):
     assert preview[0] == "Prompt:     rainy night jazz"
     assert "Seed:       42" in preview and "Duration:   0:30" in preview
     assert "Generated:  in 12.3 s" in preview
+    assert "Played:     2 times" in preview
+    counts = nvim.exec_lua(
+        "local p = require('lofi.picker') return {p.times_played(0), p.times_played(1), p.times_played(3)}"
+    )
+    assert counts == ["never", "once", "3 times"]  # never "1 times"
     assert "  guidance_scale   3" in preview or "  guidance_scale   3.0" in preview
     assert "  top_k            250" in preview
     assert regen == {

@@ -154,7 +154,13 @@ class Player:
         self.clock: Callable[[], float] = time.monotonic  # wall clock for stream pacing (tests simulate it)
         self._autostart: str | None = None  # a stream to start as soon as it can
         self._durations: dict[str, float] = {}
+        # A user's stop is final until the user plays again: auto-play, prefetch completions and failed commands
+        # never clear it. Only `play`/`resume`/`toggle`/`skip` that succeed do, and a track the user asked to
+        # generate (`_requested`) may still start by itself: that generate was the user's request to hear it.
         self._user_stopped = False
+        self._requested: set[str] = set()
+        # plays of a track that is still being generated (not in the cache yet): recorded when it is stored
+        self._unrecorded_plays: dict[str, int] = {}
         self._warned_repeat: str | None = None
         self._last_position = 0.0
         self._silent_since: float | None = None
@@ -368,7 +374,6 @@ class Player:
 
     def play(self, track_id: str | None = None) -> dict[str, Any]:
         with self._lock:
-            self._user_stopped = False
             if track_id is None:
                 if self.mixer.state == "paused":
                     return self.resume()
@@ -384,6 +389,7 @@ class Player:
                 self.playlist.insert(self.index, track_id)
             src = self._load(track_id)
             self.mixer.play(src, crossfade=self.mixer.state == "playing")
+            self._user_stopped = False  # only now: a play that failed above leaves a user's stop in force
             self._refresh()
             self._ensure_output()
             return self.state()
@@ -409,6 +415,7 @@ class Player:
             if self.mixer.state == "stopped":
                 return self.play()
             resumed = self.mixer.resume()
+            self._user_stopped = False
             self._ensure_output()
             if resumed:
                 self.notify("playback_resumed", {"track_id": self.mixer.track_id, **self._pos()})
@@ -433,6 +440,7 @@ class Player:
             self._refresh()
             if not self.mixer.skip():
                 raise LofiError(ErrorCode.TRACK_NOT_FOUND, "no next track: the playlist ends here")
+            self._user_stopped = False
             if self.mixer.state == "playing":
                 self._ensure_output()
             self._poll_events()
@@ -509,9 +517,16 @@ class Player:
     # ------------------------------------------------------------------------------ daemon integration
 
     def on_generation_started(self, params: dict[str, Any]) -> None:
-        """Subscriber of `generation_started`: a user's generate re-arms auto-play after a stop."""
-        if params.get("priority") != "prefetch":
-            self._user_stopped = False
+        """Subscriber of `generation_started`: a track the user asked for may auto-play even after a stop
+        (a prefetch may not: it never ends a user's stop)."""
+        if params.get("priority") != "prefetch" and params.get("track_id"):
+            with self._lock:
+                self._requested.add(params["track_id"])
+
+    def _may_autostart(self, track_id: str) -> bool:
+        """Auto-play may start `track_id` now: nothing plays, and no user stop is in force (or the user asked
+        for this very track after stopping)."""
+        return self.mixer.state == "stopped" and (not self._user_stopped or track_id in self._requested)
 
     def stream(
         self, track_id: str, sample_rate: int, channels: int, duration_sec: float | None = None
@@ -525,7 +540,7 @@ class Player:
             self._streams[track_id] = stream
             if track_id not in self.playlist:
                 self.playlist.append(track_id)
-            if self.mixer.state == "stopped" and not self._user_stopped:
+            if self._may_autostart(track_id):
                 self._autostart = track_id
             self._refresh()
             return stream
@@ -556,8 +571,11 @@ class Player:
                 self._sources[stream.track_id] = stream.source  # the same audio the cache now holds
             if stream.aborted and self.mixer.track_id != stream.track_id:
                 self._drop_from_playlist(stream.track_id)
-            if self._autostart == stream.track_id and stream.aborted:
-                self._autostart = None
+            if stream.aborted:
+                self._requested.discard(stream.track_id)
+                self._unrecorded_plays.pop(stream.track_id, None)  # it never reaches the cache
+                if self._autostart == stream.track_id:
+                    self._autostart = None
             self._refresh()
 
     def _start_pending_stream(self) -> None:
@@ -565,7 +583,7 @@ class Player:
         if tid is None:
             return
         stream = self._streams.get(tid)
-        if self.mixer.state != "stopped" or self._user_stopped:
+        if not self._may_autostart(tid):
             self._autostart = None
             return
         if stream is None:  # finished before it could start: it is a normal cached track now
@@ -580,6 +598,8 @@ class Player:
     def _play_source(self, track_id: str, src: Source) -> None:
         if track_id in self.playlist:
             self.index = self.playlist.index(track_id)
+        self._requested.discard(track_id)
+        self._user_stopped = False  # the user asked for this track (or never stopped)
         self.mixer.play(src, crossfade=False)
         self._refresh()
         try:
@@ -590,17 +610,21 @@ class Player:
     def on_generation_complete(self, params: dict[str, Any]) -> None:
         """Subscriber of `generation_complete`: auto-play adds the track to the playlist (and starts it when
         nothing is playing, unless the user stopped playback since)."""
-        if not self.auto_play:
-            return
         tid = params["track_id"]
         with self._lock:
+            for _ in range(self._unrecorded_plays.pop(tid, 0)):
+                self._record_play(tid)  # it was heard while it was generated; now the cache has it
+            if not self.auto_play:
+                self._requested.discard(tid)
+                return
             if tid in self._streams or self.mixer.track_id == tid or self._autostart == tid:
                 return  # streamed: already in the playlist (and maybe playing)
             try:
                 if tid not in self.playlist:
                     self.playlist_add(tid)
-                if self.mixer.state == "stopped" and not self._user_stopped:
-                    self.play(tid)
+                if self._may_autostart(tid):
+                    self._play_source(tid, self._load(tid))
+                self._requested.discard(tid)
             except LofiError as e:
                 self.notify("log", {"level": "warning", "message": f"auto-play of {tid} failed: {e.message}"})
 
@@ -626,15 +650,13 @@ class Player:
                 self._warned_repeat = None
                 self._last_position = 0.0
                 self.notify("playback_started", {"track_id": tid, "duration_sec": self._duration(tid)})
-                try:
-                    self.store.mark_played(tid)
-                except LofiError as e:
-                    log.warning("could not record play of %s: %s", tid, e.message)
+                self._record_play(tid)
             elif kind == "ended":
                 changed = True
                 self.notify("playback_ended", {"track_id": tid, "reason": ev[2]})
             elif kind == "looped":
                 changed = True
+                self._record_play(tid)  # it starts again from the top: heard once more
                 if self.loop == "off" and self._warned_repeat != tid:
                     self._warned_repeat = tid
                     self.notify(
@@ -645,6 +667,15 @@ class Player:
                         },
                     )
         return changed
+
+    def _record_play(self, track_id: str) -> None:
+        """A play counts when the track starts sounding, however it started (play, auto-play, playlist
+        advance, loop or repeat)."""
+        try:
+            if not self.store.mark_played(track_id):  # still being generated (or deleted meanwhile)
+                self._unrecorded_plays[track_id] = self._unrecorded_plays.get(track_id, 0) + 1
+        except LofiError as e:
+            log.warning("could not record play of %s: %s", track_id, e.message)
 
     def poll(self) -> None:
         """One control step (the control thread calls this every 50 ms; tests may call it directly)."""
