@@ -21,6 +21,7 @@ import numpy as np
 from ..errors import ErrorCode, LofiError
 from .mixer import DEFAULT_CROSSFADE_SEC, END_LOOP, END_STOP, Mixer, Source
 from .output import CHANNELS, DeviceOutput, Render
+from .player_lock import PlayerLock
 from .resample import StreamResampler, to_channels, to_device
 
 log = logging.getLogger(__name__)
@@ -129,8 +130,13 @@ class Player:
         auto_play: bool = True,
         output_factory: Callable[[Render, int | str | None], Any] | None = None,
         start_thread: bool = True,
+        lock: PlayerLock | None = None,
     ) -> None:
         self.store = store
+        # one player per machine (player_lock.py); None: this player never defers to another
+        self.lock = lock
+        self._giving_way: int | None = None  # pid of the player this one is making room for
+        self._deferred: set[str] = set()  # tracks auto-play left waiting for another player (said once each)
         self.notify = notify
         self.auto_play = auto_play
         # play a track while it is generated (backends that stream); off = start when it is complete
@@ -207,6 +213,10 @@ class Player:
             "loop": self.loop,
             "crossfade_sec": m.crossfade_sec,
             "device_error": self.device_error,
+            # another lofi daemon has the sound (one player per machine): its pid
+            "playing_elsewhere": self.lock.holder()
+            if self.lock is not None and m.state != "playing"
+            else None,
         }
 
     def protected_ids(self) -> list[str]:
@@ -297,7 +307,14 @@ class Player:
     # ----------------------------------------------------------------------------------------- device
 
     def _ensure_output(self) -> None:
-        """Start pulling audio. On failure the mixer is paused (position kept) and AUDIO_DEVICE_ERROR raised."""
+        """Start pulling audio. On failure the mixer is paused (position kept) and AUDIO_DEVICE_ERROR raised.
+        Takes the player lock first, asking another daemon that plays to give way (the user's play wins)."""
+        if self.lock is not None and not self.lock.held:
+            try:
+                self.lock.acquire()
+            except LofiError:
+                self.mixer.pause()
+                raise
         if self.output.failed.is_set() or self.device_error:
             self.output.close()
             self.output.reinitialise()
@@ -596,8 +613,21 @@ class Player:
             self._play_source(tid, stream.source)
 
     def _play_source(self, track_id: str, src: Source) -> None:
+        """Auto-play `track_id`, unless another daemon has the sound: auto-play never takes it away."""
         if track_id in self.playlist:
             self.index = self.playlist.index(track_id)
+        if self.lock is not None and not self.lock.try_acquire():
+            if track_id not in self._deferred:
+                self._deferred.add(track_id)
+                self.notify(
+                    "log",
+                    {
+                        "level": "info",
+                        "message": f"another lofi (pid {self.lock.holder() or '?'}) is playing; "
+                        "the new track waits in the playlist (play it to hear it here)",
+                    },
+                )
+            return
         self._requested.discard(track_id)
         self._user_stopped = False  # the user asked for this track (or never stopped)
         self.mixer.play(src, crossfade=False)
@@ -683,6 +713,7 @@ class Player:
         with self._lock:
             if self.output.failed.is_set() and self.device_error is None:
                 self._on_device_failure()
+            self._give_way_if_asked()
             self._start_pending_stream()
             if self._poll_events() or self.mixer.track_id:
                 self._refresh()
@@ -708,11 +739,40 @@ class Player:
                     self._silent_since = rendered
                 elif rendered - self._silent_since >= IDLE_STOP_SEC * self.mixer.rate:
                     self.output.stop()
+            if self.lock is not None and self.lock.held and not self.output.active and not self.mixer.audible:
+                self.lock.release()  # silent: another daemon may play now
         for fn, args in listeners:
             try:
                 fn(*args)
             except Exception:  # noqa: BLE001
                 log.exception("playback progress listener failed")
+
+    def _give_way_if_asked(self) -> None:
+        """Another daemon's user pressed play: stop as if our user had (nothing here restarts by itself),
+        close the device so it is free, and let go of the lock."""
+        if self.lock is None or not self.lock.held:
+            return
+        if self._giving_way is None:
+            pid = self.lock.handover_requested()
+            if pid is None:
+                return
+            self._giving_way = pid
+            self._user_stopped = True
+            self._autostart = None
+            self.mixer.stop()  # a 10 ms de-click fade, rendered before the device is closed
+            self.index = -1
+            self._poll_events()
+            self.notify(
+                "log",
+                {
+                    "level": "info",
+                    "message": f"playback moved to another lofi (pid {pid}); play to bring it back",
+                },
+            )
+        if not self.mixer.audible:
+            self.output.close()
+            self.lock.release()
+            self._giving_way = None
 
     def close(self) -> None:
         self._stop_thread.set()
@@ -721,3 +781,5 @@ class Player:
         with self._lock:
             self.mixer.stop()
             self.output.close()
+            if self.lock is not None:
+                self.lock.release()
