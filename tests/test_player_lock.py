@@ -4,6 +4,8 @@ The last one the user plays wins; auto-play never takes the sound away; a stop f
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -139,3 +141,34 @@ def test_a_play_that_is_not_given_way_fails_clearly(tmp_path):
     a.close()
     b.close()
     store.close()
+
+
+HOLDER = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.write(fd, b"%d\\n" % os.getpid())
+print("holding", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_player_that_dies_holding_the_lock_does_not_keep_the_sound(tmp_path):
+    (tmp_path / "cache").mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path / "cache" / "player.lock")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        lock = PlayerLock(lambda: tmp_path / "cache", timeout_sec=0.2)
+        assert lock.holder() == holder.pid and not lock.try_acquire()
+        # it asked earlier and died waiting: a stale question is no reason to give way
+        (tmp_path / "cache" / "player.request").write_text(f"{holder.pid} 0123")
+    finally:
+        holder.kill()  # like kill -9: no clean-up ran
+        holder.wait()
+    assert lock.holder() is None and lock.try_acquire()
+    assert lock.handover_requested() is None and not (tmp_path / "cache" / "player.request").exists()
+    lock.release()

@@ -622,9 +622,9 @@ class Player:
                 self.notify(
                     "log",
                     {
-                        "level": "info",
-                        "message": f"another lofi (pid {self.lock.holder() or '?'}) is playing; "
-                        "the new track waits in the playlist (play it to hear it here)",
+                        "level": "warning",  # the client shows warnings; the user must know why it is silent
+                        "message": f"another lofi (pid {self.lock.holder() or '?'}, another Neovim?) is playing; "
+                        "the new track waits in the playlist: play it to hear it here",
                     },
                 )
             return
@@ -765,8 +765,8 @@ class Player:
             self.notify(
                 "log",
                 {
-                    "level": "info",
-                    "message": f"playback moved to another lofi (pid {pid}); play to bring it back",
+                    "level": "warning",
+                    "message": f"playback moved to another lofi (pid {pid}); play here to bring it back",
                 },
             )
         if not self.mixer.audible:
