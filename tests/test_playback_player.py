@@ -207,10 +207,10 @@ def test_stop_sticks_through_failed_plays_and_prefetch_completions(env):
     assert b.track_id in player.playlist_get()["tracks"]
     assert not np.any(out.pump(0.5, player.poll))
     # a track the user asked for before stopping is not a reason to start either
-    c = tone_track(store, 600)
-    player.on_generation_started({"track_id": c.track_id, "priority": "normal"})
+    c = tone_track(store, 600).track_id
+    player.on_generation_started({"track_id": c, "priority": "normal"})
     player.stop()
-    player.on_generation_complete({"track_id": "f" * 16})  # some other completion
+    player.on_generation_complete({"track_id": c})  # it finishes after the stop
     assert player.state()["state"] == "stopped"
     # only the user's play ends the stop
     assert player.play(b.track_id)["state"] == "playing"

@@ -445,6 +445,7 @@ class Player:
     def stop(self) -> dict[str, Any]:
         with self._lock:
             self._user_stopped = True
+            self._requested.clear()  # silence wanted: tracks asked for earlier do not start by themselves either
             self.mixer.stop()
             self.index = -1  # the next `play` starts the playlist from the top
             self._poll_events()

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import ErrorCode, LofiError
+from ..logging_setup import log_once
 from ..process import pid_alive
 
 try:
@@ -57,7 +58,13 @@ class PlayerLock:
         try:
             fd = self._open(directory)
         except OSError as e:
-            log.warning("cannot open the player lock in %s: %s; playing without it", directory, e)
+            log_once(
+                log,
+                logging.WARNING,
+                "cannot open the player lock in %s: %s; playing without it",
+                directory,
+                e,
+            )
             return True
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
