@@ -209,6 +209,15 @@ def test_parse_generate_args(nvim):
     assert got == {"prompt": "rainy night jazz x=1", "duration_sec": 60, "seed": 42, "backend": "ace_step"}
 
 
+def test_status_says_when_another_lofi_has_the_sound(nvim):
+    lines = nvim.exec_lua(
+        "local f = require('lofi.format') "
+        "return {f.status({playback = {state = 'stopped', playing_elsewhere = 4242}})[2], "
+        "f.status({playback = {state = 'stopped', playing_elsewhere = vim.NIL}})[2]}"
+    )
+    assert lines == ["playback: stopped (another lofi plays: pid 4242, another Neovim?)", "playback: stopped"]
+
+
 def test_statusline_formats_from_cached_state(nvim):
     lua = """
     local state, lofi = require('lofi.state'), require('lofi')
