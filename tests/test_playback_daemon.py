@@ -330,3 +330,24 @@ def test_two_daemons_on_one_cache_share_one_player_and_the_last_play_wins(daemon
 
     # each was heard from its own device (prefetched tracks have random seeds, so their pitches are not checked)
     assert 270 in pitches(captures["a"]) and 420 in pitches(captures["b"])
+
+
+def test_stop_sticks_through_a_failed_play_and_the_prefetch_that_follows(daemon, tmp_path):
+    d = daemon(**wav_capture_config(tmp_path / "audio", tmp_path / "capture.wav"))
+    d.call("initialize", {})
+    first = d.call("generate", {"prompt": "stop sticks", "duration_sec": 2, "seed": 7})
+    d.wait_notification("playback_started", track_id=first["track_id"], timeout=60)
+    prefetch = d.wait_notification("generation_started", priority="prefetch", timeout=60)
+    assert d.call("stop")["state"] == "stopped"
+    starts = d.events().count("playback_started")
+    reply = d.request("play", {"track_id": "0123456789abcdef"})  # `:Lofi play nonexist`
+    assert reply["error"]["data"]["error_code"] == "TRACK_NOT_FOUND"
+    d.wait_notification("generation_complete", track_id=prefetch["track_id"], timeout=60)
+    assert d.call("status")["playback"]["state"] == "stopped"
+    assert d.events().count("playback_started") == starts  # the prefetch did not start the music
+    # nothing plays, so no new prefetch follows: the chain ends with the stop
+    deadline = time.monotonic() + 60
+    while d.call("status")["queue"]["running"] is not None:  # the worker lets go of the job just after
+        assert time.monotonic() < deadline, "the prefetch job never finished"
+        time.sleep(0.05)
+    assert d.call("status")["queue"]["waiting"] == 0 and started_prefetches(d) == 1
