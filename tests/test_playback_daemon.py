@@ -229,6 +229,12 @@ def test_musicgen_plays_while_generating_and_caches_the_same_track(daemon, tmp_p
         n["method"] for n in d.notifications if n["method"] in ("playback_started", "generation_complete")
     ]
     assert order[:2] == ["playback_started", "generation_complete"]
+    # heard while it was generated: counted once the cache has it (it was `Played: 0 times`); the count is
+    # recorded by a subscriber of generation_complete, just after the client got it
+    deadline = time.monotonic() + 60
+    while (count := d.call("cache_list")["tracks"][0]["play_count"]) == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert count >= 1
     streamed, rate = sf.read(done["path"], dtype="float32")
 
     cli = subprocess.run(
