@@ -142,3 +142,10 @@ def test_output_format_mismatch_or_unknown_is_refused_before_generating(tmp_path
     out = gen_to(tmp_path, tmp_path / "x.audio", "--format", "wav")
     assert out.returncode == 0, out.stderr
     assert sf.info(str(tmp_path / "x.audio")).format == "WAV"
+
+
+def test_output_that_cannot_be_written_is_a_clear_error(tmp_path):
+    (tmp_path / "taken").write_text("a file, not a folder")
+    out = gen_to(tmp_path, tmp_path / "taken" / "x.wav")
+    assert out.returncode == 1 and "CACHE_ERROR" in out.stderr and "cannot write" in out.stderr
+    assert "Traceback" not in out.stderr

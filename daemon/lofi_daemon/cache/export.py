@@ -6,6 +6,7 @@ The file is written next to its destination and renamed into place, so a reader 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -49,9 +50,9 @@ def export_track(store: Any, track_id: str, dest: Path, fmt: str) -> dict[str, A
     major, subtype, _ = check_format(fmt)
     track = store.require(track_id)
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
         if track.format == fmt:
             shutil.copyfile(track.path, tmp)  # already that format: the same bytes, tags included
         else:
@@ -70,7 +71,8 @@ def export_track(store: Any, track_id: str, dest: Path, fmt: str) -> dict[str, A
     except (OSError, RuntimeError, sf.LibsndfileError) as e:
         raise LofiError(ErrorCode.CACHE_ERROR, f"cannot write {dest}: {e}", track_id=track_id) from e
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # e.g. its folder is not a folder: nothing was written
+            tmp.unlink(missing_ok=True)
     return {
         "path": str(dest),
         "format": fmt,
