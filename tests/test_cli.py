@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import numpy as np
+import pytest
 import soundfile as sf
 
 from tests.daemon_client import daemon_env
@@ -81,3 +83,69 @@ def test_health_json(tmp_path):
     assert data["packages"]["onnxruntime"] and "CPUExecutionProvider" in data["providers"]
     assert any(b["name"] == "tone" and b["installed"] for b in data["backends"])
     assert "ok" in data["audio"] and data["cache"]["dir"].endswith("tracks")
+
+
+MAJOR = {"wav": "WAV", "flac": "FLAC", "ogg": "OGG", "mp3": "MP3"}
+
+
+def gen_to(tmp_path, output, *extra):
+    return run(
+        tmp_path,
+        "generate",
+        "rainy night",
+        "--backend",
+        "tone",
+        "--duration",
+        "1.5",
+        "--seed",
+        "3",
+        "--output",
+        str(output),
+        *extra,
+    )
+
+
+@pytest.mark.parametrize("fmt", ["wav", "ogg", "flac", "mp3"])
+def test_output_is_written_in_the_format_its_name_says(tmp_path, fmt):
+    if fmt == "mp3" and "MP3" not in sf.available_formats():
+        pytest.skip("this libsndfile has no MP3 encoder")
+    out_file = tmp_path / "music" / f"out.{fmt}"
+    out = gen_to(tmp_path, out_file)
+    assert out.returncode == 0, out.stderr
+    info = json.loads(out.stdout)
+    assert info["path"] == str(out_file) and info["format"] == fmt
+    assert (info["sample_rate"], info["channels"]) == (16000, 1)
+    written = sf.info(str(out_file))
+    assert written.format == MAJOR[fmt]  # not FLAC bytes under another name
+    assert (written.samplerate, written.channels) == (16000, 1)
+    # a lossy encoder may pad a frame (mp3: 1152 samples) at either end
+    assert abs(written.duration - 1.5) <= 2 * 1152 / 16000
+    assert info["duration_sec"] == pytest.approx(written.duration, abs=1e-3)
+    assert f"wrote {out_file} ({fmt}, 16000 Hz, 1 ch" in out.stderr
+    assert [p.name for p in out_file.parent.iterdir()] == [out_file.name]  # no temp file left behind
+    if fmt in ("wav", "flac"):  # lossless: the very samples of the cached track
+        cached = next((tmp_path / "cache" / "tracks").glob(f"{info['track_id']}.*"))
+        a, _ = sf.read(str(out_file), dtype="int16")
+        b, _ = sf.read(str(cached), dtype="int16")
+        np.testing.assert_array_equal(a, b)
+
+
+def test_output_format_mismatch_or_unknown_is_refused_before_generating(tmp_path):
+    out = gen_to(tmp_path, tmp_path / "x.mp3", "--format", "wav")
+    assert out.returncode == 1 and "INVALID_PARAMS" in out.stderr
+    assert "x.mp3 names the mp3 format but --format is wav" in out.stderr
+    assert "generating" not in out.stderr and not (tmp_path / "x.mp3").exists()
+    out = gen_to(tmp_path, tmp_path / "x.audio")
+    assert out.returncode == 1 and "cannot tell the audio format" in out.stderr and "--format" in out.stderr
+    assert not (tmp_path / "x.audio").exists()
+    # --format decides for a name that says nothing
+    out = gen_to(tmp_path, tmp_path / "x.audio", "--format", "wav")
+    assert out.returncode == 0, out.stderr
+    assert sf.info(str(tmp_path / "x.audio")).format == "WAV"
+
+
+def test_output_that_cannot_be_written_is_a_clear_error(tmp_path):
+    (tmp_path / "taken").write_text("a file, not a folder")
+    out = gen_to(tmp_path, tmp_path / "taken" / "x.wav")
+    assert out.returncode == 1 and "CACHE_ERROR" in out.stderr and "cannot write" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -75,3 +75,29 @@ def test_create_session_missing_file_is_model_load_failed(tmp_path):
         sessions.create_session(tmp_path / "nope.onnx", Settings(provider="cpu"))
     assert ei.value.code == ErrorCode.MODEL_LOAD_FAILED
     assert "nope.onnx" in ei.value.message
+
+
+def test_provider_facts_are_logged_once_per_process(caplog):
+    # an availability list no other test uses: the message is new to this process
+    available = [CPU, "OnlyInThisTestExecutionProvider"]
+    with caplog.at_level("INFO", logger="lofi_daemon.runtime.providers"):
+        for _ in range(22):  # e.g. one `:Lofi models` asked the backends' status this often
+            plan_providers("auto", available)
+    lines = [r.getMessage() for r in caplog.records if "provider auto" in r.getMessage()]
+    assert sorted(lines) == sorted(
+        f"provider auto: {name} not available in this onnxruntime build (has: cpu, OnlyInThisTestExecutionProvider)"
+        for name in ("cuda", "coreml")
+    )
+
+
+def test_daemon_log_says_a_provider_fact_once(daemon, tmp_path):
+    d = daemon()
+    d.call("initialize", {})
+    for _ in range(5):
+        d.call("get_backends")
+        d.call("status")
+    d.call("shutdown")
+    d.proc.wait(30)
+    log_text = (tmp_path / "log" / "daemon.log").read_text()
+    for name in ("cuda", "coreml"):
+        assert log_text.count(f"provider auto: {name} not available") <= 1

@@ -209,6 +209,15 @@ def test_parse_generate_args(nvim):
     assert got == {"prompt": "rainy night jazz x=1", "duration_sec": 60, "seed": 42, "backend": "ace_step"}
 
 
+def test_status_says_when_another_lofi_has_the_sound(nvim):
+    lines = nvim.exec_lua(
+        "local f = require('lofi.format') "
+        "return {f.status({playback = {state = 'stopped', playing_elsewhere = 4242}})[2], "
+        "f.status({playback = {state = 'stopped', playing_elsewhere = vim.NIL}})[2]}"
+    )
+    assert lines == ["playback: stopped (another lofi plays: pid 4242, another Neovim?)", "playback: stopped"]
+
+
 def test_statusline_formats_from_cached_state(nvim):
     lua = """
     local state, lofi = require('lofi.state'), require('lofi')
@@ -292,6 +301,11 @@ def test_picker_pure_functions(nvim):
     assert preview[0] == "Prompt:     rainy night jazz"
     assert "Seed:       42" in preview and "Duration:   0:30" in preview
     assert "Generated:  in 12.3 s" in preview
+    assert "Played:     2 times" in preview
+    counts = nvim.exec_lua(
+        "local p = require('lofi.picker') return {p.times_played(0), p.times_played(1), p.times_played(3)}"
+    )
+    assert counts == ["never", "once", "3 times"]  # never "1 times"
     assert "  guidance_scale   3" in preview or "  guidance_scale   3.0" in preview
     assert "  top_k            250" in preview
     assert regen == {

@@ -3,6 +3,8 @@ the ALSA file device; and the cache / playback / playlist / prefetch RPC surface
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -227,6 +229,12 @@ def test_musicgen_plays_while_generating_and_caches_the_same_track(daemon, tmp_p
         n["method"] for n in d.notifications if n["method"] in ("playback_started", "generation_complete")
     ]
     assert order[:2] == ["playback_started", "generation_complete"]
+    # heard while it was generated: counted once the cache has it (it was `Played: 0 times`); the count is
+    # recorded by a subscriber of generation_complete, just after the client got it
+    deadline = time.monotonic() + 60
+    while (count := d.call("cache_list")["tracks"][0]["play_count"]) == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert count >= 1
     streamed, rate = sf.read(done["path"], dtype="float32")
 
     cli = subprocess.run(
@@ -254,3 +262,98 @@ def test_musicgen_plays_while_generating_and_caches_the_same_track(daemon, tmp_p
     plain, rate2 = sf.read(info["path"], dtype="float32")
     assert rate == rate2 == 32000
     assert np.array_equal(streamed, plain)
+
+
+def wait_log(d, text: str, timeout: float = 60.0) -> dict:
+    """The first `log` notification whose message contains `text` (waits for it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for n in list(d.notifications):
+            if n["method"] == "log" and text in n["params"]["message"]:
+                return n["params"]
+        assert time.monotonic() < deadline, f"no log with {text!r}; got {d.events()}"
+        time.sleep(0.05)
+
+
+def started_prefetches(d) -> int:
+    return sum(
+        1
+        for n in list(d.notifications)
+        if n["method"] == "generation_started" and n["params"]["priority"] == "prefetch"
+    )
+
+
+def test_two_daemons_on_one_cache_share_one_player_and_the_last_play_wins(daemon, tmp_path):
+    cache = tmp_path / "shared-cache"
+    captures = {name: tmp_path / f"{name}.wav" for name in ("a", "b")}
+    a, b = (
+        daemon(
+            LOFI_CACHE_DIR=str(cache),
+            LOFI_LOG_DIR=str(tmp_path / f"log-{name}"),
+            **wav_capture_config(tmp_path / f"audio-{name}", captures[name]),
+        )
+        for name in ("a", "b")
+    )
+    # prefetch on (the default): a track repeats until the next is ready, so a player keeps sounding until it is
+    # asked to give way (the null device outruns real time)
+    options = {"options": {"playback": {"crossfade_sec": 0.5}}}
+    a.call("initialize", options)
+    b.call("initialize", options)
+    first = a.call("generate", {"prompt": "two one", "duration_sec": 2, "seed": 50})  # 270 Hz
+    a.wait_notification("playback_started", track_id=first["track_id"], timeout=60)
+    # B's own generation completes: auto-play does not take the sound from A; B says so and knows who plays
+    second = b.call("generate", {"prompt": "two two", "duration_sec": 2, "seed": 200})  # 420 Hz
+    b.wait_notification("generation_complete", track_id=second["track_id"], timeout=60)
+    wait_log(b, "another lofi")
+    state = b.call("status")["playback"]
+    assert state["state"] == "stopped" and state["playing_elsewhere"] == a.proc.pid
+    assert "playback_started" not in b.events()
+    # B's user plays: A stops and lets go, B plays
+    assert b.call("play", {"track_id": second["track_id"]}, timeout=60)["state"] == "playing"
+    a.wait_notification("playback_ended", reason="stopped", timeout=30)
+    wait_log(a, f"moved to another lofi (pid {b.proc.pid})")
+    prefetches_at_handover = started_prefetches(a)
+    starts_at_handover = a.events().count("playback_started")
+    assert a.call("status")["playback"]["playing_elsewhere"] == b.proc.pid
+    # the prefetch chain lives on with the player: B prefetches, A (silent now) starts at most the one it had queued
+    prefetch = b.wait_notification("generation_started", priority="prefetch", timeout=60)
+    b.wait_notification("generation_complete", track_id=prefetch["track_id"], timeout=60)
+    assert started_prefetches(a) <= prefetches_at_handover + 1
+    assert a.call("status")["playback"]["state"] == "stopped"
+    assert a.events().count("playback_started") == starts_at_handover  # A never restarted by itself
+    for d in (a, b):
+        d.call("shutdown")
+        d.proc.wait(30)
+
+    def pitches(path):
+        audio, sr = sf.read(path, dtype="float32", always_2d=True)
+        x = audio[:, 0]
+        return {
+            round(dominant_freq(x[i : i + sr], sr))
+            for i in range(0, len(x) - sr, sr)
+            if np.any(x[i : i + sr])
+        }
+
+    # each was heard from its own device (prefetched tracks have random seeds, so their pitches are not checked)
+    assert 270 in pitches(captures["a"]) and 420 in pitches(captures["b"])
+
+
+def test_stop_sticks_through_a_failed_play_and_the_prefetch_that_follows(daemon, tmp_path):
+    d = daemon(**wav_capture_config(tmp_path / "audio", tmp_path / "capture.wav"))
+    d.call("initialize", {})
+    first = d.call("generate", {"prompt": "stop sticks", "duration_sec": 2, "seed": 7})
+    d.wait_notification("playback_started", track_id=first["track_id"], timeout=60)
+    prefetch = d.wait_notification("generation_started", priority="prefetch", timeout=60)
+    assert d.call("stop")["state"] == "stopped"
+    starts = d.events().count("playback_started")
+    reply = d.request("play", {"track_id": "0123456789abcdef"})  # `:Lofi play nonexist`
+    assert reply["error"]["data"]["error_code"] == "TRACK_NOT_FOUND"
+    d.wait_notification("generation_complete", track_id=prefetch["track_id"], timeout=60)
+    assert d.call("status")["playback"]["state"] == "stopped"
+    assert d.events().count("playback_started") == starts  # the prefetch did not start the music
+    # nothing plays, so no new prefetch follows: the chain ends with the stop
+    deadline = time.monotonic() + 60
+    while d.call("status")["queue"]["running"] is not None:  # the worker lets go of the job just after
+        assert time.monotonic() < deadline, "the prefetch job never finished"
+        time.sleep(0.05)
+    assert d.call("status")["queue"]["waiting"] == 0 and started_prefetches(d) == 1

@@ -180,10 +180,69 @@ def test_auto_play_starts_when_idle_but_not_after_a_user_stop(env):
     player.on_generation_complete({"track_id": b.track_id})
     assert player.state()["state"] == "stopped"
     assert b.track_id in player.playlist_get()["tracks"]
-    player.on_generation_started({"track_id": "x", "priority": "normal"})  # the user asks for more music
     c = tone_track(store, 700)
+    player.on_generation_started({"track_id": c.track_id, "priority": "normal"})  # the user asks for music
     player.on_generation_complete({"track_id": c.track_id})
     assert player.state()["track_id"] == c.track_id
+
+
+def test_stop_sticks_through_failed_plays_and_prefetch_completions(env):
+    store, player, out, rec = env
+    a, gone = tone_track(store, 300), tone_track(store, 400)
+    player.play(a.track_id)
+    out.pump(0.5, player.poll)
+    player.stop()
+    with pytest.raises(LofiError) as e:
+        player.play("0" * 16)  # `:Lofi play nonexist`
+    assert e.value.code == ErrorCode.TRACK_NOT_FOUND
+    store.delete(gone.track_id)  # another Neovim deleted it
+    with pytest.raises(LofiError):
+        player.play(gone.track_id)
+    # a prefetch finishes (it started before the stop): it joins the playlist but does not start
+    b = tone_track(store, 500)
+    player.on_generation_started({"track_id": b.track_id, "priority": "prefetch"})
+    player.on_generation_complete({"track_id": b.track_id})
+    out.pump(2.0, player.poll)
+    assert player.state()["state"] == "stopped"
+    assert b.track_id in player.playlist_get()["tracks"]
+    assert not np.any(out.pump(0.5, player.poll))
+    # a track the user asked for before stopping is not a reason to start either
+    c = tone_track(store, 600).track_id
+    player.on_generation_started({"track_id": c, "priority": "normal"})
+    player.stop()
+    player.on_generation_complete({"track_id": c})  # it finishes after the stop
+    assert player.state()["state"] == "stopped"
+    # only the user's play ends the stop
+    assert player.play(b.track_id)["state"] == "playing"
+
+
+def test_every_play_that_is_heard_is_counted(env):
+    store, player, out, rec = env
+    a, b = tone_track(store, 300, seconds=3.0), tone_track(store, 500, seconds=3.0)
+    player.on_generation_complete({"track_id": a.track_id})  # auto-play
+    player.playlist_add(b.track_id)  # reached by the playlist
+    out.pump(8.0, player.poll)
+    assert player.state()["state"] == "stopped"
+    assert (store.get(a.track_id).play_count, store.get(b.track_id).play_count) == (1, 1)
+    player.set_loop("track")  # each repetition starts it again from the top
+    player.play(a.track_id)
+    out.pump(7.0, player.poll)  # 3 s track, 1 s crossfades: starts at 0, 2, 4 and 6 s
+    loops = len([p for p in rec.of("playback_started") if p["track_id"] == a.track_id])
+    assert store.get(a.track_id).play_count == 1 + 4 and loops == 2
+
+
+def test_a_track_heard_while_it_is_generated_is_counted_once_it_is_stored(env):
+    store, player, out, rec = env
+    audio = sine(440, 2.0, TRACK_RATE)
+    tid = put_track(store, "streamed", audio, TRACK_RATE, seed=77).track_id
+    store.delete(tid)  # the same id, not in the cache yet: as while generating
+    with player.streaming(tid, TRACK_RATE, 1, 2.0) as push:
+        push(audio)
+    out.pump(0.2, player.poll)
+    assert rec.of("playback_started")[-1]["track_id"] == tid
+    put_track(store, "streamed", audio, TRACK_RATE, seed=77)  # the worker stores it, then announces it
+    player.on_generation_complete({"track_id": tid})
+    assert store.get(tid).play_count == 1
 
 
 def test_device_loss_pauses_keeps_state_and_recovers(env):

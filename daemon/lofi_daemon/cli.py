@@ -7,7 +7,6 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import sys
 import threading
 import time
@@ -48,8 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--duration", type=float)
     gen.add_argument("--seed", type=int)
     gen.add_argument("--backend")
-    gen.add_argument("--format", choices=["flac", "wav", "ogg", "mp3"])
-    gen.add_argument("--output", "-o", type=Path, help="also copy the track here")
+    gen.add_argument(
+        "--format",
+        choices=["flac", "wav", "ogg", "mp3"],
+        help="format of the --output file (default: the one its extension names; both must agree); "
+        "without --output, the format the track is cached in",
+    )
+    gen.add_argument(
+        "--output", "-o", type=Path, help="also write the track here, in the format its name says"
+    )
     gen.add_argument("--play", action="store_true", help="play the track when it is ready")
     gen.add_argument("--allow-download", action="store_true", help="consent to downloading the model")
     gen.add_argument(
@@ -156,12 +162,17 @@ def _generate(settings: Settings, args: argparse.Namespace, log_file: Path | Non
     if daemon.player is not None:  # one-shot CLI: play only on --play, and never queue more music
         daemon.player.auto_play = False
         daemon.prefetch.configure(enabled=False)
+    out_fmt = None
+    if args.output:  # refuse a bad name before minutes of generation, not after
+        from .cache.export import output_format
+
+        out_fmt = output_format(args.output, args.format)
     raw = {
         "prompt": " ".join(args.prompt),
         "duration_sec": args.duration,
         "seed": args.seed,
         "backend": args.backend,
-        "format": args.format,
+        "format": None if args.output else args.format,  # with --output, --format names the output's format
         "allow_download": args.allow_download,
         **_parse_params(args.param),
     }
@@ -198,19 +209,29 @@ def _generate(settings: Settings, args: argparse.Namespace, log_file: Path | Non
                 p.get("message", "generation did not complete"),
             )
         track = daemon.store.get(job.track_id)
-    path = Path(track.to_dict()["path"])
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, args.output)
-        path = args.output
+    written = {
+        "path": track.path,
+        "format": track.format,
+        "sample_rate": track.sample_rate,
+        "channels": track.channels,
+        "duration_sec": track.duration_sec,
+    }
+    if args.output and out_fmt:
+        from .cache.export import export_track
+
+        written = export_track(daemon.store, job.track_id, args.output, out_fmt)
     elapsed = time.monotonic() - started
+    print(
+        f"lofi: wrote {written['path']} ({written['format']}, {written['sample_rate']} Hz, "
+        f"{written['channels']} ch, {written['duration_sec']:g} s)",
+        file=sys.stderr,
+    )
     print(
         json.dumps(
             {
                 "track_id": job.track_id,
-                "path": str(path),
+                **written,
                 "seed": job.request.seed,
-                "duration_sec": track.to_dict()["duration_sec"],
                 "generation_time_sec": round(elapsed, 2),
             }
         )

@@ -5,9 +5,24 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import sys
+import threading
 from pathlib import Path
 
 FORMAT = "%(asctime)s %(process)d %(threadName)s %(levelname)s %(name)s: %(message)s"
+
+_said: set[tuple[str, int, str]] = set()
+_said_lock = threading.Lock()
+
+
+def log_once(logger: logging.Logger, level: int, msg: str, *args: object) -> None:
+    """Log a fact once per process: facts that do not change while the daemon runs (which providers this
+    onnxruntime has, a fallback) are otherwise repeated for every status request and every session."""
+    key = (logger.name, level, msg % args if args else msg)
+    with _said_lock:
+        if key in _said:
+            return
+        _said.add(key)
+    logger.log(level, msg, *args)
 
 
 def setup_logging(log_dir: Path, level: str = "info", log_file: Path | None = None) -> Path | None:

@@ -66,6 +66,16 @@ function M.queue(q)
   return lines
 end
 
+--- One player per machine: say which other lofi has the sound (the daemon reports its pid).
+---@param pid integer|nil
+---@return string
+function M.elsewhere(pid)
+  if type(pid) ~= "number" then
+    return ""
+  end
+  return string.format(" (another lofi plays: pid %d, another Neovim?)", pid)
+end
+
 function M.status(st)
   local pb = st.playback or {}
   local q = st.queue or {}
@@ -83,7 +93,7 @@ function M.status(st)
       state.format_time(pb.position_sec),
       state.format_time(pb.duration_sec),
       math.floor((tonumber(pb.volume) or 0) * 100 + 0.5)
-    ) or ("playback: " .. tostring(pb.state or "stopped")),
+    ) or ("playback: " .. tostring(pb.state or "stopped") .. M.elsewhere(pb.playing_elsewhere)),
     string.format(
       "queue: %s running, %d waiting",
       (q.running and q.running ~= vim.NIL) and "1" or "0",

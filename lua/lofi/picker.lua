@@ -31,6 +31,17 @@ function M.track_ordinal(t)
   return table.concat({ t.track_id or "", t.prompt or "", t.backend or "" }, " ")
 end
 
+--- "never", "once", "2 times": how often a track was heard (the daemon counts every start, loops included).
+---@param n integer|nil
+---@return string
+function M.times_played(n)
+  n = tonumber(n) or 0
+  if n <= 0 then
+    return "never"
+  end
+  return n == 1 and "once" or (n .. " times")
+end
+
 --- Preview lines: prompt, seed, params, duration, generation time and the rest of the record.
 ---@param t table Track
 ---@return string[]
@@ -45,7 +56,7 @@ function M.track_preview(t)
     "Duration:   " .. fmt_time(t.duration_sec),
     "Generated:  " .. (t.generation_time_sec and string.format("in %.1f s", t.generation_time_sec) or "?"),
     "Created:    " .. fmt_date(t.created_at),
-    "Played:     " .. tostring(t.play_count or 0) .. " times" .. (t.last_played and (", last " .. fmt_date(
+    "Played:     " .. M.times_played(t.play_count) .. (t.last_played and (", last " .. fmt_date(
       t.last_played
     )) or ""),
     "Favourite:  " .. (t.favourite and "yes" or "no"),

@@ -25,6 +25,7 @@ from ..rpc.schemas.playback import (
     VolumeParams,
 )
 from .player import Player
+from .player_lock import PlayerLock
 
 if TYPE_CHECKING:
     from ..daemon import Daemon
@@ -61,8 +62,8 @@ def make_enqueue(daemon: Daemon):
 
 def attach(daemon: Daemon, player: Player | None = None, prefetch: Prefetcher | None = None) -> None:
     """Create (or adopt) the player and the prefetcher and connect them to the daemon's notifications."""
-    if player is None:
-        player = Player(daemon.store, daemon.notify)
+    if player is None:  # one player per machine and cache dir: see player_lock.py
+        player = Player(daemon.store, daemon.notify, lock=PlayerLock(lambda: daemon.settings.cache_dir))
     daemon.player = player
     if prefetch is None:
 

@@ -21,6 +21,7 @@ import numpy as np
 from ..errors import ErrorCode, LofiError
 from .mixer import DEFAULT_CROSSFADE_SEC, END_LOOP, END_STOP, Mixer, Source
 from .output import CHANNELS, DeviceOutput, Render
+from .player_lock import PlayerLock
 from .resample import StreamResampler, to_channels, to_device
 
 log = logging.getLogger(__name__)
@@ -129,8 +130,13 @@ class Player:
         auto_play: bool = True,
         output_factory: Callable[[Render, int | str | None], Any] | None = None,
         start_thread: bool = True,
+        lock: PlayerLock | None = None,
     ) -> None:
         self.store = store
+        # one player per machine (player_lock.py); None: this player never defers to another
+        self.lock = lock
+        self._giving_way: int | None = None  # pid of the player this one is making room for
+        self._deferred: set[str] = set()  # tracks auto-play left waiting for another player (said once each)
         self.notify = notify
         self.auto_play = auto_play
         # play a track while it is generated (backends that stream); off = start when it is complete
@@ -154,7 +160,13 @@ class Player:
         self.clock: Callable[[], float] = time.monotonic  # wall clock for stream pacing (tests simulate it)
         self._autostart: str | None = None  # a stream to start as soon as it can
         self._durations: dict[str, float] = {}
+        # A user's stop is final until the user plays again: auto-play, prefetch completions and failed commands
+        # never clear it. Only `play`/`resume`/`toggle`/`skip` that succeed do, and a track the user asked to
+        # generate (`_requested`) may still start by itself: that generate was the user's request to hear it.
         self._user_stopped = False
+        self._requested: set[str] = set()
+        # plays of a track that is still being generated (not in the cache yet): recorded when it is stored
+        self._unrecorded_plays: dict[str, int] = {}
         self._warned_repeat: str | None = None
         self._last_position = 0.0
         self._silent_since: float | None = None
@@ -201,6 +213,10 @@ class Player:
             "loop": self.loop,
             "crossfade_sec": m.crossfade_sec,
             "device_error": self.device_error,
+            # another lofi daemon has the sound (one player per machine): its pid
+            "playing_elsewhere": self.lock.holder()
+            if self.lock is not None and m.state != "playing"
+            else None,
         }
 
     def protected_ids(self) -> list[str]:
@@ -291,7 +307,14 @@ class Player:
     # ----------------------------------------------------------------------------------------- device
 
     def _ensure_output(self) -> None:
-        """Start pulling audio. On failure the mixer is paused (position kept) and AUDIO_DEVICE_ERROR raised."""
+        """Start pulling audio. On failure the mixer is paused (position kept) and AUDIO_DEVICE_ERROR raised.
+        Takes the player lock first, asking another daemon that plays to give way (the user's play wins)."""
+        if self.lock is not None and not self.lock.held:
+            try:
+                self.lock.acquire()
+            except LofiError:
+                self.mixer.pause()
+                raise
         if self.output.failed.is_set() or self.device_error:
             self.output.close()
             self.output.reinitialise()
@@ -368,7 +391,6 @@ class Player:
 
     def play(self, track_id: str | None = None) -> dict[str, Any]:
         with self._lock:
-            self._user_stopped = False
             if track_id is None:
                 if self.mixer.state == "paused":
                     return self.resume()
@@ -384,6 +406,7 @@ class Player:
                 self.playlist.insert(self.index, track_id)
             src = self._load(track_id)
             self.mixer.play(src, crossfade=self.mixer.state == "playing")
+            self._user_stopped = False  # only now: a play that failed above leaves a user's stop in force
             self._refresh()
             self._ensure_output()
             return self.state()
@@ -409,6 +432,7 @@ class Player:
             if self.mixer.state == "stopped":
                 return self.play()
             resumed = self.mixer.resume()
+            self._user_stopped = False
             self._ensure_output()
             if resumed:
                 self.notify("playback_resumed", {"track_id": self.mixer.track_id, **self._pos()})
@@ -421,6 +445,7 @@ class Player:
     def stop(self) -> dict[str, Any]:
         with self._lock:
             self._user_stopped = True
+            self._requested.clear()  # silence wanted: tracks asked for earlier do not start by themselves either
             self.mixer.stop()
             self.index = -1  # the next `play` starts the playlist from the top
             self._poll_events()
@@ -433,6 +458,7 @@ class Player:
             self._refresh()
             if not self.mixer.skip():
                 raise LofiError(ErrorCode.TRACK_NOT_FOUND, "no next track: the playlist ends here")
+            self._user_stopped = False
             if self.mixer.state == "playing":
                 self._ensure_output()
             self._poll_events()
@@ -509,9 +535,16 @@ class Player:
     # ------------------------------------------------------------------------------ daemon integration
 
     def on_generation_started(self, params: dict[str, Any]) -> None:
-        """Subscriber of `generation_started`: a user's generate re-arms auto-play after a stop."""
-        if params.get("priority") != "prefetch":
-            self._user_stopped = False
+        """Subscriber of `generation_started`: a track the user asked for may auto-play even after a stop
+        (a prefetch may not: it never ends a user's stop)."""
+        if params.get("priority") != "prefetch" and params.get("track_id"):
+            with self._lock:
+                self._requested.add(params["track_id"])
+
+    def _may_autostart(self, track_id: str) -> bool:
+        """Auto-play may start `track_id` now: nothing plays, and no user stop is in force (or the user asked
+        for this very track after stopping)."""
+        return self.mixer.state == "stopped" and (not self._user_stopped or track_id in self._requested)
 
     def stream(
         self, track_id: str, sample_rate: int, channels: int, duration_sec: float | None = None
@@ -525,7 +558,7 @@ class Player:
             self._streams[track_id] = stream
             if track_id not in self.playlist:
                 self.playlist.append(track_id)
-            if self.mixer.state == "stopped" and not self._user_stopped:
+            if self._may_autostart(track_id):
                 self._autostart = track_id
             self._refresh()
             return stream
@@ -556,8 +589,11 @@ class Player:
                 self._sources[stream.track_id] = stream.source  # the same audio the cache now holds
             if stream.aborted and self.mixer.track_id != stream.track_id:
                 self._drop_from_playlist(stream.track_id)
-            if self._autostart == stream.track_id and stream.aborted:
-                self._autostart = None
+            if stream.aborted:
+                self._requested.discard(stream.track_id)
+                self._unrecorded_plays.pop(stream.track_id, None)  # it never reaches the cache
+                if self._autostart == stream.track_id:
+                    self._autostart = None
             self._refresh()
 
     def _start_pending_stream(self) -> None:
@@ -565,7 +601,7 @@ class Player:
         if tid is None:
             return
         stream = self._streams.get(tid)
-        if self.mixer.state != "stopped" or self._user_stopped:
+        if not self._may_autostart(tid):
             self._autostart = None
             return
         if stream is None:  # finished before it could start: it is a normal cached track now
@@ -578,8 +614,23 @@ class Player:
             self._play_source(tid, stream.source)
 
     def _play_source(self, track_id: str, src: Source) -> None:
+        """Auto-play `track_id`, unless another daemon has the sound: auto-play never takes it away."""
         if track_id in self.playlist:
             self.index = self.playlist.index(track_id)
+        if self.lock is not None and not self.lock.try_acquire():
+            if track_id not in self._deferred:
+                self._deferred.add(track_id)
+                self.notify(
+                    "log",
+                    {
+                        "level": "warning",  # the client shows warnings; the user must know why it is silent
+                        "message": f"another lofi (pid {self.lock.holder() or '?'}, another Neovim?) is playing; "
+                        "the new track waits in the playlist: play it to hear it here",
+                    },
+                )
+            return
+        self._requested.discard(track_id)
+        self._user_stopped = False  # the user asked for this track (or never stopped)
         self.mixer.play(src, crossfade=False)
         self._refresh()
         try:
@@ -590,17 +641,21 @@ class Player:
     def on_generation_complete(self, params: dict[str, Any]) -> None:
         """Subscriber of `generation_complete`: auto-play adds the track to the playlist (and starts it when
         nothing is playing, unless the user stopped playback since)."""
-        if not self.auto_play:
-            return
         tid = params["track_id"]
         with self._lock:
+            for _ in range(self._unrecorded_plays.pop(tid, 0)):
+                self._record_play(tid)  # it was heard while it was generated; now the cache has it
+            if not self.auto_play:
+                self._requested.discard(tid)
+                return
             if tid in self._streams or self.mixer.track_id == tid or self._autostart == tid:
                 return  # streamed: already in the playlist (and maybe playing)
             try:
                 if tid not in self.playlist:
                     self.playlist_add(tid)
-                if self.mixer.state == "stopped" and not self._user_stopped:
-                    self.play(tid)
+                if self._may_autostart(tid):
+                    self._play_source(tid, self._load(tid))
+                self._requested.discard(tid)
             except LofiError as e:
                 self.notify("log", {"level": "warning", "message": f"auto-play of {tid} failed: {e.message}"})
 
@@ -626,15 +681,13 @@ class Player:
                 self._warned_repeat = None
                 self._last_position = 0.0
                 self.notify("playback_started", {"track_id": tid, "duration_sec": self._duration(tid)})
-                try:
-                    self.store.mark_played(tid)
-                except LofiError as e:
-                    log.warning("could not record play of %s: %s", tid, e.message)
+                self._record_play(tid)
             elif kind == "ended":
                 changed = True
                 self.notify("playback_ended", {"track_id": tid, "reason": ev[2]})
             elif kind == "looped":
                 changed = True
+                self._record_play(tid)  # it starts again from the top: heard once more
                 if self.loop == "off" and self._warned_repeat != tid:
                     self._warned_repeat = tid
                     self.notify(
@@ -646,12 +699,22 @@ class Player:
                     )
         return changed
 
+    def _record_play(self, track_id: str) -> None:
+        """A play counts when the track starts sounding, however it started (play, auto-play, playlist
+        advance, loop or repeat)."""
+        try:
+            if not self.store.mark_played(track_id):  # still being generated (or deleted meanwhile)
+                self._unrecorded_plays[track_id] = self._unrecorded_plays.get(track_id, 0) + 1
+        except LofiError as e:
+            log.warning("could not record play of %s: %s", track_id, e.message)
+
     def poll(self) -> None:
         """One control step (the control thread calls this every 50 ms; tests may call it directly)."""
         listeners: list[tuple[Callable[[str, float, float], None], tuple[str, float, float]]] = []
         with self._lock:
             if self.output.failed.is_set() and self.device_error is None:
                 self._on_device_failure()
+            self._give_way_if_asked()
             self._start_pending_stream()
             if self._poll_events() or self.mixer.track_id:
                 self._refresh()
@@ -677,11 +740,40 @@ class Player:
                     self._silent_since = rendered
                 elif rendered - self._silent_since >= IDLE_STOP_SEC * self.mixer.rate:
                     self.output.stop()
+            if self.lock is not None and self.lock.held and not self.output.active and not self.mixer.audible:
+                self.lock.release()  # silent: another daemon may play now
         for fn, args in listeners:
             try:
                 fn(*args)
             except Exception:  # noqa: BLE001
                 log.exception("playback progress listener failed")
+
+    def _give_way_if_asked(self) -> None:
+        """Another daemon's user pressed play: stop as if our user had (nothing here restarts by itself),
+        close the device so it is free, and let go of the lock."""
+        if self.lock is None or not self.lock.held:
+            return
+        if self._giving_way is None:
+            pid = self.lock.handover_requested()
+            if pid is None:
+                return
+            self._giving_way = pid
+            self._user_stopped = True
+            self._autostart = None
+            self.mixer.stop()  # a 10 ms de-click fade, rendered before the device is closed
+            self.index = -1
+            self._poll_events()
+            self.notify(
+                "log",
+                {
+                    "level": "warning",
+                    "message": f"playback moved to another lofi (pid {pid}); play here to bring it back",
+                },
+            )
+        if not self.mixer.audible:
+            self.output.close()
+            self.lock.release()
+            self._giving_way = None
 
     def close(self) -> None:
         self._stop_thread.set()
@@ -690,3 +782,5 @@ class Player:
         with self._lock:
             self.mixer.stop()
             self.output.close()
+            if self.lock is not None:
+                self.lock.release()

@@ -600,14 +600,15 @@ class TrackStore:
         with self._write() as conn:
             conn.execute("UPDATE tracks SET last_access = ? WHERE track_id = ?", (time.time(), track_id))
 
-    def mark_played(self, track_id: str) -> None:
-        """Playback started: counts for LRU and the play statistics."""
+    def mark_played(self, track_id: str) -> bool:
+        """Playback started: counts for LRU and the play statistics. False if the track is not in the cache."""
         now = time.time()
         with self._write() as conn:
-            conn.execute(
+            cur = conn.execute(
                 "UPDATE tracks SET last_played = ?, last_access = ?, play_count = play_count + 1 WHERE track_id = ?",
                 (now, now, track_id),
             )
+            return cur.rowcount > 0
 
     def set_favourite(self, track_id: str, favourite: bool) -> Track:
         with self._write() as conn:

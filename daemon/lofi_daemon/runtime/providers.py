@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import onnxruntime as ort
 
+from ..logging_setup import log_once
+
 log = logging.getLogger(__name__)
 
 CPU = "CPUExecutionProvider"
@@ -65,7 +67,13 @@ def plan_providers(requested: str, available: list[str] | None = None) -> Provid
             if PROVIDER_NAMES[name] in available:
                 candidates.append(name)
             elif name != "cpu":
-                log.info("provider auto: %s not available in this onnxruntime build (has: %s)", name, have)
+                log_once(
+                    log,
+                    logging.INFO,
+                    "provider auto: %s not available in this onnxruntime build (has: %s)",
+                    name,
+                    have,
+                )
         if "cpu" not in candidates:
             candidates.append("cpu")
         return ProviderPlan("auto", candidates, messages)

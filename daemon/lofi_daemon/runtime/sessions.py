@@ -14,6 +14,7 @@ import onnxruntime as ort
 
 from ..config import Settings
 from ..errors import ErrorCode, LofiError
+from ..logging_setup import log_once
 from .providers import CPU, PROVIDER_NAMES, ProviderPlan, plan_providers, short_name
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ def create_session(
     """Open `path` on the best provider of `plan` (default: from settings.provider) that actually initialises."""
     plan = plan or plan_providers(settings.provider)
     for msg in plan.messages:
-        log.warning("%s", msg)
+        log_once(log, logging.WARNING, "%s", msg)
         if warn:
             warn(msg)
     opts = session_options(settings)

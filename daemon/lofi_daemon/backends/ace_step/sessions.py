@@ -12,6 +12,7 @@ import onnxruntime as ort
 
 from ...config import Settings
 from ...errors import ErrorCode, LofiError
+from ...logging_setup import log_once
 from ...runtime.providers import CPU, PROVIDER_NAMES, plan_providers, short_name
 from ...runtime.sessions import session_options
 from .pipeline import SessionFactory
@@ -24,7 +25,7 @@ def session_factory(settings: Settings | None = None, warn: Callable[[str], None
     settings = settings or Settings()
     plan = plan_providers(settings.provider)
     for msg in plan.messages:
-        log.warning("%s", msg)
+        log_once(log, logging.WARNING, "%s", msg)
         if warn:
             warn(msg)
 
