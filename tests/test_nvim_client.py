@@ -233,7 +233,10 @@ def test_tracks_picker_through_vim_ui_select(nvim, tmp_path):
             "Regenerate (new seed, same settings)",
         ]
     track_id = "0000000000000001"
-    wait_for(nvim, "for _, n in ipairs(_G.notify_double.notes) do if n.msg:find('deleted') then return true end end")
+    wait_for(
+        nvim,
+        "for _, n in ipairs(_G.notify_double.notes) do if n.msg:find('deleted') then return true end end",
+    )
     # Deleting asked first (and only deleting did).
     assert nvim.exec_lua("return _G.asked") == ["Delete “first” (0000000000000001) from the cache?"]
     assert nvim.funcs.getreg('"') == track_id
