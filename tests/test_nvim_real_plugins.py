@@ -253,6 +253,24 @@ def test_nvim_notify_shows_progress_status_and_track_ready(tmp_path):
         assert any("lofi" in s for s in shown), shown
 
 
+def test_nvim_notify_progress_after_the_user_dismissed_it(tmp_path):
+    with user_nvim(tmp_path) as nvim:
+        # The user dismisses notifications while a generation reports progress.
+        nvim.exec_lua(
+            "vim.api.nvim_create_autocmd('User', {pattern = 'LofiGenerationProgress', once = true, "
+            "callback = function() require('notify').dismiss({silent = true, pending = true}) end})"
+        )
+        generate(nvim, "dismissed")
+        wait_for(
+            nvim,
+            "for _, r in ipairs(require('notify').history()) do "
+            "if table.concat(r.message, ' '):find('track ready') then return true end end",
+            30,
+        )
+        messages = [h["message"] for h in notify_history(nvim)]
+        assert not any("replace" in m for m in messages), messages
+
+
 def screen_statusline(nvim: Any) -> str:
     """The statusline row as it is on the screen now (screenstring reads the drawn grid: no re-evaluation)."""
     return nvim.exec_lua(

@@ -79,6 +79,17 @@ def test_callable_table_notifier_gets_title_and_in_place_progress(nvim):
     assert not any(c["msg"].startswith("lofi:") for c in nvim.exec_lua("return _G.notify_double.notes"))
 
 
+def test_progress_starts_anew_after_the_user_dismissed_it(nvim):
+    # Dismiss the progress notification as soon as the first update arrives (before lofi replaces it).
+    nvim.exec_lua(
+        "vim.api.nvim_create_autocmd('User', {pattern = 'LofiGenerationProgress', once = true, "
+        "callback = function() _G.notify_double.dismiss() end})"
+    )
+    generate(nvim, "dismissed")
+    assert notify_errors(nvim) == []
+    assert any(n.startswith("lofi: track ready") for n in notes(nvim))
+
+
 def test_builtin_notifier_keeps_the_prefix(tmp_path):
     with embedded_nvim(tmp_path) as nvim:
         nvim.exec_lua("require('lofi.ui').notify('hello') vim.wait(50)")

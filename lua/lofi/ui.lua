@@ -129,7 +129,7 @@ function M.show_lines(title, lines)
   end)
 end
 
-local progress = { record = nil, last = 0, key = nil }
+local progress = { record = nil, owner = nil, last = 0, key = nil }
 
 --- Forget the progress notification (the daemon is gone: its jobs will not report again).
 function M.progress_reset()
@@ -158,13 +158,21 @@ function M.progress(key, text, done)
       vim.api.nvim_echo({ { "lofi: " .. text } }, done == true, {})
       return
     end
+    local this = {}
     local ok, rec = pcall(vim.notify, text, levels.INFO, {
       title = "lofi",
       id = "lofi_progress", -- snacks.nvim / mini.notify style
       replace = progress.record, -- nvim-notify style: the record its previous call returned
       hide_from_history = not done,
       timeout = done and 3000 or false,
+      -- nvim-notify: once the user dismisses it, replacing it fails ("No matching notification"): start anew.
+      on_close = function()
+        if progress.owner == this then
+          progress.record = nil
+        end
+      end,
     })
+    progress.owner = this
     progress.record = (ok and not done and type(rec) == "table") and rec or nil
   end)
 end

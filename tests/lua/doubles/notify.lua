@@ -2,7 +2,7 @@
 -- a callable TABLE (debug.getinfo() on it raises), shows `opts.title` as a title, returns a record `{id = n}` and
 -- replaces the notification whose record (or id) is given as `opts.replace`; replacing one that is unknown or already
 -- closed is an error that nvim-notify shows to the user, so it is recorded as one.
-local M = { notes = {}, open = {}, errors = {} }
+local M = { notes = {}, open = {}, errors = {}, on_close = {} }
 
 local function level_number(level)
   if type(level) == "string" then
@@ -26,7 +26,7 @@ setmetatable(M, {
     if opts.timeout ~= 0 then
       M.open[id] = true
     end
-    table.insert(M.notes, {
+    local note = {
       id = id,
       msg = msg,
       level = level_number(level),
@@ -34,10 +34,22 @@ setmetatable(M, {
       replace = replace,
       timeout = opts.timeout,
       hide_from_history = opts.hide_from_history,
-    })
+    }
+    table.insert(M.notes, note)
+    M.on_close[id] = opts.on_close
     return { id = id }
   end,
 })
+
+--- The user closes every open notification (nvim-notify's dismiss()); their on_close callbacks run.
+function M.dismiss()
+  for id in pairs(M.open) do
+    M.open[id] = nil
+    if M.on_close[id] then
+      M.on_close[id]()
+    end
+  end
+end
 
 --- What a user sees of note `n`: the title shown above (here: before) the message.
 function M.shown(n)
