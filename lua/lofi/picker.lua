@@ -125,13 +125,20 @@ local function run_all(tracks, each, done)
   end
 end
 
---- Track actions, by name. Each takes a list of Tracks (the picker's selection) and an optional callback run
---- after the daemon answered for all of them.
+-- A Track or a list of Tracks -> a list.
+local function as_list(tracks)
+  return tracks.track_id and { tracks } or tracks
+end
+
+--- Track actions, by name. Each takes a Track or a list of Tracks (the picker's selection) and an optional
+--- callback run after the daemon answered for all of them.
 M.track_actions = {
   play = function(tracks, done)
+    tracks = as_list(tracks)
     require("lofi").play(tracks[1].track_id, done)
   end,
   playlist_add = function(tracks, done)
+    tracks = as_list(tracks)
     run_all(tracks, function(t, one_done)
       require("lofi").playlist_add(t.track_id, function(err, res)
         local ui = require("lofi.ui")
@@ -145,6 +152,7 @@ M.track_actions = {
     end, done)
   end,
   delete = function(tracks, done)
+    tracks = as_list(tracks)
     local question = #tracks == 1
         and string.format(
           "Delete “%s” (%s) from the cache?",
@@ -169,6 +177,7 @@ M.track_actions = {
     end, done)
   end,
   yank = function(tracks, done)
+    tracks = as_list(tracks)
     local ids = table.concat(
       vim.tbl_map(function(t)
         return t.track_id
@@ -183,6 +192,7 @@ M.track_actions = {
     end
   end,
   regenerate = function(tracks, done)
+    tracks = as_list(tracks)
     run_all(tracks, function(t, one_done)
       local req = M.regenerate_request(t)
       req.seed = M.new_seed(t.seed)
@@ -321,7 +331,7 @@ local function has_telescope()
   return pcall(require, "telescope")
 end
 
-local function select_action(item, keymaps, actions, title, as_list)
+local function select_action(item, keymaps, actions, title)
   vim.ui.select(keymaps, {
     prompt = title,
     format_item = function(k)
@@ -329,7 +339,7 @@ local function select_action(item, keymaps, actions, title, as_list)
     end,
   }, function(choice)
     if choice then
-      actions[choice.action](as_list and { item } or item)
+      actions[choice.action](item)
     end
   end)
 end
@@ -349,7 +359,7 @@ function M.tracks(opts)
       { prompt = "lofi tracks", format_item = M.track_display, kind = "lofi_track" },
       function(t)
         if t then
-          select_action(t, M.track_keymaps, M.track_actions, "lofi: " .. tostring(t.prompt), true)
+          select_action(t, M.track_keymaps, M.track_actions, "lofi: " .. tostring(t.prompt))
         end
       end
     )
