@@ -214,6 +214,16 @@ def test_lualine_shows_generation_percent_without_freezing(tmp_path):
         assert "◌ 55%" in plain and "%%" not in plain
 
 
+def floats(nvim: Any) -> list[str]:
+    """The text of every floating window on screen (nvim-notify shows each notification in one)."""
+    return nvim.exec_lua(
+        "local out = {} for _, w in ipairs(vim.api.nvim_list_wins()) do "
+        "if vim.api.nvim_win_get_config(w).relative ~= '' then "
+        "out[#out + 1] = table.concat(vim.api.nvim_buf_get_lines(vim.api.nvim_win_get_buf(w), 0, -1, false), "
+        "'\\n') end end return out"
+    )
+
+
 def test_nvim_notify_shows_progress_status_and_track_ready(tmp_path):
     with user_nvim(tmp_path) as nvim:
         assert nvim.exec_lua("return type(vim.notify)") == "table"  # nvim-notify's callable table
@@ -224,6 +234,9 @@ def test_nvim_notify_shows_progress_status_and_track_ready(tmp_path):
             "if table.concat(r.message, ' '):find('track ready') then return true end end",
             30,
         ) and notify_history(nvim)
+        # Progress never stays behind on screen: every "generating" window was replaced in place (it has no
+        # timeout, so a stray one would stay forever).
+        assert not any("generating" in w for w in floats(nvim)), floats(nvim)
         ready = [h for h in history if "track ready" in h["message"]]
         assert ready[0]["title"] == "lofi" and ready[0]["message"].startswith(
             "track ready: “rainy night jazz”"
@@ -244,12 +257,7 @@ def test_nvim_notify_shows_progress_status_and_track_ready(tmp_path):
         assert not any(h["level"] == "ERROR" for h in history), history
         assert "getinfo" not in errors(nvim)
         # What is on screen: nvim-notify's floating windows, one of them with lofi's last message.
-        shown = nvim.exec_lua(
-            "local out = {} for _, w in ipairs(vim.api.nvim_list_wins()) do "
-            "if vim.api.nvim_win_get_config(w).relative ~= '' then "
-            "out[#out + 1] = table.concat(vim.api.nvim_buf_get_lines(vim.api.nvim_win_get_buf(w), 0, -1, false), "
-            "'\\n') end end return out"
-        )
+        shown = floats(nvim)
         assert any("lofi" in s for s in shown), shown
 
 
