@@ -104,24 +104,25 @@ def poll(fn: Callable[[], Any], timeout: float = 10.0) -> Any:
     raise AssertionError("timed out")
 
 
-# Lua snippet installed by tests: records every lofi User event and every vim.notify call.
+# Lua snippet installed by tests: records every lofi User event; vim.notify becomes the nvim-notify double
+# (tests/lua/doubles/notify.lua), a callable table that shows titles and replaces in place like the real one.
 RECORDER = r"""
 _G.lofi_events = {}
-_G.lofi_notes = {}
 vim.api.nvim_create_autocmd("User", {
   pattern = "Lofi*",
   callback = function(ev)
     table.insert(_G.lofi_events, { name = ev.match, data = ev.data })
   end,
 })
-vim.notify = function(msg, level, opts)
-  table.insert(_G.lofi_notes, { msg = msg, level = level or vim.log.levels.INFO })
-end
+_G.notify_double = dofile(...)
+vim.notify = _G.notify_double
 """
+
+NOTIFY_DOUBLE = TESTS / "lua" / "doubles" / "notify.lua"
 
 
 def install_recorder(nvim: Any) -> None:
-    nvim.exec_lua(RECORDER)
+    nvim.exec_lua(RECORDER, str(NOTIFY_DOUBLE))
 
 
 def events(nvim: Any, name: str | None = None) -> list[dict[str, Any]]:
@@ -130,4 +131,14 @@ def events(nvim: Any, name: str | None = None) -> list[dict[str, Any]]:
 
 
 def notes(nvim: Any, min_level: int = 0) -> list[str]:
-    return [n["msg"] for n in nvim.exec_lua("return _G.lofi_notes") if n["level"] >= min_level]
+    """What the user saw of each notification ("title: message"), at or above `min_level`."""
+    return nvim.exec_lua(
+        "local d = _G.notify_double local out = {} "
+        "for _, n in ipairs(d.notes) do if n.level >= ... then out[#out + 1] = d.shown(n) end end return out",
+        min_level,
+    )
+
+
+def notify_errors(nvim: Any) -> list[str]:
+    """Errors the nvim-notify double raised (e.g. `replace` of a closed notification)."""
+    return nvim.exec_lua("return _G.notify_double.errors")

@@ -216,7 +216,8 @@ def test_tracks_picker_through_vim_ui_select(nvim, tmp_path):
         "_G.menus = {} vim.ui.select = function(items, opts, cb) "
         "table.insert(_G.menus, {prompt = opts.prompt, items = vim.tbl_map(opts.format_item, items)}) "
         "if opts.kind == 'lofi_track' then cb(items[1]) return end "
-        "for _, it in ipairs(items) do if it.action == _G.want then return cb(it) end end end"
+        "for _, it in ipairs(items) do if it.action == _G.want then return cb(it) end end end "
+        "_G.asked = {} vim.fn.confirm = function(q) table.insert(_G.asked, q) return 1 end"
     )
     for action in ("yank", "playlist_add", "play", "delete"):
         nvim.exec_lua("_G.want = ...", action)
@@ -229,10 +230,15 @@ def test_tracks_picker_through_vim_ui_select(nvim, tmp_path):
             "Add to playlist",
             "Delete from cache",
             "Yank track id",
-            "Regenerate (same seed)",
+            "Regenerate (new seed, same settings)",
         ]
     track_id = "0000000000000001"
-    wait_for(nvim, "return #vim.tbl_filter(function(n) return n.msg:find('deleted') end, _G.lofi_notes) > 0")
+    wait_for(
+        nvim,
+        "for _, n in ipairs(_G.notify_double.notes) do if n.msg:find('deleted') then return true end end",
+    )
+    # Deleting asked first (and only deleting did).
+    assert nvim.exec_lua("return _G.asked") == ["Delete “first” (0000000000000001) from the cache?"]
     assert nvim.funcs.getreg('"') == track_id
     sent = [(m["method"], m.get("params")) for m in received(record)]
     assert ("playlist_add", {"track_id": track_id}) in sent

@@ -331,7 +331,8 @@ def test_picker_pure_functions(nvim):
     keys = nvim.exec_lua(
         "return vim.tbl_map(function(k) return k.key end, require('lofi.picker').track_keymaps)"
     )
-    assert keys == ["<CR>", "<C-a>", "<C-d>", "<C-y>", "<C-s>"]
+    # <C-d>/<C-u> stay Telescope's preview scrolling.
+    assert keys == ["<CR>", "<C-a>", "<M-d>", "<C-y>", "<C-s>"]
 
 
 def test_optional_integrations_load_only_with_their_plugins(nvim):
@@ -390,9 +391,10 @@ def test_lua_lint_and_format(tool):
 
 
 def test_plugin_files_layout():
-    # The integration files stay thin: the picker and statusline logic lives in lua/lofi/.
-    for thin in ("lua/telescope/_extensions/lofi.lua", "lua/lualine/components/lofi.lua"):
-        assert len(Path(ROOT, thin).read_text().splitlines()) < 120
+    # The integration files stay thin: the picker and statusline logic lives in lua/lofi/; the Telescope file holds
+    # only Telescope wiring (entries, multi-selection, refresh in place, its default actions).
+    for thin, limit in (("lua/telescope/_extensions/lofi.lua", 180), ("lua/lualine/components/lofi.lua", 60)):
+        assert len(Path(ROOT, thin).read_text().splitlines()) < limit
 
 
 def test_relative_cache_dir_is_sent_absolute_from_neovims_cwd(nvim, tmp_path):

@@ -52,7 +52,7 @@ function M.server_info()
   return S.init_result
 end
 
---- Set the function that receives every notification (method, params); lofi.init installs it.
+--- Replace the function that receives every notification (method, params); by default lofi.notify.handle.
 function M.on_notification(fn)
   S.notification_handler = fn
 end
@@ -94,21 +94,14 @@ local function handle_message(msg)
     if p then
       local ok, err = pcall(p.cb, msg.error, msg.result)
       if not ok then
-        vim.notify(
-          "lofi: error in the callback of " .. p.method .. ": " .. tostring(err),
-          vim.log.levels.ERROR
-        )
+        require("lofi.ui").error("error in the callback of " .. p.method .. ": " .. tostring(err))
       end
     end
   elseif msg.method and msg.id == nil then
-    if not S.notification_handler then
-      require("lofi") -- installs the handler (state, UI, events) even when only lofi.client was required
-    end
-    if S.notification_handler then
-      local ok, err = pcall(S.notification_handler, msg.method, msg.params or {})
-      if not ok then
-        vim.notify("lofi: error handling " .. msg.method .. ": " .. tostring(err), vim.log.levels.ERROR)
-      end
+    local handler = S.notification_handler or require("lofi.notify").handle
+    local ok, err = pcall(handler, msg.method, msg.params or {})
+    if not ok then
+      require("lofi.ui").error("error handling " .. msg.method .. ": " .. tostring(err))
     end
   elseif msg.method and msg.id ~= nil then
     -- The daemon never calls the client; answer politely so it never waits.
@@ -136,8 +129,7 @@ local function on_exit(transport, code, signal)
   })
   state.current.daemon.running = false
   state.current.daemon.pid = nil
-  state.current.generating = {}
-  state.set_playback({ state = "stopped", position_sec = 0, duration_sec = 0 })
+  require("lofi.notify").state_cleared() -- nothing plays or generates now: the statuslines must say so at once
   local crashed = not expected and (code ~= 0 or signal ~= 0)
   -- A daemon that stayed up for a minute had a one-off crash: start counting again.
   if crashed and uv.now() - S.started_at > 60000 then

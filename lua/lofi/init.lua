@@ -4,11 +4,20 @@ local M = {}
 
 ---@alias lofi.Callback fun(err: {code: integer, message: string, data?: table}|nil, result: table|nil)
 
-local client = require("lofi.client")
-local state = require("lofi.state")
-local events = require("lofi.events")
-local ui = require("lofi.ui")
-local fmt = require("lofi.format")
+-- Modules are loaded on first use, not here: a plugin manager that loads lofi early (lazy.nvim does when lualine
+-- requires lofi's component) and calls setup() must not pay for the client, RPC and UI modules at startup.
+local function lazy(name)
+  return setmetatable({}, {
+    __index = function(_, key)
+      return require(name)[key]
+    end,
+  })
+end
+local client = lazy("lofi.client")
+local state = lazy("lofi.state")
+local events = lazy("lofi.events")
+local ui = lazy("lofi.ui")
+local fmt = lazy("lofi.format")
 
 local function cfg()
   return require("lofi.config").get()
@@ -23,108 +32,6 @@ local function default_cb(on_ok)
     end
   end
 end
-
--- Notifications: update state first (statusline), then the UI, then User events.
-local function short(prompt)
-  prompt = tostring(prompt or "")
-  return #prompt > 40 and (prompt:sub(1, 39) .. "…") or prompt
-end
-
--- Notifications that change what lofi.statusline() shows.
-local REDRAW = {
-  generation_started = true,
-  generation_progress = true,
-  generation_complete = true,
-  generation_error = true,
-  generation_cancelled = true,
-  download_progress = true,
-  playback_started = true,
-  playback_paused = true,
-  playback_resumed = true,
-  playback_ended = true,
-  playback_position = true,
-}
-
-local function show(method, p)
-  if method == "generation_started" then
-    ui.progress(p.track_id, string.format("generating “%s”…", short(p.prompt)))
-  elseif method == "generation_progress" then
-    local g = state.current.generating[p.track_id]
-    local eta = p.eta_sec and string.format(", ~%ds left", math.floor(p.eta_sec)) or ""
-    ui.progress(
-      p.track_id,
-      string.format("generating “%s” %d%%%s", short(g and g.prompt), p.percent or 0, eta)
-    )
-  elseif method == "generation_complete" and p.cached then
-    ui.notify(string.format("“%s” was already in the cache (%s)", short(p.prompt), p.track_id))
-  elseif method == "generation_complete" then
-    ui.progress(
-      p.track_id,
-      string.format(
-        "track ready: “%s” (%s, generated in %.0fs)",
-        short(p.prompt),
-        state.format_time(p.duration_sec),
-        tonumber(p.generation_time_sec) or 0
-      ),
-      true
-    )
-  elseif method == "generation_error" then
-    ui.progress(p.track_id, "generation failed", true)
-    ui.error("generation failed: " .. ui.format_error({ message = p.message, data = p }))
-  elseif method == "generation_cancelled" then
-    ui.progress(p.track_id, "generation cancelled", true)
-  elseif method == "download_progress" then
-    local key = "download:" .. tostring(p.backend)
-    if p.state == "complete" then
-      ui.progress(key, string.format("%s model downloaded", p.backend), true)
-    elseif p.state == "error" then
-      ui.progress(key, "download failed", true)
-      ui.error(string.format("downloading %s failed: %s", p.backend, p.message or "unknown error"))
-    else
-      ui.progress(
-        key,
-        string.format(
-          "downloading %s %d%% (%s/%s files)",
-          p.backend,
-          p.percent or 0,
-          p.files_completed or "?",
-          p.files_total or "?"
-        )
-      )
-    end
-  elseif method == "log" then
-    local level = (
-      { warning = vim.log.levels.WARN, warn = vim.log.levels.WARN, error = vim.log.levels.ERROR }
-    )[p.level]
-    if level then
-      ui.notify_once_in(tostring(p.message), level, 60000)
-    end
-  end
-end
-
-local function on_notification(method, p)
-  -- Prefetch runs in the background: the statusline shows it, notifications don't.
-  local before = state.current.generating[p.track_id or ""]
-  local quiet = (p.priority or (before and before.priority)) == "prefetch"
-  state.apply(method, p)
-  if REDRAW[method] then
-    pcall(vim.cmd.redrawstatus)
-  end
-  if not quiet or method == "generation_error" then
-    show(method, p)
-  end
-  local pattern = events.by_notification[method]
-  if pattern then
-    local data = vim.deepcopy(p)
-    if pattern == "LofiPlaybackChanged" then
-      data.event = method:gsub("^playback_", "")
-      data.state = state.current.playback.state
-    end
-    events.fire(pattern, data)
-  end
-end
-
-client.on_notification(on_notification)
 
 --- Optional: configure lofi (also read from vim.g.lofi). Idempotent; never starts the daemon.
 ---@param opts? table
@@ -160,7 +67,7 @@ function M.generate(opts, cb)
         g.prompt, g.backend = opts.prompt, result.backend
         state.current.generating[result.track_id] = g
         if result.status == "queued" and (result.position or 0) > 0 then
-          ui.notify(string.format("queued “%s” (position %d)", short(opts.prompt), result.position))
+          ui.notify(string.format("queued “%s” (position %d)", ui.short(opts.prompt), result.position))
         end
       end
     end
@@ -187,7 +94,7 @@ local function playback_call(method, params, cb)
   client.request(method, params, function(err, result)
     if not err then
       state.set_playback(result)
-      pcall(vim.cmd.redrawstatus)
+      require("lofi.notify").redraw()
       events.fire("LofiPlaybackChanged", vim.tbl_extend("force", result or {}, { event = method }))
     end
     if cb then

@@ -91,59 +91,141 @@ function M.regenerate_request(t)
   return req
 end
 
---- Track actions, by name. Each takes a Track and an optional callback run after the daemon answered.
+--- Ask before something that cannot be undone. vim.fn.confirm: synchronous, so it also works from inside an open
+--- Telescope prompt, and every UI shows it.
+---@param question string
+---@return boolean
+function M.confirm(question)
+  return vim.fn.confirm(question, "&Yes\n&No", 2, "Question") == 1
+end
+
+--- A seed other than `old`: the daemon caches by (request, seed), so the same seed would only replay the cached
+--- track.
+function M.new_seed(old)
+  local seed = math.floor((vim.uv or vim.loop).hrtime() / 1000) % 4294967296
+  if seed == old then
+    seed = (seed + 1) % 4294967296
+  end
+  return seed
+end
+
+local function run_all(tracks, each, done)
+  local left, first_err = #tracks, nil
+  if left == 0 then
+    return done and done(nil, {})
+  end
+  for _, t in ipairs(tracks) do
+    each(t, function(err)
+      first_err = first_err or err
+      left = left - 1
+      if left == 0 and done then
+        done(first_err, tracks)
+      end
+    end)
+  end
+end
+
+-- A Track or a list of Tracks -> a list.
+local function as_list(tracks)
+  return tracks.track_id and { tracks } or tracks
+end
+
+--- Track actions, by name. Each takes a Track or a list of Tracks (the picker's selection) and an optional
+--- callback run after the daemon answered for all of them.
 M.track_actions = {
-  play = function(t, done)
-    require("lofi").play(t.track_id, done)
+  play = function(tracks, done)
+    tracks = as_list(tracks)
+    require("lofi").play(tracks[1].track_id, done)
   end,
-  playlist_add = function(t, done)
-    require("lofi").playlist_add(t.track_id, function(err, res)
-      local ui = require("lofi.ui")
-      if err then
-        ui.error(ui.format_error(err))
-      else
-        ui.notify("added " .. t.track_id .. " to the playlist")
-      end
-      if done then
-        done(err, res)
-      end
-    end)
+  playlist_add = function(tracks, done)
+    tracks = as_list(tracks)
+    run_all(tracks, function(t, one_done)
+      require("lofi").playlist_add(t.track_id, function(err, res)
+        local ui = require("lofi.ui")
+        if err then
+          ui.error(ui.format_error(err))
+        else
+          ui.notify("added " .. t.track_id .. " to the playlist")
+        end
+        one_done(err, res)
+      end)
+    end, done)
   end,
-  delete = function(t, done)
-    require("lofi.client").request("cache_delete", { track_id = t.track_id }, function(err, res)
-      local ui = require("lofi.ui")
-      if err then
-        ui.error(ui.format_error(err))
-      else
-        require("lofi.state").current.tracks[t.track_id] = nil
-        ui.notify("deleted " .. t.track_id)
-      end
-      if done then
-        done(err, res)
-      end
-    end)
+  delete = function(tracks, done)
+    tracks = as_list(tracks)
+    local question = #tracks == 1
+        and string.format(
+          "Delete “%s” (%s) from the cache?",
+          tostring(tracks[1].prompt),
+          tracks[1].track_id
+        )
+      or string.format("Delete %d tracks from the cache?", #tracks)
+    if not M.confirm(question) then
+      return done and done({ message = "cancelled", cancelled = true })
+    end
+    run_all(tracks, function(t, one_done)
+      require("lofi.client").request("cache_delete", { track_id = t.track_id }, function(err, res)
+        local ui = require("lofi.ui")
+        if err then
+          ui.error(ui.format_error(err))
+        else
+          require("lofi.state").current.tracks[t.track_id] = nil
+          ui.notify("deleted " .. t.track_id)
+        end
+        one_done(err, res)
+      end)
+    end, done)
   end,
-  yank = function(t, done)
-    vim.fn.setreg('"', t.track_id)
-    pcall(vim.fn.setreg, "+", t.track_id)
-    require("lofi.ui").notify("yanked " .. t.track_id)
+  yank = function(tracks, done)
+    tracks = as_list(tracks)
+    local ids = table.concat(
+      vim.tbl_map(function(t)
+        return t.track_id
+      end, tracks),
+      "\n"
+    )
+    vim.fn.setreg('"', ids)
+    pcall(vim.fn.setreg, "+", ids)
+    require("lofi.ui").notify("yanked " .. ids:gsub("\n", ", "))
     if done then
-      done(nil, t.track_id)
+      done(nil, ids)
     end
   end,
-  regenerate = function(t, done)
-    require("lofi").generate(M.regenerate_request(t), done)
+  regenerate = function(tracks, done)
+    tracks = as_list(tracks)
+    run_all(tracks, function(t, one_done)
+      local req = M.regenerate_request(t)
+      req.seed = M.new_seed(t.seed)
+      require("lofi").generate(req, one_done)
+    end, done)
   end,
 }
 
---- The keys Telescope maps to the actions, and the labels of the vim.ui.select action menu.
+--- The keys Telescope maps to the actions, and the labels of the vim.ui.select action menu. <C-d>/<C-u> stay
+--- Telescope's preview scrolling; <C-q>, <C-v>, <C-x>, <C-t> keep their Telescope meaning (see the extension).
 M.track_keymaps = {
   { key = "<CR>", action = "play", label = "Play" },
   { key = "<C-a>", action = "playlist_add", label = "Add to playlist" },
-  { key = "<C-d>", action = "delete", label = "Delete from cache" },
+  { key = "<M-d>", action = "delete", label = "Delete from cache" },
   { key = "<C-y>", action = "yank", label = "Yank track id" },
-  { key = "<C-s>", action = "regenerate", label = "Regenerate (same seed)" },
+  { key = "<C-s>", action = "regenerate", label = "Regenerate (new seed, same settings)" },
 }
+
+--- Shown instead of an empty picker.
+M.EMPTY_HINT = "no cached tracks yet: try :Lofi generate"
+
+--- Lines describing a track, in a scratch buffer opened with `cmd` ("split", "vsplit", "tabnew"): what Telescope's
+--- <C-x>/<C-v>/<C-t> open for a track (the audio file itself is not text).
+function M.open_track_info(t, cmd)
+  vim.cmd(cmd)
+  local buf = vim.api.nvim_create_buf(false, true)
+  vim.api.nvim_buf_set_lines(buf, 0, -1, false, M.track_preview(t))
+  vim.bo[buf].modifiable = false
+  vim.bo[buf].bufhidden = "wipe"
+  vim.bo[buf].filetype = "lofi"
+  pcall(vim.api.nvim_buf_set_name, buf, "lofi://track/" .. tostring(t.track_id))
+  vim.api.nvim_win_set_buf(0, buf)
+end
 
 --- Unique prompts from tracks plus presets, most used first. Each entry: {prompt, count, last_used, seed, track}.
 ---@param tracks table[]
@@ -270,7 +352,7 @@ function M.tracks(opts)
   end
   M.fetch_tracks(opts, function(tracks)
     if #tracks == 0 then
-      return require("lofi.ui").notify("no cached tracks yet: try :Lofi generate")
+      return require("lofi.ui").notify(M.EMPTY_HINT)
     end
     vim.ui.select(
       tracks,

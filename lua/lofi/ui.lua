@@ -1,5 +1,7 @@
--- Messages and progress. Everything goes through vim.notify (scheduled, prefixed "lofi: "), so nvim-notify,
--- snacks, mini.notify or fidget pick it up; progress replaces itself in place when the notifier supports it.
+-- Messages and progress. Everything goes through vim.notify (scheduled), so nvim-notify, snacks, mini.notify or
+-- fidget pick it up. vim.notify may be any callable (nvim-notify's is a callable table). A notifier plugin gets
+-- `title = "lofi"` and the bare text; Neovim's own vim.notify, which shows no title, gets "lofi: text".
+-- Progress replaces itself in place when the notifier supports it, and is echoed on the command line otherwise.
 local M = {}
 
 local uv = vim.uv or vim.loop
@@ -7,6 +9,27 @@ local levels = vim.log.levels
 
 local function cfg()
   return require("lofi.config").get()
+end
+
+--- Is vim.notify still Neovim's own (an echo without title, no replace)? Any other callable is a notifier plugin.
+function M.builtin_notifier()
+  local fn = vim.notify
+  if type(fn) ~= "function" then
+    return false -- a callable table (nvim-notify) or something else a plugin put there
+  end
+  local info = debug.getinfo(fn, "S")
+  return info ~= nil and info.source ~= nil and info.source:find("vim/_editor.lua", 1, true) ~= nil
+end
+
+--- The message body: prefixed with "lofi: " only where no title shows where it comes from.
+function M.body(msg)
+  return M.builtin_notifier() and ("lofi: " .. msg) or msg
+end
+
+--- Shorten a prompt for one-line messages.
+function M.short(prompt)
+  prompt = tostring(prompt or "")
+  return #prompt > 40 and (prompt:sub(1, 39) .. "…") or prompt
 end
 
 --- Notify, scheduled (some notifiers fail when called from fast contexts or a statusline).
@@ -19,7 +42,7 @@ function M.notify(msg, level, opts)
     return
   end
   vim.schedule(function()
-    vim.notify("lofi: " .. msg, level, vim.tbl_extend("keep", opts or {}, { title = "lofi" }))
+    vim.notify(M.body(msg), level, vim.tbl_extend("keep", opts or {}, { title = "lofi" }))
   end)
 end
 
@@ -63,22 +86,16 @@ function M.format_error(err)
   return msg
 end
 
---- Does the current vim.notify replace notifications in place? Neovim's own one only echoes.
-local function notifier_replaces()
-  local info = debug.getinfo(vim.notify, "S")
-  return not (info and info.source and info.source:find("vim/_editor.lua", 1, true))
-end
-
 --- Show a few lines of information (:Lofi status, queue, models): through the notifier when it is a real one
 --- (nvim-notify, snacks, mini...), else in a small float closed with q or <Esc> (a multi-line echo would
 --- stop at a hit-enter prompt).
 ---@param title string
 ---@param lines string[]
 function M.show_lines(title, lines)
-  if notifier_replaces() then
+  if not M.builtin_notifier() then
     -- Asked for explicitly, so shown even with ui.notify = false.
     return vim.schedule(function()
-      vim.notify("lofi: " .. title .. "\n" .. table.concat(lines, "\n"), levels.INFO, { title = "lofi" })
+      vim.notify(M.body(title .. "\n" .. table.concat(lines, "\n")), levels.INFO, { title = "lofi" })
     end)
   end
   vim.schedule(function()
@@ -112,7 +129,12 @@ function M.show_lines(title, lines)
   end)
 end
 
-local progress = { record = nil, last = 0, key = nil }
+local progress = { record = nil, owner = nil, last = 0, key = nil }
+
+--- Forget the progress notification (the daemon is gone: its jobs will not report again).
+function M.progress_reset()
+  progress.record, progress.key, progress.last = nil, nil, 0
+end
 
 --- Show progress of a job (`key` identifies it; done=true ends it).
 ---@param key string
@@ -129,22 +151,29 @@ function M.progress(key, text, done)
   end
   progress.last = now
   progress.key = key
-  if mode == "cmdline" or not notifier_replaces() then
-    vim.schedule(function()
-      -- Progress stays out of :messages so it never floods it; the final line is kept.
-      vim.api.nvim_echo({ { "lofi: " .. text } }, done == true, {})
-    end)
-    return
-  end
   vim.schedule(function()
-    local ok, rec = pcall(vim.notify, "lofi: " .. text, levels.INFO, {
+    if mode == "cmdline" or M.builtin_notifier() then
+      -- Neovim's vim.notify cannot replace a message: echo instead. Progress stays out of :messages so it never
+      -- floods it; the final line is kept.
+      vim.api.nvim_echo({ { "lofi: " .. text } }, done == true, {})
+      return
+    end
+    local this = {}
+    local ok, rec = pcall(vim.notify, text, levels.INFO, {
       title = "lofi",
       id = "lofi_progress", -- snacks.nvim / mini.notify style
-      replace = progress.record, -- nvim-notify style
+      replace = progress.record, -- nvim-notify style: the record its previous call returned
       hide_from_history = not done,
       timeout = done and 3000 or false,
+      -- nvim-notify: once the user dismisses it, replacing it fails ("No matching notification"): start anew.
+      on_close = function()
+        if progress.owner == this then
+          progress.record = nil
+        end
+      end,
     })
-    progress.record = (ok and not done) and rec or nil
+    progress.owner = this
+    progress.record = (ok and not done and type(rec) == "table") and rec or nil
   end)
 end
 
