@@ -15,6 +15,7 @@ vim.api.nvim_create_user_command("Lofi", function(opts)
   require("lofi.commands").run(opts)
 end, {
   nargs = "*",
+  bang = true, -- :Lofi! cache clear / :Lofi! download: act without asking
   range = false,
   desc = "lofi: generate and play local AI lofi music",
   complete = function(arglead, cmdline, cursorpos)

@@ -5,7 +5,7 @@ into single bytes, several messages in one write) and against crashes, without m
 real behaviour use the real daemon.
 
 Usage: fake_lofi_daemon.py [--version | health --json] [--split-writes] [--crash-after-started]
-                           [--record FILE] [--gen-steps N]
+                           [--record FILE] [--gen-steps N] [--slow-init-once FILE]
 """
 
 from __future__ import annotations
@@ -21,6 +21,9 @@ SPLIT = "--split-writes" in ARGS
 CRASH_AFTER_STARTED = "--crash-after-started" in ARGS
 RECORD = ARGS[ARGS.index("--record") + 1] if "--record" in ARGS else None
 GEN_STEPS = int(ARGS[ARGS.index("--gen-steps") + 1]) if "--gen-steps" in ARGS else 5
+# The first daemon started with this flag (FILE does not exist yet) answers `initialize` only after 30 s, so a
+# test can kill it during the handshake; the restarted one answers at once.
+SLOW_INIT_ONCE = ARGS[ARGS.index("--slow-init-once") + 1] if "--slow-init-once" in ARGS else None
 
 out_lock = threading.Lock()
 stdout = sys.stdout.buffer
@@ -136,6 +139,9 @@ def run_job(track_id: str, params: dict, cancel: threading.Event) -> None:
 def handle(method: str, p: dict):
     global counter
     if method == "initialize":
+        if SLOW_INIT_ONCE and not os.path.exists(SLOW_INIT_ONCE):
+            open(SLOW_INIT_ONCE, "w").close()
+            time.sleep(30)
         return {
             "server": {"name": "fake-lofi-daemon", "version": "0.0.1"},
             "protocol_version": 1,
@@ -152,6 +158,8 @@ def handle(method: str, p: dict):
     if method == "say":  # test-only: emit a `log` notification
         notify("log", {"level": p.get("level", "warning"), "message": p["message"]})
         return {"ok": True}
+    if method == "download_backend":
+        return {"backend": p["backend"], "status": "started"}
     if method == "ping":
         return {"pong": True}
     if method == "status":
@@ -219,6 +227,8 @@ def handle(method: str, p: dict):
         return dict(playback)
     if method == "cache_list":
         items = sorted(tracks.values(), key=lambda t: -t["created_at"])
+        if p.get("favourite") is not None:
+            items = [t for t in items if t["favourite"] == p["favourite"]]
         return {"tracks": items[: p.get("limit") or 100]}
     if method == "cache_delete":
         if tracks.pop(p["track_id"], None) is None:
@@ -234,11 +244,30 @@ def handle(method: str, p: dict):
             "newest": None,
             "dir": "/tmp/fake-cache",
         }
+    if method == "cache_favourite":
+        if p["track_id"] not in tracks:
+            raise RpcError(-32012, "TRACK_NOT_FOUND", "no such track", track_id=p["track_id"])
+        tracks[p["track_id"]]["favourite"] = bool(p.get("favourite", True))
+        return tracks[p["track_id"]]
+    if method == "cache_clear":
+        kept = {k: t for k, t in tracks.items() if t["favourite"]}
+        removed = len(tracks) - len(kept)
+        tracks.clear()
+        tracks.update(kept)
+        return {"removed": removed, "kept_playing": False}
     if method == "playlist_add":
         return {"tracks": [p["track_id"]], "current_index": 0}
     if method == "get_backends":
         return {
-            "backends": [{"name": "musicgen", "display_name": "MusicGen", "installed": True}],
+            "backends": [
+                {"name": "musicgen", "display_name": "MusicGen", "installed": True},
+                {
+                    "name": "ace_step",
+                    "display_name": "ACE-Step",
+                    "installed": False,
+                    "download_size_bytes": 12_300_000_000,
+                },
+            ],
             "default_backend": "musicgen",
         }
     raise RpcError(-32601, "METHOD_NOT_FOUND", f"method not found: {method}")

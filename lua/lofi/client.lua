@@ -61,6 +61,11 @@ local function stderr_tail()
   return table.concat(S.stderr, "\n", math.max(1, #S.stderr - 9), #S.stderr)
 end
 
+-- The last thing the daemon said on stderr, for a one-line message (the whole tail is in :Lofi log).
+local function stderr_last()
+  return S.stderr[#S.stderr]
+end
+
 local function send_request(method, params, cb)
   S.next_id = S.next_id + 1
   local id = S.next_id
@@ -114,6 +119,7 @@ local function handle_message(msg)
 end
 
 local schedule_restart
+local announce_slow_start
 
 local function on_exit(transport, code, signal)
   if S.transport ~= transport then
@@ -143,29 +149,49 @@ local function on_exit(transport, code, signal)
     restarting = restarting,
     attempt = restarting and (S.crashes + 1) or nil,
   })
+  local lost = require("lofi.jobs").on_daemon_exit(restarting)
+  lost = lost and ("; " .. lost) or ""
   if crashed then
+    -- One line each (a longer message would wait for Enter, and so would the restart behind it).
     if restarting then
       S.crashes = S.crashes + 1
       require("lofi.ui").warn(
         string.format(
-          "the daemon died (%s); restarting (attempt %d of %d)",
+          "the daemon died (%s); restarting (attempt %d of %d)%s",
           reason,
           S.crashes,
-          cfg().daemon.max_restarts
+          cfg().daemon.max_restarts,
+          lost
         )
       )
       schedule_restart(500 * 2 ^ (S.crashes - 1))
     else
+      local last = stderr_last()
       require("lofi.ui").error(
-        "the daemon died ("
-          .. reason
-          .. ")"
-          .. (tail ~= "" and (":\n" .. tail) or "")
-          .. "\nSee :Lofi log, or :Lofi daemon start to try again."
+        string.format(
+          "the daemon died (%s)%s; :Lofi log shows why, :Lofi daemon start tries again%s",
+          reason,
+          last and (": " .. last) or "",
+          lost
+        )
       )
     end
+  elseif lost ~= "" then
+    -- A stop or restart you asked for also ends the daemon's queue.
+    require("lofi.ui").info(lost:sub(3))
   end
   S.stderr = {}
+end
+
+-- A cold start takes seconds (Python imports): say so once if the daemon is not up after a moment, so a first
+-- `:Lofi generate` is not met with silence. Crash restarts say so themselves.
+M.SLOW_START_MS = 800
+announce_slow_start = function(transport)
+  vim.defer_fn(function()
+    if S.transport == transport and not S.ready then
+      require("lofi.ui").info("starting lofi…")
+    end
+  end, M.SLOW_START_MS)
 end
 
 local function ensure_autocmds()
@@ -183,7 +209,7 @@ end
 
 --- Start the daemon if it is not running. Returns true when a daemon is (being) started.
 ---@return boolean ok, string|nil err
-function M.start()
+function M.start(is_restart)
   if M.is_running() then
     return true
   end
@@ -221,17 +247,23 @@ function M.start()
     end,
   })
   if not transport then
-    return false, "lofi: cannot start the daemon `" .. table.concat(cmd, " ") .. "`: " .. tostring(spawn_err)
+    return false, "cannot start the daemon `" .. table.concat(cmd, " ") .. "`: " .. tostring(spawn_err)
   end
   ensure_autocmds()
   S.transport, S.ready, S.stopping, S.started_at = transport, false, false, uv.now()
   state.current.daemon.running = true
   state.current.daemon.pid = transport.pid
+  if not is_restart then
+    announce_slow_start(transport)
+  end
   send_request("initialize", {
     client_info = { name = "lofi.nvim", version = vim.version and tostring(vim.version()) or nil },
     protocol_version = PROTOCOL_VERSION,
     options = require("lofi.config").initialize_options(),
   }, function(ierr, result)
+    if ierr and ierr.code == M.E_DAEMON_EXITED then
+      return -- died during the handshake: on_exit reports it and restarts; nothing to refuse
+    end
     if ierr then
       local ui = require("lofi.ui")
       local refused =
@@ -269,6 +301,7 @@ function M.start()
     for _, b in ipairs(backlog) do
       send_request(b.method, b.params, b.cb)
     end
+    require("lofi.jobs").on_daemon_started()
   end)
   return true
 end
@@ -283,7 +316,7 @@ schedule_restart = function(delay_ms)
       if S.restart_timer == timer then
         S.restart_timer = nil
         timer:close()
-        local ok, err = M.start()
+        local ok, err = M.start(true)
         if not ok then
           require("lofi.ui").error(err)
         end
@@ -299,7 +332,8 @@ end
 function M.request(method, params, cb)
   cb = cb
     or function(err)
-      if err then
+      -- A daemon exit is reported once, by on_exit, not once per request it took down.
+      if err and err.code ~= M.E_DAEMON_EXITED then
         require("lofi.ui").error(require("lofi.ui").format_error(err))
       end
     end

@@ -59,7 +59,7 @@ local function presets()
 end
 
 local function generate_complete(arglead)
-  local key = arglead:match("^([%w_]+)=")
+  local key = arglead:match("^%-?%-?([%w_]+)=")
   if key == "backend" then
     return vim.tbl_map(function(b)
       return "backend=" .. b
@@ -70,10 +70,9 @@ local function generate_complete(arglead)
     return { "scheduler=euler", "scheduler=heun", "scheduler=pingpong" }
   end
   local out = {}
-  for k in pairs(require("lofi.format").GENERATE_KEYS) do
+  for _, k in ipairs(require("lofi.args").generate_keys()) do
     out[#out + 1] = k .. "="
   end
-  table.sort(out)
   -- Preset prompts (quoted words aren't a thing in :command args, so offer them as-is).
   vim.list_extend(out, presets())
   return out
@@ -87,9 +86,13 @@ end
 ---@type table<string, lofi.Subcommand>
 M.subcommands = {
   generate = {
-    desc = "generate [prompt] [duration=N seed=N backend=NAME priority=high]",
+    desc = "generate [prompt] [duration=N seed=N backend=NAME priority=high] (or --duration N ...)",
     run = function(args)
-      lofi().generate(require("lofi.format").parse_generate_args(args))
+      local params, err = require("lofi.args").parse_generate(args)
+      if not params then
+        return require("lofi.ui").error(err)
+      end
+      lofi().generate(params)
     end,
     complete = generate_complete,
   },
@@ -186,17 +189,30 @@ M.subcommands = {
     end,
   },
   download = {
-    desc = "download <backend>",
-    run = function(args)
-      lofi().download(args[1])
+    desc = "download <backend> (asks first, showing the size; :Lofi! download does not ask)",
+    run = function(args, opts)
+      lofi().download(args[1], nil, { force = opts.bang })
     end,
     complete = backends,
   },
-  cache = {
-    desc = "cache clear|stats",
+  favourite = {
+    desc = "favourite [track_id]: toggle (the current track by default)",
     run = function(args)
+      lofi().favourite(args[1])
+    end,
+    complete = known_track_ids,
+  },
+  resubmit = {
+    desc = "queue again the generations lost when the daemon died",
+    run = function()
+      require("lofi.jobs").resubmit()
+    end,
+  },
+  cache = {
+    desc = "cache clear|stats (clear asks first; :Lofi! cache clear does not)",
+    run = function(args, opts)
       if args[1] == "clear" then
-        lofi().cache_clear()
+        lofi().cache_clear(nil, { force = opts.bang })
       elseif args[1] == "stats" or args[1] == nil then
         lofi().cache_stats()
       else
@@ -249,8 +265,13 @@ function M.run(opts)
   local name = table.remove(args, 1)
   local sub = M.subcommands[name]
   if not sub then
+    local near = require("lofi.messages").suggest(name, M.names())
     return require("lofi.ui").error(
-      string.format("unknown subcommand `%s`; expected one of: %s", name, table.concat(M.names(), ", "))
+      string.format(
+        "unknown subcommand `%s`%s",
+        name,
+        near and string.format(": did you mean `%s`?", near) or " (:Lofi <Tab> lists them)"
+      )
     )
   end
   sub.run(args, opts)

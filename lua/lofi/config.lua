@@ -12,6 +12,9 @@ M.defaults = {
     auto_restart = true, -- restart after a crash (backoff 0.5 s, 1 s, 2 s)
     max_restarts = 3, -- crashes tolerated before giving up (the count resets after a minute of uptime)
     request_timeout_ms = 10000, -- only for synchronous calls (completion, health); normal calls are async
+    -- Generations lost when the daemon crashed: "ask" (say which, offer :Lofi resubmit), "always" (queue them
+    -- again after the restart), "never" (only say which).
+    resubmit_lost_jobs = "ask",
   },
   backend = "musicgen", -- default backend: "musicgen" | "ace_step" (or a daemon plugin backend's name)
   provider = "auto", -- onnxruntime execution provider: "auto" | "cpu" | "cuda" | "coreml"
@@ -58,12 +61,23 @@ M.defaults = {
   },
 }
 
+-- Options whose default is nil (so the defaults table has no key for them).
+M.defaults_nil = {
+  ["daemon.cmd"] = true,
+  ["generate.duration_sec"] = true,
+  ["cache.dir"] = true,
+  ["cache.max_tracks"] = true,
+  ["playback.loop"] = true,
+  ["playback.device"] = true,
+}
+
 local ENUMS = {
   provider = { "auto", "cpu", "cuda", "coreml" },
   ["cache.format"] = { "flac", "wav", "ogg", "mp3" },
   ["prefetch.strategy"] = { "same_prompt", "preset_cycle", "random_preset" },
   ["ui.progress"] = { "notify", "cmdline", "none" },
   ["playback.loop"] = { "off", "track", "playlist" },
+  ["daemon.resubmit_lost_jobs"] = { "ask", "always", "never" },
 }
 
 local function one_of(path)
@@ -105,6 +119,7 @@ local RULES = {
   { "daemon.auto_restart", "boolean" },
   { "daemon.max_restarts", num_range(0, 100) },
   { "daemon.request_timeout_ms", num_range(1, 600000) },
+  { "daemon.resubmit_lost_jobs", one_of("daemon.resubmit_lost_jobs") },
   {
     "backend",
     function(v)
@@ -165,41 +180,74 @@ local function get_path(tbl, path)
   return v
 end
 
+-- vim.validate(name, value, validator, optional_or_msg) since 0.11; 0.10 only has the table form, which 0.11+
+-- deprecates (:checkhealth vim.deprecated).
+local validate = vim.fn.has("nvim-0.11") == 1 and vim.validate
+  or function(name, value, validator, optional_or_msg)
+    vim.validate({ [name] = { value, validator, optional_or_msg } })
+  end
+
 -- Check one rule with vim.validate (its message names the key: "`playback.volume`: expected ..., got ...").
 local function check_rule(cfg, rule)
   local path, check, expect = rule[1], rule[2], rule[3]
   local value = get_path(cfg, path)
-  local spec
+  local validator, extra = check, expect
   if type(check) == "string" then
     local optional = check:sub(-1) == "?"
-    spec = { value, optional and check:sub(1, -2) or check, optional }
-  else
-    spec = { value, check, expect }
+    validator, extra = optional and check:sub(1, -2) or check, optional
   end
-  local ok, err = pcall(vim.validate, { [path] = spec })
+  local ok, err = pcall(validate, path, value, validator, extra)
   if ok then
     return true
   end
   return false, "lofi: invalid config: " .. tostring(err):gsub("^.-:%d+: ", "")
 end
 
+-- Keys the defaults don't have, at every level (typos such as `playback.volme`). `daemon.env` holds the user's
+-- own names; `models` is keyed by backend (a daemon plugin may add one), each with musicgen's keys.
+local function unknown_keys(user, defaults, prefix, out)
+  if
+    prefix == "daemon.env"
+    or type(defaults) ~= "table"
+    or (next(defaults) ~= nil and vim.islist(defaults))
+  then
+    return
+  end
+  for key, value in pairs(user) do
+    local path = prefix == "" and tostring(key) or (prefix .. "." .. tostring(key))
+    local default = defaults[key]
+    if prefix:match("^models%.[^.]+$") then
+      default = ({ dir = "", variant = "" })[key] -- both default to nil
+    elseif prefix == "models" then
+      default = {}
+    end
+    if default == nil and not M.defaults_nil[path] then
+      out[#out + 1] = string.format("lofi: invalid config: unknown option `%s`", path)
+    elseif type(value) == "table" then
+      unknown_keys(value, default, path, out)
+    end
+  end
+end
+
 --- Validate a full config table. Returns ok and a list of messages that name the bad key.
 ---@param cfg table
 ---@return boolean ok, string[] errors
 function M.validate(cfg)
-  local errors = {}
+  local errors, bad = {}, {}
   for _, rule in ipairs(RULES) do
-    local ok, err = check_rule(cfg, rule)
-    if not ok then
-      errors[#errors + 1] = err
+    -- A wrong table (`playback = "loud"`) is one error, not one more per key below it.
+    local parent = rule[1]:match("^(.+)%.[^.]+$")
+    if parent and bad[parent] then
+      bad[rule[1]] = true
+    else
+      local ok, err = check_rule(cfg, rule)
+      if not ok then
+        bad[rule[1]] = true
+        errors[#errors + 1] = err
+      end
     end
   end
-  -- Unknown top-level keys are almost always typos.
-  for key in pairs(cfg) do
-    if M.defaults[key] == nil then
-      errors[#errors + 1] = string.format("lofi: invalid config: unknown option `%s`", key)
-    end
-  end
+  unknown_keys(cfg, M.defaults, "", errors)
   return #errors == 0, errors
 end
 
@@ -216,7 +264,11 @@ function M.get()
   local ok, errors = M.validate(merged)
   if not ok then
     vim.schedule(function()
-      vim.notify(table.concat(errors, "\n"), vim.log.levels.ERROR)
+      -- One line (several echoed lines would wait for Enter); :checkhealth lofi lists them all.
+      local more = #errors > 1 and string.format(" (and %d more: :checkhealth lofi)", #errors - 1) or ""
+      local messages = require("lofi.messages")
+      local text = errors[1] .. more
+      vim.notify(messages.builtin_notifier() and messages.fit(text) or text, vim.log.levels.ERROR)
     end)
     -- Keep going with the defaults for the keys that were wrong, so a typo doesn't disable the plugin.
     for _, rule in ipairs(RULES) do
@@ -276,9 +328,7 @@ function M.daemon_cmd(opts)
   end
   return nil,
     string.format(
-      "lofi: the daemon `lofi-daemon` was not found (looked in %s and on PATH).\n"
-        .. "Install it with:  cd %s && ./scripts/setup\n"
-        .. "or set `daemon.cmd` in your lofi config.",
+      "`lofi-daemon` not found (in %s or on PATH): run %s/scripts/setup, or set daemon.cmd",
       venv,
       vim.fn.fnameescape(root)
     )

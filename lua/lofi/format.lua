@@ -1,42 +1,7 @@
--- Pure helpers: parsing :Lofi generate arguments and formatting daemon replies into lines.
+-- Pure helpers: formatting daemon replies into lines (arguments are parsed by lofi.args).
 local M = {}
 
 local state = require("lofi.state")
-
--- `key=value` words of :Lofi generate, and the generate parameter each one sets.
-local GENERATE_KEYS = {
-  duration = "duration_sec",
-  duration_sec = "duration_sec",
-  seed = "seed",
-  backend = "backend",
-  priority = "priority",
-  steps = "inference_steps",
-  guidance = "guidance_scale",
-  scheduler = "scheduler",
-  top_k = "top_k",
-  temperature = "temperature",
-  lora = "lora",
-}
-M.GENERATE_KEYS = GENERATE_KEYS
-
---- Split words into generate params (known `key=value` words; numbers become numbers) and the prompt (the rest).
----@param words string[]
----@return table
-function M.parse_generate_args(words)
-  local opts, prompt = {}, {}
-  for _, w in ipairs(words) do
-    local k, v = w:match("^([%w_]+)=(.+)$")
-    if k and GENERATE_KEYS[k] then
-      opts[GENERATE_KEYS[k]] = tonumber(v) or v
-    else
-      prompt[#prompt + 1] = w
-    end
-  end
-  if #prompt > 0 then
-    opts.prompt = table.concat(prompt, " ")
-  end
-  return opts
-end
 
 --- Lines describing the queue (pure; used by :Lofi queue).
 function M.queue(q)

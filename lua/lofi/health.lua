@@ -168,11 +168,14 @@ local function check_daemon()
     elseif b.installed == true then
       any = true
       h.ok(string.format("%s installed (variant %s)%s", b.name, tostring(nn(b.variant) or "default"), where))
-    else
+    elseif b.name == cfg_mod().get().backend then
       h.warn(
-        string.format("%s not installed%s", b.name, where),
+        string.format("%s (your default backend) not installed%s", b.name, where),
         { "Run :Lofi download " .. tostring(b.name) }
       )
+    else
+      -- Another backend is optional: not having it is a fact, not a problem.
+      h.info(string.format("%s not installed (optional; :Lofi download %s adds it)", b.name, b.name))
     end
   end
   if not any then

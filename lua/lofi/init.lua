@@ -18,19 +18,39 @@ local state = lazy("lofi.state")
 local events = lazy("lofi.events")
 local ui = lazy("lofi.ui")
 local fmt = lazy("lofi.format")
+local args = lazy("lofi.args")
+local messages = lazy("lofi.messages")
 
 local function cfg()
   return require("lofi.config").get()
 end
 
-local function default_cb(on_ok)
+--- Show an error answer to `method` at its level (benign states such as "nothing is playing" are INFO).
+local function report(err, method, params)
+  if type(err) == "table" and err.code == client.E_DAEMON_EXITED then
+    return -- the daemon's exit is reported once, by lofi.client (with what was lost)
+  end
+  ui.notify(messages.error_text(err), messages.error_level(err, method, params))
+end
+
+local function default_cb(on_ok, method)
   return function(err, result)
     if err then
-      ui.error(ui.format_error(err))
+      report(err, method)
     elseif on_ok then
       on_ok(result)
     end
   end
+end
+
+--- A usage error found before anything was sent: to the callback when there is one, else shown.
+local function usage_error(text, cb)
+  if cb then
+    return vim.schedule(function()
+      cb({ code = -32602, message = text, data = { error_code = "INVALID_PARAMS" } }, nil)
+    end)
+  end
+  ui.error(text)
 end
 
 --- Optional: configure lofi (also read from vim.g.lofi). Idempotent; never starts the daemon.
@@ -43,10 +63,18 @@ end
 ---@param opts? string|table
 ---@param cb? fun(err, result)
 function M.generate(opts, cb)
+  local perr
   if type(opts) == "string" then
-    opts = { prompt = opts }
+    opts, perr = args.parse_generate(opts)
+  elseif type(opts) == "table" then
+    opts, perr = args.check_generate(opts)
+  elseif opts ~= nil then
+    perr = "generate: expected a prompt string or an options table, got " .. type(opts)
   end
-  opts = vim.deepcopy(opts or {})
+  if perr then
+    return usage_error(perr, cb)
+  end
+  opts = opts or {}
   local c = cfg()
   if not opts.prompt or vim.trim(opts.prompt) == "" then
     opts.prompt = c.generate.prompt
@@ -60,12 +88,17 @@ function M.generate(opts, cb)
     opts.format = c.cache.format
   end
   client.request("generate", opts, function(err, result)
+    if err and err.code == client.E_DAEMON_EXITED then
+      require("lofi.jobs").unanswered(opts)
+    end
     if not err and result then
       if result.status == "queued" or result.status == "running" then
         local g = state.current.generating[result.track_id]
           or { track_id = result.track_id, percent = 0, running = result.status == "running" }
         g.prompt, g.backend = opts.prompt, result.backend
         state.current.generating[result.track_id] = g
+        -- With its seed, a resubmission after a crash makes the very same track.
+        require("lofi.jobs").submitted(result.track_id, vim.tbl_extend("force", opts, { seed = result.seed }))
         if result.status == "queued" and (result.position or 0) > 0 then
           ui.notify(string.format("queued “%s” (position %d)", ui.short(opts.prompt), result.position))
         end
@@ -74,7 +107,7 @@ function M.generate(opts, cb)
     if cb then
       cb(err, result)
     elseif err then
-      ui.error(ui.format_error(err))
+      report(err, "generate")
     end
   end)
 end
@@ -84,25 +117,48 @@ end
 function M.generate_input(cb)
   vim.ui.input({ prompt = "lofi prompt: ", default = cfg().generate.prompt }, function(text)
     if text and vim.trim(text) ~= "" then
-      M.generate(require("lofi.format").parse_generate_args(vim.split(vim.trim(text), "%s+")), cb)
+      M.generate(text, cb)
     end
   end)
 end
 
 --- Playback calls all answer with the playback state, which updates the statusline at once.
+-- Changes the daemon announces with its own playback_* notification (each becomes the one LofiPlaybackChanged
+-- event of the action); only the others fire an event from the reply.
+local ANNOUNCED = { play = true, pause = true, resume = true, toggle = true, skip = true, stop = true }
+
 local function playback_call(method, params, cb)
   client.request(method, params, function(err, result)
     if not err then
       state.set_playback(result)
       require("lofi.notify").redraw()
-      events.fire("LofiPlaybackChanged", vim.tbl_extend("force", result or {}, { event = method }))
+      if not ANNOUNCED[method] then
+        events.fire("LofiPlaybackChanged", vim.tbl_extend("force", result or {}, { event = method }))
+      end
     end
     if cb then
       cb(err, result)
     elseif err then
-      ui.error(ui.format_error(err))
+      report(err, method, params)
     end
   end)
+end
+
+--- Requests that only act on something already running (stop, pause, skip...): without a daemon there is nothing
+--- to act on, so answer from the idle state instead of starting a daemon to do nothing.
+local function idle_answer(text, cb)
+  if client.is_running() then
+    return false
+  end
+  local idle = { state = "stopped", position_sec = 0, duration_sec = 0 }
+  if cb then
+    vim.schedule(function()
+      cb(nil, idle)
+    end)
+  else
+    ui.info(text)
+  end
+  return true
 end
 
 ---@param track_id? string
@@ -113,6 +169,9 @@ end
 
 ---@param cb? lofi.Callback
 function M.pause(cb)
+  if idle_answer("nothing is playing", cb) then
+    return
+  end
   playback_call("pause", nil, cb)
 end
 
@@ -123,11 +182,17 @@ end
 
 ---@param cb? lofi.Callback
 function M.stop(cb)
+  if idle_answer("nothing is playing", cb) then
+    return
+  end
   playback_call("stop", nil, cb)
 end
 
 ---@param cb? lofi.Callback
 function M.skip(cb)
+  if idle_answer("nothing is playing", cb) then
+    return
+  end
   playback_call("skip", nil, cb)
 end
 
@@ -164,22 +229,14 @@ end
 ---@param pos number|string
 ---@param cb? lofi.Callback
 function M.seek(pos, cb)
-  local target
-  if type(pos) == "number" then
-    target = pos
-  elseif type(pos) == "string" then
-    local sign, rest = pos:match("^([+-])(.+)$")
-    local m, s = (rest or pos):match("^(%d+):(%d+)$")
-    local sec = m and (tonumber(m) * 60 + tonumber(s)) or tonumber(rest or pos)
-    if not sec then
-      return ui.error("seek: expected seconds, +N, -N or M:SS, got " .. pos)
-    end
-    target = sign == "+" and state.position() + sec or sign == "-" and state.position() - sec or sec
-  end
+  local target, err = args.seek(pos, state.position())
   if not target then
-    return ui.error("seek: missing position")
+    return usage_error(err, cb)
   end
-  playback_call("seek", { position_sec = math.max(0, target) }, cb)
+  if idle_answer("nothing is playing", cb) then
+    return
+  end
+  playback_call("seek", { position_sec = target }, cb)
 end
 
 --- Volume: nil shows it; 0-100 sets it; "+N"/"-N" changes it. (The daemon works in 0..1.)
@@ -189,23 +246,22 @@ function M.volume(level, cb)
   if level == nil then
     return playback_call("volume", nil, cb or function(err, pb)
       if err then
-        return ui.error(ui.format_error(err))
+        return report(err, "volume")
       end
       ui.notify(string.format("volume %d%%", math.floor((pb.volume or 0) * 100 + 0.5)))
     end)
   end
   local current = state.current.playback.volume or cfg().playback.volume
-  local n
-  if type(level) == "string" and level:match("^[+-]%d+$") then
-    n = current * 100 + tonumber(level)
-  else
-    n = tonumber(level)
-  end
+  local n, err = args.volume(level, current * 100)
   if not n then
-    return ui.error("volume: expected 0-100, +N or -N, got " .. tostring(level))
+    return usage_error(err, cb)
   end
-  n = math.max(0, math.min(100, n))
-  playback_call("volume", { level = n / 100 }, cb)
+  playback_call("volume", { level = n / 100 }, cb or function(verr, pb)
+    if verr then
+      return report(verr, "volume")
+    end
+    ui.notify(string.format("volume %d%%", math.floor((pb.volume or 0) * 100 + 0.5)))
+  end)
 end
 
 function M.volume_up()
@@ -228,6 +284,9 @@ function M.cancel(track_id, cb)
   if track_id then
     return do_cancel(track_id)
   end
+  if idle_answer("nothing to cancel", cb) then
+    return
+  end
   client.request("queue_status", nil, function(err, q)
     if err then
       return (cb or default_cb())(err)
@@ -242,6 +301,15 @@ end
 
 ---@param cb? lofi.Callback
 function M.queue(cb)
+  if not client.is_running() then
+    local empty = { running = nil, waiting = {} }
+    if cb then
+      return vim.schedule(function()
+        cb(nil, empty)
+      end)
+    end
+    return ui.info("the queue is empty (the daemon is not running)")
+  end
   client.request("queue_status", nil, cb or default_cb(function(q)
     ui.show_lines("queue", fmt.queue(q))
   end))
@@ -249,6 +317,16 @@ end
 
 ---@param cb? lofi.Callback
 function M.status(cb)
+  if not client.is_running() then
+    -- Nothing to ask: don't start a daemon just to report that nothing happens.
+    local idle = { running = false, playback = { state = "stopped" }, queue = { waiting = {} } }
+    if cb then
+      return vim.schedule(function()
+        cb(nil, idle)
+      end)
+    end
+    return ui.info("the daemon is not running (it starts on the first :Lofi command that needs it)")
+  end
   client.request("status", nil, cb or default_cb(function(st)
     state.set_playback(st.playback)
     state.current.daemon.log_file = st.log_file or state.current.daemon.log_file
@@ -263,20 +341,66 @@ function M.models(cb)
   end))
 end
 
+local function fmt_size(bytes)
+  bytes = tonumber(bytes)
+  if not bytes then
+    return nil
+  end
+  return bytes >= 1e9 and string.format("%.1f GB", bytes / 1e9)
+    or string.format("%d MB", math.ceil(bytes / 1e6))
+end
+
+local function confirm(...)
+  return messages.confirm(...)
+end
+
+--- Download a backend's model. Asks first, with the size from the daemon's model registry, unless opts.force
+--- (:Lofi! download); the call itself is the user's consent (see docs/protocol.md).
 ---@param backend string
 ---@param cb? lofi.Callback
-function M.download(backend, cb)
+---@param opts? {force?: boolean}
+function M.download(backend, cb, opts)
   if not backend or backend == "" then
-    return ui.error("download: which backend? (musicgen, ace_step)")
+    return usage_error("download: which backend? (musicgen, ace_step)", cb)
   end
-  client.request("download_backend", { backend = backend }, cb or default_cb(function(res)
-    local text = ({
-      started = "downloading %s…",
-      already_installed = "%s is already installed",
-      already_downloading = "%s is already downloading",
-    })[res.status] or ("%s: " .. tostring(res.status))
-    ui.notify(string.format(text, backend))
-  end))
+  local function start()
+    client.request("download_backend", { backend = backend }, cb or default_cb(function(res)
+      local text = ({
+        started = "downloading %s…",
+        already_installed = "%s is already installed",
+        already_downloading = "%s is already downloading",
+      })[res.status] or ("%s: " .. tostring(res.status))
+      ui.notify(string.format(text, backend))
+    end, "download_backend"))
+  end
+  if opts and opts.force then
+    return start()
+  end
+  client.request("get_backends", nil, function(err, res)
+    if err then
+      return (cb or default_cb(nil, "get_backends"))(err)
+    end
+    local info
+    for _, b in ipairs(res and res.backends or {}) do
+      if b.name == backend then
+        info = b
+      end
+    end
+    if not info or info.installed or info.downloading then
+      return start() -- the daemon answers (unknown backend, already installed/downloading)
+    end
+    local size = fmt_size(info.download_size_bytes)
+    confirm(
+      string.format(
+        "Download the %s model%s? (:Lofi! download %s skips this question)",
+        info.display_name or backend,
+        size and (" (" .. size .. ")") or " (size unknown)",
+        backend
+      ),
+      "Download" .. (size and (" " .. size) or ""),
+      start
+    )
+  end)
 end
 
 ---@param track_id string
@@ -287,11 +411,67 @@ function M.playlist_add(track_id, cb)
   end))
 end
 
+--- Clear the cache (favourites are kept). Asks first unless opts.force (:Lofi! cache clear).
 ---@param cb? lofi.Callback
-function M.cache_clear(cb)
-  client.request("cache_clear", { keep_favourites = true }, cb or default_cb(function(res)
-    ui.notify(string.format("removed %d tracks from the cache (favourites kept)", res.removed or 0))
-  end))
+---@param opts? {force?: boolean}
+function M.cache_clear(cb, opts)
+  local function clear()
+    client.request("cache_clear", { keep_favourites = true }, cb or default_cb(function(res)
+      ui.notify(string.format("removed %d tracks from the cache (favourites kept)", res.removed or 0))
+    end, "cache_clear"))
+  end
+  if opts and opts.force then
+    return clear()
+  end
+  confirm(
+    "Delete every cached track except favourites? (:Lofi! cache clear skips this question)",
+    "Delete",
+    clear
+  )
+end
+
+--- Toggle a track's favourite mark (favourites are never evicted); the current track by default.
+---@param track_id? string
+---@param cb? lofi.Callback
+---@param opts? {favourite?: boolean} set instead of toggling
+function M.favourite(track_id, cb, opts)
+  local function set(id, value)
+    client.request("cache_favourite", { track_id = id, favourite = value }, function(err, t)
+      if not err then
+        state.remember_track(t)
+      end
+      if cb then
+        return cb(err, t)
+      elseif err then
+        return report(err, "cache_favourite")
+      end
+      ui.info(
+        string.format(
+          "%s “%s”",
+          value and "★ favourite:" or "no longer a favourite:",
+          ui.short(t and t.prompt)
+        )
+      )
+    end)
+  end
+  local id = track_id or state.current.playback.track_id
+  if not id then
+    return usage_error("favourite: nothing is playing; give a track id (:Lofi favourite <Tab>)", cb)
+  end
+  if opts and opts.favourite ~= nil then
+    return set(id, opts.favourite)
+  end
+  -- Toggle from the daemon's record (this editor's copy may be stale: another Neovim may have changed it).
+  client.request("cache_list", { favourite = true, limit = 10000 }, function(err, res)
+    if err then
+      return (cb or default_cb(nil, "cache_list"))(err)
+    end
+    local is_fav = false
+    for _, t in ipairs(res and res.tracks or {}) do
+      is_fav = is_fav or t.track_id == id
+    end
+    set(id, not is_fav)
+  end)
 end
 
 ---@param cb? lofi.Callback
@@ -325,8 +505,8 @@ function M.log()
   if state.current.daemon.log_file then
     return open(state.current.daemon.log_file)
   end
-  local report = require("lofi.health").daemon_report()
-  open(report and report.log_file)
+  local health = require("lofi.health").daemon_report()
+  open(health and health.log_file)
 end
 
 function M.tracks(opts)

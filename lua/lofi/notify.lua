@@ -98,6 +98,9 @@ function M.handle(method, p)
   local before = state.current.generating[p.track_id or ""]
   local quiet = (p.priority or (before and before.priority)) == "prefetch"
   state.apply(method, p)
+  if method == "generation_complete" or method == "generation_error" or method == "generation_cancelled" then
+    require("lofi.jobs").ended(p.track_id) -- it can't be lost with the daemon any more
+  end
   if REDRAW[method] then
     M.redraw()
   end
@@ -110,6 +113,12 @@ function M.handle(method, p)
     if pattern == "LofiPlaybackChanged" then
       data.event = method:gsub("^playback_", "")
       data.state = state.current.playback.state
+      if method == "playback_ended" then
+        -- The event is about the track that ended; a crossfade may already be playing the next one.
+        data.state = "stopped"
+        local now = state.current.playback
+        data.next_track_id = (now.state == "playing" and now.track_id ~= p.track_id) and now.track_id or nil
+      end
     end
     events.fire(pattern, data)
   end

@@ -199,6 +199,24 @@ M.track_actions = {
       require("lofi").generate(req, one_done)
     end, done)
   end,
+  -- Toggle each track's favourite mark (favourites are never evicted nor cleared).
+  favourite = function(tracks, done)
+    tracks = as_list(tracks)
+    run_all(tracks, function(t, one_done)
+      require("lofi").favourite(t.track_id, function(err, res)
+        local ui = require("lofi.ui")
+        if err then
+          ui.error(ui.format_error(err))
+        else
+          t.favourite = res and res.favourite
+          ui.info(
+            string.format("%s %s", t.favourite and "★ favourite:" or "no longer a favourite:", t.track_id)
+          )
+        end
+        one_done(err, res)
+      end, { favourite = not t.favourite })
+    end, done)
+  end,
 }
 
 --- The keys Telescope maps to the actions, and the labels of the vim.ui.select action menu. <C-d>/<C-u> stay
@@ -209,6 +227,7 @@ M.track_keymaps = {
   { key = "<M-d>", action = "delete", label = "Delete from cache" },
   { key = "<C-y>", action = "yank", label = "Yank track id" },
   { key = "<C-s>", action = "regenerate", label = "Regenerate (new seed, same settings)" },
+  { key = "<M-f>", action = "favourite", label = "Toggle favourite" },
 }
 
 --- Shown instead of an empty picker.
@@ -295,7 +314,7 @@ M.prompt_actions = {
   edit = function(e, done)
     vim.ui.input({ prompt = "lofi prompt: ", default = e.prompt }, function(text)
       if text and vim.trim(text) ~= "" then
-        require("lofi").generate({ prompt = text }, done)
+        require("lofi").generate(text, done) -- parsed like :Lofi generate (duration=5, --seed 3)
       end
     end)
   end,

@@ -41,9 +41,17 @@ function M.notify(msg, level, opts)
   if level < levels.WARN and not cfg().ui.notify then
     return
   end
-  vim.schedule(function()
-    vim.notify(M.body(msg), level, vim.tbl_extend("keep", opts or {}, { title = "lofi" }))
-  end)
+  -- One line, one message at a time (lofi.messages: so Neovim's own notifier never asks for Enter).
+  local messages = require("lofi.messages")
+  messages.show(
+    M.body(messages.prepare(msg, level)),
+    level,
+    vim.tbl_extend("keep", opts or {}, { title = "lofi" })
+  )
+end
+
+function M.info(msg)
+  M.notify(msg, levels.INFO)
 end
 
 local recent = {} -- message -> uv.now() when last shown
@@ -66,24 +74,11 @@ function M.warn(msg)
   M.notify(msg, levels.WARN)
 end
 
---- Turn a JSON-RPC error object into one readable line (plus the daemon's hint when it sends one).
+--- Turn a JSON-RPC error object into one readable line (human words, no internal codes: lofi.messages).
 ---@param err table|string
 ---@return string
 function M.format_error(err)
-  if type(err) ~= "table" then
-    return tostring(err)
-  end
-  local data = type(err.data) == "table" and err.data or {}
-  local msg = tostring(err.message or "unknown error")
-  if data.error_code then
-    msg = msg .. " (" .. data.error_code .. ")"
-  end
-  if data.error_code == "BACKEND_NOT_INSTALLED" and data.backend then
-    msg = msg .. string.format("\nRun :Lofi download %s to install it.", data.backend)
-  elseif type(data.hint) == "string" then
-    msg = msg .. "\n" .. data.hint
-  end
-  return msg
+  return require("lofi.messages").error_text(err)
 end
 
 --- Show a few lines of information (:Lofi status, queue, models): through the notifier when it is a real one
@@ -149,13 +144,17 @@ function M.progress(key, text, done)
   if not done and progress.key == key and now - progress.last < cfg().ui.progress_interval_ms then
     return -- throttled
   end
+  local messages = require("lofi.messages")
+  if not done and (mode == "cmdline" or M.builtin_notifier()) and messages.important_recently() then
+    return -- an echo replaces the command line: don't hide a warning or error shown moments ago
+  end
   progress.last = now
   progress.key = key
   vim.schedule(function()
     if mode == "cmdline" or M.builtin_notifier() then
       -- Neovim's vim.notify cannot replace a message: echo instead. Progress stays out of :messages so it never
-      -- floods it; the final line is kept.
-      vim.api.nvim_echo({ { "lofi: " .. text } }, done == true, {})
+      -- floods it; the final line is kept. Cut to the echo area: a wrapped echo asks for Enter.
+      vim.api.nvim_echo({ { messages.fit("lofi: " .. text) } }, done == true, {})
       return
     end
     local this = {}

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.signal import resample_poly
 
 MODEL_RATE = 44100
 OUTPUT_RATE = 48000
@@ -63,5 +62,9 @@ def windowed(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, core: int, m
 
 def resample_to_output(audio: np.ndarray) -> np.ndarray:
     """[channels, n] at 44.1 kHz → [n', channels] float32 at 48 kHz."""
+    # Imported here: scipy.signal takes ~1 s to import, and `lofi-daemon health` loads this module only to ask
+    # the backend about its files.
+    from scipy.signal import resample_poly
+
     out = resample_poly(audio.astype(np.float64), 160, 147, axis=-1)
     return np.ascontiguousarray(out.T, dtype=np.float32)

@@ -1,0 +1,220 @@
+-- The one argument parser behind every entry point (:Lofi, <Plug> maps, picker actions, the Lua API).
+-- Options are accepted as `key=value`, `--key value` or `--key=value` (the CLI's spelling); plain words form the
+-- prompt. Anything it cannot parse is an error that names the word, never a silent guess or a clamp.
+local M = {}
+
+local function number(v)
+  return type(v) == "number" and v or tonumber(v)
+end
+
+local function integer(v)
+  local n = number(v)
+  return (n and n == math.floor(n)) and n or nil
+end
+
+--- Seconds from "30", "30s", "1:30" or a number.
+---@return number|nil
+function M.seconds(v)
+  if type(v) == "number" then
+    return v
+  end
+  if type(v) ~= "string" then
+    return nil
+  end
+  local m, s = v:match("^(%d+):(%d%d?%.?%d*)$")
+  if m then
+    s = tonumber(s)
+    return (s and s < 60) and tonumber(m) * 60 + s or nil
+  end
+  return tonumber((v:gsub("s$", "")))
+end
+
+local function enum(values)
+  return function(v)
+    return vim.tbl_contains(values, v) and v or nil
+  end,
+    "one of " .. table.concat(values, ", ")
+end
+
+local function str(v)
+  return (type(v) == "string" and v ~= "") and v or nil
+end
+
+local function boolean(v)
+  if type(v) == "boolean" then
+    return v
+  end
+  return ({ ["true"] = true, yes = true, ["1"] = true, ["false"] = false, no = false, ["0"] = false })[v]
+end
+
+-- name -> { param = daemon param, parse = fn(value) -> value|nil, expect = text }
+local GENERATE = {}
+local function opt(names, param, parse, expect)
+  for _, n in ipairs(names) do
+    GENERATE[n] = { param = param, parse = parse, expect = expect }
+  end
+end
+opt({ "prompt" }, "prompt", str, "text")
+opt({ "duration", "duration_sec" }, "duration_sec", M.seconds, "seconds (30, 30s or 1:30)")
+opt({ "seed" }, "seed", function(v)
+  local n = integer(v)
+  return (n and n >= 0) and n or nil
+end, "a whole number ≥ 0")
+opt({ "backend" }, "backend", str, "a backend name (musicgen, ace_step)")
+opt({ "priority" }, "priority", enum({ "high", "normal" }))
+opt({ "steps", "inference_steps" }, "inference_steps", integer, "a whole number")
+opt({ "guidance", "guidance_scale" }, "guidance_scale", number, "a number")
+opt({ "scheduler" }, "scheduler", enum({ "euler", "heun", "pingpong" }))
+opt({ "top_k" }, "top_k", integer, "a whole number")
+opt({ "top_p" }, "top_p", number, "a number")
+opt({ "temperature" }, "temperature", number, "a number")
+opt({ "cfg_type" }, "cfg_type", str, "text")
+opt({ "omega" }, "omega", number, "a number")
+opt({ "guidance_interval" }, "guidance_interval", number, "a number")
+opt({ "lyrics" }, "lyrics", function(v)
+  return type(v) == "string" and v or nil
+end, "text")
+opt({ "lora" }, "lora", str, "a LoRA name or path")
+opt({ "lora_weight" }, "lora_weight", number, "a number")
+opt({ "format" }, "format", enum({ "flac", "wav", "ogg", "mp3" }))
+opt({ "allow_download" }, "allow_download", boolean, "true or false")
+M.GENERATE = GENERATE
+
+--- Option names for completion (the short spelling of each).
+function M.generate_keys()
+  local out = {}
+  for name, o in pairs(GENERATE) do
+    if name ~= "prompt" and (name == o.param or not GENERATE[o.param] or #name < #o.param) then
+      out[#out + 1] = name
+    end
+  end
+  table.sort(out)
+  return out
+end
+
+local function norm(key)
+  return (key:gsub("%-", "_"))
+end
+
+local function set(out, key, raw)
+  local o = GENERATE[norm(key)]
+  if not o then
+    local near = require("lofi.messages").suggest(norm(key), vim.tbl_keys(GENERATE))
+    return string.format("unknown option `%s`%s", key, near and (" (did you mean `" .. near .. "`?)") or "")
+  end
+  local v = o.parse(raw)
+  if v == nil then
+    return string.format("`%s` expects %s, got `%s`", key, o.expect, tostring(raw))
+  end
+  out[o.param] = v
+end
+
+--- Parse generate words (or one string) into generate params. Returns params, or nil and an error text.
+---@param words string|string[]
+---@return table|nil params, string|nil err
+function M.parse_generate(words)
+  if type(words) == "string" then
+    words = vim.split(vim.trim(words), "%s+", { trimempty = true })
+  end
+  local out, prompt = {}, {}
+  local i = 1
+  while i <= #words do
+    local w = words[i]
+    local flag, flag_value = w:match("^%-%-([%a][%w_%-]*)=(.*)$")
+    local long = not flag and w:match("^%-%-([%a][%w_%-]*)$")
+    local key, kv_value = w:match("^([%a][%w_]*)=(.*)$")
+    local err
+    if flag then
+      err = set(out, flag, flag_value)
+    elseif long then
+      local o = GENERATE[norm(long)]
+      local nxt = words[i + 1]
+      if o and o.param == "allow_download" and (nxt == nil or boolean(nxt) == nil) then
+        out.allow_download = true -- a bare switch
+      elseif nxt == nil then
+        err = o and string.format("`--%s` needs a value (%s)", long, o.expect) or set(out, long, "")
+      else
+        i = i + 1
+        err = set(out, long, nxt)
+      end
+    elseif key then
+      err = set(out, key, kv_value)
+    else
+      prompt[#prompt + 1] = w
+    end
+    if err then
+      return nil, "generate: " .. err
+    end
+    i = i + 1
+  end
+  if #prompt > 0 then
+    out.prompt = table.concat(prompt, " ")
+  end
+  return out
+end
+
+--- Check a generate params table from Lua (API, pickers): same names and checks as the command line.
+---@param opts table
+---@return table|nil params, string|nil err
+function M.check_generate(opts)
+  local out = {}
+  for k, v in pairs(opts) do
+    if type(k) ~= "string" then
+      return nil, "generate: options must be named (got a list entry)"
+    end
+    local err = set(out, k, v)
+    if err then
+      return nil, "generate: " .. err
+    end
+  end
+  return out
+end
+
+--- Volume "0-100", "+N" or "-N" against the current level (0-100). Relative steps stop at the ends (that is what
+--- volume-up at 100 means); an absolute level outside 0-100 is an error.
+---@return number|nil level, string|nil err
+function M.volume(arg, current)
+  if type(arg) == "number" then
+    arg = tostring(arg)
+  end
+  if type(arg) ~= "string" then
+    return nil, "volume: expected 0-100, +N or -N"
+  end
+  local sign, rel = arg:match("^([+-])(%d+%.?%d*)%%?$")
+  if sign then
+    local n = current + (sign == "+" and 1 or -1) * tonumber(rel)
+    return math.max(0, math.min(100, n))
+  end
+  local n = tonumber((arg:gsub("%%$", "")))
+  if not n then
+    return nil, string.format("volume: expected 0-100, +N or -N, got `%s`", arg)
+  end
+  if n < 0 or n > 100 then
+    return nil, string.format("volume: %s is outside 0-100", arg)
+  end
+  return n
+end
+
+--- Seek target: seconds, "M:SS" (SS below 60), or "+N"/"-N" (seconds or M:SS) relative to `position`.
+---@return number|nil target, string|nil err
+function M.seek(arg, position)
+  if type(arg) == "number" then
+    return arg >= 0 and arg or nil, arg < 0 and "seek: position must be ≥ 0" or nil
+  end
+  if type(arg) ~= "string" or arg == "" then
+    return nil, "seek: missing position (seconds, +N, -N or M:SS)"
+  end
+  local sign, rest = arg:match("^([+-])(.+)$")
+  local sec = M.seconds(rest or arg)
+  if not sec or sec < 0 then
+    return nil, string.format("seek: expected seconds, M:SS, +N or -N, got `%s`", arg)
+  end
+  if sign == "+" then
+    return position + sec
+  elseif sign == "-" then
+    return math.max(0, position - sec)
+  end
+  return sec
+end
+
+return M
