@@ -67,6 +67,8 @@ class Server:
         try:
             if isinstance(message, list):
                 body = b"[" + b",".join(self._encode(m) for m in message) + b"]"
+            elif "id" not in message:  # a notification: nothing to answer if it cannot be encoded
+                body = encode_message(message)
             else:
                 body = self._encode(message)
             self.writer.write_body(body)
@@ -78,6 +80,7 @@ class Server:
 
     @staticmethod
     def _encode(message: Any) -> bytes:
+        """A response as bytes; one that cannot be encoded becomes an INTERNAL_ERROR for the same id."""
         try:
             return encode_message(message)
         except Exception:  # NaN/inf, a huge int or a non-JSON value in a result: a bug, report it as one
