@@ -113,6 +113,9 @@ class Dispatcher:
     def method_names(self) -> list[str]:
         return sorted(self._methods)
 
+    def params_model(self, name: str) -> type[BaseModel] | None:
+        return self._methods[name].params_model
+
     def after_response(self, fn: Callable[[], None]) -> None:
         """Run `fn` once the current response has been written (e.g. a notification that must follow it)."""
         self._after.append(fn)
