@@ -181,3 +181,33 @@ def test_send_never_raises_for_unencodable_notifications():
     assert len(msgs) == 2  # the unencodable notification is dropped (and logged), not answered
     assert msgs[-2] == {"jsonrpc": "2.0", "method": "log", "params": {"message": "xxx\ufffd"}}
     assert msgs[-1]["id"] is None and msgs[-1]["error"]["code"] == ErrorCode.INTERNAL_ERROR
+
+
+def test_dispatch_loop_survives_a_failing_hook_and_dispatcher():
+    d = dispatcher()
+    calls = {"n": 0}
+    real = d.dispatch_bytes
+
+    def flaky(body: bytes):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RecursionError("a bug below dispatch")
+        return real(body)
+
+    d.dispatch_bytes = flaky  # type: ignore[method-assign]
+    out = io.BytesIO()
+    stdin = io.BytesIO(encode({**PING, "id": 1}) + encode({**PING, "id": 2}) + encode({**PING, "id": 3}))
+    server = Server(d, stdin, out)
+    seen = {"n": 0}
+
+    def hook() -> None:  # an activity hook with a bug that fires on the second message only
+        seen["n"] += 1
+        if seen["n"] == 2:
+            raise ZeroDivisionError("hook bug")
+
+    server.on_message.append(hook)
+    server._read_loop()  # to EOF, in this thread
+    server._dispatch_loop()  # returns only at the EOF marker
+    msgs = replies(out)
+    assert [m["error"]["code"] for m in msgs[:2]] == [ErrorCode.INTERNAL_ERROR] * 2
+    assert msgs[2] == {"jsonrpc": "2.0", "id": 3, "result": {"pong": True}}
