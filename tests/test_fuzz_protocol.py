@@ -57,7 +57,9 @@ KILLERS = {
         b'{"jsonrpc":"2.0","id":3000001,"method":"ping","params":' + b'{"a":' * 1000 + b"1" + b"}" * 1001
     ),
     "NaN token": frame(b'{"jsonrpc":"2.0","id":3000001,"method":"volume","params":{"level":NaN}}'),
-    "Infinity token": frame(b'{"jsonrpc":"2.0","id":3000001,"method":"seek","params":{"position_sec":Infinity}}'),
+    "Infinity token": frame(
+        b'{"jsonrpc":"2.0","id":3000001,"method":"seek","params":{"position_sec":Infinity}}'
+    ),
     "1e999": frame(b'{"jsonrpc":"2.0","id":3000001,"method":"crossfade","params":{"seconds":1e999}}'),
     "Content-Length 10^30": b"Content-Length: " + b"1" + b"0" * 30 + b"\r\n\r\n{}",
     "Content-Length too short": frame(PING_BODY, len(PING_BODY) - 7),
