@@ -33,6 +33,9 @@ def assert_cache_consistent(tmp_path) -> None:
     "sig", [signal.SIGINT] * 10 + [signal.SIGTERM, signal.SIGHUP], ids=lambda s: signal.Signals(s).name
 )
 def test_signal_during_a_real_generation_exits_cleanly(daemon, tmp_path, sig):
+    # The daemon leaves an inherited SIG_IGN alone (nohup); make sure it does not inherit one from this runner.
+    if signal.getsignal(sig) is signal.SIG_IGN:
+        signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
     d = daemon(LOFI_MUSICGEN_DIR=TINY, LOFI_DEFAULT_BACKEND="musicgen", LOFI_THREADS="2")
     r = d.call("generate", {"prompt": "rainy night jazz piano", "duration_sec": 60, "seed": 3})
     # The decoder is inside ONNX Runtime once the first progress arrives.

@@ -75,4 +75,5 @@ def install_signal_handlers(signalled: list[str]) -> None:
         signalled.append(signal.Signals(signum).name)
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, on_signal)
+        if signal.getsignal(sig) is not signal.SIG_IGN:  # respect `nohup` and friends
+            signal.signal(sig, on_signal)
