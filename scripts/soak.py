@@ -120,6 +120,7 @@ class Soak:
         self.deleted: set[str] = set()
         self.requests: dict[str, dict[str, Any]] = {}  # track_id -> the generate params that made it
         self.jobs = self.interrupted = self.cache_hits = self.sessions_run = 0
+        self.end_kinds: collections.Counter[str] = collections.Counter()
         self.seed = rng.randrange(2**31)
         self.session = Session(self)
 
@@ -265,6 +266,8 @@ class Soak:
         if d.garbage:
             self.violation(f"non-protocol bytes on stdout: {d.garbage[:3]}")
         self.completed.update(s.completed())
+        with d._cond:
+            self.end_kinds.update(n["method"] for n in d.notifications if n["method"] in TERMINAL)
         ends = s.ends()
         for tid, due in s.expected.items():
             got = ends[tid]
@@ -353,6 +356,7 @@ def run(minutes: float, backend: str, seed: int, tmp: Path) -> dict[str, Any]:
         "jobs_accepted": soak.jobs,
         "cache_hits_checked": soak.cache_hits,
         "jobs_interrupted_by_kill9": soak.interrupted,
+        "end_notifications": dict(soak.end_kinds),
         **totals,
         "ping_ms": {
             "n": len(pings),
