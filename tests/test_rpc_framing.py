@@ -89,6 +89,11 @@ def test_reader_resynchronises_after_every_framing_error(bad, min_errors, step):
     assert all(json.loads(b) == PING for b in bodies[-2:])
 
 
+def test_reader_keeps_other_headers_whose_name_ends_in_content_length():
+    data = b"X-Content-Length: 5\r\nContent-Length: %d\r\n\r\n" % len(BODY) + BODY + GOOD
+    assert frames_after_errors(reader_over(data)) == ([BODY, BODY], [])
+
+
 def test_reader_keeps_valid_frames_that_mention_content_length():
     tricky = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "x", "params": {"p": "Content-Length: 5\r\n"}})
     body = tricky.encode()

@@ -24,6 +24,8 @@ MAX_HEADER_BYTES = 8 * 1024
 _CHUNK = 1 << 16
 # A complete Content-Length header line, wherever it starts (garbage may be glued in front of it).
 _HEADER_LINE = re.compile(rb"content-length[ \t]*:[ \t]*\d+[ \t]*\r?\n", re.IGNORECASE)
+# A well-formed header line (RFC 9110 token name): `X-Content-Length: 5` is a header, `}Content-Length: 5` is not.
+_TOKEN_HEADER = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+[ \t]*:")
 _CARRY = 64  # bytes kept between chunks so a header line split across two reads is still found
 
 
@@ -115,7 +117,7 @@ class MessageReader:
             if seen > MAX_HEADER_BYTES:
                 raise FramingError("header block too long")
             header = _HEADER_LINE.search(line)
-            if header and header.start() > 0:
+            if header and header.start() > 0 and not _TOKEN_HEADER.match(line):
                 # The tail of a body whose Content-Length was too short, glued to the next header.
                 self._unread(line[header.start() :])
                 raise FramingError(f"{header.start()} bytes of garbage before a header")
