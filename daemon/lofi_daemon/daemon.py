@@ -70,6 +70,10 @@ class Daemon:
         self.prefetch: Any = None
         self._register()
         self.worker.player = self.player
+        # The idle clock restarts when work ends, not only when a request arrives.
+        for ended in ("generation_complete", "generation_error", "generation_cancelled", "playback_ended"):
+            self.subscribe(ended, lambda _params: self.touch())
+        self.subscribe("download_progress", lambda p: p.get("state") != "downloading" and self.touch())
 
     # -- notifications -----------------------------------------------------------------------------
     def notify(self, method: str, params: dict[str, Any]) -> None:
@@ -96,10 +100,21 @@ class Daemon:
                 self.player.close()
             except Exception:
                 log.exception("closing the player failed")
-        self.worker.stop()
+        self.worker.stop(timeout=30.0)
+        if not self.worker.alive:  # never pull a session out from under a running step
+            for backend in self.backends.values():
+                if backend.loaded:
+                    backend.unload()
 
     def touch(self) -> None:
         self.last_activity = time.monotonic()
+
+    def idle_seconds(self) -> float:
+        """Seconds since the last request or the end of the last job, playback or download (0 while busy)."""
+        if not self.is_idle():
+            self.touch()
+            return 0.0
+        return time.monotonic() - self.last_activity
 
     def is_idle(self) -> bool:
         playing = self.player is not None and getattr(self.player, "is_playing", False)

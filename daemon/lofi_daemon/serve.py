@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import threading
-import time
 
 from .config import Settings
 from .logging_setup import setup_logging
@@ -15,6 +15,8 @@ from .process import pid_alive
 from .rpc.server import Server, claim_stdio
 
 log = logging.getLogger(__name__)
+
+SIGNAL_CLOSE_SEC = 10.0  # how long a signal waits for the running generation step to notice its cancel
 
 
 def serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -32,11 +34,15 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     daemon.start()
     server.start()
 
-    stop = threading.Event()
+    signalled: list[str] = []
+    install_signal_handlers(signalled)
     reason = "?"
-    while not stop.is_set():
+    while True:
         if server.closed.wait(0.2):
             reason = "stdin closed"
+            break
+        if signalled:
+            reason = f"signal {signalled[0]}"
             break
         if daemon.stop_requested.is_set():
             reason = "shutdown requested"
@@ -44,16 +50,30 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
         if args.parent_pid and not pid_alive(args.parent_pid):
             reason = f"parent {args.parent_pid} is gone"
             break
-        if (
-            args.idle_timeout
-            and daemon.is_idle()
-            and time.monotonic() - daemon.last_activity > args.idle_timeout
-        ):
+        if args.idle_timeout and daemon.idle_seconds() > args.idle_timeout:
             reason = f"idle for {args.idle_timeout:g} s"
             break
     log.info("exiting: %s", reason)
     closer = threading.Thread(target=daemon.close, daemon=True)
     closer.start()
-    closer.join(0.7)  # exit within 1 s of EOF even if a model step is still running
+    # Exit within 1 s of EOF even if a model step is still running. A signal may wait for the running step to
+    # see its cancel, so the worker never writes half a track; os._exit skips the C++ static destructors that
+    # abort ("terminate called without an active exception") while an ONNX Runtime thread is still alive.
+    closer.join(SIGNAL_CLOSE_SEC if signalled else 0.7)
+    if closer.is_alive():
+        log.warning("exiting before the generation worker stopped")
     logging.shutdown()
     os._exit(0)
+
+
+def install_signal_handlers(signalled: list[str]) -> None:
+    """SIGINT, SIGTERM and SIGHUP end the daemon through the same clean path as `shutdown` (exit status 0).
+    Without this SIGINT raised KeyboardInterrupt in the main thread and the interpreter's normal exit tore down
+    ONNX Runtime under a running generation (SIGABRT)."""
+
+    def on_signal(signum: int, _frame: object) -> None:
+        signalled.append(signal.Signals(signum).name)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) is not signal.SIG_IGN:  # respect `nohup` and friends
+            signal.signal(sig, on_signal)

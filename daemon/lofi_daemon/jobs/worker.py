@@ -53,6 +53,10 @@ class Worker:
         self.queue.wake()
         self._thread.join(timeout)
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def _run(self) -> None:
         while not self._stop.is_set():
             job = self.queue.take(timeout=1.0)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +18,12 @@ from ..errors import ErrorCode, LofiError
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Any], Any]
+
+MAX_BATCH = 100  # requests in one batch
+MAX_JSON_VALUES = 20_000  # values in one message (a batch of 100 full generate requests is ~2,000)
+MAX_JSON_DEPTH = 32  # nesting levels; the deepest valid request (initialize in a batch) has 6
+_STRINGS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_BRACKETS = re.compile(rb"[\[\]{}]")
 
 
 @dataclass
@@ -36,6 +44,57 @@ def _pydantic_details(exc: ValidationError) -> list[dict[str, Any]]:
     ]
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check_shape(body: bytes) -> None:
+    """Refuse a body that would cost too much to parse, before parsing it: too many values (each becomes a
+    Python object) or too deep (json recurses and would raise RecursionError). Strings are cut out first so
+    brackets and commas inside them do not count; a `"` byte is always a quote in UTF-8."""
+    bare = _STRINGS.sub(b"", body)
+    opens = bare.count(b"[") + bare.count(b"{")
+    values = bare.count(b",") + opens
+    if values > MAX_JSON_VALUES or bare.count(b"]") + bare.count(b"}") > MAX_JSON_VALUES:
+        raise LofiError(ErrorCode.INVALID_REQUEST, f"message has over {MAX_JSON_VALUES} JSON values")
+    depth = 0
+    for bracket in _BRACKETS.findall(bare):
+        depth += 1 if bracket in b"[{" else -1
+        if depth > MAX_JSON_DEPTH:
+            raise LofiError(ErrorCode.INVALID_REQUEST, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+
+
+def decode_json(body: bytes) -> Any:
+    """Strict JSON: UTF-8 only, no NaN/Infinity tokens, no number that overflows a float, bounded size and
+    depth. Every failure is a LofiError (PARSE_ERROR or INVALID_REQUEST), never another exception."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise LofiError(ErrorCode.PARSE_ERROR, f"invalid JSON: not UTF-8 ({exc.reason})") from None
+    check_shape(body)
+    try:
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    except json.JSONDecodeError as exc:
+        raise LofiError(ErrorCode.PARSE_ERROR, f"invalid JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # an int over 4300 digits, NaN, 1e999
+        raise LofiError(ErrorCode.PARSE_ERROR, f"invalid JSON: {str(exc)[:200]}") from None
+
+
 class Dispatcher:
     def __init__(self) -> None:
         self._methods: dict[str, Method] = {}
@@ -54,6 +113,9 @@ class Dispatcher:
     def method_names(self) -> list[str]:
         return sorted(self._methods)
 
+    def params_model(self, name: str) -> type[BaseModel] | None:
+        return self._methods[name].params_model
+
     def after_response(self, fn: Callable[[], None]) -> None:
         """Run `fn` once the current response has been written (e.g. a notification that must follow it)."""
         self._after.append(fn)
@@ -63,25 +125,39 @@ class Dispatcher:
         return pending
 
     def dispatch_bytes(self, body: bytes) -> Any:
-        """Handle one frame body. Returns the response (dict or list for a batch) or None."""
+        """Handle one frame body. Returns the response (dict or list for a batch) or None. Never raises."""
         try:
-            message = json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            return error_response(None, ErrorCode.PARSE_ERROR, f"invalid JSON: {exc}")
+            message = decode_json(body)
+        except LofiError as exc:
+            return {"jsonrpc": "2.0", "id": None, "error": exc.to_error()}
         if isinstance(message, list):
             if not message:
                 return error_response(None, ErrorCode.INVALID_REQUEST, "empty batch")
+            if len(message) > MAX_BATCH:
+                return error_response(
+                    None, ErrorCode.INVALID_REQUEST, f"batch of {len(message)} exceeds {MAX_BATCH} requests"
+                )
             replies = [r for r in (self.dispatch(m) for m in message) if r is not None]
             return replies or None
         return self.dispatch(message)
 
     def dispatch(self, message: Any) -> dict[str, Any] | None:
+        try:
+            return self._dispatch(message)
+        except Exception:  # a bug in the envelope handling itself; the dispatch loop must go on
+            log.exception("dispatch failed")
+            return error_response(None, ErrorCode.INTERNAL_ERROR, "internal error while dispatching")
+
+    def _dispatch(self, message: Any) -> dict[str, Any] | None:
         if not isinstance(message, dict):
             return error_response(None, ErrorCode.INVALID_REQUEST, "a request must be a JSON object")
         id_ = message.get("id")
         is_notification = "id" not in message
         if not isinstance(id_, (str, int, type(None))) or isinstance(id_, bool):
             return error_response(None, ErrorCode.INVALID_REQUEST, "id must be a string, an integer or null")
+        if isinstance(id_, str) and not _is_unicode(id_):
+            # A lone surrogate cannot be echoed back in UTF-8, so the client could never match the reply.
+            return error_response(None, ErrorCode.INVALID_REQUEST, "id is not valid Unicode (lone surrogate)")
         if message.get("jsonrpc") != "2.0":
             return error_response(id_, ErrorCode.INVALID_REQUEST, 'jsonrpc must be "2.0"')
         name = message.get("method")

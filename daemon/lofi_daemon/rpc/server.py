@@ -14,9 +14,11 @@ from typing import Any, BinaryIO
 
 from ..errors import ErrorCode
 from .dispatch import Dispatcher, error_response
-from .framing import FramingError, MessageReader, MessageTooLarge, MessageWriter
+from .framing import FramingError, MessageReader, MessageTooLarge, MessageWriter, encode_message
 
 log = logging.getLogger(__name__)
+
+INBOX_FRAMES = 8  # frames read but not yet handled (each at most MAX_MESSAGE_BYTES)
 
 
 def claim_stdio() -> tuple[BinaryIO, BinaryIO]:
@@ -51,7 +53,8 @@ class Server:
         self.dispatcher = dispatcher
         self._reader = MessageReader(_Buffered(stdin))
         self.writer = MessageWriter(stdout)
-        self._inbox: queue.Queue[Any] = queue.Queue()
+        # Bounded, so a client that sends faster than we answer is slowed down by the pipe, not by our RAM.
+        self._inbox: queue.Queue[Any] = queue.Queue(maxsize=INBOX_FRAMES)
         self.closed = threading.Event()  # set at stdin EOF or on a broken stdout
         self.on_message: list[Any] = []  # callables run for every incoming message (activity tracking)
 
@@ -59,17 +62,37 @@ class Server:
         self.send({"jsonrpc": "2.0", "method": method, "params": params})
 
     def send(self, message: Any) -> None:
+        """Write one message (or a batch reply). Never raises: what cannot be encoded is replaced by an
+        INTERNAL_ERROR reply for that id alone, so one bad member never costs the rest of a batch."""
         try:
-            self.writer.write(message)
-        except ValueError:  # NaN/inf or an unserialisable value in a result: a bug, report it as one
-            log.exception("unserialisable message dropped")
-            if isinstance(message, dict) and "id" in message:
-                self.writer.write(
-                    error_response(message["id"], ErrorCode.INTERNAL_ERROR, "result could not be encoded")
-                )
+            if isinstance(message, list):
+                body = b"[" + b",".join(self._encode(m) for m in message) + b"]"
+            elif "id" not in message:  # a notification: nothing to answer if it cannot be encoded
+                body = encode_message(message)
+            else:
+                body = self._encode(message)
+            self.writer.write_body(body)
         except (BrokenPipeError, OSError):
             log.warning("client stream closed; shutting down")
             self.closed.set()
+        except Exception:
+            log.exception("message could not be sent")
+
+    @staticmethod
+    def _encode(message: Any) -> bytes:
+        """A response as bytes; one that cannot be encoded becomes an INTERNAL_ERROR for the same id."""
+        try:
+            return encode_message(message)
+        except Exception:  # NaN/inf, a huge int or a non-JSON value in a result: a bug, report it as one
+            log.exception("unserialisable message dropped")
+            id_ = message.get("id") if isinstance(message, dict) else None
+            if not isinstance(id_, (str, int)) or isinstance(id_, bool):
+                id_ = None
+            reply = error_response(id_, ErrorCode.INTERNAL_ERROR, "result could not be encoded")
+            try:
+                return encode_message(reply)
+            except Exception:  # the id itself cannot be encoded (e.g. an int over 4300 digits)
+                return encode_message({**reply, "id": None})
 
     def start(self) -> None:
         threading.Thread(target=self._read_loop, name="rpc-reader", daemon=True).start()
@@ -85,9 +108,14 @@ class Server:
             except MessageTooLarge as exc:
                 self.send(error_response(None, ErrorCode.INVALID_REQUEST, str(exc)))
                 continue
-            except (EOFError, OSError, ValueError) as exc:
+            except (EOFError, OSError, ValueError) as exc:  # ValueError: read from a closed file
                 log.info("stdin closed (%s)", exc)
                 frame = None
+            except Exception:  # a bug in the reader: drop what it was reading, keep the stream
+                log.exception("reading a message failed")
+                self.send(error_response(None, ErrorCode.INTERNAL_ERROR, "internal error reading a message"))
+                self._reader.resync()
+                continue
             if frame is None:
                 log.info("stdin EOF")
                 self.closed.set()
@@ -100,13 +128,20 @@ class Server:
             body = self._inbox.get()
             if body is None:
                 return
-            for hook in self.on_message:
-                hook()
-            response = self.dispatcher.dispatch_bytes(body)
-            if response is not None:
-                self.send(response)
-            for fn in self.dispatcher.take_after_response():
-                try:
-                    fn()
-                except Exception:
-                    log.exception("after-response action failed")
+            try:
+                self._handle(body)
+            except Exception:  # nothing may end this loop but EOF: the daemon would stop answering
+                log.exception("handling a message failed")
+                self.send(error_response(None, ErrorCode.INTERNAL_ERROR, "internal error handling a message"))
+
+    def _handle(self, body: bytes) -> None:
+        for hook in self.on_message:
+            hook()
+        response = self.dispatcher.dispatch_bytes(body)
+        if response is not None:
+            self.send(response)
+        for fn in self.dispatcher.take_after_response():
+            try:
+                fn()
+            except Exception:
+                log.exception("after-response action failed")
