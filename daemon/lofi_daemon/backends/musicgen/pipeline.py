@@ -34,6 +34,13 @@ from .sampling import apply_guidance, sample
 
 log = logging.getLogger(__name__)
 
+# Context for decoding a piece [a, b) of a longer code sequence with EnCodec: its LSTM needs history, and its
+# non-causal convolutions reach about 4 frames ahead (kernel 7 at the frame rate, plus the residual units after
+# upsampling). On the tiny fixture (random codebooks) a lookahead of 3 frames left 1.3e-3 of error at a seam,
+# 4 left 1.8e-7 (float32 rounding); one more frame is kept as a margin for real weights.
+DECODE_LEFT_FRAMES = 50
+DECODE_RIGHT_FRAMES = 5
+
 _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 
 
@@ -308,13 +315,12 @@ class MusicGenPipeline:
 
     def decode_track(self, frames: np.ndarray) -> np.ndarray:
         """The whole track's audio. Up to `decode_chunk_frames` (30 s) in one EnCodec call; longer tracks in
-        30 s pieces, each with 1 s of history and 3 frames of lookahead, keeping only its own samples (a 120 s
-        one-shot decode peaks at ~4.7 GB of RSS on the full-size EnCodec; the seam error measured 1e-7, see
-        streaming.py)."""
+        30 s pieces, each with DECODE_LEFT_FRAMES of history and DECODE_RIGHT_FRAMES of lookahead, keeping only
+        its own samples (a 120 s one-shot decode peaks at ~4.7 GB of RSS on the full-size EnCodec)."""
         T, chunk = len(frames), self.decode_chunk_frames
         if T <= chunk:
             return self.decode(frames)
-        hop, left, right = self.config.hop_length, 50, 3
+        hop, left, right = self.config.hop_length, DECODE_LEFT_FRAMES, DECODE_RIGHT_FRAMES
         parts = []
         for a in range(0, T, chunk):
             b = min(T, a + chunk)
