@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 from lofi_daemon.backends.musicgen.pipeline import MusicGenPipeline, SamplingParams
 from lofi_daemon.backends.musicgen.sampling import apply_guidance, sample
-from lofi_daemon.config import Settings
 from lofi_daemon.errors import Cancelled
 from lofi_daemon.jobs.cancel import CancelToken
 
-from tests.musicgen_fixture import fixture_files
+from tests.musicgen_fixture import cpu_settings, fixture_files
 
-SETTINGS = Settings(provider="cpu", threads=1)
+SETTINGS = cpu_settings()
 
 
 @pytest.fixture(scope="module")
