@@ -194,6 +194,10 @@ class MusicGenBackend:
             "installed": self.is_installed(),
             "model_version": self.model_version(),
             "provider": self._pipeline.provider if self._pipeline else self.provider,
+            # in-place KV decoder (static_kv.py) or the export's Concat cache; known for sure once loaded
+            "kv_cache": self._pipeline.kv_cache
+            if self._pipeline
+            else ("static" if self.provider == "cpu" else "concat"),
             "variants": sorted(MUSICGEN_VARIANTS),
         }
         if self.local_dir is not None:
