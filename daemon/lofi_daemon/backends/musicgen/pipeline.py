@@ -184,14 +184,15 @@ class _StaticDecoder:
         )
         io = self.static.io_binding()
         io.bind_output("logits")  # first, so it is get_outputs()[0]
-        for name, value in zip(self.cross_outputs, cross, strict=True):
-            io.bind_cpu_input("past_key_values." + name[len("present.") :], np.ascontiguousarray(value))
+        bound = [np.ascontiguousarray(v) for v in cross]
+        for name, value in zip(self.cross_outputs, bound, strict=True):
+            io.bind_cpu_input("past_key_values." + name[len("present.") :], value)
         for name, buf in self.buffers.items():
             value = ort.OrtValue.ortvalue_from_numpy(buf)
             io.bind_ortvalue_input(name, value)
             io.bind_ortvalue_output("present." + name[len("past_key_values.") :], value)
         io.bind_cpu_input("encoder_attention_mask", mask)
-        self._keep = (cross, mask)  # bound inputs must outlive the binding
+        self._keep = (bound, mask)  # bound inputs must outlive the binding
         return io
 
     def __call__(self, input_ids: np.ndarray, hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
