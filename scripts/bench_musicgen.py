@@ -9,6 +9,10 @@ number of tokens (seconds * 50 frames + 3 delay steps, CFG batch 2, guidance 3, 
 decoder step, text-encode and EnCodec time, wall time, real-time factor (wall / audio seconds) and peak RSS, plus
 how much CPU *other* processes used meanwhile (the machine is shared; > 0.2 cores means the numbers are
 contaminated). Also measures the logit drift of the quantized decoders against fp32 (teacher-forced).
+Each ONNX configuration runs with the in-place KV cache (`static`, the CPU default) and with the export's own
+Concat cache (`concat`, the reference), converted once before the runs. The header gives the CPU model, its
+features, the measured memory read bandwidth and the weight-streaming floor (decoder bytes read per step ÷
+bandwidth) that a step cannot beat.
 Prints one JSON document and a markdown table. Not a test: nothing here asserts speed.
 """
 
@@ -50,15 +54,84 @@ def own_ticks(pid: int) -> int:
         return 0
 
 
+def machine() -> dict:
+    """CPU model, the SIMD features that pick ORT's kernels, and the read bandwidth of a 1 GiB buffer with two
+    threads (numpy's reductions release the GIL): what streaming the decoder's weights can reach."""
+    import threading
+
+    import numpy as np
+
+    info: dict = {"cpu": "?", "features": [], "cores": os.cpu_count()}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        for line in text.splitlines():
+            if line.startswith("model name") and info["cpu"] == "?":
+                info["cpu"] = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                wanted = (
+                    "avx2",
+                    "fma",
+                    "avx512f",
+                    "avx512_vnni",
+                    "avx512_bf16",
+                    "avx_vnni",
+                    "amx_int8",
+                    "amx_bf16",
+                )
+                info["features"] = [f for f in wanted if f in flags]
+                break
+    except OSError:
+        pass
+    buf = np.ones(1 << 28, dtype=np.float32)  # 1 GiB, far beyond any L3
+    halves = np.array_split(buf, 2)
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        threads = [threading.Thread(target=h.sum) for h in halves]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        best = min(best, time.perf_counter() - t0)
+    info["read_gb_per_s"] = round(buf.nbytes / best / 1e9, 1)
+    return info
+
+
+def weight_bytes_per_step(static_path: Path) -> int:
+    """Bytes of weights a decoder step reads: every initializer of the in-place graph but the embedding
+    tables (a step gathers 4 rows of them)."""
+    import onnx
+
+    model = onnx.load(str(static_path), load_external_data=False)
+    total = 0
+    for t in model.graph.initializer:
+        if "embed_tokens" in t.name:
+            continue
+        n = 1
+        for d in t.dims:
+            n *= d
+        total += n * {1: 4, 3: 1, 2: 1, 10: 2, 7: 8, 6: 4, 22: 1, 21: 1}.get(t.data_type, 4)
+    return total
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 # ---- child processes --------------------------------------------------------------------------------------
-def child_ort(model_dir: Path, decoder: str, seconds: float, threads: int, stream: bool = False) -> dict:
+def bench_settings(model_dir: Path, threads: int):
+    from lofi_daemon.config import Settings
+
+    # converted decoders (static_kv.py) are kept beside the bench model, never in the user's cache
+    return Settings(cache_dir=model_dir / ".bench-cache", provider="cpu", threads=threads)
+
+
+def child_ort(
+    model_dir: Path, decoder: str, seconds: float, threads: int, stream: bool = False, kv: str = "static"
+) -> dict:
     from lofi_daemon.backends.musicgen.pipeline import MusicGenPipeline, SamplingParams
     from lofi_daemon.backends.musicgen.streaming import generate_streaming
-    from lofi_daemon.config import Settings
 
     files = {
         "tokenizer": model_dir / "tokenizer.json",
@@ -69,7 +142,7 @@ def child_ort(model_dir: Path, decoder: str, seconds: float, threads: int, strea
         "decoder_merged": model_dir / decoder,
     }
     t0 = time.perf_counter()
-    pipe = MusicGenPipeline(files, Settings(provider="cpu", threads=threads))
+    pipe = MusicGenPipeline(files, bench_settings(model_dir, threads), kv_cache=kv)
     load = time.perf_counter() - t0
     rss_loaded = peak_rss_mb()
     stamps: list[float] = []
@@ -83,6 +156,7 @@ def child_ort(model_dir: Path, decoder: str, seconds: float, threads: int, strea
         res = pipe.generate(PROMPT, seconds, 0, SamplingParams(), progress=progress)
     steps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
     return {
+        "kv_cache": pipe.kv_cache,
         "load_sec": load,
         "text_encode_ms": res.timings["text_encode_sec"] * 1000,
         "decoder_steps": int(res.timings["decoder_steps"]),
@@ -97,6 +171,12 @@ def child_ort(model_dir: Path, decoder: str, seconds: float, threads: int, strea
         "decoder_mb": (model_dir / decoder).stat().st_size / 1e6,
         "audio_samples": int(res.audio.shape[0]),
         **({"first_audio_sec": res.timings["first_audio_sec"]} if stream else {}),
+        "ms_per_step_by_position": {
+            f"{a}-{min(a + 250, len(steps))}": round(
+                1000 * sum(steps[a : a + 250]) / len(steps[a : a + 250]), 1
+            )
+            for a in range(0, len(steps), 250)
+        },
     }
 
 
@@ -160,10 +240,9 @@ def child_drift(model_dir: Path, kinds: list[str], steps: int) -> dict:
     import numpy as np
     from lofi_daemon.backends.musicgen.pipeline import MusicGenPipeline, SamplingParams, _Decoder
     from lofi_daemon.backends.musicgen.sampling import apply_guidance
-    from lofi_daemon.config import Settings
     from lofi_daemon.runtime.sessions import create_session
 
-    settings = Settings(provider="cpu")
+    settings = bench_settings(model_dir, 0)
     files = {
         "tokenizer": model_dir / "tokenizer.json",
         "config": model_dir / "config.json",
@@ -171,7 +250,7 @@ def child_drift(model_dir: Path, kinds: list[str], steps: int) -> dict:
         "encodec_decode": model_dir / "encodec_decode.onnx",
         "decoder_merged": model_dir / DECODERS["fp32"],
     }
-    pipe = MusicGenPipeline(files, settings)
+    pipe = MusicGenPipeline(files, settings, kv_cache="concat")  # the reference: the export as it is
     frames = pipe.generate_frames(PROMPT, (steps - 3) / 50, 0, SamplingParams(top_k=1))[0]
     hidden, mask = pipe.encode_text(PROMPT)
     K, pad = 4, pipe.config.pad_token_id
@@ -211,12 +290,13 @@ def child_drift(model_dir: Path, kinds: list[str], steps: int) -> dict:
     return result
 
 
-def child_interleave(model_dir: Path, kinds: list[str], rounds: int, steps: int, with_torch: bool) -> dict:
+def child_interleave(
+    model_dir: Path, kinds: list[str], rounds: int, steps: int, with_torch: bool, kvs: list[str], threads: int
+) -> dict:
     """All configurations in one process, alternating, `steps` decoder steps each per round (from an empty
     cache): slow changes in the load of a shared machine hit every configuration alike."""
     import numpy as np
     from lofi_daemon.backends.musicgen.pipeline import MusicGenPipeline, SamplingParams
-    from lofi_daemon.config import Settings
 
     base = {
         "tokenizer": model_dir / "tokenizer.json",
@@ -224,8 +304,13 @@ def child_interleave(model_dir: Path, kinds: list[str], rounds: int, steps: int,
         "text_encoder": model_dir / "text_encoder.onnx",
         "encodec_decode": model_dir / "encodec_decode.onnx",
     }
+    settings = bench_settings(model_dir, threads)
     pipes = {
-        k: MusicGenPipeline({**base, "decoder_merged": model_dir / DECODERS[k]}, Settings()) for k in kinds
+        f"{k}-{kv}": MusicGenPipeline(
+            {**base, "decoder_merged": model_dir / DECODERS[k]}, settings, kv_cache=kv
+        )
+        for k in kinds
+        for kv in kvs
     }
     model = ids = None
     if with_torch:
@@ -235,12 +320,23 @@ def child_interleave(model_dir: Path, kinds: list[str], rounds: int, steps: int,
         model = MusicgenForConditionalGeneration.from_pretrained(model_dir / "pytorch").eval()
         ids = torch.tensor([pipes[kinds[0]].tokenizer.encode(PROMPT).ids])
     frames = steps - 3
-    out: dict[str, list[float]] = {k: [] for k in [*kinds, *(["torch"] if with_torch else [])]}
+    out: dict[str, list[float]] = {k: [] for k in [*pipes, *(["torch"] if with_torch else [])]}
+    split: dict[str, list[tuple[float, float]]] = {k: [] for k in pipes}
     for _ in range(rounds):
         for k, pipe in pipes.items():
             t: dict[str, float] = {}
-            pipe.generate_frames(PROMPT, frames / 50, 0, SamplingParams(), timings=t)
+            stamps: list[float] = []
+            pipe.generate_frames(
+                PROMPT,
+                frames / 50,
+                0,
+                SamplingParams(),
+                timings=t,
+                progress=lambda *a, _s=stamps, **kw: _s.append(time.perf_counter()),
+            )
             out[k].append(1000 * t["decoder_sec"] / steps)
+            d = np.diff(stamps)
+            split[k].append((1000 * float(d[:50].mean()), 1000 * float(d[-50:].mean())))
         if with_torch:
             with torch.inference_mode():
                 t0 = time.perf_counter()
@@ -253,7 +349,10 @@ def child_interleave(model_dir: Path, kinds: list[str], rounds: int, steps: int,
                     max_new_tokens=steps,
                 )
                 out["torch"].append(1000 * (time.perf_counter() - t0) / steps)
-    return {k: {"rounds_ms_per_step": v, "median_ms_per_step": float(np.median(v))} for k, v in out.items()}
+    result = {k: {"rounds_ms_per_step": v, "median_ms_per_step": float(np.median(v))} for k, v in out.items()}
+    for k, pairs in split.items():
+        result[k]["first50_last50_ms"] = [round(a, 1) for a in np.median(np.array(pairs), axis=0)]
+    return result
 
 
 # ---- parent -----------------------------------------------------------------------------------------------
@@ -315,11 +414,44 @@ def table(results: dict, seconds: float) -> str:
     return out
 
 
+def convert_all(model_dir: Path, kinds: list[str]) -> dict:
+    """Convert each decoder to the in-place KV form once, before any timed run; → seconds and weight bytes."""
+    from lofi_daemon.backends.musicgen import static_kv
+
+    out = {}
+    for kind in kinds:
+        t0 = time.perf_counter()
+        static, _ = static_kv.converted(
+            {"decoder_merged": model_dir / DECODERS[kind]},
+            bench_settings(model_dir, 0).cache_dir / "converted" / "musicgen",
+        )
+        out[kind] = {
+            "convert_sec": round(time.perf_counter() - t0, 1),
+            "weight_bytes": weight_bytes_per_step(static),
+        }
+    return out
+
+
+def header(info: dict, converted: dict) -> str:
+    lines = [
+        f"CPU: {info['cpu']} ({info['cores']} cores; {', '.join(info['features']) or 'no AVX2'}); "
+        f"read bandwidth {info['read_gb_per_s']} GB/s (2 threads, 1 GiB)",
+    ]
+    for kind, c in converted.items():
+        floor = c["weight_bytes"] / (info["read_gb_per_s"] * 1e9) * 1000
+        lines.append(
+            f"{kind}: {c['weight_bytes'] / 1e6:.0f} MB of weights per step → floor {floor:.1f} ms/step "
+            f"(+ the KV cache: 0.38 MB per position at fp32, batch 2); converted once in {c['convert_sec']} s"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model_dir", type=Path)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--variants", nargs="+", default=["int8", "q4", "fp32"], choices=sorted(DECODERS))
+    ap.add_argument("--kv", nargs="+", default=["static", "concat"], choices=["static", "concat"])
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--stream", nargs="*", default=["int8"], help="variants also run with streaming decode")
     ap.add_argument("--drift-steps", type=int, default=20, help="0 = skip the logit drift check")
@@ -331,22 +463,29 @@ def main() -> None:
     args = ap.parse_args()
 
     if args.child == "ort":
-        print(
-            json.dumps(child_ort(args.model_dir, args.decoder, args.seconds, args.threads, args.child_stream))
+        res = child_ort(
+            args.model_dir, args.decoder, args.seconds, args.threads, args.child_stream, args.kv[0]
         )
+        print(json.dumps(res))
         return
     if args.child == "torch":
         print(json.dumps(child_torch(args.model_dir, args.seconds, args.threads)))
         return
     if args.child == "interleave":
         rounds, steps = args.interleave
-        print(json.dumps(child_interleave(args.model_dir, args.variants, rounds, steps, not args.no_torch)))
+        res = child_interleave(
+            args.model_dir, args.variants, rounds, steps, not args.no_torch, args.kv, args.threads
+        )
+        print(json.dumps(res))
         return
     if args.child == "drift":
         kinds = [k for k in args.variants if k != "fp32"]
         print(json.dumps(child_drift(args.model_dir, kinds, args.drift_steps)))
         return
 
+    info = machine()
+    converted = convert_all(args.model_dir, args.variants) if "static" in args.kv else {}
+    print(header(info, converted), file=sys.stderr, flush=True)
     common = [str(args.model_dir), "--seconds", str(args.seconds), "--threads", str(args.threads)]
     if args.interleave:
         flags = ["--no-torch"] if args.no_torch else []
@@ -357,29 +496,40 @@ def main() -> None:
                 "interleave",
                 "--variants",
                 *args.variants,
+                "--kv",
+                *args.kv,
                 *flags,
                 "--interleave",
                 *map(str, args.interleave),
             ]
         )
-        print(json.dumps(r, indent=1))
+        print(json.dumps({"machine": info, "converted": converted, "results": r}, indent=1))
+        print()
+        print(header(info, converted))
         ref = r.get("torch", {}).get("median_ms_per_step")
-        print("\n| decoder | ms/step per round | median | vs torch |\n|---|---|---|---|")
+        print(
+            "\n| decoder | ms/step per round | median | first 50 → last 50 | vs torch |\n|---|---|---|---|---|"
+        )
         for k, v in r.items():
             if isinstance(v, dict):
                 rounds = " / ".join(f"{x:.1f}" for x in v["rounds_ms_per_step"])
                 ratio = f"{ref / v['median_ms_per_step']:.1f}×" if ref else "–"
-                print(f"| {k} | {rounds} | {v['median_ms_per_step']:.1f} | {ratio} |")
+                fl = v.get("first50_last50_ms")
+                split = f"{fl[0]:.1f} → {fl[1]:.1f}" if fl else "–"
+                print(f"| {k} | {rounds} | {v['median_ms_per_step']:.1f} | {split} | {ratio} |")
         print(f"\nforeign CPU during the run: {r['foreign_cpu_cores']} cores")
         return
     results: dict = {}
     for kind in args.variants:
-        print(f"# ort {kind} ...", file=sys.stderr, flush=True)
-        results[f"ort-{kind}"] = run_child([*common, "--child", "ort", "--decoder", DECODERS[kind]])
+        for kv in args.kv:
+            print(f"# ort {kind} {kv} ...", file=sys.stderr, flush=True)
+            results[f"ort-{kind}-{kv}"] = run_child(
+                [*common, "--child", "ort", "--decoder", DECODERS[kind], "--kv", kv]
+            )
     for kind in args.stream:
         print(f"# ort {kind} streaming ...", file=sys.stderr, flush=True)
-        results[f"ort-{kind}-stream"] = run_child(
-            [*common, "--child", "ort", "--decoder", DECODERS[kind], "--child-stream"]
+        results[f"ort-{kind}-{args.kv[0]}-stream"] = run_child(
+            [*common, "--child", "ort", "--decoder", DECODERS[kind], "--kv", args.kv[0], "--child-stream"]
         )
     if not args.no_torch:
         print("# transformers/torch ...", file=sys.stderr, flush=True)
@@ -400,10 +550,13 @@ def main() -> None:
     meta = {
         "seconds_of_audio": args.seconds,
         "prompt": PROMPT,
-        "cpu_count": os.cpu_count(),
+        "machine": info,
+        "converted": converted,
         "threads": args.threads or "ort default",
     }
     print(json.dumps({"meta": meta, "results": results}, indent=1))
+    print()
+    print(header(info, converted))
     print()
     print(table(results, args.seconds))
 

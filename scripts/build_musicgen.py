@@ -137,6 +137,20 @@ def build_tokenizer(vocab_size: int) -> str:
     return tok.to_str(pretty=True)
 
 
+def randomize_codebooks(model) -> None:
+    """transformers initialises EnCodec's codebooks (`embed` buffers) to zeros, so every code would decode to the
+    same waveform and no audio-level test could notice a wrong code. Give each codebook distinct unit-scale
+    vectors (a trained codebook's entries are distinct too), drawn from the already-seeded torch RNG."""
+    import torch
+
+    with torch.no_grad():
+        for layer in model.audio_encoder.quantizer.layers:
+            book = layer.codebook
+            book.embed.copy_(torch.randn_like(book.embed))
+            book.embed_avg.copy_(book.embed)
+            book.cluster_size.fill_(1.0)
+
+
 def build_pytorch(size: str, out: Path, seed: int) -> None:
     import torch
     from transformers import (
@@ -158,6 +172,7 @@ def build_pytorch(size: str, out: Path, seed: int) -> None:
     config.decoder_start_token_id = pad
     config.pad_token_id = pad
     model = MusicgenForConditionalGeneration(config).eval()
+    randomize_codebooks(model)
     # facebook/musicgen-small's generation_config.json (max_length 1500 = 30 s of frames)
     model.generation_config = GenerationConfig(
         do_sample=True,

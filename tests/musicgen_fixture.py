@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from lofi_daemon.config import ModelSettings, Settings
 
 FIXTURE = Path(__file__).parent / "fixtures" / "musicgen-tiny"
 PROMPTS = ["80s pop track with bassy drums and synth", "rainy night jazz piano", "lofi"]
+
+
+# The pipeline converts decoders once into <cache_dir>/converted (static_kv.py): never into the user's cache.
+_CACHE = tempfile.TemporaryDirectory(prefix="lofi-test-cache-")
+
+
+def cpu_settings(threads: int | None = 1) -> Settings:
+    return Settings(cache_dir=Path(_CACHE.name), provider="cpu", threads=threads or 0)
 
 
 def fixture_files(directory: Path = FIXTURE, merged: bool = True) -> dict[str, Path]:

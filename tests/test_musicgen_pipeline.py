@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 from lofi_daemon.backends.musicgen.pipeline import MusicGenPipeline, SamplingParams
 from lofi_daemon.backends.musicgen.sampling import apply_guidance, sample
-from lofi_daemon.config import Settings
 from lofi_daemon.errors import Cancelled
 from lofi_daemon.jobs.cancel import CancelToken
 
-from tests.musicgen_fixture import fixture_files
+from tests.musicgen_fixture import cpu_settings, fixture_files
 
-SETTINGS = Settings(provider="cpu", threads=1)
+SETTINGS = cpu_settings()
 
 
 @pytest.fixture(scope="module")
@@ -151,6 +150,18 @@ def test_long_tracks_are_decoded_in_overlapping_pieces(short_window, monkeypatch
     monkeypatch.setattr(short_window, "decode", lambda f: calls.append(len(f)) or real(f))
     monkeypatch.setattr(short_window, "decode_chunk_frames", 40)
     pieces = short_window.decode_track(r.frames)[: len(r.audio)]
-    assert calls == [43, 83, 93, 55]  # 125 frames in 40s: [0,43) [0,83) [30,123) [70,125) with 50 + 3 context
+    assert calls == [45, 85, 95, 55]  # 125 frames in 40s: [0,45) [0,85) [30,125) [70,125) with 50 + 5 context
     assert pieces.shape == one_call.shape
     assert np.abs(pieces - one_call).max() < 1e-4
+
+
+def test_every_code_reaches_the_audio(pipe):
+    """The audio comparisons in these tests (ORT vs transformers, pieces vs one call, streamed vs saved) use 1e-4.
+    They can only catch a wrong code if a code changes the audio by far more than that: the fixture's EnCodec
+    codebooks are random (transformers initialises them to zeros, which made every code sound the same)."""
+    frames = np.random.default_rng(3).integers(0, pipe.config.codebook_size, (60, 4))
+    base = pipe.decode(frames)
+    for k in range(4):
+        changed = frames.copy()
+        changed[30, k] = (changed[30, k] + 1) % pipe.config.codebook_size
+        assert np.abs(pipe.decode(changed) - base).max() > 10 * 1e-4, f"codebook {k} does not reach the audio"

@@ -8,9 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from lofi_daemon.backends.musicgen.pipeline import MusicGenPipeline, SamplingParams
-from lofi_daemon.config import Settings
 
-from tests.musicgen_fixture import FIXTURE, PROMPTS, fixture_files
+from tests.musicgen_fixture import FIXTURE, PROMPTS, cpu_settings, fixture_files
 
 pytestmark = pytest.mark.torch
 torch = pytest.importorskip("torch")
@@ -51,9 +50,12 @@ def reference():
     return run
 
 
-@pytest.fixture(scope="module")
-def pipe():
-    return MusicGenPipeline(fixture_files(), Settings(provider="cpu", threads=1))
+@pytest.fixture(scope="module", params=["static", "concat"])
+def pipe(request):
+    """Both decoder paths: the in-place KV cache (static_kv.py, the CPU default) and the export's own Concat cache."""
+    pipe = MusicGenPipeline(fixture_files(), cpu_settings(), kv_cache=request.param)
+    assert pipe.kv_cache == request.param
+    return pipe
 
 
 @pytest.mark.parametrize("frames", [7, 40, 125])
@@ -94,9 +96,7 @@ def test_without_the_tail_rule_the_last_frames_would_differ(pipe, reference, mon
 
 def test_windowed_continuation_matches_transformers_audio_prompt(reference):
     """Beyond the window, each continuation equals transformers continuing from the same audio-code prompt."""
-    short = MusicGenPipeline(
-        fixture_files(), Settings(provider="cpu", threads=1), window_sec=1.0, stride_sec=0.6
-    )
+    short = MusicGenPipeline(fixture_files(), cpu_settings(), window_sec=1.0, stride_sec=0.6)
     ids = short.tokenizer.encode("lofi").ids
     frames, plan = short.generate_frames("lofi", 1.8, seed=0, params=GREEDY)
     assert [(w["prompt"], w["new"]) for w in plan] == [(0, 50), (20, 30), (20, 10)]
@@ -122,15 +122,16 @@ def test_split_decoder_pair_matches_merged(tmp_path, pipe, reference):
     del files["decoder_merged"]
     files["decoder"] = out / "decoder_model.onnx"
     files["decoder_with_past"] = out / "decoder_with_past_model.onnx"
-    split = MusicGenPipeline(files, Settings(provider="cpu", threads=1))
-    assert split.decoder.merged is None
-    for prompt in PROMPTS[:2]:
-        ours = split.generate_frames(prompt, 0.8, seed=0, params=GREEDY)[0]
-        ref_codes, _ = reference(split.tokenizer.encode(prompt).ids, 40)
-        assert np.array_equal(ours, ref_codes)
-    sampled_split = split.generate_frames("lofi", 0.5, seed=9, params=SamplingParams())[0]
-    sampled_merged = pipe.generate_frames("lofi", 0.5, seed=9, params=SamplingParams())[0]
-    assert np.array_equal(sampled_split, sampled_merged)
+    for kv_cache in ("static", "concat"):  # the split pair converts to the in-place cache too
+        split = MusicGenPipeline(files, cpu_settings(), kv_cache=kv_cache)
+        assert split.kv_cache == kv_cache
+        for prompt in PROMPTS[:2]:
+            ours = split.generate_frames(prompt, 0.8, seed=0, params=GREEDY)[0]
+            ref_codes, _ = reference(split.tokenizer.encode(prompt).ids, 40)
+            assert np.array_equal(ours, ref_codes)
+        sampled_split = split.generate_frames("lofi", 0.5, seed=9, params=SamplingParams())[0]
+        sampled_merged = pipe.generate_frames("lofi", 0.5, seed=9, params=SamplingParams())[0]
+        assert np.array_equal(sampled_split, sampled_merged)
 
     # fp16 graphs with fp16 inputs/outputs (hub `small_fp16`, Xenova `_fp16`): the pipeline reads the dtypes
     # from the sessions and casts hidden states / KV accordingly
@@ -141,7 +142,8 @@ def test_split_decoder_pair_matches_merged(tmp_path, pipe, reference):
         src = files[role]
         files[role] = src.with_name(src.stem + "_fp16.onnx")
         quantize(src, files[role], "fp16")
-    half = MusicGenPipeline(files, Settings(provider="cpu", threads=1))
+    half = MusicGenPipeline(files, cpu_settings())
+    assert half.kv_cache == "concat"  # GroupQueryAttention is float32-only on the CPU: the export is kept
     assert half.decoder.kv_dtype == np.float16 and half.decoder.hidden_dtype == np.float16
     codes = half.generate_frames(PROMPTS[0], 0.8, seed=0, params=GREEDY)[0]
     ref_codes, _ = reference(half.tokenizer.encode(PROMPTS[0]).ids, 40)

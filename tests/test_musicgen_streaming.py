@@ -8,17 +8,14 @@ from lofi_daemon.backends.base import GenerationRequest
 from lofi_daemon.backends.musicgen.backend import MusicGenBackend
 from lofi_daemon.backends.musicgen.pipeline import MusicGenPipeline, SamplingParams
 from lofi_daemon.backends.musicgen.streaming import generate_streaming
-from lofi_daemon.config import Settings
 from lofi_daemon.jobs.cancel import CancelToken
 
-from tests.musicgen_fixture import fixture_files, tiny_settings
+from tests.musicgen_fixture import cpu_settings, fixture_files, tiny_settings
 
 
 @pytest.fixture(scope="module")
 def pipe():
-    return MusicGenPipeline(
-        fixture_files(), Settings(provider="cpu", threads=1), window_sec=1.0, stride_sec=0.6
-    )
+    return MusicGenPipeline(fixture_files(), cpu_settings(), window_sec=1.0, stride_sec=0.6)
 
 
 @pytest.mark.parametrize("duration", [0.3, 1.0, 2.37])

@@ -10,10 +10,9 @@ import pytest
 from lofi_daemon.backends.base import GenerationRequest
 from lofi_daemon.backends.musicgen.backend import MusicGenBackend
 from lofi_daemon.backends.musicgen.pipeline import MusicGenPipeline, SamplingParams
-from lofi_daemon.config import Settings
 from lofi_daemon.jobs.cancel import CancelToken
 
-from tests.musicgen_fixture import FIXTURE, fixture_files, tiny_settings
+from tests.musicgen_fixture import FIXTURE, cpu_settings, fixture_files, tiny_settings
 
 pytest.importorskip("onnx")  # onnxruntime.quantization needs it (export extra)
 
@@ -40,9 +39,9 @@ def quantized(tmp_path_factory):
 @pytest.mark.parametrize("name", ["decoder_model_merged_quantized.onnx", "decoder_model_merged_q4.onnx"])
 def test_quantized_decoder_generates_close_to_fp32(quantized, name):
     greedy = SamplingParams(top_k=1)
-    ref = MusicGenPipeline(fixture_files(), Settings(provider="cpu")).generate("lofi", 0.6, 0, greedy)
+    ref = MusicGenPipeline(fixture_files(), cpu_settings(None)).generate("lofi", 0.6, 0, greedy)
     files = {**fixture_files(), "decoder_merged": quantized / name}
-    pipe = MusicGenPipeline(files, Settings(provider="cpu"))
+    pipe = MusicGenPipeline(files, cpu_settings(None))
     out = pipe.generate("lofi", 0.6, 0, greedy)
     assert out.frames.shape == ref.frames.shape and np.isfinite(out.audio).all()
     assert (

@@ -24,6 +24,7 @@ from ...models.local import files_fingerprint, resolve_local
 from ...models.registry import MUSICGEN_VARIANTS, ModelVariant, default_variant
 from ...runtime.providers import plan_providers
 from ..base import AudioChunkFn, GeneratedAudio, GenerationRequest, ProgressFn
+from . import static_kv
 from .files import DTYPE_ALIASES, decoder_dtype, local_layouts, pick_decoder
 from .pipeline import MusicGenPipeline, SamplingParams
 
@@ -166,6 +167,11 @@ class MusicGenBackend:
         return files
 
     def model_version(self) -> str:
+        """The weights' identity, plus the in-place KV decoder's version on the CPU (it rounds attention
+        differently from the export's own cache, so its tracks get their own ids)."""
+        return self._weights_version() + (f"+kv{static_kv.CONVERT_VERSION}" if self.provider == "cpu" else "")
+
+    def _weights_version(self) -> str:
         if self.local_dir is not None:
             try:
                 files = self.local_files()
@@ -188,6 +194,10 @@ class MusicGenBackend:
             "installed": self.is_installed(),
             "model_version": self.model_version(),
             "provider": self._pipeline.provider if self._pipeline else self.provider,
+            # in-place KV decoder (static_kv.py) or the export's Concat cache; known for sure once loaded
+            "kv_cache": self._pipeline.kv_cache
+            if self._pipeline
+            else ("static" if self.provider == "cpu" else "concat"),
             "variants": sorted(MUSICGEN_VARIANTS),
         }
         if self.local_dir is not None:

@@ -29,10 +29,18 @@ import onnxruntime as ort
 from ...config import Settings
 from ...errors import ErrorCode, LofiError
 from ...runtime.sessions import WarnFn, create_session, session_provider
+from . import static_kv
 from .model_config import MusicGenConfig
 from .sampling import apply_guidance, sample
 
 log = logging.getLogger(__name__)
+
+# Context for decoding a piece [a, b) of a longer code sequence with EnCodec: its LSTM needs history, and its
+# non-causal convolutions reach about 4 frames ahead (kernel 7 at the frame rate, plus the residual units after
+# upsampling). On the tiny fixture (random codebooks) a lookahead of 3 frames left 1.3e-3 of error at a seam,
+# 4 left 1.8e-7 (float32 rounding); one more frame is kept as a margin for real weights.
+DECODE_LEFT_FRAMES = 50
+DECODE_RIGHT_FRAMES = 5
 
 _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 
@@ -85,6 +93,11 @@ class _Decoder:
     def reset(self) -> None:
         self.past: dict[str, np.ndarray] = {}
 
+    @property
+    def started(self) -> bool:
+        """True once this window's first call has filled the cache (later calls pass only the new position)."""
+        return bool(self.past)
+
     def __call__(self, input_ids: np.ndarray, hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """input_ids [2*K, L] (cond rows first); returns float32 logits of the last position [2*K, V]."""
         first_call = not self.past
@@ -126,6 +139,80 @@ class _Decoder:
         return np.asarray(logits[:, -1, :], dtype=np.float32)
 
 
+class _StaticDecoder:
+    """The same contract as `_Decoder` on the converted graphs of static_kv.py: the self-attention cache lives in
+    preallocated buffers that GroupQueryAttention updates in place (bound as both input and output), the
+    cross-attention keys/values are computed once per window, and nothing is allocated per step but the logits."""
+
+    def __init__(self, static: ort.InferenceSession, cross: ort.InferenceSession, capacity: int) -> None:
+        self.static, self.cross, self.capacity = static, cross, capacity
+        ins = {i.name: i for i in cross.get_inputs()}
+        self.hidden_dtype = _dtype(ins["encoder_hidden_states"])
+        self.kv_names = [i.name for i in static.get_inputs() if i.name.startswith("past_key_values.")]
+        self.self_names = [n for n in self.kv_names if ".decoder." in n]
+        kv0 = next(i for i in static.get_inputs() if i.name == self.self_names[0])
+        self.num_heads, self.head_dim = int(kv0.shape[1]), int(kv0.shape[3])
+        self.kv_dtype = np.float32
+        self.cross_outputs = [o.name for o in cross.get_outputs()]
+        self.buffers: dict[str, np.ndarray] = {}
+        self.reset()
+
+    def reset(self) -> None:
+        self.length = 0  # positions in the cache
+        self.binding: ort.IOBinding | None = None
+
+    @property
+    def started(self) -> bool:
+        return self.binding is not None
+
+    def _start(self, input_ids: np.ndarray, hidden: np.ndarray, mask: np.ndarray) -> ort.IOBinding:
+        batch = hidden.shape[0]
+        shape = (batch, self.num_heads, self.capacity, self.head_dim)
+        if not self.buffers or next(iter(self.buffers.values())).shape != shape:
+            self.buffers = {n: np.zeros(shape, dtype=np.float32) for n in self.self_names}
+        cross = self.cross.run(
+            self.cross_outputs,
+            {
+                k: v
+                for k, v in (
+                    ("input_ids", input_ids),
+                    ("encoder_hidden_states", hidden),
+                    ("encoder_attention_mask", mask),
+                )
+                if k in {i.name for i in self.cross.get_inputs()}
+            },
+        )
+        io = self.static.io_binding()
+        io.bind_output("logits")  # first, so it is get_outputs()[0]
+        bound = [np.ascontiguousarray(v) for v in cross]
+        for name, value in zip(self.cross_outputs, bound, strict=True):
+            io.bind_cpu_input("past_key_values." + name[len("present.") :], value)
+        for name, buf in self.buffers.items():
+            value = ort.OrtValue.ortvalue_from_numpy(buf)
+            io.bind_ortvalue_input(name, value)
+            io.bind_ortvalue_output("present." + name[len("past_key_values.") :], value)
+        io.bind_cpu_input("encoder_attention_mask", mask)
+        self._keep = (bound, mask)  # bound inputs must outlive the binding
+        return io
+
+    def __call__(self, input_ids: np.ndarray, hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        if self.binding is None:
+            self.binding = self._start(input_ids, hidden, mask)
+        io, new = self.binding, input_ids.shape[1]
+        if self.length + new > self.capacity:
+            raise LofiError(ErrorCode.INTERNAL_ERROR, "musicgen KV cache capacity exceeded")
+        batch = hidden.shape[0]
+        io.bind_cpu_input("input_ids", input_ids)
+        io.bind_cpu_input(static_kv.PAST_LEN, np.array(self.length, dtype=np.int64))
+        io.bind_cpu_input(static_kv.SEQLENS, np.full((batch,), self.length + new - 1, dtype=np.int32))
+        io.bind_cpu_input(static_kv.TOTAL_LEN, np.array(self.length + new, dtype=np.int32))
+        io.bind_output("logits")  # unallocated again: its length differs between prefill and steps
+        self.static.run_with_iobinding(io)
+        self.length += new
+        logits = io.get_outputs()[0].numpy()
+        return np.asarray(logits[:, -1, :], dtype=np.float32)
+
+
 class MusicGenPipeline:
     """Loaded sessions for one set of MusicGen files. Not thread-safe: one generation at a time."""
 
@@ -137,7 +224,10 @@ class MusicGenPipeline:
         warn: WarnFn | None = None,
         window_sec: float = 30.0,
         stride_sec: float = 18.0,
+        kv_cache: str = "auto",
     ) -> None:
+        """kv_cache: "static" (in-place buffers, static_kv.py), "concat" (the export's own cache) or "auto"
+        (static on the CPU)."""
         from tokenizers import Tokenizer
 
         t0 = time.perf_counter()
@@ -153,16 +243,34 @@ class MusicGenPipeline:
         self.tokenizer.no_truncation()
         self.text_encoder = create_session(files["text_encoder"], settings, warn=warn)
         self.encodec = create_session(files["encodec_decode"], settings, warn=warn)
-        if "decoder_merged" in files:
-            self.decoder = _Decoder(create_session(files["decoder_merged"], settings, warn=warn), None)
-        else:
-            self.decoder = _Decoder(
-                None,
-                create_session(files["decoder"], settings, warn=warn),
-                create_session(files["decoder_with_past"], settings, warn=warn),
-            )
         self.provider = session_provider(self.text_encoder)
+        self.decoder: _Decoder | _StaticDecoder = self._open_decoder(files, settings, warn, kv_cache)
+        self.kv_cache = "static" if isinstance(self.decoder, _StaticDecoder) else "concat"
         self.load_sec = time.perf_counter() - t0
+
+    def _open_decoder(
+        self, files: dict[str, Path], settings: Settings, warn: WarnFn | None, kv_cache: str
+    ) -> _Decoder | _StaticDecoder:
+        """The in-place KV decoder (static_kv.py) on the CPU when the graph converts, else the exported one.
+        GroupQueryAttention runs float32 on the CPU only (CUDA's takes fp16), so other providers keep the export."""
+        if kv_cache == "static" or (kv_cache == "auto" and self.provider == "cpu"):
+            try:
+                static, cross = static_kv.converted(files, settings.cache_dir / "converted" / "musicgen")
+                capacity = int(round(self.window_sec * self.config.frame_rate)) + self.config.num_codebooks
+                return _StaticDecoder(
+                    create_session(static, settings, warn=warn),
+                    create_session(cross, settings, warn=warn),
+                    capacity,
+                )
+            except static_kv.Unsupported as exc:
+                log.info("musicgen decoder kept as exported (no in-place KV cache): %s", exc)
+        if "decoder_merged" in files:
+            return _Decoder(create_session(files["decoder_merged"], settings, warn=warn), None)
+        return _Decoder(
+            None,
+            create_session(files["decoder"], settings, warn=warn),
+            create_session(files["decoder_with_past"], settings, warn=warn),
+        )
 
     # ---- text -------------------------------------------------------------------------------------------
     def encode_text(self, prompt: str) -> tuple[np.ndarray, np.ndarray]:
@@ -274,7 +382,7 @@ class MusicGenPipeline:
         while pos < N:
             if cancel is not None:
                 cancel.check()
-            cols = seq[:, : pos + 1] if not self.decoder.past else seq[:, pos : pos + 1]
+            cols = seq[:, : pos + 1] if not self.decoder.started else seq[:, pos : pos + 1]
             ids = np.concatenate([cols, cols], axis=0)  # cond rows then uncond rows, [2K, L]
             logits = self.decoder(np.ascontiguousarray(ids), hidden, mask)
             guided = apply_guidance(logits, params.guidance_scale)
@@ -308,13 +416,12 @@ class MusicGenPipeline:
 
     def decode_track(self, frames: np.ndarray) -> np.ndarray:
         """The whole track's audio. Up to `decode_chunk_frames` (30 s) in one EnCodec call; longer tracks in
-        30 s pieces, each with 1 s of history and 3 frames of lookahead, keeping only its own samples (a 120 s
-        one-shot decode peaks at ~4.7 GB of RSS on the full-size EnCodec; the seam error measured 1e-7, see
-        streaming.py)."""
+        30 s pieces, each with DECODE_LEFT_FRAMES of history and DECODE_RIGHT_FRAMES of lookahead, keeping only
+        its own samples (a 120 s one-shot decode peaks at ~4.7 GB of RSS on the full-size EnCodec)."""
         T, chunk = len(frames), self.decode_chunk_frames
         if T <= chunk:
             return self.decode(frames)
-        hop, left, right = self.config.hop_length, 50, 3
+        hop, left, right = self.config.hop_length, DECODE_LEFT_FRAMES, DECODE_RIGHT_FRAMES
         parts = []
         for a in range(0, T, chunk):
             b = min(T, a + chunk)

@@ -2,10 +2,8 @@
 
 EnCodec's decoder is non-causal convolutions (a frame's audio depends on the next frame) around an LSTM (it
 depends on everything before). So each chunk [a, b) is decoded together with `left` frames of history and
-`right` frames of lookahead, and only the samples of [a, b) are emitted. Measured on the full-size random-weight
-musicgen-small EnCodec (300 frames, docs/benchmarks.md): right context 0 → max error 1.4e-2 at the seams,
-right 1 → 9e-8; left 0 → 1.1e-2, left 3 → 3.9e-6, left 10 → 3.2e-7, left 50 → 9e-8 vs one-shot decode. The
-defaults (left 50, right 3) keep a margin for real weights, whose LSTM memory may be longer.
+`right` frames of lookahead, and only the samples of [a, b) are emitted; the defaults are the pipeline's
+DECODE_LEFT_FRAMES / DECODE_RIGHT_FRAMES (see there for the measured seam errors).
 
 The saved track is still decoded at the end by `pipe.decode_track` (one EnCodec pass up to 30 s), so a track
 is bit-identical whether it was streamed or not; the chunks are for the player only.
@@ -19,7 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from .pipeline import GenerationResult, MusicGenPipeline, SamplingParams
+from .pipeline import (
+    DECODE_LEFT_FRAMES,
+    DECODE_RIGHT_FRAMES,
+    GenerationResult,
+    MusicGenPipeline,
+    SamplingParams,
+)
 
 
 class ChunkedDecoder:
@@ -32,8 +36,8 @@ class ChunkedDecoder:
         *,
         first_chunk: int = 25,
         chunk: int = 100,
-        left: int = 50,
-        right: int = 3,
+        left: int = DECODE_LEFT_FRAMES,
+        right: int = DECODE_RIGHT_FRAMES,
     ) -> None:
         self.pipe, self.emit = pipe, emit
         self.first_chunk, self.chunk, self.left, self.right = first_chunk, chunk, left, right

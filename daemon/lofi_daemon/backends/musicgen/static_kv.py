@@ -1,0 +1,380 @@
+"""Rewrite the hub's MusicGen decoder so its self-attention KV cache is updated in place.
+
+The optimum export (what the hub repos ship) `Concat`s past and new keys/values in every layer at every step, so
+each step reads and rewrites the whole cache (384 KB per position for musicgen-small) and ONNX Runtime allocates
+fresh outputs: the step time grows with the position. This module turns the decoder into two graphs:
+
+* `decoder_static_kv.onnx` — the decoder's cache path with every self-attention replaced by one
+  `com.microsoft.GroupQueryAttention` node (kv heads = heads). Its `past_key_values.*.decoder.*` inputs are
+  preallocated max-length buffers; bound as both input and output (IOBinding), GQA writes the new positions into
+  them in place and attends over the first `seqlens_k + 1` only. It also serves the prefill of a window (GQA applies
+  the causal mask), so the original decoder is not needed at run time.
+* `decoder_cross_kv.onnx` — the cross-attention keys/values from the text encoder's states, computed once per
+  window (the part of the no-cache path that produces `present.*.encoder.*`).
+
+The rewrite is structural (it follows tensors from the `present.*.decoder.*` outputs, not node names) and refuses
+a graph it does not recognise, so the caller can fall back to the exported decoder. Quantised decoders (dynamic
+int8, MatMulNBits) convert the same way: quantisation only touches the projections, never the attention itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+# Bump when the rewrite changes: it is part of the cache key of converted files and of the model version.
+CONVERT_VERSION = 1
+STATIC_FILE, CROSS_FILE = "decoder_static_kv.onnx", "decoder_cross_kv.onnx"
+PAST_LEN, SEQLENS, TOTAL_LEN = "past_sequence_length", "seqlens_k", "total_sequence_length"
+
+
+class Unsupported(Exception):
+    """The decoder graph does not have the structure this rewrite knows."""
+
+
+# ---- graph helpers --------------------------------------------------------------------------------------------
+class _Graph:
+    def __init__(self, graph) -> None:
+        self.g = graph
+        self.producer = {o: n for n in graph.node for o in n.output}
+        self.consumers: dict[str, list] = {}
+        for n in graph.node:
+            for i in n.input:
+                self.consumers.setdefault(i, []).append(n)
+        self.inputs = {i.name for i in graph.input}
+        self.consts = {t.name: t for t in graph.initializer}
+
+    def only(self, name: str, op: str):
+        n = self.producer.get(name)
+        if n is None or n.op_type != op:
+            raise Unsupported(f"expected {op} producing {name}, found {n.op_type if n else 'a graph input'}")
+        return n
+
+    def source(self, name: str) -> str:
+        """Follow single-input Concat / Identity nodes (the export wraps some past inputs in them)."""
+        while name in self.producer:
+            n = self.producer[name]
+            if n.op_type in ("Identity", "Concat") and len(n.input) == 1:
+                name = n.input[0]
+            else:
+                break
+        return name
+
+    def constant(self, name: str) -> np.ndarray:
+        from onnx import numpy_helper
+
+        if name in self.consts:
+            return numpy_helper.to_array(self.consts[name])
+        n = self.producer.get(name)
+        if n is not None and n.op_type == "Constant":
+            for a in n.attribute:
+                if a.name == "value":
+                    return numpy_helper.to_array(a.t)
+        raise Unsupported(f"{name} is not a constant")
+
+
+def _strip_scale(gr: _Graph, name: str) -> tuple[str, float]:
+    """Walk back through Mul-by-constant nodes: → (the unscaled tensor, the product of the constants)."""
+    scale = 1.0
+    while (n := gr.producer.get(name)) is not None and n.op_type == "Mul":
+        a, b = n.input
+        try:
+            c = gr.constant(b)
+            name = a
+        except Unsupported:
+            c = gr.constant(a)
+            name = b
+        if c.size != 1:
+            raise Unsupported("attention scale is not a scalar")
+        scale *= float(c.reshape(()))
+    return name, scale
+
+
+def _heads_input(gr: _Graph, name: str) -> str:
+    """[B, H, L, D] tensor made by Transpose(Reshape(x)) → x, the projection output [B, L, H*D]."""
+    t = gr.only(name, "Transpose")
+    perm = next((list(a.ints) for a in t.attribute if a.name == "perm"), None)
+    if perm != [0, 2, 1, 3]:
+        raise Unsupported(f"unexpected head transpose {perm}")
+    return gr.only(t.input[0], "Reshape").input[0]
+
+
+def _rewrite_self_attention(gr: _Graph, layer: int, num_heads: int):
+    """→ (the GQA node for decoder layer `layer`, the first output of each node it replaces: the two cache Concats
+    and the Reshape that ends the attention; the rest of the old attention is left for `_prune`)."""
+    from onnx import helper
+
+    key_out, value_out = f"present.{layer}.decoder.key", f"present.{layer}.decoder.value"
+    kcat, vcat = gr.only(key_out, "Concat"), gr.only(value_out, "Concat")
+    if len(kcat.input) != 2 or len(vcat.input) != 2:
+        raise Unsupported("present KV is not Concat(past, new)")
+    past_key, past_value = gr.source(kcat.input[0]), gr.source(vcat.input[0])
+    if past_key not in gr.inputs or past_value not in gr.inputs:
+        raise Unsupported("present KV does not extend a past input")
+    key = _heads_input(gr, kcat.input[1])
+    value = _heads_input(gr, vcat.input[1])
+
+    # scores = MatMul(scale_q · Q, scale_k · Kᵀ); probs = Softmax(scores); ctx = MatMul(probs, V)
+    pv = [n for n in gr.consumers.get(value_out, []) if n.op_type == "MatMul"]
+    if len(pv) != 1 or pv[0].input[1] != value_out:
+        raise Unsupported("value cache is not used by exactly one MatMul")
+    softmax = gr.only(pv[0].input[0], "Softmax")
+    qk = gr.only(softmax.input[0], "MatMul")  # an Add here would be a mask GQA cannot take
+    q_heads, q_scale = _strip_scale(gr, qk.input[0])
+    kt, k_scale = _strip_scale(gr, qk.input[1])
+    kt_node = gr.only(kt, "Transpose")
+    if gr.source(kt_node.input[0]) != key_out:
+        raise Unsupported("scores do not read the key cache")
+    query = _heads_input(gr, q_heads)
+    ctx_t = gr.consumers.get(pv[0].output[0], [])
+    if len(ctx_t) != 1 or ctx_t[0].op_type != "Transpose":
+        raise Unsupported("attention output is not transposed back")
+    ctx_r = gr.consumers.get(ctx_t[0].output[0], [])
+    if len(ctx_r) != 1 or ctx_r[0].op_type != "Reshape":
+        raise Unsupported("attention output is not reshaped back")
+    out = ctx_r[0].output[0]
+    gqa = helper.make_node(
+        "GroupQueryAttention",
+        [query, key, value, past_key, past_value, SEQLENS, TOTAL_LEN],
+        [out, key_out, value_out],
+        name=f"lofi/static_kv/layers.{layer}/GroupQueryAttention",
+        domain="com.microsoft",
+        num_heads=num_heads,
+        kv_num_heads=num_heads,
+        scale=q_scale * k_scale,
+    )
+    return gqa, (kcat.output[0], vcat.output[0], out)
+
+
+def _replace_past_length(gr: _Graph) -> list:
+    """The export reads the cache length as Shape(past_key)[2] (for the position embedding); a static buffer's
+    shape is its capacity, so that value becomes the `past_sequence_length` input."""
+    from onnx import helper
+
+    new_nodes = []
+    for n in list(gr.g.node):
+        if n.op_type != "Shape" or not gr.source(n.input[0]).startswith("past_key_values."):
+            continue
+        if ".decoder." not in gr.source(n.input[0]):
+            continue  # the cross-attention length is the text length: still a real shape
+        for g in gr.consumers.get(n.output[0], []):
+            if g.op_type != "Gather":
+                raise Unsupported("cache shape is used other than by Gather")
+            idx = gr.constant(g.input[1])
+            if int(idx.reshape(-1)[0]) not in (2, -2):
+                raise Unsupported("cache shape is read on an axis other than the sequence")
+            if idx.ndim == 0:
+                new_nodes.append(
+                    helper.make_node("Identity", [PAST_LEN], [g.output[0]], name=g.name + "/len")
+                )
+            else:
+                axes = g.name + "/axes"
+                new_nodes.append(
+                    helper.make_node(
+                        "Constant",
+                        [],
+                        [axes],
+                        value=helper.make_tensor(axes, 7, [1], [0]),
+                    )
+                )
+                new_nodes.append(helper.make_node("Unsqueeze", [PAST_LEN, axes], [g.output[0]], name=g.name))
+            gr.g.node.remove(g)
+    return new_nodes
+
+
+def _prune(graph) -> None:
+    """Drop nodes and initializers no graph output depends on."""
+    nodes = list(graph.node)
+    producer = {o: i for i, n in enumerate(nodes) for o in n.output}
+    needed: set[str] = set()
+    stack = [o.name for o in graph.output]
+    keep: set[int] = set()
+    while stack:
+        name = stack.pop()
+        if name in needed:
+            continue
+        needed.add(name)
+        i = producer.get(name)
+        if i is not None and i not in keep:
+            keep.add(i)
+            stack.extend(x for x in nodes[i].input if x)
+    nodes = [n for i, n in enumerate(nodes) if i in keep]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    inits = [t for t in graph.initializer if t.name in needed]
+    del graph.initializer[:]
+    graph.initializer.extend(inits)
+
+
+def _standalone(model, branch_name: str | None):
+    """A model whose graph is the merged decoder's `If` branch (`then` = cache path, `else` = no-cache path),
+    with the outer graph's inputs, initializers and the nodes before the `If`; or the model itself (split files)."""
+    from onnx import helper
+
+    g = model.graph
+    ifs = [n for n in g.node if n.op_type == "If"]
+    if branch_name is None or not ifs:
+        return model
+    if len(ifs) != 1:
+        raise Unsupported("more than one If in the decoder")
+    branch = next((a.g for a in ifs[0].attribute if a.name == branch_name), None)
+    if branch is None:
+        raise Unsupported(f"If has no {branch_name}")
+    nodes = [n for n in g.node if n is not ifs[0]] + list(branch.node)
+    renames = [
+        helper.make_node("Identity", [b.name], [o], name=f"lofi/out/{o}")
+        for b, o in zip(branch.output, ifs[0].output, strict=True)
+        if b.name != o
+    ]
+    graph = helper.make_graph(
+        nodes + renames,
+        g.name,
+        [i for i in g.input if i.name != "use_cache_branch"],
+        list(g.output),
+        list(g.initializer) + list(branch.initializer),
+    )
+    out = helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
+    return out
+
+
+def _set_outputs(graph, keep) -> None:
+    outs = [o for o in graph.output if keep(o.name)]
+    del graph.output[:]
+    graph.output.extend(outs)
+
+
+def build(cache_path: Path, first_path: Path | None = None) -> tuple:
+    """(static model, cross-KV model) from the merged decoder (`cache_path` alone) or the split pair
+    (`cache_path` = decoder_with_past, `first_path` = decoder_model)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    merged = first_path is None
+    cache_src = onnx.load(str(cache_path))
+    first_src = cache_src if merged else onnx.load(str(first_path))
+
+    # -- static graph: the cache path with GQA
+    static = _standalone(cache_src, "then_branch" if merged else None)
+    g = static.graph
+    _set_outputs(g, lambda n: ".encoder." not in n)  # the cache path's encoder outputs are dummies
+    gr = _Graph(g)
+    layers = sorted(
+        int(o.name.split(".")[1])
+        for o in g.output
+        if o.name.startswith("present.") and o.name.endswith("key")
+    )
+    if not layers:
+        raise Unsupported("no present.*.decoder.key outputs")
+    kv_in = next(i for i in g.input if i.name == f"past_key_values.{layers[0]}.decoder.key")
+    dims = kv_in.type.tensor_type.shape.dim
+    if kv_in.type.tensor_type.elem_type != TensorProto.FLOAT or not dims[1].dim_value:
+        raise Unsupported("the KV cache is not float32 with a fixed head count")
+    num_heads = dims[1].dim_value
+    at_end: dict[str, object] = {}  # output of the Reshape that ends an attention → its GQA
+    dropped: set[str] = set()
+    for layer in layers:
+        gqa, (kcat, vcat, out) = _rewrite_self_attention(gr, layer, num_heads)
+        at_end[out] = gqa
+        dropped.update((kcat, vcat))
+    nodes = []
+    for n in g.node:
+        if n.output and n.output[0] in at_end:
+            nodes.append(at_end[n.output[0]])  # every input of the GQA is computed before this point
+        elif not (n.output and n.output[0] in dropped):
+            nodes.append(n)
+    del g.node[:]
+    g.node.extend(nodes)
+    extra = _replace_past_length(_Graph(g))
+    for n in reversed(extra):
+        g.node.insert(0, n)
+    g.input.extend(
+        [
+            helper.make_tensor_value_info(PAST_LEN, TensorProto.INT64, []),
+            helper.make_tensor_value_info(SEQLENS, TensorProto.INT32, ["batch_size"]),
+            helper.make_tensor_value_info(TOTAL_LEN, TensorProto.INT32, []),
+        ]
+    )
+    _prune(g)
+    used = {i for n in g.node for i in n.input}
+    keep_inputs = [i for i in g.input if i.name in used]
+    del g.input[:]
+    g.input.extend(keep_inputs)
+    if not any(o.domain == "com.microsoft" for o in static.opset_import):
+        static.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    if any(n.op_type == "Softmax" for n in g.node if "self_attn" in n.name):
+        raise Unsupported("a self-attention was left unconverted")
+
+    # -- cross-KV graph: the no-cache path's encoder presents
+    cross = _standalone(first_src, "else_branch" if merged else None)
+    _set_outputs(cross.graph, lambda n: n.startswith("present.") and ".encoder." in n)
+    if not cross.graph.output:
+        raise Unsupported("the first-step decoder has no present.*.encoder.* outputs")
+    _prune(cross.graph)
+    used = {i for n in cross.graph.node for i in n.input}
+    keep_inputs = [i for i in cross.graph.input if i.name in used]
+    del cross.graph.input[:]
+    cross.graph.input.extend(keep_inputs)
+    return static, cross
+
+
+def _save(model, path: Path) -> None:
+    import onnx
+
+    size = sum(len(t.raw_data) for t in model.graph.initializer)
+    if size > 1 << 30:  # protobuf's 2 GB limit: the weights go beside the graph
+        onnx.save_model(
+            model,
+            str(path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=path.name + ".data",
+        )
+    else:
+        onnx.save_model(model, str(path))
+
+
+def fingerprint(paths: list[Path]) -> str:
+    """Cache key of the converted files: the sources' names, sizes and mtimes plus the rewrite's version."""
+    h = hashlib.sha256(f"static-kv-{CONVERT_VERSION}".encode())
+    for p in paths:
+        st = p.stat()
+        h.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def converted(files: dict[str, Path], cache_root: Path) -> tuple[Path, Path]:
+    """Paths of the converted pair for these decoder files, building them on first use (atomically)."""
+    if "decoder_merged" in files:
+        cache_path, first_path = files["decoder_merged"], None
+        sources = [cache_path]
+    else:
+        cache_path, first_path = files["decoder_with_past"], files["decoder"]
+        sources = [cache_path, first_path]
+    out = cache_root / fingerprint(sources)
+    static, cross = out / STATIC_FILE, out / CROSS_FILE
+    if static.exists() and cross.exists():
+        return static, cross
+    log.info("converting the musicgen decoder to an in-place KV cache (once) into %s", out)
+    static_model, cross_model = build(cache_path, first_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out.parent))
+    _save(static_model, tmp / STATIC_FILE)
+    _save(cross_model, tmp / CROSS_FILE)
+    (tmp / "source.json").write_text(
+        json.dumps({"sources": [str(p) for p in sources], "version": CONVERT_VERSION}), encoding="utf-8"
+    )
+    try:
+        os.rename(tmp, out)
+    except OSError:  # another process converted it meanwhile
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return static, cross

@@ -1,0 +1,99 @@
+"""The in-place KV decoder (static_kv.py) against the export's own Concat cache, on the tiny fixture.
+
+Code-for-code equality with transformers for both paths is in test_musicgen_reference.py (torch-marked); here,
+without torch: the same logits step by step, the cache written in place at the right positions, the conversion
+cached, and graphs it does not know refused.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from lofi_daemon.backends.musicgen import static_kv
+from lofi_daemon.backends.musicgen.pipeline import MusicGenPipeline, _StaticDecoder
+from lofi_daemon.errors import LofiError
+
+from tests.musicgen_fixture import FIXTURE, cpu_settings, fixture_files
+
+
+@pytest.fixture(scope="module")
+def pipes():
+    return (
+        MusicGenPipeline(fixture_files(), cpu_settings(), kv_cache="static"),
+        MusicGenPipeline(fixture_files(), cpu_settings(), kv_cache="concat"),
+    )
+
+
+def test_same_logits_and_cache_step_by_step(pipes):
+    static, concat = pipes
+    assert isinstance(static.decoder, _StaticDecoder) and static.kv_cache == "static"
+    hidden, mask = static.encode_text("rainy night jazz piano")
+    rng = np.random.default_rng(0)
+    K, V = 4, static.config.codebook_size
+    ids = rng.integers(0, V, (K, 30))
+    static.decoder.reset()
+    concat.decoder.reset()
+    # a prefill of 6 positions, then single steps: both paths see exactly the same inputs
+    calls = [ids[:, :6]] + [ids[:, p : p + 1] for p in range(6, 30)]
+    for cols in calls:
+        batch = np.ascontiguousarray(np.concatenate([cols, cols]))
+        a = static.decoder(batch, hidden, mask)
+        b = concat.decoder(batch, hidden, mask)
+        # float32 attention summed in another order over ≤ 30 positions of 64-wide heads: a few ulps of the
+        # logits' scale (~1), far below the gap a wrong position or a stale cache entry makes (checked below)
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+    assert static.decoder.length == 30
+    for name in static.decoder.self_names:
+        buf = static.decoder.buffers[name]
+        ref = concat.decoder.past[name]  # [2, H, 30, D]
+        np.testing.assert_allclose(buf[:, :, :30], ref, rtol=0, atol=1e-5)
+        assert not buf[:, :, 30:].any()  # nothing written beyond the positions fed
+
+
+def test_a_wrong_position_would_be_seen(pipes):
+    """Sensitivity: feeding the cache length off by one changes the logits far beyond the tolerance above."""
+    static, _ = pipes
+    hidden, mask = static.encode_text("lofi")
+    cols = np.random.default_rng(1).integers(0, static.config.codebook_size, (4, 8))
+    batch = np.ascontiguousarray(np.concatenate([cols, cols]))
+    static.decoder.reset()
+    static.decoder(batch[:, :7], hidden, mask)
+    right = static.decoder(batch[:, 7:8], hidden, mask)
+    static.decoder.reset()
+    static.decoder(batch[:, :7], hidden, mask)
+    static.decoder.length = 6  # as if the position embedding and causal window were one step behind
+    wrong = static.decoder(batch[:, 7:8], hidden, mask)
+    assert np.abs(right - wrong).max() > 1e-3
+
+
+def test_capacity_is_enforced(pipes):
+    static, _ = pipes
+    hidden, mask = static.encode_text("lofi")
+    static.decoder.reset()
+    cols = np.zeros((8, static.decoder.capacity + 1), dtype=np.int64)
+    with pytest.raises(LofiError, match="capacity"):
+        static.decoder(cols, hidden, mask)
+
+
+def test_conversion_is_done_once_and_reused(tmp_path):
+    files = {"decoder_merged": FIXTURE / "decoder_model_merged.onnx"}
+    static, cross = static_kv.converted(files, tmp_path)
+    stamp = static.stat().st_mtime_ns
+    again, _ = static_kv.converted(files, tmp_path)
+    assert again == static and again.stat().st_mtime_ns == stamp
+    assert [p.name for p in tmp_path.iterdir()] == [static.parent.name]  # no temp folder left behind
+
+
+def test_graphs_it_does_not_know_are_refused(tmp_path):
+    with pytest.raises(static_kv.Unsupported):
+        static_kv.build(FIXTURE / "text_encoder.onnx")
+
+
+def test_unconvertible_decoder_falls_back_to_the_export(monkeypatch):
+    def refuse(*a, **k):
+        raise static_kv.Unsupported("not this one")
+
+    monkeypatch.setattr(static_kv, "converted", refuse)
+    pipe = MusicGenPipeline(fixture_files(), cpu_settings())
+    assert pipe.kv_cache == "concat"
+    assert pipe.generate("lofi", 0.2, 1).audio.shape == (6400,)
