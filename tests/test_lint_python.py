@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 
 import pytest
 
 from tests.daemon_client import ROOT
+from tests.lint_tools import find_tool
 
 
 def ruff() -> list[str]:
-    exe = shutil.which("ruff", path=str(ROOT / ".venv" / "bin")) or shutil.which("ruff")
-    if exe is None:
-        pytest.skip("ruff is not installed")
-    return [exe]
+    return [find_tool("ruff")]
 
 
 def test_ruff_check():
@@ -39,3 +36,18 @@ def test_runtime_never_imports_torch():
         "sys.exit(1 if bad else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT / "daemon").returncode == 0
+
+
+def test_mypy():
+    # configuration (files, strictness) is [tool.mypy] in pyproject.toml
+    out = subprocess.run([find_tool("mypy")], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_a_missing_tool_skips_locally_and_fails_in_ci(monkeypatch):
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception):
+        find_tool("lofi-no-such-linter")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI is set"):
+        find_tool("lofi-no-such-linter")

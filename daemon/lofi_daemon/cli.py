@@ -208,7 +208,7 @@ def _generate(settings: Settings, args: argparse.Namespace, log_file: Path | Non
                 ErrorCode(p.get("code", ErrorCode.MODEL_INFERENCE_FAILED)),
                 p.get("message", "generation did not complete"),
             )
-        track = daemon.store.get(job.track_id)
+        track = daemon.store.require(job.track_id)
     written = {
         "path": track.path,
         "format": track.format,

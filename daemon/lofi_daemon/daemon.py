@@ -19,7 +19,6 @@ from . import __version__
 from .audio import api as audio_api
 from .backends import api as backends_api
 from .backends import create_backends
-from .backends.base import Backend
 from .cache import api as cache_api
 from .cache.store import TrackStore
 from .config import Settings
@@ -27,6 +26,7 @@ from .jobs import api as jobs_api
 from .jobs.cancel import CancelToken
 from .jobs.queue import JobQueue
 from .jobs.worker import Worker
+from .ports import Backend
 from .rpc.dispatch import Dispatcher
 from .rpc.schemas.core import InitializeParams
 

@@ -293,6 +293,7 @@ class Mixer:
     def _transition(self) -> None:
         """The current voice reached its transition point."""
         cur = self._current
+        assert cur is not None  # the transition point is only set while a voice plays
         nxt = self._upcoming[0] if self._upcoming else None
         length = cur.source.length
         if nxt is None and self.end_policy != END_LOOP:

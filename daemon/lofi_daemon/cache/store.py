@@ -412,7 +412,7 @@ class TrackStore:
             )
         return t
 
-    def list(
+    def list_tracks(
         self,
         *,
         limit: int | None = None,
@@ -425,7 +425,8 @@ class TrackStore:
             raise LofiError(
                 ErrorCode.INVALID_PARAMS, f"unknown sort {sort!r}", details=f"one of {sorted(SORTS)}"
             )
-        where, args = [], []
+        where: list[str] = []
+        args: list[Any] = []
         if backend:
             where.append("backend = ?")
             args.append(backend)

@@ -21,6 +21,7 @@ test or a user can point the daemon at a mirror or another cache without restart
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -234,7 +235,7 @@ def download_variant(
         if path is None:
             emit(f.path, 0, i)
             try:
-                path = _fetch(variant, f, lambda n, f=f, i=i: emit(f.path, n, i))
+                path = _fetch(variant, f, functools.partial(emit, f.path, completed=i))
             except Cancelled:
                 raise
             except LofiError as exc:

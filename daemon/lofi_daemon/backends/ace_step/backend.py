@@ -90,6 +90,7 @@ class AceStepBackend:
     min_duration_sec = 5.0
     max_duration_sec = 240.0
     default_duration_sec = 60.0
+    streams_audio = False  # audio comes out of the DCAE decoder only once diffusion has finished
 
     def __init__(self, settings: Settings, notify: NotifyFn | None = None, *,
                  windowing: Windowing | None = None) -> None:  # fmt: skip
@@ -348,7 +349,7 @@ class AceStepBackend:
         if pipe.layout.kind != "lofi":
             raise LofiError(ErrorCode.INVALID_PARAMS, "LoRA styles need the lofi ONNX layout (scripts/export_ace_step.py)", param="lora")  # fmt: skip
         started = time.monotonic()
-        pairs, cfg = lora_mod.read_lora(self._lora_file(style))
+        pairs, cfg = lora_mod.read_lora(self._lora_file(key[0]))
         names = json.loads(pipe.layout.path("lora_name_map.json").read_text())
         enc, used_e = lora_mod.merged_initializers(
             pairs, cfg, weight, names["transformer_encoder.onnx"], pipe.layout.dir

@@ -112,6 +112,7 @@ class Graphs:
         }
         if "lyric_q_scale" in _inputs(self.encoder):
             feeds["lyric_q_scale"] = np.full((text.shape[0],), lyric_q_scale, np.float32)
+        assert self.encoder is not None, "load_transformer() first"
         states, mask = self.encoder.run(["encoder_hidden_states", "encoder_hidden_mask"], feeds)
         return states.astype(np.float32), mask.astype(np.float32)
 
@@ -131,6 +132,7 @@ class Graphs:
             feeds["erg_q_scale"] = np.asarray(q_scale, np.float32).reshape(b)
         else:
             feeds["timestep"] = np.full((1,), t, np.float32)
+        assert self.decoder is not None, "load_transformer() first"
         return self.decoder.run(["sample"], feeds)[0]
 
     # -- audio

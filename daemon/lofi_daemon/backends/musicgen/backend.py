@@ -144,7 +144,7 @@ class MusicGenBackend:
         _, found = resolve_local(
             self.local_dir, local_layouts(self.requested_variant, self.provider), "musicgen"
         )
-        return pick_decoder(found)  # type: ignore[return-value]
+        return pick_decoder(found)
 
     def model_files(self) -> dict[str, Path]:
         """The files to load; raises BACKEND_NOT_INSTALLED when hub files are missing (never downloads)."""

@@ -12,6 +12,8 @@ fp32 → fp16, (GPU) fp16 → fp32 → int8 → 4-bit. fp16 is only a last resor
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ...models.local import LocalLayout
 from ...models.registry import MUSICGEN_VARIANTS
 
@@ -103,7 +105,7 @@ def local_layouts(requested: str | None, provider: str) -> list[LocalLayout]:
     ]
 
 
-def pick_decoder(found: dict[str, object]) -> dict[str, object]:
+def pick_decoder(found: dict[str, Path]) -> dict[str, Path]:
     """Keep one decoder form: the merged file when present (lab: same speed, less RAM), else the split pair."""
     if "decoder_merged" in found:
         return {k: v for k, v in found.items() if k not in ("decoder", "decoder_with_past")}

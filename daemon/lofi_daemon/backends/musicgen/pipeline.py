@@ -42,7 +42,11 @@ log = logging.getLogger(__name__)
 DECODE_LEFT_FRAMES = 50
 DECODE_RIGHT_FRAMES = 5
 
-_ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+_ORT_DTYPES: dict[str, type[np.generic]] = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+}
 
 
 @dataclass
@@ -61,7 +65,7 @@ class GenerationResult:
     windows: list[dict[str, int]] = field(default_factory=list)
 
 
-def _dtype(arg: ort.NodeArg) -> type:
+def _dtype(arg: ort.NodeArg) -> type[np.generic]:
     try:
         return _ORT_DTYPES[arg.type]
     except KeyError:
@@ -81,7 +85,7 @@ class _Decoder:
         assert ref is not None
         ins = {i.name: i for i in ref.get_inputs()}
         self.hidden_dtype = _dtype(ins["encoder_hidden_states"])
-        kv_args = (merged or with_past).get_inputs()  # type: ignore[union-attr]
+        kv_args = (merged or with_past).get_inputs()
         self.past_names = [i.name for i in kv_args if i.name.startswith("past_key_values.")]
         if not self.past_names:
             raise LofiError(ErrorCode.MODEL_LOAD_FAILED, "decoder graph has no past_key_values inputs")
@@ -122,10 +126,10 @@ class _Decoder:
             )
             names = [o.name for o in self.first.get_outputs()]  # type: ignore[union-attr]
         else:
-            outs = self.with_past.run(  # type: ignore[union-attr]
+            outs = self.with_past.run(
                 None, {"input_ids": input_ids, "encoder_attention_mask": mask, **self.past}
             )
-            names = [o.name for o in self.with_past.get_outputs()]  # type: ignore[union-attr]
+            names = [o.name for o in self.with_past.get_outputs()]
         for name, value in zip(names, outs, strict=True):
             if not name.startswith("present."):
                 continue
