@@ -27,9 +27,9 @@ from ...errors import Cancelled, ErrorCode, LofiError
 from ...jobs.cancel import CancelToken
 from ...models import download as hub
 from ...models.local import files_fingerprint
-from ...models.registry import ACE_STEP_VARIANTS, ModelVariant, default_variant
-from ...runtime.providers import plan_providers
+from ...models.registry import ACE_STEP_VARIANTS
 from ..base import AudioChunkFn, GeneratedAudio, GenerationRequest, ProgressFn
+from ..model_backend import ModelBackend, NotifyFn
 from . import lora as lora_mod
 from .decode import OUTPUT_RATE, Windowing
 from .guidance import CFG_TYPES
@@ -40,7 +40,6 @@ from .sessions import session_factory
 
 log = logging.getLogger(__name__)
 
-NotifyFn = Callable[[str, dict[str, Any]], None]
 ENV_LORA_DIR = "LOFI_LORA_DIR"
 DEFAULTS: dict[str, Any] = {
     "inference_steps": 60,
@@ -82,8 +81,9 @@ def _number(raw: Mapping[str, Any], key: str, kind: type, code: ErrorCode, lo: f
     return int(value) if kind is int else float(value)
 
 
-class AceStepBackend:
+class AceStepBackend(ModelBackend[AceStepPipeline]):
     name = "ace_step"
+    variants = ACE_STEP_VARIANTS
     display_name = "ACE-Step v1 (3.5B)"
     sample_rate = OUTPUT_RATE
     channels = 2
@@ -94,12 +94,9 @@ class AceStepBackend:
 
     def __init__(self, settings: Settings, notify: NotifyFn | None = None, *,
                  windowing: Windowing | None = None) -> None:  # fmt: skip
-        self.settings = settings
-        self.notify = notify or (lambda method, params: None)
+        super().__init__(settings, notify)
         self.windowing = windowing
-        self._pipeline: AceStepPipeline | None = None
         self._lora_key: tuple[str, float] | None = None
-        self._warned: set[str] = set()
 
     # ---- parameters -------------------------------------------------------------------------------------
     def validate(self, raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -171,26 +168,6 @@ class AceStepBackend:
         return lora_mod.resolve_file(Path(canonical))
 
     # ---- model files ----------------------------------------------------------------------------------------
-    @property
-    def provider(self) -> str:
-        return plan_providers(self.settings.provider).preferred
-
-    @property
-    def local_dir(self) -> Path | None:
-        m = self.settings.models.get("ace_step")
-        return Path(m.dir).expanduser() if m and m.dir else None
-
-    def variant(self) -> ModelVariant:
-        m = self.settings.models.get("ace_step")
-        name = m.variant if m else None
-        if name:
-            if name not in ACE_STEP_VARIANTS:
-                raise LofiError(ErrorCode.MODEL_NOT_FOUND,
-                                f"unknown ace_step variant '{name}' (known: {', '.join(sorted(ACE_STEP_VARIANTS))})",
-                                variant=name)  # fmt: skip
-            return ACE_STEP_VARIANTS[name]
-        return default_variant("ace_step", self.provider)
-
     def layout(self) -> ModelLayout:
         """The model directory in use; raises MODEL_NOT_FOUND / BACKEND_NOT_INSTALLED (never downloads)."""
         if self.local_dir is not None:
@@ -218,49 +195,35 @@ class AceStepBackend:
             raise LofiError(ErrorCode.MODEL_NOT_FOUND, f"downloaded ace_step files in {files['text_encoder'].parent} are incomplete")  # fmt: skip
         return found
 
-    def model_version(self) -> str:
-        if self.local_dir is not None:
-            found = detect(self.local_dir)
-            if found is None:
-                return f"ace-step-local-missing-{self.local_dir.name}"
-            return f"ace-step-{found.kind}-{files_fingerprint({p.name: p for p in found.files})}"
-        return self.variant().model_version
+    def check_model(self) -> None:
+        self.layout()
 
-    def is_installed(self) -> bool:
-        try:
-            self.layout()
-        except LofiError:
-            return False
-        return True
+    def local_model_version(self, local_dir: Path) -> str:
+        found = detect(local_dir)
+        if found is None:
+            return f"ace-step-local-missing-{local_dir.name}"
+        return f"ace-step-{found.kind}-{files_fingerprint({p.name: p for p in found.files})}"
 
     def status(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            # name, rates, durations and `loaded` are added by get_backends from the class attributes
-            "installed": self.is_installed(),
-            "model_version": self.model_version(),
-            "provider": self.provider,
-            "variants": sorted(ACE_STEP_VARIANTS),
-            "lora_styles": self.lora_styles(),
-            "defaults": dict(DEFAULTS),
-        }
+        out = super().status()
+        out.update(lora_styles=self.lora_styles(), defaults=dict(DEFAULTS))
         if self.local_dir is not None:
-            out.update(source="local", dir=str(self.local_dir))
             found = detect(self.local_dir)
             out["variant"] = f"local-{found.kind}" if found else "local"
             if found:
                 out["layout"] = found.kind
                 out["size_bytes"] = found.size_bytes
         else:
-            v = self.variant()
-            out.update(source="hub", variant=v.name, repo_id=v.repo_id, revision=v.revision, layout="reference",
-                       download_size_bytes=v.approx_total, missing_files=[f.path for f in hub.missing_files(v)])  # fmt: skip
+            out["layout"] = "reference"
         return out
 
     def download(self, progress: Callable[[dict[str, Any]], None] | None, cancel: CancelToken) -> None:
-        """Fetch the hub variant (the caller has the user's consent); resumes partial files."""
-        if self.local_dir is not None:
-            self.layout()
-            return
+        """As ModelBackend.download, after checking that the ≈ 12 GB fit on the disk."""
+        if self.local_dir is None:
+            self._check_disk_space()
+        super().download(progress, cancel)
+
+    def _check_disk_space(self) -> None:
         v = self.variant()
         missing = hub.missing_files(v)
         need = sum(f.approx_size or f.size or 0 for f in missing)
@@ -271,22 +234,11 @@ class AceStepBackend:
             raise LofiError(ErrorCode.MODEL_DOWNLOAD_FAILED,
                             f"not enough disk space for the ACE-Step model: {need / GB:.1f} GB needed in {cache}, "
                             f"{free / GB:.1f} GB free", needed_bytes=need, free_bytes=free)  # fmt: skip
-        if progress is None:
-
-            def progress(d: dict[str, Any]) -> None:
-                self.notify("download_progress", {"backend": self.name, **d})
-
         self._warn(
             f"downloading the ACE-Step model ({need / GB:.1f} GB from {v.repo_id}); this takes a while"
         )
-        hub.download_variant(v, progress, cancel)
 
     # ---- lifecycle --------------------------------------------------------------------------------------------
-    def _warn(self, message: str) -> None:
-        if message not in self._warned:
-            self._warned.add(message)
-            self.notify("log", {"level": "warn", "message": message})
-
     def check_memory(self, layout: ModelLayout) -> None:
         """On the CPU all weights live in RAM: require free memory ≥ the model files' size (≈ 12.3 GB for the
         full model; ORT's pre-packing adds 15–50 % at peak, lab §7.2)."""
@@ -323,18 +275,8 @@ class AceStepBackend:
         log.info("ace_step (%s layout) loaded in %.1fs", layout.kind, time.monotonic() - started)
 
     def unload(self) -> None:
-        self._pipeline = None
+        super().unload()
         self._lora_key = None
-
-    @property
-    def loaded(self) -> bool:
-        return self._pipeline is not None
-
-    @property
-    def pipeline(self) -> AceStepPipeline:
-        self.load()
-        assert self._pipeline is not None
-        return self._pipeline
 
     def _apply_lora(self, style: str | None, weight: float) -> dict[str, Any]:
         """Make the transformer sessions carry `style` merged at `weight` (or the base weights)."""
