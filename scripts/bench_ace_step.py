@@ -16,62 +16,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT)]
+
+from scripts.benchlib import Watch, peak_rss_mib, wait_quiet  # noqa: E402
+
 HI = 4  # the larger layer-reduced decoder; per-block cost = (t_HI - t_1) / (HI - 1)
 MODELS = Path(os.environ.get("LOFI_BENCH_MODELS", "/work/bench-models")) / "ace-step"
-
-
-# ---------------------------------------------------------------- contamination / rss
-
-
-def _busy_jiffies() -> int:
-    with open("/proc/stat") as fh:
-        parts = [int(x) for x in fh.readline().split()[1:]]
-    return sum(parts) - parts[3] - parts[4]  # minus idle and iowait
-
-
-def _own_jiffies() -> int:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    c = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return int((r.ru_utime + r.ru_stime + c.ru_utime + c.ru_stime) * os.sysconf("SC_CLK_TCK"))
-
-
-class Watch:
-    def __enter__(self):
-        self.t, self.busy, self.own = time.perf_counter(), _busy_jiffies(), _own_jiffies()
-        return self
-
-    def __exit__(self, *exc):
-        self.sec = time.perf_counter() - self.t
-        hz = os.sysconf("SC_CLK_TCK")
-        foreign = (_busy_jiffies() - self.busy) - (_own_jiffies() - self.own)
-        self.foreign_cores = max(0.0, foreign / hz / max(self.sec, 1e-9))
-
-
-def foreign_load(sample_sec: float = 2.0) -> float:
-    """Cores busy meanwhile (this orchestrating process is idle, so all of it is other processes)."""
-    b0 = _busy_jiffies()
-    time.sleep(sample_sec)
-    return (_busy_jiffies() - b0) / os.sysconf("SC_CLK_TCK") / sample_sec
-
-
-def wait_quiet(max_wait: float, threshold: float = 0.3) -> tuple[float, float]:
-    """Wait (up to max_wait s) until other processes use < threshold cores; return (waited, last load)."""
-    t0 = time.monotonic()
-    load = foreign_load()
-    while load >= threshold and time.monotonic() - t0 < max_wait:
-        load = foreign_load()
-    return time.monotonic() - t0, load
-
-
-def peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kB on Linux
 
 
 # ---------------------------------------------------------------- phases (each in a subprocess)
@@ -177,7 +133,7 @@ def phase_ort(a) -> dict:
         "eval_sec": best,
         "runs": all_t,
         "foreign_cores": foreign,
-        "peak_rss_gb": peak_rss_gb(),
+        "peak_rss_mib": peak_rss_mib(),
     }
 
 
@@ -201,7 +157,7 @@ def phase_torch(a) -> dict:
         "eval_sec": best,
         "runs": all_t,
         "foreign_cores": foreign,
-        "peak_rss_gb": peak_rss_gb(),
+        "peak_rss_mib": peak_rss_mib(),
         "ort_rel_err": rel,
     }
 
@@ -228,7 +184,7 @@ def phase_audio(a) -> dict:
     with Watch() as w2:
         voc.run(None, {"mel": np.ascontiguousarray(mel[0])})
     return {"dcae_sec": w1.sec, "vocoder_sec": w2.sec, "foreign_cores": max(w1.foreign_cores, w2.foreign_cores),
-            "peak_rss_gb": peak_rss_gb()}  # fmt: skip
+            "peak_rss_mib": peak_rss_mib()}  # fmt: skip
 
 
 def phase_lora(a) -> dict:
