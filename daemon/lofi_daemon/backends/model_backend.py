@@ -109,10 +109,10 @@ class ModelBackend(Generic[PipelineT]):
 
     # ---- lifecycle ------------------------------------------------------------------------------------------
     def _warn(self, message: str) -> None:
-        """Tell the user once per message (a `log` notification at level warn)."""
+        """Tell the user once per message (a `log` notification at level "warning")."""
         if message not in self._warned:
             self._warned.add(message)
-            self.notify("log", {"level": "warn", "message": message})
+            self.notify("log", {"level": "warning", "message": message})
 
     def load(self) -> None:
         raise NotImplementedError
