@@ -97,7 +97,7 @@ def synthetic_lyric_tokenizer(vocab_size: int):
 
 def fix_negative_transpose_perms(model: onnx.ModelProto) -> int:
     """diffusers' DCAE attention uses movedim(-1, 1); the legacy exporter writes Transpose(perm=[0,-1,1,2]),
-    which onnxruntime refuses to load (lab §5.3 item 2). Rewrite perms modulo rank."""
+    which onnxruntime refuses to load. Rewrite perms modulo rank."""
     fixed = 0
     for node in model.graph.node:
         if node.op_type != "Transpose":

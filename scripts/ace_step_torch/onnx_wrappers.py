@@ -1,7 +1,7 @@
 """Export wrappers: one module per ONNX graph, with ERG exposed as per-sample q-scale inputs.
 
 Upstream ERG multiplies selected query projections by 0.01 with forward hooks on the unconditional pass. Here
-each wrapper installs its hooks once (building two wrappers over one model would stack hooks — lab §5.3 item 8)
+each wrapper installs its hooks once (building two wrappers over one model would stack hooks)
 and the hooks multiply by a [B] input, so 1.0 = off, 0.01 = ERG, and cond/uncond can share one batch.
 """
 

@@ -1,6 +1,6 @@
 """ADaMoSHiFiGAN V1 vocoder (ConvNeXt backbone + HiFi-GAN head), mono mel [B, 128, M] -> wave [B, 1, 512·M]
 at 44.1 kHz. Convolutions use old-style weight norm (`weight_g` / `weight_v`) like the checkpoint; fold it with
-`fold_weight_norm()` before export (lab §5.3 item 6). The checkpoint's `mel_transform.*` buffers (encode path only)
+`fold_weight_norm()` before export. The checkpoint's `mel_transform.*` buffers (encode path only)
 are not modelled: load with `strict=False` and check that only those keys are left over.
 """
 

@@ -31,7 +31,7 @@ END_STOP = "stop"  # play out and stop
 
 def crossfade_frames(rate: int, crossfade_sec: float, *lengths: int) -> int:
     """Crossfade length between tracks of the given lengths (frames): `crossfade_sec`, but a quarter of a track
-    shorter than twice that, and none for a track under 2 s (product.md)."""
+    shorter than twice that, and none for a track under 2 s."""
     n = int(round(crossfade_sec * rate))
     for length in lengths:
         if length < 2 * rate:

@@ -1,6 +1,6 @@
 """The track cache: audio files under one directory, indexed by SQLite.
 
-Design rules (product.md, Cache):
+Design rules:
 - One file per track, `<track_id>.<ext>`, immutable once written. Every change of a final file name (rename in,
   unlink out) happens while holding SQLite's write lock (`BEGIN IMMEDIATE`), so several daemons sharing the
   directory see the files and the index change together.

@@ -31,7 +31,7 @@ def session_options(settings: Settings) -> ort.SessionOptions:
     if settings.threads and settings.threads > 0:
         opts.intra_op_num_threads = int(settings.threads)
     opts.inter_op_num_threads = 1
-    # ORT's graph optimisations gave no speed on these decoders but cost seconds of load time (lab §4.2);
+    # ORT's full graph optimisations gave no speed on these decoders but cost seconds of load time;
     # BASIC keeps the cheap constant folding.
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     opts.log_severity_level = 3  # errors only: ORT's warnings would flood the daemon log

@@ -241,7 +241,7 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
     # ---- lifecycle --------------------------------------------------------------------------------------------
     def check_memory(self, layout: ModelLayout) -> None:
         """On the CPU all weights live in RAM: require free memory ≥ the model files' size (≈ 12.3 GB for the
-        full model; ORT's pre-packing adds 15–50 % at peak, lab §7.2)."""
+        full model; ORT's weight pre-packing adds 15–50 % at peak)."""
         if self.provider != "cpu":
             return
         need = layout.size_bytes

@@ -22,7 +22,7 @@ LOFI_FILES = (*GRAPHS, "transformer_encoder_weights.bin", "transformer_decoder_w
 LOFI_OPTIONAL = ("lyric_tokenizer.json",)
 REFERENCE_FILES = (*GRAPHS, "transformer_decoder_weights.bin", "tokenizer.json")
 
-# What the reference export is assumed to contain (lab §3; its export script is unpublished).
+# What the reference export is assumed to contain (read from its graphs; its export script is unpublished).
 REFERENCE_CONFIG: dict[str, Any] = {
     "format": "lofi.nvim-reference",
     "sample_rate": 44100,

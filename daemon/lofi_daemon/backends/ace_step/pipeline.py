@@ -171,7 +171,7 @@ class AceStepPipeline:
         spk = _inputs(self.graphs.encoder)["speaker_embeds"].shape
         self.speaker_dim = spk[1] if isinstance(spk[1], int) else int(cfg_.get("speaker_dim", 512))
         self.windowing = windowing or dec.Windowing()
-        self.batch_cfg = False  # cond and uncond as one batch-2 call (useful on GPU; no gain on CPU, lab §7)
+        self.batch_cfg = False  # cond and uncond as one batch-2 call (useful on GPU; measured no gain on CPU)
 
     def effective(self, p: SamplingParams) -> SamplingParams:
         if self.graphs.has_erg:

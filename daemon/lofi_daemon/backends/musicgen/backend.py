@@ -3,7 +3,7 @@
 Construct with `MusicGenBackend(settings, notify)`. Model source, in order:
 1. `settings.models["musicgen"].dir` (or LOFI_MUSICGEN_DIR): a local directory, never any network;
 2. the hub variant `settings.models["musicgen"].variant` (registry name, or a dtype such as "int8"), default
-   the 8-bit decoder on CPU and fp16 on CUDA/CoreML (product.md), from the huggingface_hub cache.
+   the 8-bit decoder on CPU and fp16 on CUDA/CoreML, from the huggingface_hub cache.
 """
 
 from __future__ import annotations

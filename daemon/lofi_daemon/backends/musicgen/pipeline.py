@@ -1,13 +1,13 @@
 """MusicGen on ONNX Runtime + numpy: tokenizer → T5 encoder → decoder loop with KV cache, delay pattern and
 classifier-free guidance → EnCodec.
 
-The graphs are the optimum export used by the hub repos (tensor contract: research/musicgen-onnx-lab.md §1c).
+The graphs are the optimum export used by the hub repos (tensor contract: docs/model-formats.md).
 Greedy output equals transformers' `generate(do_sample=False, guidance_scale=3)` code for code (tests).
 
 Token layout. Codebook k is delayed by k steps: at sequence position p (0 = start token), codebook k carries
 frame p - k - 1. With N decoder steps, frames 0 … N-4 are complete (N steps → N - 3 frames). Positions where a
 codebook has no frame yet (p ≤ k) and, as in transformers, the tail triangle (p ≥ k + N - K + 2) are fed the pad
-token (lab §3.3; only this makes the last frames bit-exact with transformers).
+token (only this makes the last frames bit-exact with transformers).
 
 Long tracks (> window): audiocraft's extend-stride scheme at token level. The first window generates
 `window` frames; every next window re-reads the last (window - stride) frames as a prompt (teacher-forced, one
@@ -135,7 +135,7 @@ class _Decoder:
                 continue
             past_name = "past_key_values." + name[len("present.") :]
             # Encoder (cross-attention) KV comes from the first call only: in the merged graph's cache branch
-            # those outputs are empty dummies (lab §3.2).
+            # those outputs are empty dummies.
             if ".encoder." in name and not first_call:
                 continue
             self.past[past_name] = value
@@ -379,7 +379,7 @@ class MusicGenPipeline:
             # transformers' delay mask also overwrites with pad (both are 2048 in musicgen anyway).
             seq[k, : k + 1] = pad
             seq[k, k + 1 : k + 1 + P] = prompt_frames[:, k]
-            seq[k, k + N - K + 2 :] = pad  # transformers' tail triangle (lab §3.3)
+            seq[k, k + N - K + 2 :] = pad  # transformers' tail triangle
         self.decoder.reset()
         pos = P  # positions 0..P are fully known → one prefill call
         emitted = 0
