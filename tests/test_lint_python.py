@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -51,3 +52,17 @@ def test_a_missing_tool_skips_locally_and_fails_in_ci(monkeypatch):
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="CI is set"):
         find_tool("lofi-no-such-linter")
+
+
+def test_pre_commit_hooks_run_every_lint_and_type_tool():
+    import yaml  # comes with huggingface_hub
+
+    config = yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())
+    hooks = {h["id"]: h for repo in config["repos"] for h in repo["hooks"]}
+    assert set(hooks) == {"ruff", "ruff-format", "mypy", "stylua", "luacheck"}
+    for hook in hooks.values():
+        assert hook["language"] == "system"  # local tools: nothing to fetch
+        exe = hook["entry"].split()[0]
+        # the entry names the binary the tests use: a path inside the checkout, or a command on PATH
+        assert Path(exe).name in {"ruff", "mypy", "stylua", "luacheck"}
+        assert "/" not in exe or exe.startswith((".venv/", ".tools/"))
