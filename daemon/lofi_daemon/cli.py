@@ -161,7 +161,8 @@ def _generate(settings: Settings, args: argparse.Namespace, log_file: Path | Non
     daemon = Daemon(settings, send=send, log_file=log_file)
     if daemon.player is not None:  # one-shot CLI: play only on --play, and never queue more music
         daemon.player.auto_play = False
-        daemon.prefetch.configure(enabled=False)
+        if daemon.prefetch is not None:
+            daemon.prefetch.configure(enabled=False)
     out_fmt = None
     if args.output:  # refuse a bad name before minutes of generation, not after
         from .cache.export import output_format

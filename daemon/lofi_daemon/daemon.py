@@ -13,7 +13,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .audio import api as audio_api
@@ -29,6 +29,10 @@ from .jobs.worker import Worker
 from .ports import Backend
 from .rpc.dispatch import Dispatcher
 from .rpc.schemas.core import InitializeParams
+
+if TYPE_CHECKING:  # the player exists only with PortAudio; audio/api.py builds it
+    from .audio.player import Player
+    from .jobs.prefetch import Prefetcher
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +70,8 @@ class Daemon:
         self.backends: dict[str, Backend] = create_backends(settings, self.notify)
         self.store = TrackStore(settings.tracks_dir)
         self.worker = Worker(self.queue, self.backends, self.store, self.notify, settings.idle_unload_sec)
-        self.player: Any = None
-        self.prefetch: Any = None
+        self.player: Player | None = None
+        self.prefetch: Prefetcher | None = None
         self._register()
         self.worker.player = self.player
         # The idle clock restarts when work ends, not only when a request arrives.

@@ -9,7 +9,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..backends.install import ensure_installed
 from ..errors import Cancelled, ErrorCode, LofiError
@@ -17,6 +17,9 @@ from ..models.verify import repair_hint
 from ..ports import Backend, PlaybackSink, Store
 from .progress import ProgressReporter
 from .queue import Job, JobQueue
+
+if TYPE_CHECKING:
+    from ..cache.store import Track
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +180,7 @@ class Worker:
         return report
 
 
-def complete_payload(track: Any, generation_time_sec: float, cached: bool) -> dict[str, Any]:
+def complete_payload(track: Track, generation_time_sec: float, cached: bool) -> dict[str, Any]:
     data = track.to_dict()
     return {
         "track_id": data["track_id"],

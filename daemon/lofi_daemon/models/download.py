@@ -31,10 +31,13 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import Cancelled, ErrorCode, LofiError
 from .registry import ModelFile, ModelVariant
+
+if TYPE_CHECKING:
+    from ..jobs.cancel import CancelToken
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +192,7 @@ class _ByteWatcher:
 def download_variant(
     variant: ModelVariant,
     progress: ProgressFn | None = None,
-    cancel: Any | None = None,
+    cancel: CancelToken | None = None,
 ) -> dict[str, Path]:
     """Fetch every missing file of `variant` into the huggingface_hub cache; return role → path.
 

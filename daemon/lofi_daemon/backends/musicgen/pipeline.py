@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnxruntime as ort
@@ -32,6 +32,9 @@ from ...runtime.sessions import WarnFn, create_session, session_provider
 from . import static_kv
 from .model_config import MusicGenConfig
 from .sampling import apply_guidance, sample
+
+if TYPE_CHECKING:
+    from ...jobs.cancel import CancelToken
 
 log = logging.getLogger(__name__)
 
@@ -319,7 +322,7 @@ class MusicGenPipeline:
         params: SamplingParams,
         *,
         progress: Callable[..., None] | None = None,
-        cancel: Any | None = None,
+        cancel: CancelToken | None = None,
         on_frames: Callable[[np.ndarray], None] | None = None,
         timings: dict[str, float] | None = None,
     ) -> tuple[np.ndarray, list[dict[str, int]]]:
@@ -363,7 +366,7 @@ class MusicGenPipeline:
         mask: np.ndarray,
         rng: np.random.Generator,
         params: SamplingParams,
-        cancel: Any | None,
+        cancel: CancelToken | None,
         step_done: Callable[[int], None],
         on_frames: Callable[[np.ndarray], None] | None,
     ) -> np.ndarray:
@@ -441,7 +444,7 @@ class MusicGenPipeline:
         params: SamplingParams | None = None,
         *,
         progress: Callable[..., None] | None = None,
-        cancel: Any | None = None,
+        cancel: CancelToken | None = None,
     ) -> GenerationResult:
         params = params or SamplingParams()
         timings: dict[str, float] = {}
