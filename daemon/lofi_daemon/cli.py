@@ -11,12 +11,15 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .config import Settings
 from .errors import LofiError
 from .logging_setup import setup_logging
+
+if TYPE_CHECKING:  # imported where used: --version and health must not pay for it
+    from .daemon import Daemon
 
 log = logging.getLogger("lofi_daemon")
 
@@ -242,7 +245,7 @@ def _generate(settings: Settings, args: argparse.Namespace, log_file: Path | Non
     return 0
 
 
-def _play(daemon: Any, track_id: str) -> int:
+def _play(daemon: Daemon, track_id: str) -> int:
     from .errors import ErrorCode
 
     if daemon.player is None:
