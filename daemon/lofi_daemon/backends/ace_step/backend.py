@@ -220,10 +220,11 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
     def download(self, progress: Callable[[dict[str, Any]], None] | None, cancel: CancelToken) -> None:
         """As ModelBackend.download, after checking that the ≈ 12 GB fit on the disk."""
         if self.local_dir is None:
-            self._check_disk_space()
+            self._check_space_and_announce()
         super().download(progress, cancel)
 
-    def _check_disk_space(self) -> None:
+    def _check_space_and_announce(self) -> None:
+        """MODEL_DOWNLOAD_FAILED when the files would not fit; else tell the user how much is coming."""
         v = self.variant()
         missing = hub.missing_files(v)
         need = sum(f.approx_size or f.size or 0 for f in missing)
