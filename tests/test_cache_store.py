@@ -282,7 +282,7 @@ def test_symlinked_index_is_refused_and_reported(tmp_path, link):
             put_track(s, "rain", sine(440, 0.5, RATE), RATE)
         assert ei.value.code == ErrorCode.CACHE_ERROR and "symlink" in ei.value.message
         with pytest.raises(LofiError) as ei:
-            s.list()
+            s.list_tracks()
         assert ei.value.code == ErrorCode.CACHE_ERROR
     finally:
         s.close()
@@ -403,7 +403,7 @@ def test_reconcile_adopts_only_regular_files(tmp_path):
     os.mkfifo(root / "pipe.flac")
     again = TrackStore(root)  # returns: before, reading pipe.flac blocked here
     try:
-        assert again.error is None and again.list() == []
+        assert again.error is None and again.list_tracks() == []
         assert (root / "pipe.flac").exists() and (root / "linked.flac").is_symlink()
     finally:
         again.close()
