@@ -77,7 +77,12 @@ class Daemon:
         # The idle clock restarts when work ends, not only when a request arrives.
         for ended in ("generation_complete", "generation_error", "generation_cancelled", "playback_ended"):
             self.subscribe(ended, lambda _params: self.touch())
-        self.subscribe("download_progress", lambda p: p.get("state") != "downloading" and self.touch())
+
+        def download_ended(p: dict[str, Any]) -> None:
+            if p.get("state") != "downloading":
+                self.touch()
+
+        self.subscribe("download_progress", download_ended)
 
     # -- notifications -----------------------------------------------------------------------------
     def notify(self, method: str, params: dict[str, Any]) -> None:
