@@ -85,9 +85,13 @@ def phase_export(a) -> dict:
 
         q = MODELS / f"decoder-{a.blocks}-int8"
         q.mkdir(parents=True, exist_ok=True)
-        quantize_dynamic(str(out / "transformer_decoder.onnx"), str(q / "transformer_decoder.onnx"),
-                         op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8,
-                         use_external_data_format=True)  # fmt: skip
+        quantize_dynamic(
+            str(out / "transformer_decoder.onnx"),
+            str(q / "transformer_decoder.onnx"),
+            op_types_to_quantize=["MatMul", "Gemm"],
+            weight_type=QuantType.QInt8,
+            use_external_data_format=True,
+        )
         res["int8_bytes"] = sum(p.stat().st_size for p in q.iterdir())
     return res
 
@@ -147,8 +151,13 @@ def phase_torch(a) -> dict:
 
     def run():
         with torch.no_grad():
-            return dit.decode(f["hidden_states"], f["attention_mask"], f["encoder_hidden_states"],
-                              f["encoder_hidden_mask"], f["timestep"]).numpy()  # fmt: skip
+            return dit.decode(
+                f["hidden_states"],
+                f["attention_mask"],
+                f["encoder_hidden_states"],
+                f["encoder_hidden_mask"],
+                f["timestep"],
+            ).numpy()
 
     out, best, all_t, foreign = _time_runs(run, a.repeats)
     ref = np.load(MODELS / f"out-{a.blocks}-fp32-{a.frames}.npy")
@@ -183,8 +192,12 @@ def phase_audio(a) -> dict:
         mel = dcae.run(None, {"latents": lat})[0]
     with Watch() as w2:
         voc.run(None, {"mel": np.ascontiguousarray(mel[0])})
-    return {"dcae_sec": w1.sec, "vocoder_sec": w2.sec, "foreign_cores": max(w1.foreign_cores, w2.foreign_cores),
-            "peak_rss_mib": peak_rss_mib()}  # fmt: skip
+    return {
+        "dcae_sec": w1.sec,
+        "vocoder_sec": w2.sec,
+        "foreign_cores": max(w1.foreign_cores, w2.foreign_cores),
+        "peak_rss_mib": peak_rss_mib(),
+    }
 
 
 def phase_lora(a) -> dict:
@@ -223,9 +236,16 @@ def phase_lora(a) -> dict:
     _, tb, _, fb = _time_runs(lambda: base.run(["sample"], feeds)[0], a.repeats)
     out, ts, _, fs = _time_runs(lambda: styled.run(["sample"], feeds)[0], a.repeats)
     changed = float(np.abs(out - base.run(["sample"], feeds)[0]).max())
-    return {"modules": len(used), "merge_sec_per_block": wm.sec, "session_sec_base": wb.sec,
-            "session_sec_lora": wl.sec, "eval_sec_base": tb, "eval_sec_lora": ts, "output_change": changed,
-            "foreign_cores": max(fb, fs)}  # fmt: skip
+    return {
+        "modules": len(used),
+        "merge_sec_per_block": wm.sec,
+        "session_sec_base": wb.sec,
+        "session_sec_lora": wl.sec,
+        "eval_sec_base": tb,
+        "eval_sec_lora": ts,
+        "output_change": changed,
+        "foreign_cores": max(fb, fs),
+    }
 
 
 PHASES = {

@@ -57,8 +57,15 @@ class TransformerEncoderWrapper(nn.Module):
             [transformer.lyric_encoder.encoders[i].self_attn.linear_q for i in range(lo, hi)]
         )
 
-    def forward(self, encoder_text_hidden_states, text_attention_mask, speaker_embeds, lyric_token_idx, lyric_mask,
-                lyric_q_scale):  # fmt: skip
+    def forward(
+        self,
+        encoder_text_hidden_states,
+        text_attention_mask,
+        speaker_embeds,
+        lyric_token_idx,
+        lyric_mask,
+        lyric_q_scale,
+    ):
         self.hooks.scale = lyric_q_scale
         try:
             return self.model.encode(

@@ -92,8 +92,9 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
     default_duration_sec = 60.0
     streams_audio = False  # audio comes out of the DCAE decoder only once diffusion has finished
 
-    def __init__(self, settings: Settings, notify: NotifyFn | None = None, *,
-                 windowing: Windowing | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, settings: Settings, notify: NotifyFn | None = None, *, windowing: Windowing | None = None
+    ) -> None:
         super().__init__(settings, notify)
         self.windowing = windowing
         self._lora_key: tuple[str, float] | None = None
@@ -110,24 +111,36 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
         }
         scheduler = raw.get("scheduler", DEFAULTS["scheduler"])
         if not isinstance(scheduler, str) or scheduler.strip().lower() not in SCHEDULERS:
-            raise LofiError(ErrorCode.INVALID_SCHEDULER,
-                            f"scheduler must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}", param="scheduler")  # fmt: skip
+            raise LofiError(
+                ErrorCode.INVALID_SCHEDULER,
+                f"scheduler must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}",
+                param="scheduler",
+            )
         params["scheduler"] = scheduler.strip().lower()
         cfg_type = raw.get("cfg_type", DEFAULTS["cfg_type"])
         if not isinstance(cfg_type, str) or cfg_type.strip().lower() not in CFG_TYPES:
-            raise LofiError(ErrorCode.INVALID_PARAMS,
-                            f"cfg_type must be one of {', '.join(CFG_TYPES)}, got {cfg_type!r}", param="cfg_type")  # fmt: skip
+            raise LofiError(
+                ErrorCode.INVALID_PARAMS,
+                f"cfg_type must be one of {', '.join(CFG_TYPES)}, got {cfg_type!r}",
+                param="cfg_type",
+            )
         params["cfg_type"] = cfg_type.strip().lower()
         lyrics = raw.get("lyrics")
         if lyrics is not None:
             if not isinstance(lyrics, str) or len(lyrics) > MAX_LYRICS_CHARS:
-                raise LofiError(ErrorCode.INVALID_PARAMS, f"lyrics must be a string of at most {MAX_LYRICS_CHARS} characters", param="lyrics")  # fmt: skip
+                raise LofiError(
+                    ErrorCode.INVALID_PARAMS,
+                    f"lyrics must be a string of at most {MAX_LYRICS_CHARS} characters",
+                    param="lyrics",
+                )
             if lyrics.strip():
                 params["lyrics"] = lyrics.strip()
         if raw.get("lora"):
             params["lora"] = self._canonical_lora(raw["lora"])
             w = raw.get("lora_weight")
-            params["lora_weight"] = 1.0 if w is None else _number(raw, "lora_weight", float, ErrorCode.INVALID_PARAMS, 0, 2)  # fmt: skip
+            params["lora_weight"] = (
+                1.0 if w is None else _number(raw, "lora_weight", float, ErrorCode.INVALID_PARAMS, 0, 2)
+            )
         elif raw.get("lora_weight") is not None:
             raise LofiError(ErrorCode.INVALID_PARAMS, "lora_weight needs a lora", param="lora_weight")
         return params
@@ -157,10 +170,12 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
         if is_path and path.is_absolute() and lora_mod.is_lora_file(path):
             return str(path.resolve())
         styles = ", ".join(self.lora_styles()) or "none"
-        raise LofiError(ErrorCode.INVALID_PARAMS,
-                        f"lora must be a style in {self.lora_dir()} ({styles}) or the absolute path of a LoRA "
-                        f".safetensors file (e.g. …/{lora_mod.WEIGHTS_NAME}) with lora_A/lora_B tensors",
-                        param="lora")  # fmt: skip
+        raise LofiError(
+            ErrorCode.INVALID_PARAMS,
+            f"lora must be a style in {self.lora_dir()} ({styles}) or the absolute path of a LoRA "
+            f".safetensors file (e.g. …/{lora_mod.WEIGHTS_NAME}) with lora_A/lora_B tensors",
+            param="lora",
+        )
 
     def _lora_file(self, canonical: str) -> Path:
         if canonical in self.lora_styles():
@@ -173,10 +188,12 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
         if self.local_dir is not None:
             found = detect(self.local_dir)
             if found is None:
-                raise LofiError(ErrorCode.MODEL_NOT_FOUND,
-                                f"ace_step model directory {self.local_dir} holds neither the lofi layout (run "
-                                "scripts/export_ace_step.py) nor the lofi.nvim reference layout",
-                                dir=str(self.local_dir))  # fmt: skip
+                raise LofiError(
+                    ErrorCode.MODEL_NOT_FOUND,
+                    f"ace_step model directory {self.local_dir} holds neither the lofi layout (run "
+                    "scripts/export_ace_step.py) nor the lofi.nvim reference layout",
+                    dir=str(self.local_dir),
+                )
             return found
         v = self.variant()
         files = hub.cached_files(v)
@@ -187,12 +204,17 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
                 f"{v.repo_id}, and it needs about 12 GB of free RAM to run on the CPU. Consent with "
                 '`download_backend {backend: "ace_step"}` (:Lofi download ace_step) or generate with '
                 "allow_download: true; or set models.ace_step.dir / LOFI_ACE_STEP_DIR to a local export",
-                backend=self.name, variant=v.name, download_size_bytes=v.approx_total,
+                backend=self.name,
+                variant=v.name,
+                download_size_bytes=v.approx_total,
                 missing=[f.path for f in hub.missing_files(v)],
-            )  # fmt: skip
+            )
         found = detect(files["text_encoder"].parent)
         if found is None:
-            raise LofiError(ErrorCode.MODEL_NOT_FOUND, f"downloaded ace_step files in {files['text_encoder'].parent} are incomplete")  # fmt: skip
+            raise LofiError(
+                ErrorCode.MODEL_NOT_FOUND,
+                f"downloaded ace_step files in {files['text_encoder'].parent} are incomplete",
+            )
         return found
 
     def check_model(self) -> None:
@@ -232,9 +254,13 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
         probe = cache if cache.exists() else next((p for p in cache.parents if p.exists()), Path("/"))
         free = shutil.disk_usage(probe).free
         if need and free < need * 1.05:
-            raise LofiError(ErrorCode.MODEL_DOWNLOAD_FAILED,
-                            f"not enough disk space for the ACE-Step model: {need / GB:.1f} GB needed in {cache}, "
-                            f"{free / GB:.1f} GB free", needed_bytes=need, free_bytes=free)  # fmt: skip
+            raise LofiError(
+                ErrorCode.MODEL_DOWNLOAD_FAILED,
+                f"not enough disk space for the ACE-Step model: {need / GB:.1f} GB needed in {cache}, "
+                f"{free / GB:.1f} GB free",
+                needed_bytes=need,
+                free_bytes=free,
+            )
         self._warn(
             f"downloading the ACE-Step model ({need / GB:.1f} GB from {v.repo_id}); this takes a while"
         )
@@ -248,10 +274,13 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
         need = layout.size_bytes
         free = available_memory_bytes()
         if free is not None and free < need:
-            raise LofiError(ErrorCode.MODEL_LOAD_FAILED,
-                            f"not enough free memory to load ACE-Step on the CPU: {need / GB:.1f} GB needed, "
-                            f"{free / GB:.1f} GB available; close other programs or use a smaller backend",
-                            needed_bytes=need, available_bytes=free)  # fmt: skip
+            raise LofiError(
+                ErrorCode.MODEL_LOAD_FAILED,
+                f"not enough free memory to load ACE-Step on the CPU: {need / GB:.1f} GB needed, "
+                f"{free / GB:.1f} GB available; close other programs or use a smaller backend",
+                needed_bytes=need,
+                available_bytes=free,
+            )
 
     def load(self) -> None:
         if self._pipeline is not None:
@@ -271,8 +300,10 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
             ) from exc
         self._lora_key = None
         if layout.kind == "reference":
-            self._warn("ACE-Step runs the lofi.nvim reference export: no ERG, fixed 128-frame DCAE windows, "
-                       "no lyrics tokenizer, no LoRA (export the faithful layout with scripts/export_ace_step.py)")  # fmt: skip
+            self._warn(
+                "ACE-Step runs the lofi.nvim reference export: no ERG, fixed 128-frame DCAE windows, "
+                "no lyrics tokenizer, no LoRA (export the faithful layout with scripts/export_ace_step.py)"
+            )
         log.info("ace_step (%s layout) loaded in %.1fs", layout.kind, time.monotonic() - started)
 
     def unload(self) -> None:
@@ -290,7 +321,11 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
             self._lora_key = None
             return {}
         if pipe.layout.kind != "lofi":
-            raise LofiError(ErrorCode.INVALID_PARAMS, "LoRA styles need the lofi ONNX layout (scripts/export_ace_step.py)", param="lora")  # fmt: skip
+            raise LofiError(
+                ErrorCode.INVALID_PARAMS,
+                "LoRA styles need the lofi ONNX layout (scripts/export_ace_step.py)",
+                param="lora",
+            )
         started = time.monotonic()
         pairs, cfg = lora_mod.read_lora(self._lora_file(key[0]))
         names = json.loads(pipe.layout.path("lora_name_map.json").read_text())
@@ -310,14 +345,23 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
         return {"lora_modules": len(used_e | used_d), "lora_merge_sec": round(time.monotonic() - started, 3)}
 
     # ---- generation -------------------------------------------------------------------------------------------
-    def generate(self, request: GenerationRequest, progress: ProgressFn, cancel: CancelToken,
-                 on_audio: AudioChunkFn | None = None) -> GeneratedAudio:  # fmt: skip
+    def generate(
+        self,
+        request: GenerationRequest,
+        progress: ProgressFn,
+        cancel: CancelToken,
+        on_audio: AudioChunkFn | None = None,
+    ) -> GeneratedAudio:
         params = self.validate(request.params)
         pipe = self.pipeline
         p = SamplingParams(
-            steps=params["inference_steps"], guidance_scale=params["guidance_scale"], scheduler=params["scheduler"],
-            cfg_type=params["cfg_type"], omega=params["omega"], guidance_interval=params["guidance_interval"],
-        )  # fmt: skip
+            steps=params["inference_steps"],
+            guidance_scale=params["guidance_scale"],
+            scheduler=params["scheduler"],
+            cfg_type=params["cfg_type"],
+            omega=params["omega"],
+            guidance_interval=params["guidance_interval"],
+        )
         p = pipe.effective(p)
         timings: dict[str, float] = {}
         try:
@@ -334,8 +378,14 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
                 progress(step, total, current_step=step, total_steps=total, evaluations=evaluations)
 
             t1 = time.monotonic()
-            latents = pipe.sample(cond, noise, p, step_noise=lambda shape: rng.standard_normal(shape, dtype=np.float32),
-                                  check=cancel.check, on_step=on_step)  # fmt: skip
+            latents = pipe.sample(
+                cond,
+                noise,
+                p,
+                step_noise=lambda shape: rng.standard_normal(shape, dtype=np.float32),
+                check=cancel.check,
+                on_step=on_step,
+            )
             timings["diffusion"] = time.monotonic() - t1
             t2 = time.monotonic()
             audio = pipe.latents_to_audio(latents, cancel.check)
@@ -346,7 +396,12 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
             log.exception("ace_step inference failed")
             raise LofiError(ErrorCode.MODEL_INFERENCE_FAILED, f"ace_step inference failed: {exc}") from exc
         info.update(
-            latent_frames=frames, steps=p.steps, scheduler=p.scheduler, cfg_type=p.cfg_type,
-            layout=pipe.layout.kind, erg=p.use_erg_diffusion, timings={k: round(v, 3) for k, v in timings.items()},
-        )  # fmt: skip
+            latent_frames=frames,
+            steps=p.steps,
+            scheduler=p.scheduler,
+            cfg_type=p.cfg_type,
+            layout=pipe.layout.kind,
+            erg=p.use_erg_diffusion,
+            timings={k: round(v, 3) for k, v in timings.items()},
+        )
         return GeneratedAudio(samples=audio, sample_rate=OUTPUT_RATE, info=info)

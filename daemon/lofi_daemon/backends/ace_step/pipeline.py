@@ -205,10 +205,15 @@ class AceStepPipeline:
 
     # ---- stage 2: sampling
 
-    def sample(self, c: Conditions, noise: np.ndarray, p: SamplingParams,
-               step_noise: Callable[[tuple[int, ...]], np.ndarray] | None = None,
-               check: Callable[[], None] | None = None,
-               on_step: Callable[[int, int, int], None] | None = None) -> np.ndarray:  # fmt: skip
+    def sample(
+        self,
+        c: Conditions,
+        noise: np.ndarray,
+        p: SamplingParams,
+        step_noise: Callable[[tuple[int, ...]], np.ndarray] | None = None,
+        check: Callable[[], None] | None = None,
+        on_step: Callable[[int, int, int], None] | None = None,
+    ) -> np.ndarray:
         """Flow-matching loop. `check()` runs before every transformer evaluation (cancellation);
         `on_step(user_step, total_steps, evaluations_done)` after every scheduler step."""
         g = self.graphs
@@ -227,8 +232,13 @@ class AceStepPipeline:
                 if self.batch_cfg and g.batch_timestep:
                     if check:
                         check()
-                    both = g.velocity(np.concatenate([x, x]), np.concatenate([c.cond, c.uncond]),
-                                      np.concatenate([c.mask, c.mask]), t, [1.0, uncond_q])  # fmt: skip
+                    both = g.velocity(
+                        np.concatenate([x, x]),
+                        np.concatenate([c.cond, c.uncond]),
+                        np.concatenate([c.mask, c.mask]),
+                        t,
+                        [1.0, uncond_q],
+                    )
                     v_cond, v_uncond = both[:1], both[1:]
                 else:
                     if check:
@@ -270,8 +280,9 @@ class AceStepPipeline:
     def waveform(self, mel: np.ndarray, check: Callable[[], None] | None = None) -> np.ndarray:
         """[2, 128, M] log-mel → [2, 512·M] at 44.1 kHz (windowed for long mels)."""
         w = self.windowing
-        return dec.windowed(self.graphs.wave, mel, w.vocoder_core, w.vocoder_margin, dec.SAMPLES_PER_MEL,
-                            None, check)  # fmt: skip
+        return dec.windowed(
+            self.graphs.wave, mel, w.vocoder_core, w.vocoder_margin, dec.SAMPLES_PER_MEL, None, check
+        )
 
     def latents_to_audio(self, latents: np.ndarray, check: Callable[[], None] | None = None) -> np.ndarray:
         """→ float32 [frames, 2] at 48 kHz"""
