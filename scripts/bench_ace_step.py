@@ -16,62 +16,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT)]
+
+from scripts.benchlib import Watch, peak_rss_mib, wait_quiet  # noqa: E402
+
 HI = 4  # the larger layer-reduced decoder; per-block cost = (t_HI - t_1) / (HI - 1)
 MODELS = Path(os.environ.get("LOFI_BENCH_MODELS", "/work/bench-models")) / "ace-step"
-
-
-# ---------------------------------------------------------------- contamination / rss
-
-
-def _busy_jiffies() -> int:
-    with open("/proc/stat") as fh:
-        parts = [int(x) for x in fh.readline().split()[1:]]
-    return sum(parts) - parts[3] - parts[4]  # minus idle and iowait
-
-
-def _own_jiffies() -> int:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    c = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return int((r.ru_utime + r.ru_stime + c.ru_utime + c.ru_stime) * os.sysconf("SC_CLK_TCK"))
-
-
-class Watch:
-    def __enter__(self):
-        self.t, self.busy, self.own = time.perf_counter(), _busy_jiffies(), _own_jiffies()
-        return self
-
-    def __exit__(self, *exc):
-        self.sec = time.perf_counter() - self.t
-        hz = os.sysconf("SC_CLK_TCK")
-        foreign = (_busy_jiffies() - self.busy) - (_own_jiffies() - self.own)
-        self.foreign_cores = max(0.0, foreign / hz / max(self.sec, 1e-9))
-
-
-def foreign_load(sample_sec: float = 2.0) -> float:
-    """Cores busy meanwhile (this orchestrating process is idle, so all of it is other processes)."""
-    b0 = _busy_jiffies()
-    time.sleep(sample_sec)
-    return (_busy_jiffies() - b0) / os.sysconf("SC_CLK_TCK") / sample_sec
-
-
-def wait_quiet(max_wait: float, threshold: float = 0.3) -> tuple[float, float]:
-    """Wait (up to max_wait s) until other processes use < threshold cores; return (waited, last load)."""
-    t0 = time.monotonic()
-    load = foreign_load()
-    while load >= threshold and time.monotonic() - t0 < max_wait:
-        load = foreign_load()
-    return time.monotonic() - t0, load
-
-
-def peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kB on Linux
 
 
 # ---------------------------------------------------------------- phases (each in a subprocess)
@@ -129,9 +85,13 @@ def phase_export(a) -> dict:
 
         q = MODELS / f"decoder-{a.blocks}-int8"
         q.mkdir(parents=True, exist_ok=True)
-        quantize_dynamic(str(out / "transformer_decoder.onnx"), str(q / "transformer_decoder.onnx"),
-                         op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8,
-                         use_external_data_format=True)  # fmt: skip
+        quantize_dynamic(
+            str(out / "transformer_decoder.onnx"),
+            str(q / "transformer_decoder.onnx"),
+            op_types_to_quantize=["MatMul", "Gemm"],
+            weight_type=QuantType.QInt8,
+            use_external_data_format=True,
+        )
         res["int8_bytes"] = sum(p.stat().st_size for p in q.iterdir())
     return res
 
@@ -177,7 +137,7 @@ def phase_ort(a) -> dict:
         "eval_sec": best,
         "runs": all_t,
         "foreign_cores": foreign,
-        "peak_rss_gb": peak_rss_gb(),
+        "peak_rss_mib": peak_rss_mib(),
     }
 
 
@@ -191,8 +151,13 @@ def phase_torch(a) -> dict:
 
     def run():
         with torch.no_grad():
-            return dit.decode(f["hidden_states"], f["attention_mask"], f["encoder_hidden_states"],
-                              f["encoder_hidden_mask"], f["timestep"]).numpy()  # fmt: skip
+            return dit.decode(
+                f["hidden_states"],
+                f["attention_mask"],
+                f["encoder_hidden_states"],
+                f["encoder_hidden_mask"],
+                f["timestep"],
+            ).numpy()
 
     out, best, all_t, foreign = _time_runs(run, a.repeats)
     ref = np.load(MODELS / f"out-{a.blocks}-fp32-{a.frames}.npy")
@@ -201,7 +166,7 @@ def phase_torch(a) -> dict:
         "eval_sec": best,
         "runs": all_t,
         "foreign_cores": foreign,
-        "peak_rss_gb": peak_rss_gb(),
+        "peak_rss_mib": peak_rss_mib(),
         "ort_rel_err": rel,
     }
 
@@ -227,8 +192,12 @@ def phase_audio(a) -> dict:
         mel = dcae.run(None, {"latents": lat})[0]
     with Watch() as w2:
         voc.run(None, {"mel": np.ascontiguousarray(mel[0])})
-    return {"dcae_sec": w1.sec, "vocoder_sec": w2.sec, "foreign_cores": max(w1.foreign_cores, w2.foreign_cores),
-            "peak_rss_gb": peak_rss_gb()}  # fmt: skip
+    return {
+        "dcae_sec": w1.sec,
+        "vocoder_sec": w2.sec,
+        "foreign_cores": max(w1.foreign_cores, w2.foreign_cores),
+        "peak_rss_mib": peak_rss_mib(),
+    }
 
 
 def phase_lora(a) -> dict:
@@ -267,9 +236,16 @@ def phase_lora(a) -> dict:
     _, tb, _, fb = _time_runs(lambda: base.run(["sample"], feeds)[0], a.repeats)
     out, ts, _, fs = _time_runs(lambda: styled.run(["sample"], feeds)[0], a.repeats)
     changed = float(np.abs(out - base.run(["sample"], feeds)[0]).max())
-    return {"modules": len(used), "merge_sec_per_block": wm.sec, "session_sec_base": wb.sec,
-            "session_sec_lora": wl.sec, "eval_sec_base": tb, "eval_sec_lora": ts, "output_change": changed,
-            "foreign_cores": max(fb, fs)}  # fmt: skip
+    return {
+        "modules": len(used),
+        "merge_sec_per_block": wm.sec,
+        "session_sec_base": wb.sec,
+        "session_sec_lora": wl.sec,
+        "eval_sec_base": tb,
+        "eval_sec_lora": ts,
+        "output_change": changed,
+        "foreign_cores": max(fb, fs),
+    }
 
 
 PHASES = {

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -30,28 +29,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "daemon"), str(REPO)]
 
+from scripts.benchlib import MIB, Watch, file_mib, peak_rss_mib  # noqa: E402
+
 PROMPT = "80s pop track with bassy drums and synth"
 DECODERS = {
     "fp32": "decoder_model_merged.onnx",
     "int8": "decoder_model_merged_quantized.onnx",
     "q4": "decoder_model_merged_q4.onnx",
 }
-
-
-def cpu_ticks() -> int:
-    with open("/proc/stat") as fh:
-        parts = fh.readline().split()[1:]
-    vals = [int(x) for x in parts]
-    return sum(vals) - vals[3] - vals[4]  # minus idle and iowait
-
-
-def own_ticks(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            f = fh.read().rsplit(")", 1)[1].split()
-        return sum(int(x) for x in f[11:15])  # utime stime cutime cstime
-    except OSError:
-        return 0
 
 
 def machine() -> dict:
@@ -115,10 +100,6 @@ def weight_bytes_per_step(static_path: Path) -> int:
     return total
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 # ---- child processes --------------------------------------------------------------------------------------
 def bench_settings(model_dir: Path, threads: int):
     from lofi_daemon.config import Settings
@@ -144,7 +125,7 @@ def child_ort(
     t0 = time.perf_counter()
     pipe = MusicGenPipeline(files, bench_settings(model_dir, threads), kv_cache=kv)
     load = time.perf_counter() - t0
-    rss_loaded = peak_rss_mb()
+    rss_loaded = peak_rss_mib()
     stamps: list[float] = []
 
     def progress(done, total, **kw):
@@ -166,9 +147,9 @@ def child_ort(
         "encodec_sec": res.timings["encodec_sec"],
         "wall_sec": res.timings["total_sec"],
         "rtf": res.timings["total_sec"] / seconds,
-        "rss_after_load_mb": rss_loaded,
-        "peak_rss_mb": peak_rss_mb(),
-        "decoder_mb": (model_dir / decoder).stat().st_size / 1e6,
+        "rss_after_load_mib": rss_loaded,
+        "peak_rss_mib": peak_rss_mib(),
+        "decoder_mib": file_mib(model_dir / decoder),
         "audio_samples": int(res.audio.shape[0]),
         **({"first_audio_sec": res.timings["first_audio_sec"]} if stream else {}),
         "ms_per_step_by_position": {
@@ -190,7 +171,7 @@ def child_torch(model_dir: Path, seconds: float, threads: int) -> dict:
     t0 = time.perf_counter()
     model = MusicgenForConditionalGeneration.from_pretrained(model_dir / "pytorch").eval()
     load = time.perf_counter() - t0
-    rss_loaded = peak_rss_mb()
+    rss_loaded = peak_rss_mib()
     ids = torch.tensor([Tokenizer.from_file(str(model_dir / "tokenizer.json")).encode(PROMPT).ids])
     mask = torch.ones_like(ids)
     frames = int(round(seconds * 50))
@@ -228,8 +209,8 @@ def child_torch(model_dir: Path, seconds: float, threads: int) -> dict:
         "encodec_sec": timing["encodec"],
         "wall_sec": wall,
         "rtf": wall / seconds,
-        "rss_after_load_mb": rss_loaded,
-        "peak_rss_mb": peak_rss_mb(),
+        "rss_after_load_mib": rss_loaded,
+        "peak_rss_mib": peak_rss_mib(),
         "audio_samples": int(audio.shape[-1]),
     }
 
@@ -357,19 +338,11 @@ def child_interleave(
 
 # ---- parent -----------------------------------------------------------------------------------------------
 def run_child(args: list[str]) -> dict:
-    before_all, t0 = cpu_ticks(), time.time()
-    proc = subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True)
-    mine = 0
-    while proc.poll() is None:
-        mine = max(mine, own_ticks(proc.pid))
-        time.sleep(0.5)
-    out = proc.stdout.read() if proc.stdout else ""
-    elapsed = time.time() - t0
-    total = cpu_ticks() - before_all
-    hz = os.sysconf("SC_CLK_TCK")
+    with Watch() as w:  # the child is reaped inside the block, so its CPU counts as ours, not as foreign
+        proc = subprocess.run([sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True)
+    out = proc.stdout
     result = json.loads(out.strip().splitlines()[-1]) if proc.returncode == 0 else {"error": proc.returncode}
-    # busy ticks of everything minus the child's own (sampled until exit, so a slight overestimate of others)
-    result["foreign_cpu_cores"] = round(max(0, total - mine) / hz / max(elapsed, 1e-6), 2)
+    result["foreign_cpu_cores"] = round(w.foreign_cores, 2)
     return result
 
 
@@ -389,12 +362,12 @@ def table(results: dict, seconds: float) -> str:
             if "ms_per_step_first50" in r
             else ""
         )
-        dec = f"{r['decoder_mb']:.0f} MB" if "decoder_mb" in r else "safetensors"
+        dec = f"{r['decoder_mib']:.0f} MiB" if "decoder_mib" in r else "safetensors"
         speed = f"{torch_wall / r['wall_sec']:.1f}×" if torch_wall else "–"
         rows.append(
             f"| {name} | {dec} | {r['ms_per_step']:.1f}{split} | {r['text_encode_ms']:.0f} ms | "
             f"{r['encodec_sec']:.2f} s | {r['wall_sec']:.1f} s | {r['rtf']:.2f} | {speed} | {r['load_sec']:.1f} s | "
-            f"{r['peak_rss_mb'] / 1024:.2f} GB | {r['foreign_cpu_cores']:.2f} |"
+            f"{r['peak_rss_mib']:.0f} MiB | {r['foreign_cpu_cores']:.2f} |"
         )
     out = head + "\n".join(rows)
     firsts = {
@@ -440,8 +413,8 @@ def header(info: dict, converted: dict) -> str:
     for kind, c in converted.items():
         floor = c["weight_bytes"] / (info["read_gb_per_s"] * 1e9) * 1000
         lines.append(
-            f"{kind}: {c['weight_bytes'] / 1e6:.0f} MB of weights per step → floor {floor:.1f} ms/step "
-            f"(+ the KV cache: 0.38 MB per position at fp32, batch 2); converted once in {c['convert_sec']} s"
+            f"{kind}: {c['weight_bytes'] / MIB:.0f} MiB of weights per step → floor {floor:.1f} ms/step "
+            f"(+ the KV cache: 0.375 MiB per position at fp32, batch 2); converted once in {c['convert_sec']} s"
         )
     return "\n".join(lines)
 

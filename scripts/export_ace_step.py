@@ -97,7 +97,7 @@ def synthetic_lyric_tokenizer(vocab_size: int):
 
 def fix_negative_transpose_perms(model: onnx.ModelProto) -> int:
     """diffusers' DCAE attention uses movedim(-1, 1); the legacy exporter writes Transpose(perm=[0,-1,1,2]),
-    which onnxruntime refuses to load (lab §5.3 item 2). Rewrite perms modulo rank."""
+    which onnxruntime refuses to load. Rewrite perms modulo rank."""
     fixed = 0
     for node in model.graph.node:
         if node.op_type != "Transpose":
@@ -120,17 +120,30 @@ def _export(
         raw = tmp / path.name
         with torch.no_grad():
             torch.onnx.export(
-                wrapper, args, str(raw), dynamo=False, opset_version=OPSET, input_names=inputs,
-                output_names=outputs, dynamic_axes=dynamic_axes, do_constant_folding=fold,
-            )  # fmt: skip
+                wrapper,
+                args,
+                str(raw),
+                dynamo=False,
+                opset_version=OPSET,
+                input_names=inputs,
+                output_names=outputs,
+                dynamic_axes=dynamic_axes,
+                do_constant_folding=fold,
+            )
         model = onnx.load(str(raw), load_external_data=True)
         fix_negative_transpose_perms(model)
         for stale in (path, path.parent / (external or "")):
             if external and stale.exists() and stale.is_file():
                 stale.unlink()
         if external:
-            onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=external, size_threshold=0)  # fmt: skip
+            onnx.save_model(
+                model,
+                str(path),
+                save_as_external_data=True,
+                all_tensors_to_one_file=True,
+                location=external,
+                size_threshold=0,
+            )
         else:
             onnx.save_model(model, str(path))
     finally:
@@ -154,8 +167,12 @@ def name_map(onnx_path: Path, module: torch.nn.Module, prefix: str) -> dict[str,
     for init in onnx.load(str(onnx_path), load_external_data=False).graph.initializer:
         if init.data_location == onnx.TensorProto.EXTERNAL:
             kv = {e.key: e.value for e in init.external_data}
-            where[init.name] = {"file": kv["location"], "offset": int(kv.get("offset", 0)),
-                                "length": int(kv["length"]), "shape": list(init.dims)}  # fmt: skip
+            where[init.name] = {
+                "file": kv["location"],
+                "offset": int(kv.get("offset", 0)),
+                "length": int(kv["length"]),
+                "shape": list(init.dims),
+            }
     out: dict[str, dict] = {}
     for name, p in module.named_parameters():
         if not name.startswith(prefix):
@@ -181,10 +198,14 @@ def export_text_encoder(te, out: Path) -> TextEncoderWrapper:
         out / "text_encoder.onnx",
         ["input_ids", "attention_mask", "erg_q_scale"],
         ["last_hidden_state"],
-        {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
-         "erg_q_scale": {0: "batch"}, "last_hidden_state": {0: "batch", 1: "tokens"}},
+        {
+            "input_ids": {0: "batch", 1: "tokens"},
+            "attention_mask": {0: "batch", 1: "tokens"},
+            "erg_q_scale": {0: "batch"},
+            "last_hidden_state": {0: "batch", 1: "tokens"},
+        },
         fold=True,
-    )  # fmt: skip
+    )
     return w
 
 
@@ -194,19 +215,37 @@ def export_transformer_encoder(dit, d_text: int, out: Path) -> TransformerEncode
     spk = dit.speaker_embedder.in_features
     _export(
         w,
-        (torch.randn(B, T, d_text), torch.ones(B, T, dtype=torch.long), torch.zeros(B, spk),
-         torch.randint(0, vocab, (B, N_LYRIC)), torch.ones(B, N_LYRIC, dtype=torch.long), torch.ones(B)),
+        (
+            torch.randn(B, T, d_text),
+            torch.ones(B, T, dtype=torch.long),
+            torch.zeros(B, spk),
+            torch.randint(0, vocab, (B, N_LYRIC)),
+            torch.ones(B, N_LYRIC, dtype=torch.long),
+            torch.ones(B),
+        ),
         out / "transformer_encoder.onnx",
-        ["encoder_text_hidden_states", "text_attention_mask", "speaker_embeds", "lyric_token_idx", "lyric_mask",
-         "lyric_q_scale"],
+        [
+            "encoder_text_hidden_states",
+            "text_attention_mask",
+            "speaker_embeds",
+            "lyric_token_idx",
+            "lyric_mask",
+            "lyric_q_scale",
+        ],
         ["encoder_hidden_states", "encoder_hidden_mask"],
-        {"encoder_text_hidden_states": {0: "batch", 1: "tokens"}, "text_attention_mask": {0: "batch", 1: "tokens"},
-         "speaker_embeds": {0: "batch"}, "lyric_token_idx": {0: "batch", 1: "lyric_tokens"},
-         "lyric_mask": {0: "batch", 1: "lyric_tokens"}, "lyric_q_scale": {0: "batch"},
-         "encoder_hidden_states": {0: "batch", 1: "cond_len"}, "encoder_hidden_mask": {0: "batch", 1: "cond_len"}},
+        {
+            "encoder_text_hidden_states": {0: "batch", 1: "tokens"},
+            "text_attention_mask": {0: "batch", 1: "tokens"},
+            "speaker_embeds": {0: "batch"},
+            "lyric_token_idx": {0: "batch", 1: "lyric_tokens"},
+            "lyric_mask": {0: "batch", 1: "lyric_tokens"},
+            "lyric_q_scale": {0: "batch"},
+            "encoder_hidden_states": {0: "batch", 1: "cond_len"},
+            "encoder_hidden_mask": {0: "batch", 1: "cond_len"},
+        },
         fold=True,
         external=ENCODER_DATA,
-    )  # fmt: skip
+    )
     return w
 
 
@@ -216,34 +255,62 @@ def export_transformer_decoder(dit, out: Path) -> TransformerDecoderWrapper:
     s = 1 + T + N_LYRIC
     _export(
         w,
-        (torch.randn(B, 8, 16, F), torch.ones(B, F), torch.randn(B, s, inner), torch.ones(B, s),
-         torch.tensor([900.0, 300.0]), torch.ones(B)),
+        (
+            torch.randn(B, 8, 16, F),
+            torch.ones(B, F),
+            torch.randn(B, s, inner),
+            torch.ones(B, s),
+            torch.tensor([900.0, 300.0]),
+            torch.ones(B),
+        ),
         out / "transformer_decoder.onnx",
-        ["hidden_states", "attention_mask", "encoder_hidden_states", "encoder_hidden_mask", "timestep", "erg_q_scale"],
+        [
+            "hidden_states",
+            "attention_mask",
+            "encoder_hidden_states",
+            "encoder_hidden_mask",
+            "timestep",
+            "erg_q_scale",
+        ],
         ["sample"],
-        {"hidden_states": {0: "batch", 3: "frames"}, "attention_mask": {0: "batch", 1: "frames"},
-         "encoder_hidden_states": {0: "batch", 1: "cond_len"}, "encoder_hidden_mask": {0: "batch", 1: "cond_len"},
-         "timestep": {0: "batch"}, "erg_q_scale": {0: "batch"}, "sample": {0: "batch", 3: "frames"}},
+        {
+            "hidden_states": {0: "batch", 3: "frames"},
+            "attention_mask": {0: "batch", 1: "frames"},
+            "encoder_hidden_states": {0: "batch", 1: "cond_len"},
+            "encoder_hidden_mask": {0: "batch", 1: "cond_len"},
+            "timestep": {0: "batch"},
+            "erg_q_scale": {0: "batch"},
+            "sample": {0: "batch", 3: "frames"},
+        },
         fold=True,
         external=DECODER_DATA,
-    )  # fmt: skip
+    )
     return w
 
 
 def export_dcae(dcae, out: Path) -> None:
     _export(
-        DcaeDecoderWrapper(dcae).eval(), (torch.randn(1, 8, 16, F),), out / "dcae_decoder.onnx",
-        ["latents"], ["mel_spectrogram"],
-        {"latents": {0: "batch", 3: "frames"}, "mel_spectrogram": {0: "batch", 3: "mel_frames"}}, fold=True,
-    )  # fmt: skip
+        DcaeDecoderWrapper(dcae).eval(),
+        (torch.randn(1, 8, 16, F),),
+        out / "dcae_decoder.onnx",
+        ["latents"],
+        ["mel_spectrogram"],
+        {"latents": {0: "batch", 3: "frames"}, "mel_spectrogram": {0: "batch", 3: "mel_frames"}},
+        fold=True,
+    )
 
 
 def export_vocoder(voc, out: Path) -> None:
     voc.fold_weight_norm()
     _export(
-        VocoderWrapper(voc).eval(), (torch.randn(2, 128, 8 * F),), out / "vocoder.onnx",
-        ["mel"], ["audio"], {"mel": {0: "batch", 2: "mel_frames"}, "audio": {0: "batch", 2: "samples"}}, fold=True,
-    )  # fmt: skip
+        VocoderWrapper(voc).eval(),
+        (torch.randn(2, 128, 8 * F),),
+        out / "vocoder.onnx",
+        ["mel"],
+        ["audio"],
+        {"mel": {0: "batch", 2: "mel_frames"}, "audio": {0: "batch", 2: "samples"}},
+        fold=True,
+    )
 
 
 def export_all(models: dict, out: Path, lyric_ids: dict, size: str) -> dict:
@@ -304,8 +371,10 @@ def load_torch(fixture: Path) -> dict:
 
 
 def _tuples(cfg: dict) -> dict:
-    return {k: tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v
-            for k, v in cfg.items()}  # fmt: skip
+    return {
+        k: tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v
+        for k, v in cfg.items()
+    }
 
 
 def load_checkpoint(ckpt: Path, layers: int | None) -> dict:

@@ -1,4 +1,4 @@
-"""Weight-only quantized MusicGen decoders with onnxruntime.quantization (research/musicgen-onnx-lab.md §4.2).
+"""Weight-only quantized MusicGen decoders with onnxruntime.quantization.
 
     python scripts/quantize_musicgen.py MODEL_DIR [--kinds int8 q4] [--decoder decoder_model_merged.onnx]
 

@@ -66,8 +66,14 @@ def make_reference_layout(dst: Path, fixed_frames: int = 128) -> Path:
     dec = onnx.load(str(FIXTURE / "transformer_decoder.onnx"), load_external_data=True)
     drop_input(dec, "erg_q_scale")
     set_dim(dec, "timestep", 0, 1)
-    onnx.save(dec, str(dst / "transformer_decoder.onnx"), save_as_external_data=True,
-              all_tensors_to_one_file=True, location="transformer_decoder_weights.bin", size_threshold=0)  # fmt: skip
+    onnx.save(
+        dec,
+        str(dst / "transformer_decoder.onnx"),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="transformer_decoder_weights.bin",
+        size_threshold=0,
+    )
     dcae = onnx.load(str(FIXTURE / "dcae_decoder.onnx"))
     set_dim(dcae, "latents", 0, 1)
     set_dim(dcae, "latents", 3, fixed_frames)

@@ -149,7 +149,7 @@ class Recorder:
 
 def wav_capture_config(tmp: Path, capture: Path) -> dict[str, str]:
     """Environment that makes PortAudio's default ALSA device write a 48 kHz stereo WAV file
-    (research/nvim-audio-lab.md §4)."""
+    (no sound card needed)."""
     (tmp / "alsa").mkdir(parents=True, exist_ok=True)
     (tmp / "alsa" / "asoundrc").write_text(
         "pcm.!default {\n"

@@ -94,18 +94,31 @@ def test_batched_cond_uncond_equals_separate_calls():
 def test_defaults_and_identity(tmp_path):
     b = make_backend(tmp_path)
     params = b.validate({})
-    assert params == {"inference_steps": 60, "guidance_scale": 15.0, "scheduler": "euler", "cfg_type": "apg",
-                      "omega": 10.0, "guidance_interval": 0.5}  # fmt: skip
+    assert params == {
+        "inference_steps": 60,
+        "guidance_scale": 15.0,
+        "scheduler": "euler",
+        "cfg_type": "apg",
+        "omega": 10.0,
+        "guidance_interval": 0.5,
+    }
     assert (b.sample_rate, b.channels, b.min_duration_sec, b.max_duration_sec, b.default_duration_sec) == (
-        48000, 2, 5.0, 240.0, 60.0)  # fmt: skip
+        48000,
+        2,
+        5.0,
+        240.0,
+        60.0,
+    )
     style = tmp_path / "lora" / "dusty-tape"
     style.mkdir(parents=True)
     (style / "pytorch_lora_weights.safetensors").write_bytes(b"x")
     with_lora = b.validate({"lora": "dusty-tape", "lora_weight": 0.5})
     assert with_lora["lora"] == "dusty-tape" and with_lora["lora_weight"] == 0.5
     assert b.validate({"lora": "dusty-tape"})["lora_weight"] == 1.0
-    ids = {track_id_for(GenerationRequest("ace_step", "p", 30.0, 1, prm), b.model_version())
-           for prm in (params, with_lora, b.validate({"lora": "dusty-tape"}), b.validate({"lyrics": "la la"}))}  # fmt: skip
+    ids = {
+        track_id_for(GenerationRequest("ace_step", "p", 30.0, 1, prm), b.model_version())
+        for prm in (params, with_lora, b.validate({"lora": "dusty-tape"}), b.validate({"lyrics": "la la"}))
+    }
     assert len(ids) == 4
     assert b.model_version().startswith("ace-step-lofi-")
 

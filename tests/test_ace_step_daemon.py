@@ -10,8 +10,14 @@ def test_daemon_generates_with_tiny_ace_step(daemon):
     info = next(b for b in d.call("get_backends")["backends"] if b["name"] == "ace_step")
     assert info["installed"] is True and info["sample_rate"] == 48000 and info["channels"] == 2
     assert info["layout"] == "lofi" and info["default_duration_sec"] == 60
-    params = {"prompt": "dusty lofi piano", "backend": "ace_step", "duration_sec": 5, "seed": 7,
-              "inference_steps": 4, "format": "wav"}  # fmt: skip
+    params = {
+        "prompt": "dusty lofi piano",
+        "backend": "ace_step",
+        "duration_sec": 5,
+        "seed": 7,
+        "inference_steps": 4,
+        "format": "wav",
+    }
     r = d.call("generate", params)
     done = d.wait_notification("generation_complete", track_id=r["track_id"], timeout=120)
     assert done["sample_rate"] == 48000 and abs(done["duration_sec"] - 5.0) <= 4096 / 44100

@@ -31,8 +31,18 @@ def test_full_export_path_from_checkpoint_layout(tmp_path):
     sd["mel_transform.mel_scale.fb"] = torch.zeros(3, 2)  # encode-path buffer the project does not model
     save_file(sd, str(voc_file))
     out = tmp_path / "onnx"
-    main(["--size", "full", "--checkpoint", str(ckpt), "--lyric-vocab", str(FIXTURE / "lyric_tokenizer.json"),
-          "--out", str(out)])  # fmt: skip
+    main(
+        [
+            "--size",
+            "full",
+            "--checkpoint",
+            str(ckpt),
+            "--lyric-vocab",
+            str(FIXTURE / "lyric_tokenizer.json"),
+            "--out",
+            str(out),
+        ]
+    )
 
     import json
 

@@ -30,8 +30,10 @@ def setup(tmp_path_factory):
     base = models["transformer"]
     # train-time side: an rsLoRA adapter with random A and B (B is zero-initialised by PEFT), saved by diffusers
     trainer = copy.deepcopy(base)
-    trainer.add_adapter(LoraConfig(r=4, lora_alpha=8, use_rslora=True, target_modules=TARGETS, init_lora_weights=False),
-                        adapter_name="style")  # fmt: skip
+    trainer.add_adapter(
+        LoraConfig(r=4, lora_alpha=8, use_rslora=True, target_modules=TARGETS, init_lora_weights=False),
+        adapter_name="style",
+    )
     g = torch.Generator().manual_seed(5)
     with torch.no_grad():
         for name, p in trainer.named_parameters():
@@ -43,8 +45,9 @@ def setup(tmp_path_factory):
     # `weight_name` so diffusers honours the adapter metadata (rsLoRA, alpha) — called with a bare file path,
     # diffusers skips the metadata and assumes alpha = r (docs/model-formats.md, LoRA)
     peft_model = copy.deepcopy(base)
-    peft_model.load_lora_adapter(str(out), weight_name="pytorch_lora_weights.safetensors",
-                                 adapter_name="ace_step_lora", prefix=None)  # fmt: skip
+    peft_model.load_lora_adapter(
+        str(out), weight_name="pytorch_lora_weights.safetensors", adapter_name="ace_step_lora", prefix=None
+    )
     layer = peft_model.transformer_blocks[0].attn.to_q
     assert layer.use_rslora["ace_step_lora"] and layer.lora_alpha["ace_step_lora"] == 8
     set_weights_and_activate_adapters(peft_model, ["ace_step_lora"], [WEIGHT])
@@ -60,8 +63,11 @@ def test_lora_merge_matches_diffusers_peft(setup, tmp_path):
     from scripts.ace_step_torch import reference as ref
 
     models, peft_model, lora_dir = setup
-    b = AceStepBackend(Settings.from_env({"LOFI_ACE_STEP_DIR": str(FIXTURE), "LOFI_CACHE_DIR": str(tmp_path),
-                                          "LOFI_THREADS": "1"}))  # fmt: skip
+    b = AceStepBackend(
+        Settings.from_env(
+            {"LOFI_ACE_STEP_DIR": str(FIXTURE), "LOFI_CACHE_DIR": str(tmp_path), "LOFI_THREADS": "1"}
+        )
+    )
     params = b.validate({"lora": str(lora_dir), "lora_weight": WEIGHT})
     assert params["lora"] == str(lora_dir.resolve())
     info = b._apply_lora(params["lora"], params["lora_weight"])

@@ -55,9 +55,17 @@ def test_pipeline_matches_pytorch_reference(name, models, pipe):
     sc = SCENARIOS[name]
     ids, mask, lyric_ids, lyric_mask, noise = fixed_inputs(frames=21, lyrics=sc["lyrics"])
     interval = sc.get("interval", 0.5)
-    p = SamplingParams(steps=sc["steps"], scheduler=sc["scheduler"], cfg_type=sc["cfg_type"], guidance_scale=15.0,
-                       guidance_interval=interval, guidance_interval_decay=sc["decay"], use_erg_tag=sc["erg"],
-                       use_erg_lyric=sc["erg"], use_erg_diffusion=sc["erg"])  # fmt: skip
+    p = SamplingParams(
+        steps=sc["steps"],
+        scheduler=sc["scheduler"],
+        cfg_type=sc["cfg_type"],
+        guidance_scale=15.0,
+        guidance_interval=interval,
+        guidance_interval_decay=sc["decay"],
+        use_erg_tag=sc["erg"],
+        use_erg_lyric=sc["erg"],
+        use_erg_diffusion=sc["erg"],
+    )
     # one noise source shared by both sides (PingPong draws fresh noise every step)
     bank = np.random.default_rng(7).standard_normal((sc["steps"], *noise.shape), dtype=np.float32)
     calls = {"np": 0, "torch": 0}
@@ -78,9 +86,21 @@ def test_pipeline_matches_pytorch_reference(name, models, pipe):
         models, ids, mask, lyric_ids, lyric_mask, erg_tag=sc["erg"], erg_lyric=sc["erg"]
     )
     assert rel_err(c.cond, tc.numpy()) < TOL and rel_err(c.uncond, tu.numpy()) < TOL
-    tlat, _ = ref.sample(models, tc, tu, tm, noise, sc["steps"], 15.0, sc["scheduler"], sc["cfg_type"],
-                         guidance_interval=interval, decay=sc["decay"], erg_diffusion=sc["erg"],
-                         step_noise=noise_for("torch"))  # fmt: skip
+    tlat, _ = ref.sample(
+        models,
+        tc,
+        tu,
+        tm,
+        noise,
+        sc["steps"],
+        15.0,
+        sc["scheduler"],
+        sc["cfg_type"],
+        guidance_interval=interval,
+        decay=sc["decay"],
+        erg_diffusion=sc["erg"],
+        step_noise=noise_for("torch"),
+    )
     twav = ref.latents_to_wave(models, tlat).numpy()
 
     assert np.isfinite(lat).all() and np.abs(lat).max() > 0.1

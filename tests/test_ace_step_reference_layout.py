@@ -55,8 +55,10 @@ def test_backend_generates_with_reference_layout(ref_dir, tmp_path):
     from lofi_daemon.jobs.cancel import CancelToken
 
     notes = []
-    b = AceStepBackend(Settings.from_env({"LOFI_ACE_STEP_DIR": str(ref_dir), "LOFI_CACHE_DIR": str(tmp_path)}),
-                       lambda m, p: notes.append((m, p)))  # fmt: skip
+    b = AceStepBackend(
+        Settings.from_env({"LOFI_ACE_STEP_DIR": str(ref_dir), "LOFI_CACHE_DIR": str(tmp_path)}),
+        lambda m, p: notes.append((m, p)),
+    )
     assert b.is_installed() and b.model_version().startswith("ace-step-reference-")
     params = b.validate({"inference_steps": 4, "lyrics": "la la la"})
     out = b.generate(
@@ -69,6 +71,9 @@ def test_backend_generates_with_reference_layout(ref_dir, tmp_path):
     style.mkdir(parents=True)
     (style / "pytorch_lora_weights.safetensors").write_bytes(b"x")
     with pytest.raises(LofiError) as e:
-        b.generate(GenerationRequest("ace_step", "lofi", 5.0, 9, b.validate({"lora": "s", "inference_steps": 2})),
-                   lambda *a, **k: None, CancelToken())  # fmt: skip
+        b.generate(
+            GenerationRequest("ace_step", "lofi", 5.0, 9, b.validate({"lora": "s", "inference_steps": 2})),
+            lambda *a, **k: None,
+            CancelToken(),
+        )
     assert e.value.code == ErrorCode.INVALID_PARAMS

@@ -64,7 +64,7 @@ def wait_ready(p: subprocess.Popen) -> None:
 def assert_consistent(root: Path) -> list:
     """Every indexed track has a complete, decodable file; no temp files; nothing unindexed but the index."""
     store = TrackStore(root)
-    tracks = store.list()
+    tracks = store.list_tracks()
     for t in tracks:
         with sf.SoundFile(t.path) as f:
             assert f.frames == int(round(t.duration_sec * t.sample_rate))
@@ -110,7 +110,7 @@ def test_sigkill_at_random_moments_never_corrupts(tmp_path):
         os.kill(p.pid, signal.SIGKILL)
         p.wait()
         assert_consistent(root)
-    assert len(TrackStore(root).list()) >= 3
+    assert len(TrackStore(root).list_tracks()) >= 3
 
 
 def test_two_processes_writing_at_once(tmp_path):

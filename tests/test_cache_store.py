@@ -94,20 +94,20 @@ def test_list_filters_sorts_and_limits(store):
     time.sleep(0.01)
     c = put_track(store, "rainy night 100%_", sine(440, 3, RATE), RATE, seed=3)
     ids = lambda ts: [t.track_id for t in ts]  # noqa: E731
-    assert ids(store.list()) == [c.track_id, b.track_id, a.track_id]
-    assert ids(store.list(sort="oldest", limit=2)) == [a.track_id, b.track_id]
-    assert ids(store.list(backend="ace_step")) == [b.track_id]
-    assert set(ids(store.list(query="RAINY"))) == {a.track_id, c.track_id}
-    assert ids(store.list(query="100%_")) == [c.track_id]  # LIKE wildcards are literal
-    assert ids(store.list(sort="duration"))[0] == c.track_id
+    assert ids(store.list_tracks()) == [c.track_id, b.track_id, a.track_id]
+    assert ids(store.list_tracks(sort="oldest", limit=2)) == [a.track_id, b.track_id]
+    assert ids(store.list_tracks(backend="ace_step")) == [b.track_id]
+    assert set(ids(store.list_tracks(query="RAINY"))) == {a.track_id, c.track_id}
+    assert ids(store.list_tracks(query="100%_")) == [c.track_id]  # LIKE wildcards are literal
+    assert ids(store.list_tracks(sort="duration"))[0] == c.track_id
     store.mark_played(a.track_id)
-    assert ids(store.list(sort="last_played"))[0] == a.track_id
+    assert ids(store.list_tracks(sort="last_played"))[0] == a.track_id
     got = store.get(a.track_id)
     assert got.play_count == 1 and got.last_played is not None
     store.set_favourite(b.track_id, True)
-    assert ids(store.list(favourite=True)) == [b.track_id]
+    assert ids(store.list_tracks(favourite=True)) == [b.track_id]
     with pytest.raises(LofiError):
-        store.list(sort="bogus")
+        store.list_tracks(sort="bogus")
     with pytest.raises(LofiError) as e:
         store.set_favourite("0" * 16, True)
     assert e.value.code == ErrorCode.TRACK_NOT_FOUND
@@ -125,7 +125,7 @@ def test_stats_delete_clear(store):
     assert not store.delete(a.track_id)
     store.set_favourite(b.track_id, True)
     assert store.clear() == 1  # favourites kept by default
-    assert [t.track_id for t in store.list()] == [b.track_id] and not os.path.exists(c.path)
+    assert [t.track_id for t in store.list_tracks()] == [b.track_id] and not os.path.exists(c.path)
     assert store.clear(keep_favourites=False) == 1 and store.stats()["count"] == 0
 
 
@@ -140,7 +140,7 @@ def test_lru_eviction_by_size_keeps_favourites_and_protected(tmp_path):
     store.max_mb = (3.5 * size) / 1e6  # room for three
     evicted = store.evict()
     assert evicted == [ts[3].track_id, ts[4].track_id]  # least recently accessed non-favourites first
-    assert {t.track_id for t in store.list()} == {ts[0].track_id, ts[1].track_id, ts[2].track_id}
+    assert {t.track_id for t in store.list_tracks()} == {ts[0].track_id, ts[1].track_id, ts[2].track_id}
     assert not os.path.exists(ts[3].path)
     # eviction runs after every put; the new track itself is never the victim
     new = put_track(store, "new", sine(900, 2, RATE), RATE, seed=99)
@@ -151,9 +151,9 @@ def test_lru_eviction_by_size_keeps_favourites_and_protected(tmp_path):
 def test_max_tracks_limit(tmp_path):
     store = TrackStore(tmp_path / "t", max_tracks=2)
     ts = [put_track(store, f"t{i}", sine(440, 1, RATE), RATE, seed=i) for i in range(4)]
-    assert [t.track_id for t in store.list(sort="oldest")] == [ts[2].track_id, ts[3].track_id]
+    assert [t.track_id for t in store.list_tracks(sort="oldest")] == [ts[2].track_id, ts[3].track_id]
     store.configure(max_tracks=1)
-    assert [t.track_id for t in store.list()] == [ts[3].track_id]
+    assert [t.track_id for t in store.list_tracks()] == [ts[3].track_id]
     store.close()
 
 
@@ -170,7 +170,7 @@ def test_index_rebuilt_from_tags_when_database_is_lost_or_corrupt(tmp_path):
     for p in root.glob("index.sqlite3*"):
         p.unlink()
     store = TrackStore(root)
-    after = {t.track_id: t.to_dict() for t in store.list()}
+    after = {t.track_id: t.to_dict() for t in store.list_tracks()}
     assert set(after) == set(before)
     for tid, d in before.items():
         for k in (
@@ -194,7 +194,7 @@ def test_index_rebuilt_from_tags_when_database_is_lost_or_corrupt(tmp_path):
     for p in root.glob("index.sqlite3-*"):
         p.unlink()
     store = TrackStore(root)
-    assert {t.track_id for t in store.list()} == set(before)
+    assert {t.track_id for t in store.list_tracks()} == set(before)
     assert list(root.glob("index.sqlite3.corrupt-*"))
     store.close()
 
@@ -214,7 +214,7 @@ def test_reconcile_removes_dead_writers_temp_files_and_dangling_rows(tmp_path):
     store = TrackStore(root)
     assert not (root / f".tmp-{dead_pid}-abcd-{'f' * 16}.flac").exists()
     assert live.exists()
-    assert [t.track_id for t in store.list()] == [a.track_id]
+    assert [t.track_id for t in store.list_tracks()] == [a.track_id]
     assert store.get(b.track_id) is None
     store.close()
 
@@ -282,7 +282,7 @@ def test_symlinked_index_is_refused_and_reported(tmp_path, link):
             put_track(s, "rain", sine(440, 0.5, RATE), RATE)
         assert ei.value.code == ErrorCode.CACHE_ERROR and "symlink" in ei.value.message
         with pytest.raises(LofiError) as ei:
-            s.list()
+            s.list_tracks()
         assert ei.value.code == ErrorCode.CACHE_ERROR
     finally:
         s.close()
@@ -403,7 +403,7 @@ def test_reconcile_adopts_only_regular_files(tmp_path):
     os.mkfifo(root / "pipe.flac")
     again = TrackStore(root)  # returns: before, reading pipe.flac blocked here
     try:
-        assert again.error is None and again.list() == []
+        assert again.error is None and again.list_tracks() == []
         assert (root / "pipe.flac").exists() and (root / "linked.flac").is_symlink()
     finally:
         again.close()

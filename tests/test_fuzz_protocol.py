@@ -197,10 +197,26 @@ json_values = st.recursive(
     max_leaves=10,
 )
 METHODS = [
-    "generate", "cancel", "queue_status", "queue_clear", "get_backends", "download_backend", "status", "ping",
-    "initialize", "seek", "volume", "crossfade", "cache_list", "cache_stats", "playlist_add", "prefetch_config",
-    "nope", "", "shutdown_typo",
-]  # fmt: skip
+    "generate",
+    "cancel",
+    "queue_status",
+    "queue_clear",
+    "get_backends",
+    "download_backend",
+    "status",
+    "ping",
+    "initialize",
+    "seek",
+    "volume",
+    "crossfade",
+    "cache_list",
+    "cache_stats",
+    "playlist_add",
+    "prefetch_config",
+    "nope",
+    "",
+    "shutdown_typo",
+]
 methods = st.sampled_from(METHODS)
 ids = st.one_of(
     st.integers(1000, 10**6),

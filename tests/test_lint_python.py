@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from tests.daemon_client import ROOT
+from tests.lint_tools import find_tool
 
 
 def ruff() -> list[str]:
-    exe = shutil.which("ruff", path=str(ROOT / ".venv" / "bin")) or shutil.which("ruff")
-    if exe is None:
-        pytest.skip("ruff is not installed")
-    return [exe]
+    return [find_tool("ruff")]
 
 
 def test_ruff_check():
@@ -39,3 +37,32 @@ def test_runtime_never_imports_torch():
         "sys.exit(1 if bad else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT / "daemon").returncode == 0
+
+
+def test_mypy():
+    # configuration (files, strictness) is [tool.mypy] in pyproject.toml
+    out = subprocess.run([find_tool("mypy")], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_a_missing_tool_skips_locally_and_fails_in_ci(monkeypatch):
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception):
+        find_tool("lofi-no-such-linter")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI is set"):
+        find_tool("lofi-no-such-linter")
+
+
+def test_pre_commit_hooks_run_every_lint_and_type_tool():
+    import yaml  # comes with huggingface_hub
+
+    config = yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())
+    hooks = {h["id"]: h for repo in config["repos"] for h in repo["hooks"]}
+    assert set(hooks) == {"ruff", "ruff-format", "mypy", "stylua", "luacheck"}
+    for hook in hooks.values():
+        assert hook["language"] == "system"  # local tools: nothing to fetch
+        exe = hook["entry"].split()[0]
+        # the entry names the binary the tests use: a path inside the checkout, or a command on PATH
+        assert Path(exe).name in {"ruff", "mypy", "stylua", "luacheck"}
+        assert "/" not in exe or exe.startswith((".venv/", ".tools/"))

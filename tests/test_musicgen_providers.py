@@ -101,3 +101,25 @@ def test_daemon_log_says_a_provider_fact_once(daemon, tmp_path):
     log_text = (tmp_path / "log" / "daemon.log").read_text()
     for name in ("cuda", "coreml"):
         assert log_text.count(f"provider auto: {name} not available") <= 1
+
+
+@pytest.mark.parametrize("backend_cls", ["musicgen", "ace_step"])
+def test_backend_fallback_warning_uses_the_level_the_plugin_shows(tmp_path, backend_cls):
+    # the plugin shows `log` notifications of level "warning" or "error" only; backends once sent "warn"
+    from lofi_daemon.backends.ace_step.backend import AceStepBackend
+    from lofi_daemon.backends.musicgen.backend import MusicGenBackend
+    from lofi_daemon.config import ModelSettings
+
+    from tests.ace_step_helpers import FIXTURE as ACE_FIXTURE
+
+    sent: list[tuple[str, dict]] = []
+    settings = Settings(cache_dir=tmp_path, log_dir=tmp_path, provider="cuda", threads=1)
+    if backend_cls == "musicgen":
+        settings.models["musicgen"] = ModelSettings(dir=FIXTURE)
+        backend = MusicGenBackend(settings, lambda m, p: sent.append((m, p)))
+    else:
+        settings.models["ace_step"] = ModelSettings(dir=ACE_FIXTURE)
+        backend = AceStepBackend(settings, lambda m, p: sent.append((m, p)))
+    backend.load()
+    levels = {p["level"] for m, p in sent if m == "log"}
+    assert levels == {"warning"}, sent

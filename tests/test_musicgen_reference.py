@@ -75,7 +75,7 @@ def test_greedy_codes_and_audio_match_transformers(pipe, reference, frames):
 
 
 def test_without_the_tail_rule_the_last_frames_would_differ(pipe, reference, monkeypatch):
-    """Sensitivity check: transformers' tail triangle (lab §3.3) is what makes the last frames exact. Dropping
+    """Sensitivity check: transformers' tail triangle is what makes the last frames exact. Dropping
     it (generate 3 frames more, cut them off) keeps every earlier frame but changes some of the last three."""
     import lofi_daemon.backends.musicgen.pipeline as mod
 

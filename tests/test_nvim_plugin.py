@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -379,21 +378,6 @@ def test_vimdoc_tags_are_unique_and_cover_the_api(nvim, tmp_path):
     for link in set(re.findall(r"\|([^|\s]+)\|", text)):
         if link.startswith(("lofi", ":Lofi", "Lofi")):
             assert link in tags, link
-
-
-@pytest.mark.parametrize("tool", ["luacheck", "stylua"])
-def test_lua_lint_and_format(tool):
-    if tool == "luacheck":
-        exe = shutil.which("luacheck")
-        args = ["--no-color", "--formatter", "plain", "lua", "plugin"]
-    else:
-        local = ROOT / ".tools" / "node_modules" / ".bin" / "stylua"
-        exe = str(local) if local.exists() else shutil.which("stylua")
-        args = ["--check", "lua", "plugin"]
-    if not exe:
-        pytest.skip(f"{tool} is not installed")
-    out = subprocess.run([exe, *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_plugin_files_layout():

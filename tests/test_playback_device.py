@@ -1,4 +1,4 @@
-"""Real audio path: PortAudio → ALSA → a WAV file (research/nvim-audio-lab.md §4). Each scenario runs the real
+"""Real audio path: PortAudio → ALSA → a WAV file (an ALSA `file` plugin device, so no sound card is needed). Each scenario runs the real
 Player with its real sounddevice stream in a subprocess (PortAudio reads the ALSA config when it initialises), then
 the test analyses what was actually played. The null ALSA slave has no clock: audio plays faster than real time."""
 

@@ -30,6 +30,14 @@ def test_stream_resampler_matches_whole_signal_resampling(src, dst):
     np.testing.assert_array_equal(np.concatenate(parts), resample(x, src, dst))
 
 
+@pytest.mark.parametrize("src,dst", [(32000, 48000), (48000, 48000)])
+def test_stream_resampler_finishes_empty_when_nothing_was_pushed(src, dst):
+    # a streaming generation that ends before its first chunk (or a device change then) must not crash
+    rs = StreamResampler(src, dst)
+    assert rs.finish().shape[0] == 0
+    assert rs.received() is None
+
+
 class Sim:
     """A player on a test device with a simulated wall clock, and a generator producing a track in 1 s chunks at
     `speed` × real time."""

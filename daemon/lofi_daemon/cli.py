@@ -11,12 +11,15 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .config import Settings
 from .errors import LofiError
 from .logging_setup import setup_logging
+
+if TYPE_CHECKING:  # imported where used: --version and health must not pay for it
+    from .daemon import Daemon
 
 log = logging.getLogger("lofi_daemon")
 
@@ -161,7 +164,8 @@ def _generate(settings: Settings, args: argparse.Namespace, log_file: Path | Non
     daemon = Daemon(settings, send=send, log_file=log_file)
     if daemon.player is not None:  # one-shot CLI: play only on --play, and never queue more music
         daemon.player.auto_play = False
-        daemon.prefetch.configure(enabled=False)
+        if daemon.prefetch is not None:
+            daemon.prefetch.configure(enabled=False)
     out_fmt = None
     if args.output:  # refuse a bad name before minutes of generation, not after
         from .cache.export import output_format
@@ -208,7 +212,7 @@ def _generate(settings: Settings, args: argparse.Namespace, log_file: Path | Non
                 ErrorCode(p.get("code", ErrorCode.MODEL_INFERENCE_FAILED)),
                 p.get("message", "generation did not complete"),
             )
-        track = daemon.store.get(job.track_id)
+        track = daemon.store.require(job.track_id)
     written = {
         "path": track.path,
         "format": track.format,
@@ -241,7 +245,7 @@ def _generate(settings: Settings, args: argparse.Namespace, log_file: Path | Non
     return 0
 
 
-def _play(daemon: Any, track_id: str) -> int:
+def _play(daemon: Daemon, track_id: str) -> int:
     from .errors import ErrorCode
 
     if daemon.player is None:

@@ -13,13 +13,12 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .audio import api as audio_api
 from .backends import api as backends_api
 from .backends import create_backends
-from .backends.base import Backend
 from .cache import api as cache_api
 from .cache.store import TrackStore
 from .config import Settings
@@ -27,8 +26,13 @@ from .jobs import api as jobs_api
 from .jobs.cancel import CancelToken
 from .jobs.queue import JobQueue
 from .jobs.worker import Worker
+from .ports import Backend
 from .rpc.dispatch import Dispatcher
 from .rpc.schemas.core import InitializeParams
+
+if TYPE_CHECKING:  # the player exists only with PortAudio; audio/api.py builds it
+    from .audio.player import Player
+    from .jobs.prefetch import Prefetcher
 
 log = logging.getLogger(__name__)
 
@@ -66,14 +70,19 @@ class Daemon:
         self.backends: dict[str, Backend] = create_backends(settings, self.notify)
         self.store = TrackStore(settings.tracks_dir)
         self.worker = Worker(self.queue, self.backends, self.store, self.notify, settings.idle_unload_sec)
-        self.player: Any = None
-        self.prefetch: Any = None
+        self.player: Player | None = None
+        self.prefetch: Prefetcher | None = None
         self._register()
         self.worker.player = self.player
         # The idle clock restarts when work ends, not only when a request arrives.
         for ended in ("generation_complete", "generation_error", "generation_cancelled", "playback_ended"):
             self.subscribe(ended, lambda _params: self.touch())
-        self.subscribe("download_progress", lambda p: p.get("state") != "downloading" and self.touch())
+
+        def download_ended(p: dict[str, Any]) -> None:
+            if p.get("state") != "downloading":
+                self.touch()
+
+        self.subscribe("download_progress", download_ended)
 
     # -- notifications -----------------------------------------------------------------------------
     def notify(self, method: str, params: dict[str, Any]) -> None:

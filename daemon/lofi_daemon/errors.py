@@ -1,4 +1,4 @@
-"""Stable JSON-RPC error codes (product.md). Add codes at the end; never renumber."""
+"""Stable JSON-RPC error codes (listed in docs/protocol.md). Add codes at the end; never renumber."""
 
 from __future__ import annotations
 

@@ -2,7 +2,47 @@
 -- The same validator feeds `:checkhealth lofi`.
 local M = {}
 
+--- The whole configuration; every field is optional in setup() and vim.g.lofi.
 ---@class lofi.Config
+---@field daemon? lofi.DaemonConfig
+---@field backend? string "musicgen" | "ace_step" | a daemon plugin backend's name
+---@field provider? "auto"|"cpu"|"cuda"|"coreml"
+---@field threads? integer 0 = onnxruntime's default
+---@field models? table<string, {dir?: string, variant?: string}>
+---@field generate? {prompt?: string, duration_sec?: number, allow_download?: boolean}
+---@field cache? {dir?: string, max_mb?: number, max_tracks?: integer, format?: "flac"|"wav"|"ogg"|"mp3"}
+---@field playback? lofi.PlaybackConfig
+---@field prefetch? lofi.PrefetchConfig
+---@field ui? lofi.UiConfig
+
+---@class lofi.DaemonConfig
+---@field cmd? string|string[]
+---@field env? table<string, string>
+---@field auto_restart? boolean
+---@field max_restarts? integer
+---@field request_timeout_ms? integer
+
+---@class lofi.PlaybackConfig
+---@field volume? number 0..1
+---@field loop? "off"|"track"|"playlist"
+---@field crossfade_sec? number
+---@field auto_play? boolean
+---@field stream? boolean
+---@field device? string|integer
+
+---@class lofi.PrefetchConfig
+---@field enabled? boolean
+---@field strategy? "same_prompt"|"preset_cycle"|"random_preset"
+---@field trigger_percent? number
+---@field presets? string[]
+
+---@class lofi.UiConfig
+---@field notify? boolean
+---@field progress? "notify"|"cmdline"|"none"
+---@field progress_interval_ms? integer
+---@field icons? table<string, string>
+
+---@type lofi.Config
 M.defaults = {
   daemon = {
     -- Command that starts the daemon (list or string). nil = `<plugin>/.venv/bin/lofi-daemon`, then `lofi-daemon`
@@ -291,7 +331,7 @@ function M.raw()
 end
 
 --- Apply user options. Idempotent: calling it again replaces the previous options.
----@param opts? table
+---@param opts? lofi.Config
 function M.setup(opts)
   user_opts = opts or {}
   current = nil

@@ -4,6 +4,15 @@ local M = {}
 
 ---@alias lofi.Callback fun(err: {code: integer, message: string, data?: table}|nil, result: table|nil)
 
+---@class lofi.GenerateOpts
+---@field prompt? string
+---@field backend? string "musicgen" | "ace_step" (default: config `backend`)
+---@field duration_sec? number nil = the backend's default
+---@field seed? integer
+---@field priority? "normal"|"high"
+---@field allow_download? boolean
+---@field [string] any backend parameters (guidance_scale, top_k, inference_steps, lora, ...)
+
 -- Modules are loaded on first use, not here: a plugin manager that loads lofi early (lazy.nvim does when lualine
 -- requires lofi's component) and calls setup() must not pay for the client, RPC and UI modules at startup.
 local function lazy(name)
@@ -54,14 +63,14 @@ local function usage_error(text, cb)
 end
 
 --- Optional: configure lofi (also read from vim.g.lofi). Idempotent; never starts the daemon.
----@param opts? table
+---@param opts? lofi.Config a partial config: only the keys to change
 function M.setup(opts)
   require("lofi.config").setup(opts)
 end
 
 --- Queue a generation. `opts` is a prompt string or {prompt, backend, duration_sec, seed, priority, ...}.
----@param opts? string|table
----@param cb? fun(err, result)
+---@param opts? string|lofi.GenerateOpts
+---@param cb? lofi.Callback
 function M.generate(opts, cb)
   local perr
   if type(opts) == "string" then
@@ -264,10 +273,12 @@ function M.volume(level, cb)
   end)
 end
 
+--- Volume +10 (of 100).
 function M.volume_up()
   M.volume("+10")
 end
 
+--- Volume -10 (of 100).
 function M.volume_down()
   M.volume("-10")
 end
@@ -509,14 +520,19 @@ function M.log()
   open(health and health.log_file)
 end
 
+--- Pick a cached track (Telescope when installed, else vim.ui.select).
+---@param opts? table picker options (Telescope's, when it is used)
 function M.tracks(opts)
   require("lofi.picker").tracks(opts)
 end
 
+--- Pick a prompt from the history and presets, then generate it.
+---@param opts? table picker options (Telescope's, when it is used)
 function M.prompts(opts)
   require("lofi.picker").prompts(opts)
 end
 
+--- Start the daemon now (it otherwise starts on the first call that needs it).
 function M.daemon_start()
   local ok, err = client.start()
   if not ok then
@@ -524,10 +540,12 @@ function M.daemon_start()
   end
 end
 
+--- Stop the daemon (waits up to 2 s for it to exit).
 function M.daemon_stop()
   client.stop({ wait_ms = 2000 })
 end
 
+--- Stop and start the daemon.
 function M.daemon_restart()
   local ok, err = client.restart()
   if not ok then
@@ -535,6 +553,7 @@ function M.daemon_restart()
   end
 end
 
+--- Same as :checkhealth lofi.
 function M.health()
   vim.cmd("checkhealth lofi")
 end
@@ -545,15 +564,18 @@ function M.statusline()
   return state.statusline(cfg().ui.icons)
 end
 
+---@return boolean
 function M.is_playing()
   return state.is_playing()
 end
 
+---@return boolean
 function M.is_generating()
   return state.is_generating()
 end
 
 --- Snapshot of the cached state (playback, generating, daemon).
+---@return table
 function M.get_state()
   return vim.deepcopy(state.current)
 end

@@ -81,9 +81,7 @@ local function show(method, p)
       )
     end
   elseif method == "log" then
-    local level = (
-      { warning = vim.log.levels.WARN, warn = vim.log.levels.WARN, error = vim.log.levels.ERROR }
-    )[p.level]
+    local level = ({ warning = vim.log.levels.WARN, error = vim.log.levels.ERROR })[p.level]
     if level then
       ui.notify_once_in(tostring(p.message), level, 60000)
     end

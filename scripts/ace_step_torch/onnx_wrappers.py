@@ -1,7 +1,7 @@
 """Export wrappers: one module per ONNX graph, with ERG exposed as per-sample q-scale inputs.
 
 Upstream ERG multiplies selected query projections by 0.01 with forward hooks on the unconditional pass. Here
-each wrapper installs its hooks once (building two wrappers over one model would stack hooks — lab §5.3 item 8)
+each wrapper installs its hooks once (building two wrappers over one model would stack hooks)
 and the hooks multiply by a [B] input, so 1.0 = off, 0.01 = ERG, and cond/uncond can share one batch.
 """
 
@@ -57,8 +57,15 @@ class TransformerEncoderWrapper(nn.Module):
             [transformer.lyric_encoder.encoders[i].self_attn.linear_q for i in range(lo, hi)]
         )
 
-    def forward(self, encoder_text_hidden_states, text_attention_mask, speaker_embeds, lyric_token_idx, lyric_mask,
-                lyric_q_scale):  # fmt: skip
+    def forward(
+        self,
+        encoder_text_hidden_states,
+        text_attention_mask,
+        speaker_embeds,
+        lyric_token_idx,
+        lyric_mask,
+        lyric_q_scale,
+    ):
         self.hooks.scale = lyric_q_scale
         try:
             return self.model.encode(

@@ -93,8 +93,23 @@ def conditions(models, ids, mask, lyric_ids, lyric_mask, erg_tag=True, erg_lyric
 
 
 @torch.no_grad()
-def sample(models, cond, uncond, cmask, noise, steps, guidance_scale=15.0, scheduler="euler", cfg_type="apg",
-           omega=10.0, guidance_interval=0.5, decay=0.0, min_scale=3.0, erg_diffusion=True, step_noise=None):  # fmt: skip
+def sample(
+    models,
+    cond,
+    uncond,
+    cmask,
+    noise,
+    steps,
+    guidance_scale=15.0,
+    scheduler="euler",
+    cfg_type="apg",
+    omega=10.0,
+    guidance_interval=0.5,
+    decay=0.0,
+    min_scale=3.0,
+    erg_diffusion=True,
+    step_noise=None,
+):
     dit = models["transformer"]
     x = torch.as_tensor(noise).clone()
     timesteps, sigmas = torch_schedule(scheduler, steps)

@@ -18,7 +18,7 @@ from torch import nn
 
 
 def rms_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
-    # Explicit formula: the legacy ONNX exporter has no symbolic for aten::rms_norm (lab §5.3 pitfall 1).
+    # Explicit formula: the legacy ONNX exporter has no symbolic for aten::rms_norm.
     # The model runs in float32 (upstream's norm upcasts to float32 too), so no casts: no-op Casts trip the
     # legacy exporter when constant folding is off.
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
@@ -242,7 +242,7 @@ class RelPositionMultiHeadedAttention(nn.Module):
 
     @staticmethod
     def rel_shift(x: torch.Tensor) -> torch.Tensor:
-        # Exact for length 1 too, so it is applied unconditionally (export-safe, lab §5.3 item 4).
+        # Exact for length 1 too, so it is applied unconditionally (export-safe).
         b, h, t1, t2 = x.shape
         padded = torch.cat([x.new_zeros(b, h, t1, 1), x], dim=-1).view(b, h, t2 + 1, t1)
         return padded[:, :, 1:].reshape(b, h, t1, t2)[:, :, :, : t2 // 2 + 1]

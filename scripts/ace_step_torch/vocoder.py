@@ -1,6 +1,6 @@
 """ADaMoSHiFiGAN V1 vocoder (ConvNeXt backbone + HiFi-GAN head), mono mel [B, 128, M] -> wave [B, 1, 512·M]
 at 44.1 kHz. Convolutions use old-style weight norm (`weight_g` / `weight_v`) like the checkpoint; fold it with
-`fold_weight_norm()` before export (lab §5.3 item 6). The checkpoint's `mel_transform.*` buffers (encode path only)
+`fold_weight_norm()` before export. The checkpoint's `mel_transform.*` buffers (encode path only)
 are not modelled: load with `strict=False` and check that only those keys are left over.
 """
 
@@ -97,8 +97,17 @@ class ResBlock1(nn.Module):
 
 
 class HiFiGANGenerator(nn.Module):
-    def __init__(self, upsample_rates, upsample_kernel_sizes, resblock_kernel_sizes, resblock_dilation_sizes,
-                 num_mels, upsample_initial_channel, pre_conv_kernel_size, post_conv_kernel_size) -> None:  # fmt: skip
+    def __init__(
+        self,
+        upsample_rates,
+        upsample_kernel_sizes,
+        resblock_kernel_sizes,
+        resblock_dilation_sizes,
+        num_mels,
+        upsample_initial_channel,
+        pre_conv_kernel_size,
+        post_conv_kernel_size,
+    ) -> None:
         super().__init__()
         c0 = upsample_initial_channel
         self.conv_pre = weight_norm(
@@ -161,9 +170,15 @@ class ADaMoSHiFiGANV1(ModelMixin, ConfigMixin):
         super().__init__()
         self.backbone = ConvNeXtEncoder(input_channels, depths, dims, kernel_sizes[0])
         self.head = HiFiGANGenerator(
-            upsample_rates, upsample_kernel_sizes, resblock_kernel_sizes, resblock_dilation_sizes,
-            num_mels, upsample_initial_channel, pre_conv_kernel_size, post_conv_kernel_size,
-        )  # fmt: skip
+            upsample_rates,
+            upsample_kernel_sizes,
+            resblock_kernel_sizes,
+            resblock_dilation_sizes,
+            num_mels,
+            upsample_initial_channel,
+            pre_conv_kernel_size,
+            post_conv_kernel_size,
+        )
 
     def forward(self, mel):
         return self.head(self.backbone(mel))

@@ -50,7 +50,8 @@ def make_enqueue(daemon: Daemon):
         job = build_job(daemon, params, priority)  # type: ignore[arg-type]
         cached = daemon.store.get(job.track_id)
         if cached is not None:  # already there: behave as if it had just been generated
-            daemon.player.on_generation_complete({"track_id": job.track_id})
+            if daemon.player is not None:
+                daemon.player.on_generation_complete({"track_id": job.track_id})
             return {"track_id": job.track_id, "status": "cached"}
         require_installed(daemon.backends[job.request.backend], allow_download=False)
         if daemon.queue.find(job.track_id) is None:
@@ -125,7 +126,8 @@ def apply_options(daemon: Daemon, options: dict[str, Any]) -> None:
 def register(dispatcher: Dispatcher, daemon: Daemon) -> None:
     if getattr(daemon, "player", None) is None:
         attach(daemon)
-    player: Player = daemon.player
+    player, prefetch = daemon.player, daemon.prefetch
+    assert player is not None and prefetch is not None  # attach() set both
 
     @dispatcher.method("play", PlayParams)
     def play(p: PlayParams) -> dict[str, Any]:
@@ -193,4 +195,4 @@ def register(dispatcher: Dispatcher, daemon: Daemon) -> None:
 
     @dispatcher.method("prefetch_config", PrefetchConfigParams)
     def prefetch_config(p: PrefetchConfigParams) -> dict[str, Any]:
-        return daemon.prefetch.configure(**p.model_dump(exclude_none=True))
+        return prefetch.configure(**p.model_dump(exclude_none=True))

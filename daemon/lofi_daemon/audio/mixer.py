@@ -31,7 +31,7 @@ END_STOP = "stop"  # play out and stop
 
 def crossfade_frames(rate: int, crossfade_sec: float, *lengths: int) -> int:
     """Crossfade length between tracks of the given lengths (frames): `crossfade_sec`, but a quarter of a track
-    shorter than twice that, and none for a track under 2 s (product.md)."""
+    shorter than twice that, and none for a track under 2 s."""
     n = int(round(crossfade_sec * rate))
     for length in lengths:
         if length < 2 * rate:
@@ -293,6 +293,7 @@ class Mixer:
     def _transition(self) -> None:
         """The current voice reached its transition point."""
         cur = self._current
+        assert cur is not None  # the transition point is only set while a voice plays
         nxt = self._upcoming[0] if self._upcoming else None
         length = cur.source.length
         if nxt is None and self.end_policy != END_LOOP:

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..errors import ErrorCode, LofiError
+from ..ports import Store
 from .mixer import DEFAULT_CROSSFADE_SEC, END_LOOP, END_STOP, Mixer, Source
 from .output import CHANNELS, DeviceOutput, Render
 from .player_lock import PlayerLock
@@ -120,7 +121,7 @@ class TrackStream:
 class Player:
     def __init__(
         self,
-        store: Any,
+        store: Store,
         notify: Notify,
         *,
         device: int | str | None = None,
@@ -414,7 +415,7 @@ class Player:
     def _pick_start(self) -> str:
         if self.playlist:
             return self.playlist[self.index] if 0 <= self.index < len(self.playlist) else self.playlist[0]
-        recent = self.store.list(limit=1, sort="created")
+        recent = self.store.list_tracks(limit=1, sort="created")
         if not recent:
             raise LofiError(
                 ErrorCode.TRACK_NOT_FOUND, "nothing to play: the cache is empty; generate a track first"

@@ -59,6 +59,7 @@ class StreamResampler:
             parts = ([self._buf] if self._buf is not None else []) + self._chunks
             self._buf = np.concatenate(parts)
             self._chunks = []
+        assert self._buf is not None, "nothing pushed yet"
         return self._buf
 
     def push(self, chunk: np.ndarray) -> np.ndarray:
@@ -79,7 +80,9 @@ class StreamResampler:
 
     def _emit(self, until: int) -> np.ndarray:
         if until <= self.frames_out or self.frames_in == 0:
-            return np.zeros((0, (self._chunks or [self._buf])[0].shape[1]), np.float32)
+            # nothing to emit; before the first push the width is unknown: one channel, like finish() at 1:1
+            width = self._input().shape[1] if self.frames_in else 1
+            return np.zeros((0, width), np.float32)
         x = self._input()
         start = max(0, self.frames_out * self.down // self.up - self.context)
         start -= start % self.down  # output frame (start * up / down) is then an integer: same phase

@@ -7,10 +7,17 @@ import importlib
 import logging
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import Settings
-from .base import Backend
+from ..ports import Backend
+
+if TYPE_CHECKING:
+    from .ace_step.backend import AceStepBackend
+    from .musicgen.backend import MusicGenBackend
+
+    # BUILTIN loads the classes by name, so nothing else shows mypy that they match the protocol
+    _BUILTIN_CLASSES: tuple[type[Backend], ...] = (MusicGenBackend, AceStepBackend)
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,5 @@
-"""The interface every generator implements, and the track identity rule.
-
-A backend turns validated parameters into audio. The daemon owns everything around it (queue, cache,
-notifications); a backend only validates, loads, generates (reporting progress, honouring the cancel token)
-and unloads.
-"""
+"""What goes into and comes out of a generator backend, and the track identity rule. The `Backend` protocol
+itself is in ports.py."""
 
 from __future__ import annotations
 
@@ -11,11 +7,11 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from ..jobs.cancel import CancelToken
+from ..ports import Backend as Backend  # the protocol lives in ports.py; re-exported for backend plugins
 
 # progress(done, total, **fields): called after every step; `fields` are backend-specific extras that are
 # forwarded in `generation_progress` (e.g. tokens_generated, current_step, total_steps).
@@ -48,52 +44,6 @@ class GeneratedAudio:
     @property
     def duration_sec(self) -> float:
         return self.samples.shape[0] / float(self.sample_rate)
-
-
-class Backend(Protocol):
-    name: str  # "musicgen" | "ace_step"
-    display_name: str
-    sample_rate: int
-    channels: int
-    min_duration_sec: float
-    max_duration_sec: float
-    default_duration_sec: float
-    # True when generate() calls on_audio with final audio while it runs, so playback can start early.
-    streams_audio: bool
-
-    def validate(self, raw: Mapping[str, Any]) -> dict[str, Any]:
-        """Check backend-specific parameters from a `generate` request (already schema-typed) and return the
-        canonical, defaults-filled `params` dict. Raise LofiError with the product.md code on bad values
-        (INVALID_DURATION is checked by the caller from min/max_duration_sec)."""
-
-    def model_version(self) -> str:
-        """Identifies the weights/variant in use; part of the track identity."""
-
-    def is_installed(self) -> bool:
-        """True when every required model file is present locally (no network)."""
-
-    def status(self) -> dict[str, Any]:
-        """Backend description for `get_backends` (installed, variant, files, sizes, ...)."""
-
-    def download(self, progress: Callable[[dict[str, Any]], None], cancel: CancelToken) -> None:
-        """Fetch the model files (the caller has the user's consent). `progress` receives dicts with
-        file, bytes_downloaded, bytes_total, files_completed, files_total. Resumes partial files and
-        checks sizes/hashes; raises LofiError(MODEL_DOWNLOAD_FAILED) on failure."""
-
-    def load(self) -> None: ...
-
-    def unload(self) -> None: ...
-
-    @property
-    def loaded(self) -> bool: ...
-
-    def generate(
-        self,
-        request: GenerationRequest,
-        progress: ProgressFn,
-        cancel: CancelToken,
-        on_audio: AudioChunkFn | None = None,
-    ) -> GeneratedAudio: ...
 
 
 def canonical_json(value: Any) -> str:

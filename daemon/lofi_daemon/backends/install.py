@@ -7,7 +7,7 @@ from typing import Any
 
 from ..errors import ErrorCode, LofiError
 from ..jobs.cancel import CancelToken
-from .base import Backend
+from ..ports import Backend
 
 RPC_HINT = 'call download_backend {{"backend": "{name}"}} or generate with "allow_download": true'
 

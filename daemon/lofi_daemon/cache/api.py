@@ -16,7 +16,7 @@ def register(dispatcher: Dispatcher, daemon: Daemon) -> None:
     # Handlers read daemon.store each time: `initialize` may move the cache to another directory.
     @dispatcher.method("cache_list", CacheListParams)
     def cache_list(p: CacheListParams) -> dict[str, Any]:
-        tracks = daemon.store.list(
+        tracks = daemon.store.list_tracks(
             limit=p.limit, sort=p.sort, backend=p.backend, query=p.query, favourite=p.favourite
         )
         return {"tracks": [t.to_dict() for t in tracks]}
@@ -47,7 +47,8 @@ def register(dispatcher: Dispatcher, daemon: Daemon) -> None:
             for tid in list(player.playlist):
                 if daemon.store.get(tid) is None:
                     player.playlist_remove(tid)
-        return {"removed": removed, "kept_playing": sorted(keep & {t.track_id for t in daemon.store.list()})}
+        left = {t.track_id for t in daemon.store.list_tracks()}
+        return {"removed": removed, "kept_playing": sorted(keep & left)}
 
     @dispatcher.method("cache_stats")
     def cache_stats(_: None) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """The track cache: audio files under one directory, indexed by SQLite.
 
-Design rules (product.md, Cache):
+Design rules:
 - One file per track, `<track_id>.<ext>`, immutable once written. Every change of a final file name (rename in,
   unlink out) happens while holding SQLite's write lock (`BEGIN IMMEDIATE`), so several daemons sharing the
   directory see the files and the index change together.
@@ -412,7 +412,7 @@ class TrackStore:
             )
         return t
 
-    def list(
+    def list_tracks(
         self,
         *,
         limit: int | None = None,
@@ -425,7 +425,8 @@ class TrackStore:
             raise LofiError(
                 ErrorCode.INVALID_PARAMS, f"unknown sort {sort!r}", details=f"one of {sorted(SORTS)}"
             )
-        where, args = [], []
+        where: list[str] = []
+        args: list[Any] = []
         if backend:
             where.append("backend = ?")
             args.append(backend)

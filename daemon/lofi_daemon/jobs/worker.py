@@ -9,14 +9,17 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..backends.base import Backend
 from ..backends.install import ensure_installed
 from ..errors import Cancelled, ErrorCode, LofiError
 from ..models.verify import repair_hint
+from ..ports import Backend, PlaybackSink, Store
 from .progress import ProgressReporter
 from .queue import Job, JobQueue
+
+if TYPE_CHECKING:
+    from ..cache.store import Track
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +31,7 @@ class Worker:
         self,
         queue: JobQueue,
         backends: dict[str, Backend],
-        store: Any,
+        store: Store,
         notify: Notify,
         idle_unload_sec: float = 600.0,
     ) -> None:
@@ -37,7 +40,8 @@ class Worker:
         self.store = store
         self.notify = notify
         self.idle_unload_sec = idle_unload_sec
-        self.player: Any = None  # set by the daemon once playback exists; receives streamed audio
+        # set by the daemon once playback exists; receives streamed audio
+        self.player: PlaybackSink | None = None
         self._stop = threading.Event()
         self._last_job_end = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="generation-worker", daemon=True)
@@ -128,7 +132,7 @@ class Worker:
 
     def _stream_to_player(self, job: Job, backend: Backend) -> contextlib.AbstractContextManager:
         """Play while generating when the backend can stream and the player wants it (auto-play)."""
-        if self.player is None or not getattr(backend, "streams_audio", False):
+        if self.player is None or not backend.streams_audio:
             return contextlib.nullcontext(None)
         req = job.request
         return self.player.streaming(job.track_id, backend.sample_rate, backend.channels, req.duration_sec)
@@ -176,7 +180,7 @@ class Worker:
         return report
 
 
-def complete_payload(track: Any, generation_time_sec: float, cached: bool) -> dict[str, Any]:
+def complete_payload(track: Track, generation_time_sec: float, cached: bool) -> dict[str, Any]:
     data = track.to_dict()
     return {
         "track_id": data["track_id"],

@@ -21,6 +21,7 @@ test or a user can point the daemon at a mirror or another cache without restart
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -30,10 +31,13 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import Cancelled, ErrorCode, LofiError
 from .registry import ModelFile, ModelVariant
+
+if TYPE_CHECKING:
+    from ..jobs.cancel import CancelToken
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +192,7 @@ class _ByteWatcher:
 def download_variant(
     variant: ModelVariant,
     progress: ProgressFn | None = None,
-    cancel: Any | None = None,
+    cancel: CancelToken | None = None,
 ) -> dict[str, Path]:
     """Fetch every missing file of `variant` into the huggingface_hub cache; return role → path.
 
@@ -234,7 +238,7 @@ def download_variant(
         if path is None:
             emit(f.path, 0, i)
             try:
-                path = _fetch(variant, f, lambda n, f=f, i=i: emit(f.path, n, i))
+                path = _fetch(variant, f, functools.partial(emit, f.path, completed=i))
             except Cancelled:
                 raise
             except LofiError as exc:

@@ -3,7 +3,7 @@ providers each suits, and the `model_version` string that enters track identity.
 
 Sizes and hashes: the hub cannot be reached from where this was written, so exact byte sizes and sha256 of the
 real files are not known; `size` / `sha256` are None then and only the approximate size from the hub listing
-(`approx_size`, research/musicgen-onnx-lab.md §1) is kept for progress estimates. When a value is known it is
+(`approx_size`) is kept for progress estimates. When a value is known it is
 checked after download. Never invent a hash here.
 """
 
@@ -202,7 +202,7 @@ MUSICGEN_VARIANTS: dict[str, ModelVariant] = {
 
 VARIANTS: dict[str, dict[str, ModelVariant]] = {"musicgen": MUSICGEN_VARIANTS}
 
-# Best default per provider (product.md: 8-bit on CPU; fp16 only on GPUs).
+# Best default per provider: 8-bit on CPU (fastest there, and fp16 is slower than fp32 on CPUs); fp16 only on GPUs.
 DEFAULTS: dict[str, dict[str, str]] = {
     "musicgen": {"cpu": "small-int8", "cuda": "small-fp16", "coreml": "small-fp16"},
 }
@@ -236,7 +236,7 @@ def get_variant(backend: str, name: str | None, provider: str = "cpu") -> ModelV
 
 # ---- ACE-Step -----------------------------------------------------------------------------------------------
 # The only published ONNX export is lofi.nvim's (hub willibrandon/lofi-models, folder ace-step/; sizes from its
-# docs, research/anchor-lofi-nvim.md §3.2). It is the "reference" layout: it runs at lower fidelity (no ERG, fixed
+# README). It is the "reference" layout: it runs at lower fidelity (no ERG, fixed
 # 128-frame DCAE, mono vocoder input; backends/ace_step/layout.py). The faithful "lofi" layout is produced
 # locally from the PyTorch checkpoint by scripts/export_ace_step.py and used through models.ace_step.dir.
 LOFI_MODELS = "willibrandon/lofi-models"

@@ -15,7 +15,7 @@ import logging
 import re
 import threading
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +38,21 @@ class MessageTooLarge(Exception):
         super().__init__(f"message of {length[:40]} bytes exceeds the {MAX_MESSAGE_BYTES} byte limit")
 
 
+class ByteSource(Protocol):
+    """What the reader needs of its input: a binary file, or rpc/server.py's non-blocking buffer over one."""
+
+    def readline(self, limit: int = -1, /) -> bytes: ...
+
+    def read(self, n: int, /) -> bytes: ...
+
+
 @dataclass
 class Frame:
     body: bytes
 
 
 class MessageReader:
-    def __init__(self, stream: BinaryIO) -> None:
+    def __init__(self, stream: ByteSource) -> None:
         self._stream = stream
         self._pending = b""  # bytes read too far and given back (the start of the next message)
         self._resync = False  # after an error: skip to the next Content-Length header line

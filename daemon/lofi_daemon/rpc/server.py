@@ -39,7 +39,7 @@ class _Buffered:
     """readline()/read() over an unbuffered fd without blocking for more than what is available."""
 
     def __init__(self, raw: BinaryIO) -> None:
-        self._f = io.BufferedReader(raw, buffer_size=1 << 16)  # type: ignore[arg-type]
+        self._f = io.BufferedReader(raw, buffer_size=1 << 16)  # type: ignore[type-var]  # raw: an unbuffered fd file
 
     def readline(self, limit: int = -1) -> bytes:
         return self._f.readline(limit)

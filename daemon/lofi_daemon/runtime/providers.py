@@ -62,7 +62,7 @@ def plan_providers(requested: str, available: list[str] | None = None) -> Provid
     have = ", ".join(short_name(p) for p in available) or "none"
     if requested == "auto":
         candidates = []
-        messages = []
+        messages: list[str] = []
         for name in AUTO_ORDER:
             if PROVIDER_NAMES[name] in available:
                 candidates.append(name)

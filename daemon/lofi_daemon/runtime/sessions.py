@@ -1,15 +1,18 @@
 """ONNX Runtime sessions with the settings' provider and thread count.
 
 `create_session` tries each planned provider in turn (logging every attempt) and reports when it had to fall
-back, so "cuda" on a machine without a working CUDA setup still produces music on the CPU.
+back, so "cuda" on a machine without a working CUDA setup still produces music on the CPU. `open_session` is
+the same without announcing the plan's messages (for a caller that opens many sessions from one plan), and can
+override initializers (merged LoRA weights).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import numpy as np
 import onnxruntime as ort
 
 from ..config import Settings
@@ -28,7 +31,7 @@ def session_options(settings: Settings) -> ort.SessionOptions:
     if settings.threads and settings.threads > 0:
         opts.intra_op_num_threads = int(settings.threads)
     opts.inter_op_num_threads = 1
-    # ORT's graph optimisations gave no speed on these decoders but cost seconds of load time (lab §4.2);
+    # ORT's full graph optimisations gave no speed on these decoders but cost seconds of load time;
     # BASIC keeps the cheap constant folding.
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     opts.log_severity_level = 3  # errors only: ORT's warnings would flood the daemon log
@@ -40,6 +43,14 @@ def _providers_arg(name: str) -> list[str]:
     return [full] if full == CPU else [full, CPU]
 
 
+def announce(plan: ProviderPlan, warn: WarnFn | None = None) -> None:
+    """Log (and tell the user) what the provider plan had to change, e.g. "cuda is not available"."""
+    for msg in plan.messages:
+        log_once(log, logging.WARNING, "%s", msg)
+        if warn:
+            warn(msg)
+
+
 def create_session(
     path: str | Path,
     settings: Settings,
@@ -48,11 +59,30 @@ def create_session(
 ) -> ort.InferenceSession:
     """Open `path` on the best provider of `plan` (default: from settings.provider) that actually initialises."""
     plan = plan or plan_providers(settings.provider)
-    for msg in plan.messages:
-        log_once(log, logging.WARNING, "%s", msg)
-        if warn:
-            warn(msg)
+    announce(plan, warn)
+    return open_session(path, settings, plan, warn)
+
+
+def open_session(
+    path: str | Path,
+    settings: Settings,
+    plan: ProviderPlan,
+    warn: WarnFn | None = None,
+    *,
+    initializers: Mapping[str, np.ndarray] | None = None,
+    threads: int | None = None,
+) -> ort.InferenceSession:
+    """create_session without announcing the plan; `initializers` replace the graph's weights of those names,
+    `threads` overrides settings.threads."""
     opts = session_options(settings)
+    if threads:
+        opts.intra_op_num_threads = threads
+    keep = []
+    for name, value in (initializers or {}).items():
+        # ORT uses this buffer as the initializer's data; it must live as long as the session.
+        ov = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value, dtype=np.float32))
+        keep.append(ov)
+        opts.add_initializer(name, ov)
     last_error: Exception | None = None
     for name in plan.candidates:
         try:
@@ -72,6 +102,8 @@ def create_session(
                 warn(msg)
         else:
             log.info("session %s on %s", Path(path).name, active)
+        if keep:
+            sess._lofi_keep = keep  # keeps the override buffers alive with the session
         return sess
     raise LofiError(
         ErrorCode.MODEL_LOAD_FAILED,

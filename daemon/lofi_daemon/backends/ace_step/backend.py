@@ -27,9 +27,9 @@ from ...errors import Cancelled, ErrorCode, LofiError
 from ...jobs.cancel import CancelToken
 from ...models import download as hub
 from ...models.local import files_fingerprint
-from ...models.registry import ACE_STEP_VARIANTS, ModelVariant, default_variant
-from ...runtime.providers import plan_providers
+from ...models.registry import ACE_STEP_VARIANTS
 from ..base import AudioChunkFn, GeneratedAudio, GenerationRequest, ProgressFn
+from ..model_backend import ModelBackend, NotifyFn
 from . import lora as lora_mod
 from .decode import OUTPUT_RATE, Windowing
 from .guidance import CFG_TYPES
@@ -40,7 +40,6 @@ from .sessions import session_factory
 
 log = logging.getLogger(__name__)
 
-NotifyFn = Callable[[str, dict[str, Any]], None]
 ENV_LORA_DIR = "LOFI_LORA_DIR"
 DEFAULTS: dict[str, Any] = {
     "inference_steps": 60,
@@ -82,23 +81,23 @@ def _number(raw: Mapping[str, Any], key: str, kind: type, code: ErrorCode, lo: f
     return int(value) if kind is int else float(value)
 
 
-class AceStepBackend:
+class AceStepBackend(ModelBackend[AceStepPipeline]):
     name = "ace_step"
+    variants = ACE_STEP_VARIANTS
     display_name = "ACE-Step v1 (3.5B)"
     sample_rate = OUTPUT_RATE
     channels = 2
     min_duration_sec = 5.0
     max_duration_sec = 240.0
     default_duration_sec = 60.0
+    streams_audio = False  # audio comes out of the DCAE decoder only once diffusion has finished
 
-    def __init__(self, settings: Settings, notify: NotifyFn | None = None, *,
-                 windowing: Windowing | None = None) -> None:  # fmt: skip
-        self.settings = settings
-        self.notify = notify or (lambda method, params: None)
+    def __init__(
+        self, settings: Settings, notify: NotifyFn | None = None, *, windowing: Windowing | None = None
+    ) -> None:
+        super().__init__(settings, notify)
         self.windowing = windowing
-        self._pipeline: AceStepPipeline | None = None
         self._lora_key: tuple[str, float] | None = None
-        self._warned: set[str] = set()
 
     # ---- parameters -------------------------------------------------------------------------------------
     def validate(self, raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -112,24 +111,36 @@ class AceStepBackend:
         }
         scheduler = raw.get("scheduler", DEFAULTS["scheduler"])
         if not isinstance(scheduler, str) or scheduler.strip().lower() not in SCHEDULERS:
-            raise LofiError(ErrorCode.INVALID_SCHEDULER,
-                            f"scheduler must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}", param="scheduler")  # fmt: skip
+            raise LofiError(
+                ErrorCode.INVALID_SCHEDULER,
+                f"scheduler must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}",
+                param="scheduler",
+            )
         params["scheduler"] = scheduler.strip().lower()
         cfg_type = raw.get("cfg_type", DEFAULTS["cfg_type"])
         if not isinstance(cfg_type, str) or cfg_type.strip().lower() not in CFG_TYPES:
-            raise LofiError(ErrorCode.INVALID_PARAMS,
-                            f"cfg_type must be one of {', '.join(CFG_TYPES)}, got {cfg_type!r}", param="cfg_type")  # fmt: skip
+            raise LofiError(
+                ErrorCode.INVALID_PARAMS,
+                f"cfg_type must be one of {', '.join(CFG_TYPES)}, got {cfg_type!r}",
+                param="cfg_type",
+            )
         params["cfg_type"] = cfg_type.strip().lower()
         lyrics = raw.get("lyrics")
         if lyrics is not None:
             if not isinstance(lyrics, str) or len(lyrics) > MAX_LYRICS_CHARS:
-                raise LofiError(ErrorCode.INVALID_PARAMS, f"lyrics must be a string of at most {MAX_LYRICS_CHARS} characters", param="lyrics")  # fmt: skip
+                raise LofiError(
+                    ErrorCode.INVALID_PARAMS,
+                    f"lyrics must be a string of at most {MAX_LYRICS_CHARS} characters",
+                    param="lyrics",
+                )
             if lyrics.strip():
                 params["lyrics"] = lyrics.strip()
         if raw.get("lora"):
             params["lora"] = self._canonical_lora(raw["lora"])
             w = raw.get("lora_weight")
-            params["lora_weight"] = 1.0 if w is None else _number(raw, "lora_weight", float, ErrorCode.INVALID_PARAMS, 0, 2)  # fmt: skip
+            params["lora_weight"] = (
+                1.0 if w is None else _number(raw, "lora_weight", float, ErrorCode.INVALID_PARAMS, 0, 2)
+            )
         elif raw.get("lora_weight") is not None:
             raise LofiError(ErrorCode.INVALID_PARAMS, "lora_weight needs a lora", param="lora_weight")
         return params
@@ -159,10 +170,12 @@ class AceStepBackend:
         if is_path and path.is_absolute() and lora_mod.is_lora_file(path):
             return str(path.resolve())
         styles = ", ".join(self.lora_styles()) or "none"
-        raise LofiError(ErrorCode.INVALID_PARAMS,
-                        f"lora must be a style in {self.lora_dir()} ({styles}) or the absolute path of a LoRA "
-                        f".safetensors file (e.g. …/{lora_mod.WEIGHTS_NAME}) with lora_A/lora_B tensors",
-                        param="lora")  # fmt: skip
+        raise LofiError(
+            ErrorCode.INVALID_PARAMS,
+            f"lora must be a style in {self.lora_dir()} ({styles}) or the absolute path of a LoRA "
+            f".safetensors file (e.g. …/{lora_mod.WEIGHTS_NAME}) with lora_A/lora_B tensors",
+            param="lora",
+        )
 
     def _lora_file(self, canonical: str) -> Path:
         if canonical in self.lora_styles():
@@ -170,35 +183,17 @@ class AceStepBackend:
         return lora_mod.resolve_file(Path(canonical))
 
     # ---- model files ----------------------------------------------------------------------------------------
-    @property
-    def provider(self) -> str:
-        return plan_providers(self.settings.provider).preferred
-
-    @property
-    def local_dir(self) -> Path | None:
-        m = self.settings.models.get("ace_step")
-        return Path(m.dir).expanduser() if m and m.dir else None
-
-    def variant(self) -> ModelVariant:
-        m = self.settings.models.get("ace_step")
-        name = m.variant if m else None
-        if name:
-            if name not in ACE_STEP_VARIANTS:
-                raise LofiError(ErrorCode.MODEL_NOT_FOUND,
-                                f"unknown ace_step variant '{name}' (known: {', '.join(sorted(ACE_STEP_VARIANTS))})",
-                                variant=name)  # fmt: skip
-            return ACE_STEP_VARIANTS[name]
-        return default_variant("ace_step", self.provider)
-
     def layout(self) -> ModelLayout:
         """The model directory in use; raises MODEL_NOT_FOUND / BACKEND_NOT_INSTALLED (never downloads)."""
         if self.local_dir is not None:
             found = detect(self.local_dir)
             if found is None:
-                raise LofiError(ErrorCode.MODEL_NOT_FOUND,
-                                f"ace_step model directory {self.local_dir} holds neither the lofi layout (run "
-                                "scripts/export_ace_step.py) nor the lofi.nvim reference layout",
-                                dir=str(self.local_dir))  # fmt: skip
+                raise LofiError(
+                    ErrorCode.MODEL_NOT_FOUND,
+                    f"ace_step model directory {self.local_dir} holds neither the lofi layout (run "
+                    "scripts/export_ace_step.py) nor the lofi.nvim reference layout",
+                    dir=str(self.local_dir),
+                )
             return found
         v = self.variant()
         files = hub.cached_files(v)
@@ -209,57 +204,49 @@ class AceStepBackend:
                 f"{v.repo_id}, and it needs about 12 GB of free RAM to run on the CPU. Consent with "
                 '`download_backend {backend: "ace_step"}` (:Lofi download ace_step) or generate with '
                 "allow_download: true; or set models.ace_step.dir / LOFI_ACE_STEP_DIR to a local export",
-                backend=self.name, variant=v.name, download_size_bytes=v.approx_total,
+                backend=self.name,
+                variant=v.name,
+                download_size_bytes=v.approx_total,
                 missing=[f.path for f in hub.missing_files(v)],
-            )  # fmt: skip
+            )
         found = detect(files["text_encoder"].parent)
         if found is None:
-            raise LofiError(ErrorCode.MODEL_NOT_FOUND, f"downloaded ace_step files in {files['text_encoder'].parent} are incomplete")  # fmt: skip
+            raise LofiError(
+                ErrorCode.MODEL_NOT_FOUND,
+                f"downloaded ace_step files in {files['text_encoder'].parent} are incomplete",
+            )
         return found
 
-    def model_version(self) -> str:
-        if self.local_dir is not None:
-            found = detect(self.local_dir)
-            if found is None:
-                return f"ace-step-local-missing-{self.local_dir.name}"
-            return f"ace-step-{found.kind}-{files_fingerprint({p.name: p for p in found.files})}"
-        return self.variant().model_version
+    def check_model(self) -> None:
+        self.layout()
 
-    def is_installed(self) -> bool:
-        try:
-            self.layout()
-        except LofiError:
-            return False
-        return True
+    def local_model_version(self, local_dir: Path) -> str:
+        found = detect(local_dir)
+        if found is None:
+            return f"ace-step-local-missing-{local_dir.name}"
+        return f"ace-step-{found.kind}-{files_fingerprint({p.name: p for p in found.files})}"
 
     def status(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            # name, rates, durations and `loaded` are added by get_backends from the class attributes
-            "installed": self.is_installed(),
-            "model_version": self.model_version(),
-            "provider": self.provider,
-            "variants": sorted(ACE_STEP_VARIANTS),
-            "lora_styles": self.lora_styles(),
-            "defaults": dict(DEFAULTS),
-        }
+        out = super().status()
+        out.update(lora_styles=self.lora_styles(), defaults=dict(DEFAULTS))
         if self.local_dir is not None:
-            out.update(source="local", dir=str(self.local_dir))
             found = detect(self.local_dir)
             out["variant"] = f"local-{found.kind}" if found else "local"
             if found:
                 out["layout"] = found.kind
                 out["size_bytes"] = found.size_bytes
         else:
-            v = self.variant()
-            out.update(source="hub", variant=v.name, repo_id=v.repo_id, revision=v.revision, layout="reference",
-                       download_size_bytes=v.approx_total, missing_files=[f.path for f in hub.missing_files(v)])  # fmt: skip
+            out["layout"] = "reference"
         return out
 
     def download(self, progress: Callable[[dict[str, Any]], None] | None, cancel: CancelToken) -> None:
-        """Fetch the hub variant (the caller has the user's consent); resumes partial files."""
-        if self.local_dir is not None:
-            self.layout()
-            return
+        """As ModelBackend.download, after checking that the ≈ 12 GB fit on the disk."""
+        if self.local_dir is None:
+            self._check_space_and_announce()
+        super().download(progress, cancel)
+
+    def _check_space_and_announce(self) -> None:
+        """MODEL_DOWNLOAD_FAILED when the files would not fit; else tell the user how much is coming."""
         v = self.variant()
         missing = hub.missing_files(v)
         need = sum(f.approx_size or f.size or 0 for f in missing)
@@ -267,37 +254,33 @@ class AceStepBackend:
         probe = cache if cache.exists() else next((p for p in cache.parents if p.exists()), Path("/"))
         free = shutil.disk_usage(probe).free
         if need and free < need * 1.05:
-            raise LofiError(ErrorCode.MODEL_DOWNLOAD_FAILED,
-                            f"not enough disk space for the ACE-Step model: {need / GB:.1f} GB needed in {cache}, "
-                            f"{free / GB:.1f} GB free", needed_bytes=need, free_bytes=free)  # fmt: skip
-        if progress is None:
-
-            def progress(d: dict[str, Any]) -> None:
-                self.notify("download_progress", {"backend": self.name, **d})
-
+            raise LofiError(
+                ErrorCode.MODEL_DOWNLOAD_FAILED,
+                f"not enough disk space for the ACE-Step model: {need / GB:.1f} GB needed in {cache}, "
+                f"{free / GB:.1f} GB free",
+                needed_bytes=need,
+                free_bytes=free,
+            )
         self._warn(
             f"downloading the ACE-Step model ({need / GB:.1f} GB from {v.repo_id}); this takes a while"
         )
-        hub.download_variant(v, progress, cancel)
 
     # ---- lifecycle --------------------------------------------------------------------------------------------
-    def _warn(self, message: str) -> None:
-        if message not in self._warned:
-            self._warned.add(message)
-            self.notify("log", {"level": "warn", "message": message})
-
     def check_memory(self, layout: ModelLayout) -> None:
         """On the CPU all weights live in RAM: require free memory ≥ the model files' size (≈ 12.3 GB for the
-        full model; ORT's pre-packing adds 15–50 % at peak, lab §7.2)."""
+        full model; ORT's weight pre-packing adds 15–50 % at peak)."""
         if self.provider != "cpu":
             return
         need = layout.size_bytes
         free = available_memory_bytes()
         if free is not None and free < need:
-            raise LofiError(ErrorCode.MODEL_LOAD_FAILED,
-                            f"not enough free memory to load ACE-Step on the CPU: {need / GB:.1f} GB needed, "
-                            f"{free / GB:.1f} GB available; close other programs or use a smaller backend",
-                            needed_bytes=need, available_bytes=free)  # fmt: skip
+            raise LofiError(
+                ErrorCode.MODEL_LOAD_FAILED,
+                f"not enough free memory to load ACE-Step on the CPU: {need / GB:.1f} GB needed, "
+                f"{free / GB:.1f} GB available; close other programs or use a smaller backend",
+                needed_bytes=need,
+                available_bytes=free,
+            )
 
     def load(self) -> None:
         if self._pipeline is not None:
@@ -317,23 +300,15 @@ class AceStepBackend:
             ) from exc
         self._lora_key = None
         if layout.kind == "reference":
-            self._warn("ACE-Step runs the lofi.nvim reference export: no ERG, fixed 128-frame DCAE windows, "
-                       "no lyrics tokenizer, no LoRA (export the faithful layout with scripts/export_ace_step.py)")  # fmt: skip
+            self._warn(
+                "ACE-Step runs the lofi.nvim reference export: no ERG, fixed 128-frame DCAE windows, "
+                "no lyrics tokenizer, no LoRA (export the faithful layout with scripts/export_ace_step.py)"
+            )
         log.info("ace_step (%s layout) loaded in %.1fs", layout.kind, time.monotonic() - started)
 
     def unload(self) -> None:
-        self._pipeline = None
+        super().unload()
         self._lora_key = None
-
-    @property
-    def loaded(self) -> bool:
-        return self._pipeline is not None
-
-    @property
-    def pipeline(self) -> AceStepPipeline:
-        self.load()
-        assert self._pipeline is not None
-        return self._pipeline
 
     def _apply_lora(self, style: str | None, weight: float) -> dict[str, Any]:
         """Make the transformer sessions carry `style` merged at `weight` (or the base weights)."""
@@ -346,9 +321,13 @@ class AceStepBackend:
             self._lora_key = None
             return {}
         if pipe.layout.kind != "lofi":
-            raise LofiError(ErrorCode.INVALID_PARAMS, "LoRA styles need the lofi ONNX layout (scripts/export_ace_step.py)", param="lora")  # fmt: skip
+            raise LofiError(
+                ErrorCode.INVALID_PARAMS,
+                "LoRA styles need the lofi ONNX layout (scripts/export_ace_step.py)",
+                param="lora",
+            )
         started = time.monotonic()
-        pairs, cfg = lora_mod.read_lora(self._lora_file(style))
+        pairs, cfg = lora_mod.read_lora(self._lora_file(key[0]))
         names = json.loads(pipe.layout.path("lora_name_map.json").read_text())
         enc, used_e = lora_mod.merged_initializers(
             pairs, cfg, weight, names["transformer_encoder.onnx"], pipe.layout.dir
@@ -366,14 +345,23 @@ class AceStepBackend:
         return {"lora_modules": len(used_e | used_d), "lora_merge_sec": round(time.monotonic() - started, 3)}
 
     # ---- generation -------------------------------------------------------------------------------------------
-    def generate(self, request: GenerationRequest, progress: ProgressFn, cancel: CancelToken,
-                 on_audio: AudioChunkFn | None = None) -> GeneratedAudio:  # fmt: skip
+    def generate(
+        self,
+        request: GenerationRequest,
+        progress: ProgressFn,
+        cancel: CancelToken,
+        on_audio: AudioChunkFn | None = None,
+    ) -> GeneratedAudio:
         params = self.validate(request.params)
         pipe = self.pipeline
         p = SamplingParams(
-            steps=params["inference_steps"], guidance_scale=params["guidance_scale"], scheduler=params["scheduler"],
-            cfg_type=params["cfg_type"], omega=params["omega"], guidance_interval=params["guidance_interval"],
-        )  # fmt: skip
+            steps=params["inference_steps"],
+            guidance_scale=params["guidance_scale"],
+            scheduler=params["scheduler"],
+            cfg_type=params["cfg_type"],
+            omega=params["omega"],
+            guidance_interval=params["guidance_interval"],
+        )
         p = pipe.effective(p)
         timings: dict[str, float] = {}
         try:
@@ -390,8 +378,14 @@ class AceStepBackend:
                 progress(step, total, current_step=step, total_steps=total, evaluations=evaluations)
 
             t1 = time.monotonic()
-            latents = pipe.sample(cond, noise, p, step_noise=lambda shape: rng.standard_normal(shape, dtype=np.float32),
-                                  check=cancel.check, on_step=on_step)  # fmt: skip
+            latents = pipe.sample(
+                cond,
+                noise,
+                p,
+                step_noise=lambda shape: rng.standard_normal(shape, dtype=np.float32),
+                check=cancel.check,
+                on_step=on_step,
+            )
             timings["diffusion"] = time.monotonic() - t1
             t2 = time.monotonic()
             audio = pipe.latents_to_audio(latents, cancel.check)
@@ -402,7 +396,12 @@ class AceStepBackend:
             log.exception("ace_step inference failed")
             raise LofiError(ErrorCode.MODEL_INFERENCE_FAILED, f"ace_step inference failed: {exc}") from exc
         info.update(
-            latent_frames=frames, steps=p.steps, scheduler=p.scheduler, cfg_type=p.cfg_type,
-            layout=pipe.layout.kind, erg=p.use_erg_diffusion, timings={k: round(v, 3) for k, v in timings.items()},
-        )  # fmt: skip
+            latent_frames=frames,
+            steps=p.steps,
+            scheduler=p.scheduler,
+            cfg_type=p.cfg_type,
+            layout=pipe.layout.kind,
+            erg=p.use_erg_diffusion,
+            timings={k: round(v, 3) for k, v in timings.items()},
+        )
         return GeneratedAudio(samples=audio, sample_rate=OUTPUT_RATE, info=info)

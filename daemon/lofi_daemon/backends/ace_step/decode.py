@@ -34,8 +34,15 @@ class Windowing:
     vocoder_margin: int = 96
 
 
-def windowed(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, core: int, margin: int, ratio: int,
-             fixed: int | None = None, check: Callable[[], None] | None = None) -> np.ndarray:  # fmt: skip
+def windowed(
+    fn: Callable[[np.ndarray], np.ndarray],
+    x: np.ndarray,
+    core: int,
+    margin: int,
+    ratio: int,
+    fixed: int | None = None,
+    check: Callable[[], None] | None = None,
+) -> np.ndarray:
     """Apply `fn` along the last axis of x in overlapping windows; fn maps n frames to n·ratio outputs.
     `fixed` forces every window to exactly that many input frames (graphs with a static length), padding the
     track end with zeros."""

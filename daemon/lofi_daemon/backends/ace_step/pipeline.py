@@ -112,6 +112,7 @@ class Graphs:
         }
         if "lyric_q_scale" in _inputs(self.encoder):
             feeds["lyric_q_scale"] = np.full((text.shape[0],), lyric_q_scale, np.float32)
+        assert self.encoder is not None, "load_transformer() first"
         states, mask = self.encoder.run(["encoder_hidden_states", "encoder_hidden_mask"], feeds)
         return states.astype(np.float32), mask.astype(np.float32)
 
@@ -131,6 +132,7 @@ class Graphs:
             feeds["erg_q_scale"] = np.asarray(q_scale, np.float32).reshape(b)
         else:
             feeds["timestep"] = np.full((1,), t, np.float32)
+        assert self.decoder is not None, "load_transformer() first"
         return self.decoder.run(["sample"], feeds)[0]
 
     # -- audio
@@ -169,7 +171,7 @@ class AceStepPipeline:
         spk = _inputs(self.graphs.encoder)["speaker_embeds"].shape
         self.speaker_dim = spk[1] if isinstance(spk[1], int) else int(cfg_.get("speaker_dim", 512))
         self.windowing = windowing or dec.Windowing()
-        self.batch_cfg = False  # cond and uncond as one batch-2 call (useful on GPU; no gain on CPU, lab §7)
+        self.batch_cfg = False  # cond and uncond as one batch-2 call (useful on GPU; measured no gain on CPU)
 
     def effective(self, p: SamplingParams) -> SamplingParams:
         if self.graphs.has_erg:
@@ -203,10 +205,15 @@ class AceStepPipeline:
 
     # ---- stage 2: sampling
 
-    def sample(self, c: Conditions, noise: np.ndarray, p: SamplingParams,
-               step_noise: Callable[[tuple[int, ...]], np.ndarray] | None = None,
-               check: Callable[[], None] | None = None,
-               on_step: Callable[[int, int, int], None] | None = None) -> np.ndarray:  # fmt: skip
+    def sample(
+        self,
+        c: Conditions,
+        noise: np.ndarray,
+        p: SamplingParams,
+        step_noise: Callable[[tuple[int, ...]], np.ndarray] | None = None,
+        check: Callable[[], None] | None = None,
+        on_step: Callable[[int, int, int], None] | None = None,
+    ) -> np.ndarray:
         """Flow-matching loop. `check()` runs before every transformer evaluation (cancellation);
         `on_step(user_step, total_steps, evaluations_done)` after every scheduler step."""
         g = self.graphs
@@ -225,8 +232,13 @@ class AceStepPipeline:
                 if self.batch_cfg and g.batch_timestep:
                     if check:
                         check()
-                    both = g.velocity(np.concatenate([x, x]), np.concatenate([c.cond, c.uncond]),
-                                      np.concatenate([c.mask, c.mask]), t, [1.0, uncond_q])  # fmt: skip
+                    both = g.velocity(
+                        np.concatenate([x, x]),
+                        np.concatenate([c.cond, c.uncond]),
+                        np.concatenate([c.mask, c.mask]),
+                        t,
+                        [1.0, uncond_q],
+                    )
                     v_cond, v_uncond = both[:1], both[1:]
                 else:
                     if check:
@@ -268,8 +280,9 @@ class AceStepPipeline:
     def waveform(self, mel: np.ndarray, check: Callable[[], None] | None = None) -> np.ndarray:
         """[2, 128, M] log-mel → [2, 512·M] at 44.1 kHz (windowed for long mels)."""
         w = self.windowing
-        return dec.windowed(self.graphs.wave, mel, w.vocoder_core, w.vocoder_margin, dec.SAMPLES_PER_MEL,
-                            None, check)  # fmt: skip
+        return dec.windowed(
+            self.graphs.wave, mel, w.vocoder_core, w.vocoder_margin, dec.SAMPLES_PER_MEL, None, check
+        )
 
     def latents_to_audio(self, latents: np.ndarray, check: Callable[[], None] | None = None) -> np.ndarray:
         """→ float32 [frames, 2] at 48 kHz"""

@@ -88,6 +88,7 @@ class Scheduler:
         if self.kind == "pingpong":
             sigma, sigma_next = self.sigmas[i], self.sigmas[i + 1]
             denoised = x - sigma * v
+            assert self.noise is not None, "pingpong needs a noise source"
             eps = self.noise(x.shape).astype(np.float32)
             return ((np.float32(1) - sigma_next) * denoised + sigma_next * eps).astype(np.float32)
         # Heun: first-order (Euler predictor) and second-order (trapezoid corrector) calls alternate.

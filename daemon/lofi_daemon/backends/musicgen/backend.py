@@ -3,14 +3,14 @@
 Construct with `MusicGenBackend(settings, notify)`. Model source, in order:
 1. `settings.models["musicgen"].dir` (or LOFI_MUSICGEN_DIR): a local directory, never any network;
 2. the hub variant `settings.models["musicgen"].variant` (registry name, or a dtype such as "int8"), default
-   the 8-bit decoder on CPU and fp16 on CUDA/CoreML (product.md), from the huggingface_hub cache.
+   the 8-bit decoder on CPU and fp16 on CUDA/CoreML, from the huggingface_hub cache.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +21,14 @@ from ...errors import Cancelled, ErrorCode, LofiError
 from ...jobs.cancel import CancelToken
 from ...models import download as hub
 from ...models.local import files_fingerprint, resolve_local
-from ...models.registry import MUSICGEN_VARIANTS, ModelVariant, default_variant
-from ...runtime.providers import plan_providers
+from ...models.registry import MUSICGEN_VARIANTS
 from ..base import AudioChunkFn, GeneratedAudio, GenerationRequest, ProgressFn
+from ..model_backend import ModelBackend, NotifyFn
 from . import static_kv
 from .files import DTYPE_ALIASES, decoder_dtype, local_layouts, pick_decoder
 from .pipeline import MusicGenPipeline, SamplingParams
 
 log = logging.getLogger(__name__)
-
-NotifyFn = Callable[[str, dict[str, Any]], None]
 
 DEFAULTS = {"guidance_scale": 3.0, "top_k": 250, "top_p": 0.0, "temperature": 1.0}
 # dtype shortcuts accepted as a hub variant name
@@ -52,8 +50,9 @@ def _number(raw: Mapping[str, Any], key: str, kind: type) -> Any:
     return float(value)
 
 
-class MusicGenBackend:
+class MusicGenBackend(ModelBackend[MusicGenPipeline]):
     name = "musicgen"
+    variants = MUSICGEN_VARIANTS
     display_name = "MusicGen (small)"
     sample_rate = 32000
     channels = 1
@@ -70,13 +69,10 @@ class MusicGenBackend:
         window_sec: float = 30.0,
         stride_sec: float = 18.0,
     ) -> None:
-        self.settings = settings
-        self.notify = notify or (lambda method, params: None)
+        super().__init__(settings, notify)
         # The model's context is 30 s; tests shrink it to exercise continuation on the tiny model quickly.
         self.window_sec = window_sec
         self.stride_sec = stride_sec
-        self._pipeline: MusicGenPipeline | None = None
-        self._warned: set[str] = set()
 
     # ---- parameters ---------------------------------------------------------------------------------------
     def validate(self, raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -106,37 +102,10 @@ class MusicGenBackend:
             )
         return {"guidance_scale": g, "top_k": top_k, "top_p": top_p, "temperature": temperature}
 
-    # ---- model files --------------------------------------------------------------------------------------
-    @property
-    def provider(self) -> str:
-        return plan_providers(self.settings.provider).preferred
-
-    @property
-    def local_dir(self) -> Path | None:
-        m = self.settings.models.get("musicgen")
-        return Path(m.dir).expanduser() if m and m.dir else None
-
-    @property
-    def requested_variant(self) -> str | None:
-        m = self.settings.models.get("musicgen")
-        return m.variant if m else None
-
-    def variant(self) -> ModelVariant:
-        """The hub variant in use (when no local directory is set)."""
-        name = self.requested_variant
-        if name and name not in MUSICGEN_VARIANTS:
-            alias = DTYPE_ALIASES.get(name.lower())
-            if alias is None:
-                known = ", ".join(sorted(MUSICGEN_VARIANTS))
-                raise LofiError(
-                    ErrorCode.MODEL_NOT_FOUND,
-                    f"unknown musicgen variant '{name}' (known: {known})",
-                    variant=name,
-                )
-            name = DTYPE_TO_VARIANT[alias]
-        if name:
-            return MUSICGEN_VARIANTS[name]
-        return default_variant("musicgen", self.provider)
+    # ---- model files ----------------------------------------------------------------------------------------
+    def variant_alias(self, name: str) -> str | None:
+        alias = DTYPE_ALIASES.get(name.lower())
+        return DTYPE_TO_VARIANT[alias] if alias else None
 
     def local_files(self) -> dict[str, Path]:
         """role → path in the local directory (raises MODEL_NOT_FOUND naming the missing file)."""
@@ -144,7 +113,7 @@ class MusicGenBackend:
         _, found = resolve_local(
             self.local_dir, local_layouts(self.requested_variant, self.provider), "musicgen"
         )
-        return pick_decoder(found)  # type: ignore[return-value]
+        return pick_decoder(found)
 
     def model_files(self) -> dict[str, Path]:
         """The files to load; raises BACKEND_NOT_INSTALLED when hub files are missing (never downloads)."""
@@ -166,43 +135,31 @@ class MusicGenBackend:
             )
         return files
 
+    def check_model(self) -> None:
+        self.model_files()
+
     def model_version(self) -> str:
         """The weights' identity, plus the in-place KV decoder's version on the CPU (it rounds attention
         differently from the export's own cache, so its tracks get their own ids)."""
-        return self._weights_version() + (f"+kv{static_kv.CONVERT_VERSION}" if self.provider == "cpu" else "")
+        return super().model_version() + (f"+kv{static_kv.CONVERT_VERSION}" if self.provider == "cpu" else "")
 
-    def _weights_version(self) -> str:
-        if self.local_dir is not None:
-            try:
-                files = self.local_files()
-            except LofiError:
-                return f"musicgen-local-missing-{self.local_dir.name}"
-            dtype = decoder_dtype(str(files.get("decoder_merged") or files.get("decoder")))
-            return f"musicgen-local-{dtype}-{files_fingerprint(files)}"
-        return self.variant().model_version
-
-    def is_installed(self) -> bool:
+    def local_model_version(self, local_dir: Path) -> str:
         try:
-            self.model_files()
+            files = self.local_files()
         except LofiError:
-            return False
-        return True
+            return f"musicgen-local-missing-{local_dir.name}"
+        dtype = decoder_dtype(str(files.get("decoder_merged") or files.get("decoder")))
+        return f"musicgen-local-{dtype}-{files_fingerprint(files)}"
 
     def status(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            # name, rates, durations and `loaded` are added by get_backends from the class attributes
-            "installed": self.is_installed(),
-            "model_version": self.model_version(),
-            "provider": self._pipeline.provider if self._pipeline else self.provider,
-            # in-place KV decoder (static_kv.py) or the export's Concat cache; known for sure once loaded
-            "kv_cache": self._pipeline.kv_cache
-            if self._pipeline
-            else ("static" if self.provider == "cpu" else "concat"),
-            "variants": sorted(MUSICGEN_VARIANTS),
-        }
+        out = super().status()
+        if self._pipeline:
+            out["provider"] = self._pipeline.provider
+        # in-place KV decoder (static_kv.py) or the export's Concat cache; known for sure once loaded
+        out["kv_cache"] = (
+            self._pipeline.kv_cache if self._pipeline else ("static" if self.provider == "cpu" else "concat")
+        )
         if self.local_dir is not None:
-            out["source"] = "local"
-            out["dir"] = str(self.local_dir)
             try:
                 files = self.local_files()
                 out["variant"] = "local-" + decoder_dtype(
@@ -215,32 +172,10 @@ class MusicGenBackend:
                 out["variant"] = "local"
                 out["error"] = exc.message
         else:
-            v = self.variant()
-            out.update(source="hub", variant=v.name, repo_id=v.repo_id, revision=v.revision, dtype=v.dtype)
-            out["download_size_bytes"] = v.approx_total
-            out["missing_files"] = [f.path for f in hub.missing_files(v)]
+            out["dtype"] = self.variant().dtype
         return out
 
-    def download(self, progress: Callable[[dict[str, Any]], None] | None, cancel: CancelToken) -> None:
-        """Fetch the hub variant's files (the caller has the user's consent). With a local directory set there is
-        nothing to fetch: its files are checked instead. Without a `progress` callable the backend sends
-        `download_progress` notifications itself."""
-        if self.local_dir is not None:
-            self.local_files()
-            return
-        if progress is None:
-
-            def progress(d: dict[str, Any]) -> None:
-                self.notify("download_progress", {"backend": self.name, **d})
-
-        hub.download_variant(self.variant(), progress, cancel)
-
     # ---- lifecycle ----------------------------------------------------------------------------------------
-    def _warn(self, message: str) -> None:
-        if message not in self._warned:
-            self._warned.add(message)
-            self.notify("log", {"level": "warn", "message": message})
-
     def load(self) -> None:
         if self._pipeline is not None:
             return
@@ -250,19 +185,6 @@ class MusicGenBackend:
             files, self.settings, warn=self._warn, window_sec=self.window_sec, stride_sec=self.stride_sec
         )
         log.info("musicgen loaded in %.1fs on %s", self._pipeline.load_sec, self._pipeline.provider)
-
-    def unload(self) -> None:
-        self._pipeline = None
-
-    @property
-    def loaded(self) -> bool:
-        return self._pipeline is not None
-
-    @property
-    def pipeline(self) -> MusicGenPipeline:
-        self.load()
-        assert self._pipeline is not None
-        return self._pipeline
 
     # ---- generation ---------------------------------------------------------------------------------------
     def generate(

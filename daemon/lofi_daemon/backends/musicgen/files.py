@@ -1,6 +1,6 @@
 """Where a MusicGen's files are: a local directory in one of the three known layouts, or a hub variant.
 
-Local directory layouts (all the optimum export; research/musicgen-onnx-lab.md §1):
+Local directory layouts (all the optimum export):
 * flat       — `text_encoder.onnx`, `decoder_model_merged[_sfx].onnx` (or the split pair), `encodec_decode.onnx`,
                `tokenizer.json`, `config.json` [, `generation_config.json`] in one folder (our builder's output)
 * xenova     — Xenova/musicgen-small: tokenizer/config at the root, ONNX in `onnx/` with dtype suffixes
@@ -11,6 +11,8 @@ fp32 → fp16, (GPU) fp16 → fp32 → int8 → 4-bit. fp16 is only a last resor
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from ...models.local import LocalLayout
 from ...models.registry import MUSICGEN_VARIANTS
@@ -103,8 +105,8 @@ def local_layouts(requested: str | None, provider: str) -> list[LocalLayout]:
     ]
 
 
-def pick_decoder(found: dict[str, object]) -> dict[str, object]:
-    """Keep one decoder form: the merged file when present (lab: same speed, less RAM), else the split pair."""
+def pick_decoder(found: dict[str, Path]) -> dict[str, Path]:
+    """Keep one decoder form: the merged file when present (measured: same speed, less RAM), else the split pair."""
     if "decoder_merged" in found:
         return {k: v for k, v in found.items() if k not in ("decoder", "decoder_with_past")}
     return {k: v for k, v in found.items() if k != "decoder_merged"}

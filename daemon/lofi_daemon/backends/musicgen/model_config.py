@@ -1,7 +1,7 @@
 """The few numbers the pipeline needs from a MusicGen `config.json` / `generation_config.json`.
 
 Configs written by recent transformers omit default values (e.g. no `decoder.pad_token_id` in a musicgen-small
-export), so every field falls back to musicgen-small's value (research/musicgen-onnx-lab.md §1c).
+export), so every field falls back to musicgen-small's value.
 """
 
 from __future__ import annotations

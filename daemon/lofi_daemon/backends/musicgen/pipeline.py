@@ -1,13 +1,13 @@
 """MusicGen on ONNX Runtime + numpy: tokenizer → T5 encoder → decoder loop with KV cache, delay pattern and
 classifier-free guidance → EnCodec.
 
-The graphs are the optimum export used by the hub repos (tensor contract: research/musicgen-onnx-lab.md §1c).
+The graphs are the optimum export used by the hub repos (tensor contract: docs/model-formats.md).
 Greedy output equals transformers' `generate(do_sample=False, guidance_scale=3)` code for code (tests).
 
 Token layout. Codebook k is delayed by k steps: at sequence position p (0 = start token), codebook k carries
 frame p - k - 1. With N decoder steps, frames 0 … N-4 are complete (N steps → N - 3 frames). Positions where a
 codebook has no frame yet (p ≤ k) and, as in transformers, the tail triangle (p ≥ k + N - K + 2) are fed the pad
-token (lab §3.3; only this makes the last frames bit-exact with transformers).
+token (only this makes the last frames bit-exact with transformers).
 
 Long tracks (> window): audiocraft's extend-stride scheme at token level. The first window generates
 `window` frames; every next window re-reads the last (window - stride) frames as a prompt (teacher-forced, one
@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnxruntime as ort
@@ -33,6 +33,9 @@ from . import static_kv
 from .model_config import MusicGenConfig
 from .sampling import apply_guidance, sample
 
+if TYPE_CHECKING:
+    from ...jobs.cancel import CancelToken
+
 log = logging.getLogger(__name__)
 
 # Context for decoding a piece [a, b) of a longer code sequence with EnCodec: its LSTM needs history, and its
@@ -42,7 +45,11 @@ log = logging.getLogger(__name__)
 DECODE_LEFT_FRAMES = 50
 DECODE_RIGHT_FRAMES = 5
 
-_ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+_ORT_DTYPES: dict[str, type[np.generic]] = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+}
 
 
 @dataclass
@@ -61,7 +68,7 @@ class GenerationResult:
     windows: list[dict[str, int]] = field(default_factory=list)
 
 
-def _dtype(arg: ort.NodeArg) -> type:
+def _dtype(arg: ort.NodeArg) -> type[np.generic]:
     try:
         return _ORT_DTYPES[arg.type]
     except KeyError:
@@ -81,7 +88,7 @@ class _Decoder:
         assert ref is not None
         ins = {i.name: i for i in ref.get_inputs()}
         self.hidden_dtype = _dtype(ins["encoder_hidden_states"])
-        kv_args = (merged or with_past).get_inputs()  # type: ignore[union-attr]
+        kv_args = (merged or with_past).get_inputs()
         self.past_names = [i.name for i in kv_args if i.name.startswith("past_key_values.")]
         if not self.past_names:
             raise LofiError(ErrorCode.MODEL_LOAD_FAILED, "decoder graph has no past_key_values inputs")
@@ -122,16 +129,16 @@ class _Decoder:
             )
             names = [o.name for o in self.first.get_outputs()]  # type: ignore[union-attr]
         else:
-            outs = self.with_past.run(  # type: ignore[union-attr]
+            outs = self.with_past.run(
                 None, {"input_ids": input_ids, "encoder_attention_mask": mask, **self.past}
             )
-            names = [o.name for o in self.with_past.get_outputs()]  # type: ignore[union-attr]
+            names = [o.name for o in self.with_past.get_outputs()]
         for name, value in zip(names, outs, strict=True):
             if not name.startswith("present."):
                 continue
             past_name = "past_key_values." + name[len("present.") :]
             # Encoder (cross-attention) KV comes from the first call only: in the merged graph's cache branch
-            # those outputs are empty dummies (lab §3.2).
+            # those outputs are empty dummies.
             if ".encoder." in name and not first_call:
                 continue
             self.past[past_name] = value
@@ -315,7 +322,7 @@ class MusicGenPipeline:
         params: SamplingParams,
         *,
         progress: Callable[..., None] | None = None,
-        cancel: Any | None = None,
+        cancel: CancelToken | None = None,
         on_frames: Callable[[np.ndarray], None] | None = None,
         timings: dict[str, float] | None = None,
     ) -> tuple[np.ndarray, list[dict[str, int]]]:
@@ -359,7 +366,7 @@ class MusicGenPipeline:
         mask: np.ndarray,
         rng: np.random.Generator,
         params: SamplingParams,
-        cancel: Any | None,
+        cancel: CancelToken | None,
         step_done: Callable[[int], None],
         on_frames: Callable[[np.ndarray], None] | None,
     ) -> np.ndarray:
@@ -375,7 +382,7 @@ class MusicGenPipeline:
             # transformers' delay mask also overwrites with pad (both are 2048 in musicgen anyway).
             seq[k, : k + 1] = pad
             seq[k, k + 1 : k + 1 + P] = prompt_frames[:, k]
-            seq[k, k + N - K + 2 :] = pad  # transformers' tail triangle (lab §3.3)
+            seq[k, k + N - K + 2 :] = pad  # transformers' tail triangle
         self.decoder.reset()
         pos = P  # positions 0..P are fully known → one prefill call
         emitted = 0
@@ -437,7 +444,7 @@ class MusicGenPipeline:
         params: SamplingParams | None = None,
         *,
         progress: Callable[..., None] | None = None,
-        cancel: Any | None = None,
+        cancel: CancelToken | None = None,
     ) -> GenerationResult:
         params = params or SamplingParams()
         timings: dict[str, float] = {}

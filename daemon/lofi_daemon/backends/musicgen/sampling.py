@@ -28,7 +28,7 @@ def sample(
     same way whatever the settings (same seed ⇒ same tokens)."""
     logits = np.asarray(logits, dtype=np.float32)
     rows, vocab = logits.shape
-    u = rng.random(rows)
+    u = rng.random(int(rows))
     if top_p <= 0.0 and top_k == 1:
         return np.argmax(logits, axis=-1).astype(np.int64)
     scaled = logits.astype(np.float64) / max(float(temperature), 1e-6)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,6 +24,9 @@ from .pipeline import (
     MusicGenPipeline,
     SamplingParams,
 )
+
+if TYPE_CHECKING:
+    from ...jobs.cancel import CancelToken
 
 
 class ChunkedDecoder:
@@ -81,7 +84,7 @@ def generate_streaming(
     seed: int,
     params: SamplingParams,
     progress: Callable[..., None] | None,
-    cancel: Any | None,
+    cancel: CancelToken | None,
     on_audio: Callable[[np.ndarray], None],
     **chunking: int,
 ) -> GenerationResult:

@@ -1,0 +1,69 @@
+"""What every benchmark needs besides its subject: how much CPU *other* processes used while it ran (the machine is
+shared, and a number measured beside a busy neighbour is contaminated), waiting for a quiet machine first, and
+peak memory. Memory and file sizes are reported in MiB in every benchmark."""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from pathlib import Path
+
+MIB = 1024 * 1024
+HZ = os.sysconf("SC_CLK_TCK")
+
+
+def busy_ticks() -> int:
+    """Clock ticks every CPU of the machine spent busy since boot (/proc/stat, minus idle and iowait)."""
+    with open("/proc/stat") as fh:
+        parts = [int(x) for x in fh.readline().split()[1:]]
+    return sum(parts) - parts[3] - parts[4]
+
+
+def own_ticks() -> int:
+    """Clock ticks this process and its reaped children have used (user + system)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    c = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return int((r.ru_utime + r.ru_stime + c.ru_utime + c.ru_stime) * HZ)
+
+
+class Watch:
+    """`with Watch() as w:` times the block (w.sec) and measures the cores other processes kept busy meanwhile
+    (w.foreign_cores). Children started in the block count as ours once they are waited for inside it."""
+
+    sec = 0.0
+    foreign_cores = 0.0
+
+    def __enter__(self) -> Watch:
+        self._t, self._busy, self._own = time.perf_counter(), busy_ticks(), own_ticks()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sec = time.perf_counter() - self._t
+        foreign = (busy_ticks() - self._busy) - (own_ticks() - self._own)
+        self.foreign_cores = max(0.0, foreign / HZ / max(self.sec, 1e-9))
+
+
+def foreign_load(sample_sec: float = 2.0) -> float:
+    """Cores other processes keep busy, sampled while this process sleeps."""
+    with Watch() as w:
+        time.sleep(sample_sec)
+    return w.foreign_cores
+
+
+def wait_quiet(max_wait: float, threshold: float = 0.3) -> tuple[float, float]:
+    """Wait (up to max_wait s) until other processes use < threshold cores; return (waited s, last load)."""
+    t0 = time.monotonic()
+    load = foreign_load()
+    while load >= threshold and time.monotonic() - t0 < max_wait:
+        load = foreign_load()
+    return time.monotonic() - t0, load
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory (ru_maxrss is in KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def file_mib(path: Path) -> float:
+    return path.stat().st_size / MIB
