@@ -281,6 +281,9 @@ def capture_env_or_skip(tmp_path):
         from tests.playback_helpers import wav_capture_config
     except ImportError:
         pytest.skip("this checkout has no playback yet")
+    from tests.portaudio import require_portaudio
+
+    require_portaudio()
     return wav_capture_config(tmp_path / "alsa-home", tmp_path / "out.wav")
 
 

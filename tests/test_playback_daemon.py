@@ -10,8 +10,9 @@ import pytest
 import soundfile as sf
 
 from tests.playback_helpers import dominant_freq, wav_capture_config
+from tests.portaudio import require_portaudio
 
-pytest.importorskip("sounddevice")
+require_portaudio()
 
 
 def test_generate_autoplay_prefetch_never_silent(daemon, tmp_path):

@@ -17,11 +17,12 @@ import pytest
 import soundfile as sf
 
 from tests.playback_helpers import dominant_freq, wav_capture_config
+from tests.portaudio import require_portaudio
 
 REPO = Path(__file__).resolve().parents[1]
 CAPTURE_RATE = 48000
 
-pytest.importorskip("sounddevice")
+require_portaudio()
 
 CHILD = textwrap.dedent(
     """
