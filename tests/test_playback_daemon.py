@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from tests.daemon_client import CEILING
 from tests.playback_helpers import dominant_freq, wav_capture_config
 from tests.portaudio import require_portaudio
 
@@ -34,11 +35,11 @@ def test_generate_autoplay_prefetch_never_silent(daemon, tmp_path):
     devices = d.call("audio_devices")
     assert any(dev["is_default"] for dev in devices["devices"])
     first = d.call("generate", {"prompt": "e2e first", "duration_sec": 3, "seed": 10})
-    d.wait_notification("playback_started", track_id=first["track_id"], timeout=30)
+    d.wait_notification("playback_started", track_id=first["track_id"])
     # prefetch: queued at `prefetch` priority from the preset list, then auto-played after a crossfade
-    started = d.wait_notification("generation_started", priority="prefetch", timeout=30)
+    started = d.wait_notification("generation_started", priority="prefetch")
     assert started["prompt"] == "p one"
-    d.wait_notification("playback_started", track_id=started["track_id"], timeout=30)
+    d.wait_notification("playback_started", track_id=started["track_id"])
     state = d.call("stop")
     assert state["state"] == "stopped"
     d.wait_notification("playback_ended", track_id=started["track_id"], reason="stopped")
@@ -51,7 +52,7 @@ def test_generate_autoplay_prefetch_never_silent(daemon, tmp_path):
     playlist = d.call("playlist_get")
     assert playlist["tracks"][:2] == [first["track_id"], started["track_id"]]
     d.call("shutdown")
-    d.proc.wait(10)
+    d.proc.wait(CEILING)
 
     audio, sr = sf.read(capture, dtype="float32", always_2d=True)
     x = audio[:, 0]
@@ -138,9 +139,9 @@ def test_musicgen_track_is_played_sample_for_sample(daemon, tmp_path):
     )
     r = d.call("generate", {"prompt": "rainy night jazz piano", "duration_sec": 5, "seed": 3})
     done = d.wait_notification("generation_complete", track_id=r["track_id"], timeout=120)
-    d.wait_notification("playback_ended", track_id=r["track_id"], reason="finished", timeout=30)
+    d.wait_notification("playback_ended", track_id=r["track_id"], reason="finished")
     d.call("shutdown")
-    d.proc.wait(10)
+    d.proc.wait(CEILING)
 
     track, rate = sf.read(done["path"], dtype="float64")
     assert rate == 32000
@@ -194,7 +195,7 @@ def test_cli_generate_play_plays_the_track_once(tmp_path):
         capture_output=True,
         text=True,
         env=env,
-        timeout=60,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr
     info = json.loads(out.stdout.strip().splitlines()[-1])
