@@ -129,7 +129,7 @@ def test_every_entry_point_uses_the_same_parser(nvim, tmp_path):
     # A bad table from Lua reaches the callback as an error, before anything is sent.
     err = nvim.exec_lua(
         "_G.e = nil require('lofi').generate({prompt = 'e', duration_sec = 'long'}, function(e) _G.e = e end) "
-        "vim.wait(1000, function() return _G.e end) return _G.e"
+        "vim.wait(60000, function() return _G.e end) return _G.e"
     )
     assert (
         err["code"] == -32602

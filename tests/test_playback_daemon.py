@@ -302,24 +302,24 @@ def test_two_daemons_on_one_cache_share_one_player_and_the_last_play_wins(daemon
     a.call("initialize", options)
     b.call("initialize", options)
     first = a.call("generate", {"prompt": "two one", "duration_sec": 2, "seed": 50})  # 270 Hz
-    a.wait_notification("playback_started", track_id=first["track_id"], timeout=60)
+    a.wait_notification("playback_started", track_id=first["track_id"])
     # B's own generation completes: auto-play does not take the sound from A; B says so and knows who plays
     second = b.call("generate", {"prompt": "two two", "duration_sec": 2, "seed": 200})  # 420 Hz
-    b.wait_notification("generation_complete", track_id=second["track_id"], timeout=60)
+    b.wait_notification("generation_complete", track_id=second["track_id"])
     wait_log(b, "another lofi")
     state = b.call("status")["playback"]
     assert state["state"] == "stopped" and state["playing_elsewhere"] == a.proc.pid
     assert "playback_started" not in b.events()
     # B's user plays: A stops and lets go, B plays
-    assert b.call("play", {"track_id": second["track_id"]}, timeout=60)["state"] == "playing"
-    a.wait_notification("playback_ended", reason="stopped", timeout=30)
+    assert b.call("play", {"track_id": second["track_id"]})["state"] == "playing"
+    a.wait_notification("playback_ended", reason="stopped")
     wait_log(a, f"moved to another lofi (pid {b.proc.pid})")
     prefetches_at_handover = started_prefetches(a)
     starts_at_handover = a.events().count("playback_started")
     assert a.call("status")["playback"]["playing_elsewhere"] == b.proc.pid
     # the prefetch chain lives on with the player: B prefetches, A (silent now) starts at most the one it had queued
-    prefetch = b.wait_notification("generation_started", priority="prefetch", timeout=60)
-    b.wait_notification("generation_complete", track_id=prefetch["track_id"], timeout=60)
+    prefetch = b.wait_notification("generation_started", priority="prefetch")
+    b.wait_notification("generation_complete", track_id=prefetch["track_id"])
     assert started_prefetches(a) <= prefetches_at_handover + 1
     assert a.call("status")["playback"]["state"] == "stopped"
     assert a.events().count("playback_started") == starts_at_handover  # A never restarted by itself
@@ -344,13 +344,13 @@ def test_stop_sticks_through_a_failed_play_and_the_prefetch_that_follows(daemon,
     d = daemon(**wav_capture_config(tmp_path / "audio", tmp_path / "capture.wav"))
     d.call("initialize", {})
     first = d.call("generate", {"prompt": "stop sticks", "duration_sec": 2, "seed": 7})
-    d.wait_notification("playback_started", track_id=first["track_id"], timeout=60)
-    prefetch = d.wait_notification("generation_started", priority="prefetch", timeout=60)
+    d.wait_notification("playback_started", track_id=first["track_id"])
+    prefetch = d.wait_notification("generation_started", priority="prefetch")
     assert d.call("stop")["state"] == "stopped"
     starts = d.events().count("playback_started")
     reply = d.request("play", {"track_id": "0123456789abcdef"})  # `:Lofi play nonexist`
     assert reply["error"]["data"]["error_code"] == "TRACK_NOT_FOUND"
-    d.wait_notification("generation_complete", track_id=prefetch["track_id"], timeout=60)
+    d.wait_notification("generation_complete", track_id=prefetch["track_id"])
     assert d.call("status")["playback"]["state"] == "stopped"
     assert d.events().count("playback_started") == starts  # the prefetch did not start the music
     # nothing plays, so no new prefetch follows: the chain ends with the stop
