@@ -15,6 +15,18 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 TONE = "tests.doubles.tone_backend:ToneBackend"
+# How long a test waits for an event before calling it lost. Only a ceiling: every wait returns as soon as the
+# event happens. On a loaded 2-core machine (load average 5–7) a daemon start alone can take over 5 s.
+CEILING = 120.0
+
+
+def wait_until(predicate: Any, timeout: float = CEILING) -> Any:
+    """Poll `predicate()` until it is truthy and return its value; fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, f"timed out after {timeout}s"
+        time.sleep(0.05)
+    return value
 
 
 def daemon_env(tmp: Path, **extra: str) -> dict[str, str]:
@@ -116,7 +128,7 @@ class DaemonProcess:
     def send(self, message: Any) -> None:
         self.send_raw(encode(message))
 
-    def request(self, method: str, params: Any = None, timeout: float = 20.0) -> dict[str, Any]:
+    def request(self, method: str, params: Any = None, timeout: float = CEILING) -> dict[str, Any]:
         id_ = next(self._ids)
         msg: dict[str, Any] = {"jsonrpc": "2.0", "id": id_, "method": method}
         if params is not None:
@@ -124,12 +136,12 @@ class DaemonProcess:
         self.send(msg)
         return self.wait_response(id_, timeout)
 
-    def call(self, method: str, params: Any = None, timeout: float = 20.0) -> Any:
+    def call(self, method: str, params: Any = None, timeout: float = CEILING) -> Any:
         reply = self.request(method, params, timeout)
         assert "result" in reply, f"{method} failed: {reply}"
         return reply["result"]
 
-    def wait_response(self, id_: Any, timeout: float = 20.0) -> dict[str, Any]:
+    def wait_response(self, id_: Any, timeout: float = CEILING) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         with self._cond:
             while id_ not in self.responses:
@@ -140,7 +152,7 @@ class DaemonProcess:
                 self._cond.wait(left)
             return self.responses.pop(id_)
 
-    def wait_notification(self, method: str, timeout: float = 20.0, **match: Any) -> dict[str, Any]:
+    def wait_notification(self, method: str, timeout: float = CEILING, **match: Any) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:

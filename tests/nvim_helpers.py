@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests.daemon_client import CEILING
 from tests.nvim_path import nvim_binary
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,7 +83,7 @@ def configure(nvim: Any, cfg: dict[str, Any]) -> None:
     nvim.exec_lua("vim.g.lofi = ...", cfg)
 
 
-def wait_for(nvim: Any, lua_expr: str, timeout: float = 20.0, *args: Any) -> Any:
+def wait_for(nvim: Any, lua_expr: str, timeout: float = CEILING, *args: Any) -> Any:
     """Poll a Lua expression (`return ...`) inside nvim until it is truthy; return its value."""
     deadline = time.monotonic() + timeout
     last = None
@@ -94,7 +95,7 @@ def wait_for(nvim: Any, lua_expr: str, timeout: float = 20.0, *args: Any) -> Any
     raise AssertionError(f"timed out after {timeout}s waiting for: {lua_expr} (last value {last!r})")
 
 
-def poll(fn: Callable[[], Any], timeout: float = 10.0) -> Any:
+def poll(fn: Callable[[], Any], timeout: float = CEILING) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         v = fn()

@@ -15,6 +15,7 @@ from lofi_daemon.errors import Cancelled, ErrorCode, LofiError
 from lofi_daemon.jobs.cancel import CancelToken
 
 from tests.ace_step_helpers import FIXTURE, rel_err, tiny_pipeline
+from tests.tolerances import ACE_VELOCITY, f32_tol
 
 
 def make_backend(tmp_path, **kw) -> AceStepBackend:
@@ -88,7 +89,8 @@ def test_batched_cond_uncond_equals_separate_calls():
     one = pipe.sample(c, noise, p)
     pipe.batch_cfg = True
     two = pipe.sample(c, noise, p)
-    assert rel_err(two, one) < 1e-5
+    # same conditions, batched or not: only the kernels' blocking differs over 8 chained evaluations
+    assert rel_err(two, one) < f32_tol(8 * ACE_VELOCITY), rel_err(two, one)
 
 
 def test_defaults_and_identity(tmp_path):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from tests.ace_step_helpers import FIXTURE, fixed_inputs, rel_err
+from tests.tolerances import ace_latents, ace_wave, f32_tol
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch
@@ -59,5 +60,8 @@ def test_full_export_path_from_checkpoint_layout(tmp_path):
     p = SamplingParams(steps=4)
     a = pipe.sample(pipe.conditions_from_ids(ids, mask, lyric, lyric, p), noise, p)
     b = ref.sample(ref.conditions_from_ids(ids, mask, lyric, lyric, p), noise, p)
-    assert rel_err(a, b) < 1e-6
-    assert rel_err(pipe.waveform(pipe.mel(a)), ref.waveform(ref.mel(b))) < 1e-6
+    # the same weights exported twice (weight norm folded by a different route): equal up to float32 rounding,
+    # which depends on the CPU's kernels (an AVX-512/AMX Xeon measured 1.6e-6)
+    assert rel_err(a, b) < f32_tol(ace_latents(4)), rel_err(a, b)
+    wave_err = rel_err(pipe.waveform(pipe.mel(a)), ref.waveform(ref.mel(b)))
+    assert wave_err < f32_tol(ace_wave(4, 13)), wave_err

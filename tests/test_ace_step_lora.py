@@ -11,9 +11,12 @@ import os
 import pytest
 
 from tests.ace_step_helpers import FIXTURE, fixed_inputs, rel_err
+from tests.tolerances import ACE_CONDITIONS, ace_latents, f32_tol
 
 TARGETS = ["speaker_embedder", "linear_q", "linear_k", "linear_v", "to_q", "to_k", "to_v", "to_out.0"]
 WEIGHT = 0.7
+COND_TOL = f32_tol(ACE_CONDITIONS)
+LATENT_TOL = f32_tol(ace_latents(8))  # 8 Euler steps
 
 
 @pytest.fixture(scope="module")
@@ -82,18 +85,19 @@ def test_lora_merge_matches_diffusers_peft(setup, tmp_path):
 
     lora_models = dict(models, transformer=peft_model)
     tc, tu, tm = ref.conditions(lora_models, ids, mask, lyric_ids, lyric_mask)
-    assert rel_err(c.cond, tc.numpy()) < 1e-5 and rel_err(c.uncond, tu.numpy()) < 1e-5
+    # ONNX Runtime against PyTorch: float32 rounding only (tests/tolerances.py)
+    assert rel_err(c.cond, tc.numpy()) < COND_TOL and rel_err(c.uncond, tu.numpy()) < COND_TOL
     tlat, _ = ref.sample(lora_models, tc, tu, tm, noise, 8)
-    assert rel_err(lat, tlat.numpy()) < 1e-5, rel_err(lat, tlat.numpy())
+    assert rel_err(lat, tlat.numpy()) < LATENT_TOL, rel_err(lat, tlat.numpy())
 
     # the style matters, and switching back to no LoRA restores the base weights
     base_c, base_u, base_m = ref.conditions(models, ids, mask, lyric_ids, lyric_mask)
     assert rel_err(c.cond, base_c.numpy()) > 1e-3
     b._apply_lora(None, 1.0)
     c0 = pipe.conditions_from_ids(ids, mask, lyric_ids, lyric_mask, p)
-    assert rel_err(c0.cond, base_c.numpy()) < 1e-5
+    assert rel_err(c0.cond, base_c.numpy()) < COND_TOL
     base_lat, _ = ref.sample(models, base_c, base_u, base_m, noise, 8)
-    assert rel_err(pipe.sample(c0, noise, p), base_lat.numpy()) < 1e-5
+    assert rel_err(pipe.sample(c0, noise, p), base_lat.numpy()) < LATENT_TOL
 
 
 # ---- what `lora` may name ----------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from tests.ace_step_helpers import FIXTURE, fixed_inputs, make_reference_layout, rel_err, tiny_pipeline
+from tests.tolerances import ace_latents, f32_tol
 
 pytest.importorskip("onnx")
 
@@ -37,7 +38,8 @@ def test_reference_sampling_equals_lofi_without_erg(ref_dir):
     assert (p.use_erg_tag, p.use_erg_lyric, p.use_erg_diffusion) == (False, False, False)
     lat_ref = ref.sample(ref.conditions_from_ids(ids, mask, lyric_ids, lyric_mask, p), noise, p)
     lat_ours = ours.sample(ours.conditions_from_ids(ids, mask, lyric_ids, lyric_mask, p), noise, p)
-    assert rel_err(lat_ref, lat_ours) < 1e-5
+    # the same weights in two graph layouts: float32 rounding only over 8 Euler steps (tests/tolerances.py)
+    assert rel_err(lat_ref, lat_ours) < f32_tol(ace_latents(8)), rel_err(lat_ref, lat_ours)
     # ERG (our default) genuinely changes the result, which the reference export cannot do
     p_erg = SamplingParams(steps=8)
     lat_erg = ours.sample(ours.conditions_from_ids(ids, mask, lyric_ids, lyric_mask, p_erg), noise, p_erg)

@@ -19,7 +19,7 @@ def run(tmp_path, *args, **env):
         capture_output=True,
         text=True,
         env=daemon_env(tmp_path, **env),
-        timeout=60,
+        timeout=300,
     )
 
 

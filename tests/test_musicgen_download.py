@@ -189,7 +189,7 @@ def test_cancel_between_files(hub_env):
 def test_download_backend_over_rpc_announces_completion_once(hub_env, daemon):
     d = daemon(LOFI_DEFAULT_BACKEND="musicgen", HF_HUB_OFFLINE="0")
     assert d.call("download_backend", {"backend": "musicgen"})["status"] == "started"
-    d.wait_notification("download_progress", backend="musicgen", state="complete", timeout=60)
+    d.wait_notification("download_progress", backend="musicgen", state="complete")
     d.call("ping")  # anything after the completion has been delivered by now
     finals = [
         n["params"]
@@ -352,11 +352,11 @@ def test_load_failure_says_how_to_repair_and_repair_fixes_it(hub_env, daemon, tm
     hub_env.files[DECODER] = broken_onnx()
     d = daemon(LOFI_DEFAULT_BACKEND="musicgen", HF_HUB_OFFLINE="0", LOFI_THREADS="1")
     d.call("download_backend", {"backend": "musicgen"})
-    d.wait_notification("download_progress", backend="musicgen", state="complete", timeout=60)
+    d.wait_notification("download_progress", backend="musicgen", state="complete")
     assert d.call("download_backend", {"backend": "musicgen"})["status"] == "already_installed"
 
     r = d.call("generate", {"prompt": "lofi", "duration_sec": 5, "seed": 1})
-    err = d.wait_notification("generation_error", track_id=r["track_id"], timeout=60)
+    err = d.wait_notification("generation_error", track_id=r["track_id"])
     assert err["error_code"] == "MODEL_LOAD_FAILED"
     assert "lofi-daemon verify musicgen" in err["message"] and '"repair": true' in err["message"]
     assert err["hint"] in err["message"]
@@ -365,7 +365,7 @@ def test_load_failure_says_how_to_repair_and_repair_fixes_it(hub_env, daemon, tm
     assert d.call("download_backend", {"backend": "musicgen", "repair": True})["status"] == "repairing"
     # every file verifies (the hub announced the broken file's own hash), so repair fetches them all
     done = d.wait_notification(
-        "download_progress", backend="musicgen", repaired=[f.path for f in VARIANT.files], timeout=60
+        "download_progress", backend="musicgen", repaired=[f.path for f in VARIANT.files]
     )
     assert done["state"] == "complete" and done["files_completed"] == 6
     r = d.call("generate", {"prompt": "lofi", "duration_sec": 5, "seed": 1})

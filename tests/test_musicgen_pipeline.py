@@ -13,6 +13,7 @@ from lofi_daemon.errors import Cancelled
 from lofi_daemon.jobs.cancel import CancelToken
 
 from tests.musicgen_fixture import cpu_settings, fixture_files
+from tests.tolerances import audio_tol
 
 SETTINGS = cpu_settings()
 
@@ -142,7 +143,7 @@ def test_guidance_and_sampling_rules():
 
 
 def test_long_tracks_are_decoded_in_overlapping_pieces(short_window, monkeypatch):
-    """Beyond 30 s EnCodec runs per 30 s piece (memory), with context, matching one call within 1e-4."""
+    """Beyond 30 s EnCodec runs per 30 s piece (memory), with context, matching one call to float32 rounding."""
     r = short_window.generate("lofi", 2.5, 8)
     one_call = short_window.decode(r.frames)[: len(r.audio)]
     calls = []
@@ -152,16 +153,21 @@ def test_long_tracks_are_decoded_in_overlapping_pieces(short_window, monkeypatch
     pieces = short_window.decode_track(r.frames)[: len(r.audio)]
     assert calls == [45, 85, 95, 55]  # 125 frames in 40s: [0,45) [0,85) [30,125) [70,125) with 50 + 5 context
     assert pieces.shape == one_call.shape
-    assert np.abs(pieces - one_call).max() < 1e-4
+    # 50 frames of left context make the LSTM's truncation error (~1e-7, streaming.py) smaller than rounding
+    err = np.abs(pieces - one_call).max()
+    assert err < audio_tol(len(r.frames), one_call), err
 
 
 def test_every_code_reaches_the_audio(pipe):
-    """The audio comparisons in these tests (ORT vs transformers, pieces vs one call, streamed vs saved) use 1e-4.
-    They can only catch a wrong code if a code changes the audio by far more than that: the fixture's EnCodec
+    """The audio comparisons in these tests (ORT vs transformers, pieces vs one call, streamed vs saved) allow
+    float32 rounding (tests/tolerances.py audio_tol). They can only catch a wrong code if a code changes the audio by
+    far more than that: the fixture's EnCodec
     codebooks are random (transformers initialises them to zeros, which made every code sound the same)."""
     frames = np.random.default_rng(3).integers(0, pipe.config.codebook_size, (60, 4))
     base = pipe.decode(frames)
     for k in range(4):
         changed = frames.copy()
         changed[30, k] = (changed[30, k] + 1) % pipe.config.codebook_size
-        assert np.abs(pipe.decode(changed) - base).max() > 10 * 1e-4, f"codebook {k} does not reach the audio"
+        assert np.abs(pipe.decode(changed) - base).max() > 10 * audio_tol(60, base), (
+            f"codebook {k} is unheard"
+        )

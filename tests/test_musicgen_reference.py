@@ -10,6 +10,7 @@ import pytest
 from lofi_daemon.backends.musicgen.pipeline import MusicGenPipeline, SamplingParams
 
 from tests.musicgen_fixture import FIXTURE, PROMPTS, cpu_settings, fixture_files
+from tests.tolerances import audio_tol
 
 pytestmark = pytest.mark.torch
 torch = pytest.importorskip("torch")
@@ -68,7 +69,8 @@ def test_greedy_codes_and_audio_match_transformers(pipe, reference, frames):
         assert np.array_equal(ours, ref_codes), f"{(ours != ref_codes).sum()} code mismatches for {prompt!r}"
         audio = pipe.decode(ours)
         assert audio.shape == ref_audio.shape
-        assert np.abs(audio - ref_audio).max() < 1e-4
+        err = np.abs(audio - ref_audio).max()
+        assert err < audio_tol(len(ours), ref_audio), err  # same codes, ONNX Runtime against PyTorch EnCodec
         outputs.append(ours)
     # the test is only meaningful if different prompts lead to different codes
     assert not all(np.array_equal(outputs[0], o) for o in outputs[1:])

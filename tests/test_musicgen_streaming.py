@@ -11,6 +11,7 @@ from lofi_daemon.backends.musicgen.streaming import generate_streaming
 from lofi_daemon.jobs.cancel import CancelToken
 
 from tests.musicgen_fixture import cpu_settings, fixture_files, tiny_settings
+from tests.tolerances import audio_tol
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,9 @@ def test_stream_equals_one_shot_decode(pipe, duration):
     res = generate_streaming(pipe, "lofi", duration, 4, SamplingParams(), progress, None, on_audio, chunk=20)
     stream = np.concatenate(chunks)
     assert stream.dtype == np.float32 and stream.shape == (int(round(duration * 32000)), 1)
-    assert np.abs(stream[:, 0] - res.audio).max() < 1e-4
+    # chunks decoded with 50 frames of history: the LSTM's truncation error (~1e-7, streaming.py) is below rounding
+    err = np.abs(stream[:, 0] - res.audio).max()
+    assert err < audio_tol(len(res.frames), res.audio), err
     # the saved track does not depend on streaming: same seed without streaming, same samples
     plain = pipe.generate("lofi", duration, 4, SamplingParams())
     assert np.array_equal(plain.audio, res.audio) and np.array_equal(plain.frames, res.frames)
@@ -51,4 +54,5 @@ def test_backend_on_audio(tmp_path):
     out = backend.generate(req, lambda *a, **k: None, CancelToken(), on_audio=got.append)
     stream = np.concatenate(got)
     assert stream.shape == out.samples.shape == (48000, 1)
-    assert np.abs(stream - out.samples).max() < 1e-4
+    err = np.abs(stream - out.samples).max()
+    assert err < audio_tol(int(1.5 * 50), out.samples), err  # 50 frames/s

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from tests.daemon_client import CEILING
 from tests.nvim_helpers import (
     ROOT,
     configure,
@@ -129,7 +130,7 @@ def test_every_entry_point_uses_the_same_parser(nvim, tmp_path):
     # A bad table from Lua reaches the callback as an error, before anything is sent.
     err = nvim.exec_lua(
         "_G.e = nil require('lofi').generate({prompt = 'e', duration_sec = 'long'}, function(e) _G.e = e end) "
-        "vim.wait(1000, function() return _G.e end) return _G.e"
+        "vim.wait(60000, function() return _G.e end) return _G.e"
     )
     assert (
         err["code"] == -32602
@@ -373,7 +374,8 @@ def test_favourite_toggles_the_current_track_and_a_given_one(nvim, tmp_path):
     )
     poll(lambda: len(received(record, "cache_favourite")) == 3)
     assert received(record, "cache_favourite")[2]["params"]["favourite"] is True
-    assert nvim.exec_lua("return require('lofi.state').current.tracks[...].favourite", tid) is True
+    # the daemon's reply updates the track list: wait for it (the request arriving is not the reply arriving)
+    wait_for(nvim, "return require('lofi.state').current.tracks[...].favourite == true", CEILING, tid)
 
 
 # --- item 8: lost work on crash -------------------------------------------------------------------------------------

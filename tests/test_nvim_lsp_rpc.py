@@ -24,7 +24,7 @@ def test_vim_lsp_rpc_client_speaks_to_the_daemon(tmp_path):
         capture_output=True,
         text=True,
         env=env,
-        timeout=60,
+        timeout=300,  # above the script's own 2 × 120 s ceilings
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr

@@ -55,7 +55,7 @@ def test_kill_switch_disables_the_plugin(tmp_path):
         ],
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=120,
     )
     assert out.stderr.strip().endswith("0")
 
@@ -77,7 +77,7 @@ def test_startuptime_log_shows_only_the_plugin_file(tmp_path):
             "qa!",
         ],
         check=True,
-        timeout=30,
+        timeout=120,
     )
     text = log.read_text()
     assert f"sourcing {ROOT}/plugin/lofi.lua" in text
@@ -119,7 +119,7 @@ def test_invalid_option_is_reported_and_replaced_by_default(nvim):
     nvim.exec_lua("_G.notes = {} vim.notify = function(m, l) table.insert(_G.notes, {m, l}) end")
     nvim.exec_lua("require('lofi').setup({playback = {volume = 3}})")
     assert nvim.exec_lua("return require('lofi.config').get().playback.volume") == 0.3
-    nvim.exec_lua("vim.wait(100, function() return #_G.notes > 0 end)")
+    nvim.exec_lua("vim.wait(60000, function() return #_G.notes > 0 end)")
     notes = nvim.exec_lua("return _G.notes")
     assert len(notes) == 1
     assert "playback.volume" in notes[0][0] and notes[0][1] == 4  # ERROR
@@ -138,7 +138,7 @@ def test_missing_daemon_says_what_to_run(nvim):
     # The command reports it instead of throwing.
     nvim.exec_lua("_G.notes = {} vim.notify = function(m, l) table.insert(_G.notes, {m, l}) end")
     nvim.command("Lofi models")
-    nvim.exec_lua("vim.wait(5000, function() return #_G.notes > 0 end)")
+    nvim.exec_lua("vim.wait(60000, function() return #_G.notes > 0 end)")
     notes = nvim.exec_lua("return _G.notes")
     assert notes and "/scripts/setup" in notes[0][0] and notes[0][1] == 4
     assert notes[0][0].startswith("`lofi-daemon` not found")  # a notifier plugin shows the title "lofi" once
@@ -198,7 +198,7 @@ def test_unknown_subcommand_is_one_line_with_a_suggestion(nvim):
     nvim.exec_lua("_G.notes = {} vim.notify = function(m, l) table.insert(_G.notes, {m, l}) end")
     nvim.command("Lofi generte rainy")
     nvim.command("Lofi frobnicate")
-    nvim.exec_lua("vim.wait(1000, function() return #_G.notes > 1 end)")
+    nvim.exec_lua("vim.wait(60000, function() return #_G.notes > 1 end)")
     notes = nvim.exec_lua("return _G.notes")
     assert notes == [
         ["unknown subcommand `generte`: did you mean `generate`?", 4],

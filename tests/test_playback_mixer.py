@@ -17,6 +17,11 @@ from lofi_daemon.audio.mixer import (
 )
 
 RATE = 8000  # small rate keeps the tests fast; the mixer is rate-agnostic
+# Samples (|x| <= 1) pass through at most ~8 float32 roundings in the mixer (ramp position, sin/cos within 2 ulp,
+# envelope, volume, sum of two voices): error <= 8 * 2^-24 = 4.8e-7.
+SAMPLE_TOL = 1e-6
+# ramp_source values are at most 5 s * 8000 / 1e6 = 0.04: the same roundings scaled by 0.04 (2e-8).
+RAMP_TOL = 1e-7
 
 
 def tone(track_id: str, freq: float, seconds: float, amp: float = 0.5, rate: int = RATE) -> Source:
@@ -67,10 +72,10 @@ def test_plays_source_exactly_at_unit_volume():
     m.play(a)
     out = run(m, 1.2)
     d = int(DECLICK_SEC * RATE)
-    np.testing.assert_allclose(out[d : a.length - d], a.samples[d:-d], atol=1e-6)
+    np.testing.assert_allclose(out[d : a.length - d], a.samples[d:-d], atol=SAMPLE_TOL)
     # the last track ends with a de-click fade to silence over its final 10 ms
     tail = 1.0 - (np.arange(d) + 0.5) / d
-    np.testing.assert_allclose(out[a.length - d : a.length], a.samples[-d:] * tail[:, None], atol=1e-6)
+    np.testing.assert_allclose(out[a.length - d : a.length], a.samples[-d:] * tail[:, None], atol=SAMPLE_TOL)
     assert np.all(out[a.length :] == 0)
     assert events(m) == [("started", "a"), ("ended", "a", "finished")]
     assert m.state == "stopped"
@@ -98,9 +103,11 @@ def test_equal_power_crossfade_envelope_at_the_seam():
     start = a.length - n
     t = (np.arange(n) + 0.5) / n
     expected = a.samples[start:, 0] * np.cos(t * math.pi / 2) + b.samples[:n, 0] * np.sin(t * math.pi / 2)
-    np.testing.assert_allclose(out[start : start + n, 0], expected, atol=1e-5)
+    np.testing.assert_allclose(out[start : start + n, 0], expected, atol=SAMPLE_TOL)
     # after the seam: B alone, at full level
-    np.testing.assert_allclose(out[a.length : a.length + RATE, 0], b.samples[n : n + RATE, 0], atol=1e-6)
+    np.testing.assert_allclose(
+        out[a.length : a.length + RATE, 0], b.samples[n : n + RATE, 0], atol=SAMPLE_TOL
+    )
     # no click: the largest step between samples stays within what the two tones themselves produce
     max_step = np.max(np.abs(np.diff(out[start - 100 : a.length + 100, 0])))
     natural = 0.5 * 2 * math.pi * 440 / RATE + 0.4 * 2 * math.pi * 660 / RATE
@@ -119,7 +126,7 @@ def test_short_tracks_use_a_quarter_and_tiny_tracks_none():
     start = a.length - n
     t = (np.arange(n) + 0.5) / n
     expected = a.samples[start:, 0] * np.cos(t * math.pi / 2) + b.samples[:n, 0] * np.sin(t * math.pi / 2)
-    np.testing.assert_allclose(out[start : start + n, 0], expected, atol=1e-6)
+    np.testing.assert_allclose(out[start : start + n, 0], expected, atol=SAMPLE_TOL)
 
     m = Mixer(RATE, volume=1.0)
     a, b = ramp_source("a", 1.5), ramp_source("b", 1.5)
@@ -128,11 +135,11 @@ def test_short_tracks_use_a_quarter_and_tiny_tracks_none():
     out = run(m, 3.5)
     d = int(DECLICK_SEC * RATE)
     # no musical crossfade under 2 s, only a 10 ms de-click overlap at the seam
-    np.testing.assert_allclose(out[d : a.length - d, 0], a.samples[d:-d, 0], atol=1e-7)
+    np.testing.assert_allclose(out[d : a.length - d, 0], a.samples[d:-d, 0], atol=RAMP_TOL)
     t = (np.arange(d) + 0.5) / d
     seam = a.samples[-d:, 0] * np.cos(t * math.pi / 2) + b.samples[:d, 0] * np.sin(t * math.pi / 2)
-    np.testing.assert_allclose(out[a.length - d : a.length, 0], seam, atol=1e-7)
-    np.testing.assert_allclose(out[a.length : 2 * a.length - 2 * d, 0], b.samples[d:-d, 0], atol=1e-7)
+    np.testing.assert_allclose(out[a.length - d : a.length, 0], seam, atol=RAMP_TOL)
+    np.testing.assert_allclose(out[a.length : 2 * a.length - 2 * d, 0], b.samples[d:-d, 0], atol=RAMP_TOL)
 
 
 def test_volume_ramp_is_per_sample_and_fast():
@@ -148,10 +155,10 @@ def test_volume_ramp_is_per_sample_and_fast():
     )
     ramp_frames = int(VOLUME_RAMP_SEC * RATE)
     settled = gain[ramp_frames + 1 :]
-    np.testing.assert_allclose(settled[~np.isnan(settled)], 0.25, atol=1e-5)
+    np.testing.assert_allclose(settled[~np.isnan(settled)], 0.25, atol=SAMPLE_TOL)
     g = gain[: ramp_frames + 1]
     g = g[~np.isnan(g)]
-    assert np.all(np.diff(g) <= 1e-6)  # monotonic fall, no jump
+    assert np.all(np.diff(g) <= SAMPLE_TOL)  # monotonic fall (up to rounding), no jump
     assert VOLUME_RAMP_SEC <= 0.05  # audible within 50 ms
 
 
@@ -172,7 +179,7 @@ def test_pause_freezes_position_and_resume_continues():
     assert m.resume()
     out = run(m, 0.1)
     # the first resumed sample continues right where the pause ramp stopped
-    assert abs(out[-1, 0] - a.samples[pos + len(out) - 1, 0]) < 1e-6
+    assert abs(out[-1, 0] - a.samples[pos + len(out) - 1, 0]) < SAMPLE_TOL
     assert m.state == "playing"
 
 
@@ -185,7 +192,7 @@ def test_seek_is_frame_accurate():
     out = run(m, 0.5)
     d = int(DECLICK_SEC * RATE)
     np.testing.assert_allclose(
-        out[d:, 0], a.samples[int(3.25 * RATE) + d : int(3.25 * RATE) + len(out), 0], atol=1e-7
+        out[d:, 0], a.samples[int(3.25 * RATE) + d : int(3.25 * RATE) + len(out), 0], atol=RAMP_TOL
     )
     assert m.position_frames == int(3.25 * RATE) + len(out)
 
@@ -229,7 +236,7 @@ def test_skip_crossfades_from_the_current_position_and_stop_is_click_free():
     expected = a.samples[RATE : RATE + n, 0] * np.cos(t * math.pi / 2) + b.samples[:n, 0] * np.sin(
         t * math.pi / 2
     )
-    np.testing.assert_allclose(out[:n, 0], expected, atol=1e-5)
+    np.testing.assert_allclose(out[:n, 0], expected, atol=SAMPLE_TOL)
     assert events(m)[-2:] == [("ended", "a", "skipped"), ("started", "b")]
     m.stop()
     out = run(m, 0.1)
@@ -247,13 +254,13 @@ def test_streaming_source_underruns_to_silence_then_finishes():
     m.play(s)
     out = run(m, 1.5)
     d = int(DECLICK_SEC * RATE)
-    np.testing.assert_allclose(out[d:RATE, 0], full[d:RATE, 0], atol=1e-6)
+    np.testing.assert_allclose(out[d:RATE, 0], full[d:RATE, 0], atol=SAMPLE_TOL)
     assert np.all(out[RATE:] == 0)  # waiting for more audio
     assert m.position_frames == RATE and m.state == "playing"
     s.push(full[RATE:])
     s.finish()
     out = run(m, 2.5)
-    np.testing.assert_allclose(out[: 2 * RATE - d, 0], full[RATE:-d, 0], atol=1e-6)
+    np.testing.assert_allclose(out[: 2 * RATE - d, 0], full[RATE:-d, 0], atol=SAMPLE_TOL)
     assert ("ended", "s", "finished") in events(m)
 
 
@@ -299,4 +306,4 @@ def test_pause_during_a_crossfade_resumes_it_where_it_was():
     run(straight, 2.5 + d / RATE)  # the pause ramp played d more frames
     expected = run(straight, 1.0)
     # once the resume ramp is done, the output is exactly the uninterrupted crossfade
-    np.testing.assert_allclose(after[d:], expected[d:], atol=1e-6)
+    np.testing.assert_allclose(after[d:], expected[d:], atol=SAMPLE_TOL)
