@@ -34,12 +34,14 @@ def test_graphs_match_diffusers(pipe):
     assert rel_err(got[0], got[1]) > 1e-2  # the prompt matters
 
     lat = rng.standard_normal((2, 4, 8, 16), dtype=np.float32)
+    ctx = got[:2]
     with torch.no_grad():
         want = ref.unet(
-            torch.from_numpy(lat), 421, encoder_hidden_states=torch.from_numpy(got)
+            torch.from_numpy(lat), 421, encoder_hidden_states=torch.from_numpy(ctx)
         ).sample.numpy()
-    out = pipe.unet(lat, 421.0, got)
-    assert rel_err(out, want) < 1e-5 and rel_err(out, pipe.unet(lat, 20.0, got)) > 1e-3
+    out = pipe.unet(lat, 421.0, ctx)
+    assert rel_err(out, want) < 1e-5 and rel_err(out, pipe.unet(lat, 20.0, ctx)) > 1e-3
+    assert rel_err(out, pipe.unet(lat, 421.0, got[1:])) > 1e-3  # the text conditions the UNet
 
     with torch.no_grad():
         want = ref.vae.decode(torch.from_numpy(lat) / ref.vae.config.scaling_factor).sample.numpy()

@@ -56,7 +56,11 @@ class RiffusionPipeline:
         vae = _json(folder / "vae_decoder" / "config.json")
         self.scaling_factor = float(vae.get("scaling_factor", 0.18215))
         self.vae_scale = 2 ** (len(vae.get("block_out_channels", [0] * 4)) - 1)
-        self.latent_channels = int(_json(folder / "unet" / "config.json").get("in_channels", 4))
+        unet = _json(folder / "unet" / "config.json")
+        self.latent_channels = int(unet.get("in_channels", 4))
+        size = unet.get("sample_size", 64)
+        h, w = (size, size) if isinstance(size, int) else size
+        self.image_size = (int(h) * self.vae_scale, int(w) * self.vae_scale)  # SD-1.5: 64 latents → 512 px
 
     # ---- graphs ---------------------------------------------------------------------------------------------
     def encode_text(self, prompts: list[str]) -> np.ndarray:

@@ -27,6 +27,7 @@ built. Overlap-add is ten strided slice additions (window = 10 hops).
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -168,7 +169,13 @@ class Converter:
         start = p.n_fft // 2 - self.offset  # drop the centre padding (the signal starts `offset` samples in)
         return y[start : start + p.samples_for_width(frames)] / self._envelope(frames)
 
-    def griffin_lim(self, mag: np.ndarray, angles: np.ndarray | None = None, seed: int = 0) -> np.ndarray:
+    def griffin_lim(
+        self,
+        mag: np.ndarray,
+        angles: np.ndarray | None = None,
+        seed: int | Sequence[int] = 0,
+        check: Callable[[], None] | None = None,
+    ) -> np.ndarray:
         """torchaudio's `griffinlim` (power 1, momentum, length None) on [active, T] magnitudes. `angles` is the
         initial complex phase estimate (torchaudio draws real and imaginary parts uniform in [0, 1))."""
         p = self.p
@@ -180,6 +187,8 @@ class Converter:
         prev = None
         k = p.momentum / (1.0 + p.momentum)
         for _ in range(p.griffin_lim_iters):
+            if check is not None:
+                check()  # a cancel lands within one iteration
             rebuilt = self.stft(self.istft(mag * angles))
             angles = rebuilt - k * prev if (p.momentum and prev is not None) else rebuilt.copy()
             angles /= np.abs(angles) + 1e-16
@@ -211,15 +220,16 @@ def image_from_mel(mel: np.ndarray, p: SpectrogramParams = RIFFUSION_V1) -> np.n
     return data.astype(np.uint8)[::-1].copy()
 
 
-def audio_from_mel(mel: np.ndarray, seed: int = 0, angles: np.ndarray | None = None,
-                   p: SpectrogramParams = RIFFUSION_V1) -> np.ndarray:  # fmt: skip
-    """Mel magnitudes [n_mels, W] → float64 audio (hop·(W − 1) samples at p.sample_rate), not normalised."""
+def audio_from_mel(mel: np.ndarray, seed: int | Sequence[int] = 0, angles: np.ndarray | None = None,
+                   p: SpectrogramParams = RIFFUSION_V1, check: Callable[[], None] | None = None) -> np.ndarray:  # fmt: skip
+    """Mel magnitudes [n_mels, W] → audio (hop·(W − 1) samples at p.sample_rate), not normalised."""
     conv = converter(p)
-    return conv.griffin_lim(conv.linear_from_mel(mel), angles=angles, seed=seed)
+    return conv.griffin_lim(conv.linear_from_mel(mel), angles=angles, seed=seed, check=check)
 
 
-def audio_from_image(image: np.ndarray, seed: int = 0, p: SpectrogramParams = RIFFUSION_V1) -> np.ndarray:
-    return audio_from_mel(mel_from_image(image, p), seed=seed, p=p)
+def audio_from_image(image: np.ndarray, seed: int | Sequence[int] = 0, p: SpectrogramParams = RIFFUSION_V1,
+                     check: Callable[[], None] | None = None) -> np.ndarray:  # fmt: skip
+    return audio_from_mel(mel_from_image(image, p), seed=seed, p=p, check=check)
 
 
 def mel_from_audio(audio: np.ndarray, p: SpectrogramParams = RIFFUSION_V1) -> np.ndarray:

@@ -31,6 +31,10 @@ class GenerateParams(Strict):
     lyrics: str | None = None
     lora: str | None = None
     lora_weight: float | None = None
+    # Riffusion (also `scheduler`)
+    negative_prompt: str | None = None
+    cfg_scale: float | None = None
+    steps: int | None = None
 
 
 class TrackIdParams(Strict):
