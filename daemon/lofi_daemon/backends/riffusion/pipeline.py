@@ -29,6 +29,14 @@ REQUIRED = tuple(f"{g}/model.onnx" for g in GRAPHS) + (
 )  # fmt: skip
 
 
+def img2img_start(steps: int, strength: float) -> int:
+    """First schedule index img2img runs (diffusers' get_timesteps: int(steps · strength) steps are run)."""
+    run = min(int(steps * strength), steps)
+    if run < 1:
+        raise ValueError(f"denoising strength {strength} runs no step out of {steps}")
+    return steps - run
+
+
 def missing_files(folder: Path) -> list[str]:
     return [rel for rel in REQUIRED if not (folder / rel).is_file()]
 
@@ -52,6 +60,9 @@ class RiffusionPipeline:
         self.folder = folder
         self.tokenizer = ClipTokenizer(folder / "tokenizer")
         self.sessions = {g: make_session(str(folder / g / "model.onnx"), None) for g in GRAPHS}
+        encoder = folder / "vae_encoder" / "model.onnx"  # img2img only; optional
+        if encoder.is_file():
+            self.sessions["vae_encoder"] = make_session(str(encoder), None)
         self.scheduler_config = _json(folder / "scheduler" / "scheduler_config.json")
         vae = _json(folder / "vae_decoder" / "config.json")
         self.scaling_factor = float(vae.get("scaling_factor", 0.18215))
@@ -88,24 +99,41 @@ class RiffusionPipeline:
         return self.encode_text([prompt])
 
     def sample(self, context: np.ndarray, noise: np.ndarray, p: Sampling,
-               check: Callable[[], None] | None = None,
-               on_step: Callable[[int, int], None] | None = None) -> np.ndarray:  # fmt: skip
-        """The denoising loop from `noise` (the initial latents); `check` runs before every UNet call so a
-        cancel lands within one step."""
+               check: Callable[[], None] | None = None, on_step: Callable[[int, int], None] | None = None,
+               init: np.ndarray | None = None, strength: float = 1.0) -> np.ndarray:  # fmt: skip
+        """The denoising loop. text2img starts from `noise`; img2img (`init` latents, already scaled) starts
+        `strength` of the way into the schedule from `init` noised to that step, as diffusers' img2img pipeline
+        does. `check` runs before every UNet call so a cancel lands within one step."""
         sched = make_scheduler(p.scheduler, self.scheduler_config, p.steps)
+        start = 0
         x = noise.astype(np.float32)
+        if init is not None:
+            start = img2img_start(p.steps, strength)
+            x = sched.add_noise(init.astype(np.float32), x, start)
         cfg = context.shape[0] == 2
-        for i, t in enumerate(sched.timesteps):
+        total = len(sched.timesteps) - start
+        for i in range(start, len(sched.timesteps)):
             if check is not None:
                 check()
             inp = np.concatenate([x, x]) if cfg else x
-            eps = self.unet(inp, float(t), context)
+            eps = self.unet(inp, float(sched.timesteps[i]), context)
             if cfg:
                 eps = eps[0:1] + np.float32(p.guidance_scale) * (eps[1:2] - eps[0:1])
             x = sched.step(eps, i, x)
             if on_step is not None:
-                on_step(i + 1, len(sched.timesteps))
+                on_step(i + 1 - start, total)
         return x
+
+    def encode_image(self, image: np.ndarray, noise: np.ndarray | None = None) -> np.ndarray:
+        """uint8 image [H, W, 3] → scaled latents [1, C, H/8, W/8]: the VAE posterior's mean, or a sample from it
+        with `noise` (mean + exp(logvar / 2) · noise, logvar clamped to [-30, 20] as diffusers does)."""
+        x = (image.astype(np.float32) / np.float32(255.0) * 2 - 1).transpose(2, 0, 1)[None]
+        moments = self.sessions["vae_encoder"].run(
+            ["latent_parameters"], {"sample": np.ascontiguousarray(x)}
+        )[0]
+        mean, logvar = np.split(moments, 2, axis=1)
+        z = mean if noise is None else mean + np.exp(0.5 * np.clip(logvar, -30.0, 20.0)) * noise
+        return (z * np.float32(self.scaling_factor)).astype(np.float32)
 
     def image(self, latents: np.ndarray) -> np.ndarray:
         """Latents → uint8 image [H, W, 3] as diffusers' postprocess makes it."""
