@@ -29,15 +29,23 @@ def test_validate_fills_defaults_and_is_strict(tmp_path):
         "cfg_scale": 7.0,
         "steps": 30,
         "scheduler": "dpmsolver++",
+        "denoising": 1.0,
     }
     got = b.validate(
-        {"negative_prompt": "  harsh   noise ", "cfg_scale": 3, "steps": 12.0, "scheduler": "DPM++"}
+        {
+            "negative_prompt": "  harsh   noise ",
+            "cfg_scale": 3,
+            "steps": 12.0,
+            "scheduler": "DPM++",
+            "denoising": 0.5,
+        }
     )
     assert got == {
         "negative_prompt": "harsh noise",
         "cfg_scale": 3.0,
         "steps": 12,
         "scheduler": "dpmsolver++",
+        "denoising": 0.5,
     }
     assert b.validate({"scheduler": "ddim"})["scheduler"] == "ddim"
     bad = {
@@ -46,6 +54,7 @@ def test_validate_fills_defaults_and_is_strict(tmp_path):
         "steps": (2.5, ErrorCode.INVALID_INFERENCE_STEPS),
         "scheduler": ("euler", ErrorCode.INVALID_SCHEDULER),
         "negative_prompt": (7, ErrorCode.INVALID_PARAMS),
+        "denoising": (1.5, ErrorCode.INVALID_PARAMS),
     }
     for key, (value, code) in bad.items():
         with pytest.raises(LofiError) as err:
@@ -54,6 +63,9 @@ def test_validate_fills_defaults_and_is_strict(tmp_path):
     for value in (True, float("nan"), 101, 0):
         with pytest.raises(LofiError):
             b.validate({"steps": value})
+    with pytest.raises(LofiError) as err:  # 0.1 of 5 steps runs none
+        b.validate({"steps": 5, "denoising": 0.1})
+    assert err.value.data["param"] == "denoising"
 
 
 def test_registry_names_the_real_hub_repo_without_invented_hashes():
@@ -138,3 +150,25 @@ def test_cancel_lands_within_one_step(tmp_path):
     with pytest.raises(Cancelled):
         b.generate(req, progress, token)
     assert steps == [1]
+
+
+def test_denoising_chains_later_clips_from_the_previous_one(tmp_path):
+    b = make(tmp_path)
+    tracks, events = {}, {}
+    for strength in (1.0, 0.5):
+        seen = events[strength] = []
+        req = GenerationRequest(
+            "riffusion", "lofi piano", 8.0, 4, b.validate({"steps": 2, "denoising": strength})
+        )
+        tracks[strength] = b.generate(
+            req, lambda d, t, seen=seen, **kw: seen.append((d, t)), CancelToken()
+        ).samples[:, 0]
+    assert events[1.0] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert events[0.5] == [(1, 3), (2, 3), (3, 3)]  # the second clip runs int(2 · 0.5) = 1 step
+    # the first clip (until the crossfade, less the resampler's reach) is the same; the second is not
+    first = (
+        int((rb.spectrogram.RIFFUSION_V1.samples_for_width(512) / rb.MODEL_RATE - rb.CROSSFADE_SEC) * 48000)
+        - 100
+    )
+    assert np.array_equal(tracks[1.0][:first], tracks[0.5][:first])
+    assert not np.allclose(tracks[1.0][-48000:], tracks[0.5][-48000:], atol=1e-3)

@@ -24,6 +24,7 @@ def test_daemon_generates_with_tiny_riffusion(daemon):
         "cfg_scale": 7.0,
         "scheduler": "dpmsolver++",
         "negative_prompt": "harsh",
+        "denoising": 1.0,
     }
     again = d.call("generate", params)
     assert again["track_id"] == r["track_id"] and again["status"] == "cached"

@@ -8,7 +8,9 @@ Construct with `RiffusionBackend(settings, notify)`. Model source:
    then exported once with scripts/export_riffusion.py --model <download> --out <dir> and used through 1.
 
 Each clip has its own noise and Griffin–Lim phase, both drawn from (seed, clip index), so a track is reproducible
-and no two clips of it, or of neighbouring seeds, share noise. Riffusion normalises every clip to a fixed peak;
+and no two clips of it, or of neighbouring seeds, share noise. With `denoising` < 1 every clip after the first is
+img2img from the previous clip's latents at that strength (riffusion's way of keeping clips related); at 1 (the
+default) clips are independent. Riffusion normalises every clip to a fixed peak;
 so does this backend (−1 dBFS, leaving room for the 44.1 → 48 kHz resampler's overshoot) before the crossfades.
 """
 
@@ -34,13 +36,15 @@ from ...runtime.providers import plan_providers
 from ..ace_step.sessions import session_factory
 from ..base import AudioChunkFn, GeneratedAudio, GenerationRequest, ProgressFn
 from . import spectrogram
-from .pipeline import REQUIRED, RiffusionPipeline, Sampling, missing_files
+from .pipeline import REQUIRED, RiffusionPipeline, Sampling, img2img_start, missing_files
 from .schedulers import SCHEDULERS
 
 log = logging.getLogger(__name__)
 
 NotifyFn = Callable[[str, dict[str, Any]], None]
-DEFAULTS: dict[str, Any] = {"negative_prompt": "", "cfg_scale": 7.0, "steps": 30, "scheduler": "dpmsolver++"}
+DEFAULTS: dict[str, Any] = {
+    "negative_prompt": "", "cfg_scale": 7.0, "steps": 30, "scheduler": "dpmsolver++", "denoising": 1.0,
+}  # fmt: skip
 SCHEDULER_ALIASES = {"dpm++": "dpmsolver++", "dpmpp": "dpmsolver++", "dpm++2m": "dpmsolver++"}
 MAX_NEGATIVE_CHARS = 1000
 MODEL_RATE = spectrogram.RIFFUSION_V1.sample_rate
@@ -118,11 +122,18 @@ class RiffusionBackend:
             raise LofiError(ErrorCode.INVALID_SCHEDULER,
                             f"scheduler must be one of {', '.join(SCHEDULERS)} for riffusion, got {scheduler!r}",
                             param="scheduler")  # fmt: skip
+        steps = _number(raw, "steps", int, ErrorCode.INVALID_INFERENCE_STEPS, 1, 100)
+        denoising = _number(raw, "denoising", float, ErrorCode.INVALID_PARAMS, 0, 1)
+        if int(steps * denoising) < 1:
+            raise LofiError(ErrorCode.INVALID_PARAMS,
+                            f"denoising {denoising:g} runs no step out of {steps}: it must be at least 1/steps",
+                            param="denoising")  # fmt: skip
         return {
             "negative_prompt": " ".join(negative.split()),
             "cfg_scale": _number(raw, "cfg_scale", float, ErrorCode.INVALID_GUIDANCE_SCALE, 1, 20),
-            "steps": _number(raw, "steps", int, ErrorCode.INVALID_INFERENCE_STEPS, 1, 100),
+            "steps": steps,
             "scheduler": key,
+            "denoising": denoising,
         }
 
     # ---- model files ----------------------------------------------------------------------------------------
@@ -274,24 +285,30 @@ class RiffusionBackend:
         clip_samples = spectrogram.RIFFUSION_V1.samples_for_width(width)
         crossfade = int(CROSSFADE_SEC * MODEL_RATE)
         n = clip_plan(request.duration_sec, clip_samples, crossfade)
+        strength = params["denoising"]
+        # clip 0 runs every step; with denoising < 1 each later clip is img2img from the previous clip's latents
+        later = p.steps - img2img_start(p.steps, strength) if strength < 1 else p.steps
+        runs = [p.steps] + [later] * (n - 1)
+        total = sum(runs)
         timings = {"diffusion": 0.0, "decode": 0.0, "griffin_lim": 0.0}
         try:
             context = pipe.embeddings(request.prompt, params["negative_prompt"], p.guidance_scale)
             clips = []
+            latents = None
             for i in range(n):
                 cancel.check()
                 noise = np.random.default_rng([request.seed, i, 0]).standard_normal(
                     pipe.latent_shape(height, width), dtype=np.float32
                 )
 
-                def on_step(step: int, total: int, clip: int = i) -> None:
-                    done = clip * total + step
-                    progress(
-                        done, n * total, current_step=done, total_steps=n * total, clip=clip + 1, clips=n
-                    )
+                def on_step(step: int, _run: int, offset: int = sum(runs[:i]), clip: int = i) -> None:
+                    done = offset + step
+                    progress(done, total, current_step=done, total_steps=total, clip=clip + 1, clips=n)
 
+                init = latents if (i > 0 and strength < 1) else None
                 t0 = time.monotonic()
-                latents = pipe.sample(context, noise, p, check=cancel.check, on_step=on_step)
+                latents = pipe.sample(context, noise, p, check=cancel.check, on_step=on_step, init=init,
+                                      strength=strength)  # fmt: skip
                 t1 = time.monotonic()
                 image = pipe.image(latents)
                 t2 = time.monotonic()
@@ -310,5 +327,6 @@ class RiffusionBackend:
             log.exception("riffusion inference failed")
             raise LofiError(ErrorCode.MODEL_INFERENCE_FAILED, f"riffusion inference failed: {exc}") from exc
         info = {"clips": n, "steps": p.steps, "scheduler": p.scheduler, "cfg_scale": p.guidance_scale,
-                "image_size": [height, width], "timings": {k: round(v, 3) for k, v in timings.items()}}  # fmt: skip
+                "denoising": strength, "image_size": [height, width],
+                "timings": {k: round(v, 3) for k, v in timings.items()}}  # fmt: skip
         return GeneratedAudio(samples=out, sample_rate=OUTPUT_RATE, info=info)

@@ -35,6 +35,7 @@ class GenerateParams(Strict):
     negative_prompt: str | None = None
     cfg_scale: float | None = None
     steps: int | None = None
+    denoising: float | None = None
 
 
 class TrackIdParams(Strict):
