@@ -48,6 +48,13 @@ def test_validate_fills_defaults_and_is_strict(tmp_path):
         "denoising": 0.5,
     }
     assert b.validate({"scheduler": "ddim"})["scheduler"] == "ddim"
+    # the plugin's generic spellings (steps= → inference_steps, guidance= → guidance_scale) mean the same
+    assert b.validate({"inference_steps": 12, "guidance_scale": 3}) == b.validate(
+        {"steps": 12, "cfg_scale": 3}
+    )
+    with pytest.raises(LofiError) as err:
+        b.validate({"steps": 12, "inference_steps": 13})
+    assert err.value.code == ErrorCode.INVALID_PARAMS and err.value.data["param"] == "inference_steps"
     bad = {
         "top_k": (250, ErrorCode.INVALID_PARAMS),  # another backend's parameter
         "cfg_scale": (0.5, ErrorCode.INVALID_GUIDANCE_SCALE),

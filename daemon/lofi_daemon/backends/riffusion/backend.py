@@ -45,6 +45,9 @@ NotifyFn = Callable[[str, dict[str, Any]], None]
 DEFAULTS: dict[str, Any] = {
     "negative_prompt": "", "cfg_scale": 7.0, "steps": 30, "scheduler": "dpmsolver++", "denoising": 1.0,
 }  # fmt: skip
+# the other backends' names for the same knobs (what `:Lofi generate steps=… guidance=…` sends); the canonical
+# name is what enters the track identity
+PARAM_ALIASES = {"inference_steps": "steps", "guidance_scale": "cfg_scale"}
 SCHEDULER_ALIASES = {"dpm++": "dpmsolver++", "dpmpp": "dpmsolver++", "dpm++2m": "dpmsolver++"}
 MAX_NEGATIVE_CHARS = 1000
 MODEL_RATE = spectrogram.RIFFUSION_V1.sample_rate
@@ -105,6 +108,12 @@ class RiffusionBackend:
 
     # ---- parameters -------------------------------------------------------------------------------------
     def validate(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        raw = dict(raw)
+        for alias, key in PARAM_ALIASES.items():
+            if alias in raw:
+                if key in raw:
+                    raise LofiError(ErrorCode.INVALID_PARAMS, f"give {key} or {alias}, not both", param=alias)
+                raw[key] = raw.pop(alias)
         unknown = sorted(set(raw) - set(DEFAULTS))
         if unknown:
             raise LofiError(ErrorCode.INVALID_PARAMS,
