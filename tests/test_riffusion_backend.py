@@ -179,3 +179,25 @@ def test_denoising_chains_later_clips_from_the_previous_one(tmp_path):
     )
     assert np.array_equal(tracks[1.0][:first], tracks[0.5][:first])
     assert not np.allclose(tracks[1.0][-48000:], tracks[0.5][-48000:], atol=1e-3)
+
+
+def test_cancel_after_the_last_step_stops_the_conversion(tmp_path, monkeypatch):
+    b = make(tmp_path)
+    token = CancelToken()
+    iterations = []
+    real = rb.spectrogram.Converter.stft
+
+    def counting_stft(self, audio):  # one call per Griffin–Lim iteration
+        iterations.append(1)
+        return real(self, audio)
+
+    monkeypatch.setattr(rb.spectrogram.Converter, "stft", counting_stft)
+
+    def progress(done, total, **kw):
+        if done == total:
+            token.cancel()  # diffusion is over: the conversion in the worker must notice
+
+    req = GenerationRequest("riffusion", "lofi", 5.0, 1, b.validate({"steps": 2}))
+    with pytest.raises(Cancelled):
+        b.generate(req, progress, token)
+    assert iterations == []  # it stopped before its first iteration

@@ -20,6 +20,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,12 @@ def _number(raw: Mapping[str, Any], key: str, kind: type, code: ErrorCode, lo: f
         what = "an integer" if kind is int else "a number"
         raise LofiError(code, f"{key} must be {what} between {lo:g} and {hi:g}, got {value!r}", param=key)
     return int(value) if kind is int else float(value)
+
+
+def cancel_pending(futures: list[Future]) -> None:
+    """Drop queued conversions; one already running ends at its next cancel check or runs out."""
+    for f in futures:
+        f.cancel()
 
 
 def clip_plan(duration_sec: float, clip_samples: int, crossfade: int) -> int:
@@ -285,6 +292,17 @@ class RiffusionBackend:
         return self._pipeline
 
     # ---- generation -------------------------------------------------------------------------------------------
+    @staticmethod
+    def _clip_audio(
+        image: np.ndarray, seed: list[int], cancel: CancelToken, timings: dict[str, float]
+    ) -> np.ndarray:
+        """One clip's audio at a fixed peak (riffusion normalises every clip)."""
+        t0 = time.monotonic()
+        audio = spectrogram.audio_from_image(image, seed=seed, check=cancel.check)
+        timings["griffin_lim"] += time.monotonic() - t0
+        peak = float(np.max(np.abs(audio)))
+        return audio * (CLIP_PEAK / peak) if peak > 0 else audio
+
     def generate(self, request: GenerationRequest, progress: ProgressFn, cancel: CancelToken,
                  on_audio: AudioChunkFn | None = None) -> GeneratedAudio:  # fmt: skip
         params = self.validate(request.params)
@@ -302,31 +320,39 @@ class RiffusionBackend:
         timings = {"diffusion": 0.0, "decode": 0.0, "griffin_lim": 0.0}
         try:
             context = pipe.embeddings(request.prompt, params["negative_prompt"], p.guidance_scale)
-            clips = []
             latents = None
-            for i in range(n):
-                cancel.check()
-                noise = np.random.default_rng([request.seed, i, 0]).standard_normal(
-                    pipe.latent_shape(height, width), dtype=np.float32
-                )
+            # Griffin–Lim of clip i runs in a worker while the UNet draws clip i + 1: on machines with spare cores
+            # its cost leaves the wall time (the result is the same; it only depends on the image and the seed)
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="riffusion-gl") as pool:
+                pending = []
+                try:
+                    for i in range(n):
+                        cancel.check()
+                        noise = np.random.default_rng([request.seed, i, 0]).standard_normal(
+                            pipe.latent_shape(height, width), dtype=np.float32
+                        )
 
-                def on_step(step: int, _run: int, offset: int = sum(runs[:i]), clip: int = i) -> None:
-                    done = offset + step
-                    progress(done, total, current_step=done, total_steps=total, clip=clip + 1, clips=n)
+                        def on_step(step: int, _run: int, offset: int = sum(runs[:i]), clip: int = i) -> None:
+                            done = offset + step
+                            progress(
+                                done, total, current_step=done, total_steps=total, clip=clip + 1, clips=n
+                            )
 
-                init = latents if (i > 0 and strength < 1) else None
-                t0 = time.monotonic()
-                latents = pipe.sample(context, noise, p, check=cancel.check, on_step=on_step, init=init,
-                                      strength=strength)  # fmt: skip
-                t1 = time.monotonic()
-                image = pipe.image(latents)
-                t2 = time.monotonic()
-                audio = spectrogram.audio_from_image(image, seed=[request.seed, i, 1], check=cancel.check)
-                timings["diffusion"] += t1 - t0
-                timings["decode"] += t2 - t1
-                timings["griffin_lim"] += time.monotonic() - t2
-                peak = float(np.max(np.abs(audio)))
-                clips.append(audio * (CLIP_PEAK / peak) if peak > 0 else audio)
+                        init = latents if (i > 0 and strength < 1) else None
+                        t0 = time.monotonic()
+                        latents = pipe.sample(context, noise, p, check=cancel.check, on_step=on_step, init=init,
+                                              strength=strength)  # fmt: skip
+                        t1 = time.monotonic()
+                        image = pipe.image(latents)
+                        timings["diffusion"] += t1 - t0
+                        timings["decode"] += time.monotonic() - t1
+                        pending.append(
+                            pool.submit(self._clip_audio, image, [request.seed, i, 1], cancel, timings)
+                        )
+                    clips = [f.result() for f in pending]
+                except BaseException:
+                    cancel_pending(pending)
+                    raise
             track = chain(clips, crossfade)[: math.ceil(request.duration_sec * MODEL_RATE)]
             out = resample(track.astype(np.float32)[:, None], MODEL_RATE, OUTPUT_RATE)
             out = np.ascontiguousarray(out[: round(request.duration_sec * OUTPUT_RATE)], dtype=np.float32)
