@@ -30,6 +30,7 @@ def test_validate_fills_defaults_and_is_strict(tmp_path):
         "steps": 30,
         "scheduler": "dpmsolver++",
         "denoising": 1.0,
+        "interpolate_to": "",
     }
     got = b.validate(
         {
@@ -38,6 +39,7 @@ def test_validate_fills_defaults_and_is_strict(tmp_path):
             "steps": 12.0,
             "scheduler": "DPM++",
             "denoising": 0.5,
+            "interpolate_to": " rainy  jazz",
         }
     )
     assert got == {
@@ -46,6 +48,7 @@ def test_validate_fills_defaults_and_is_strict(tmp_path):
         "steps": 12,
         "scheduler": "dpmsolver++",
         "denoising": 0.5,
+        "interpolate_to": "rainy jazz",
     }
     assert b.validate({"scheduler": "ddim"})["scheduler"] == "ddim"
     # the plugin's generic spellings (steps= → inference_steps, guidance= → guidance_scale) mean the same
@@ -61,6 +64,7 @@ def test_validate_fills_defaults_and_is_strict(tmp_path):
         "steps": (2.5, ErrorCode.INVALID_INFERENCE_STEPS),
         "scheduler": ("euler", ErrorCode.INVALID_SCHEDULER),
         "negative_prompt": (7, ErrorCode.INVALID_PARAMS),
+        "interpolate_to": ("x" * 1001, ErrorCode.INVALID_PARAMS),
         "denoising": (1.5, ErrorCode.INVALID_PARAMS),
     }
     for key, (value, code) in bad.items():
@@ -201,3 +205,32 @@ def test_cancel_after_the_last_step_stops_the_conversion(tmp_path, monkeypatch):
     with pytest.raises(Cancelled):
         b.generate(req, progress, token)
     assert iterations == []  # it stopped before its first iteration
+
+
+def test_slerp_keeps_the_ends_and_the_norm():
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((2, 4, 64, 64), dtype=np.float32)
+    assert np.allclose(rb.slerp(0.0, a, b), a, atol=1e-6) and np.allclose(rb.slerp(1.0, a, b), b, atol=1e-6)
+    mid = rb.slerp(0.5, a, b)
+    # independent Gaussians are nearly orthogonal: the arc keeps the norm where a lerp loses ~29 %
+    assert abs(np.linalg.norm(mid) / np.linalg.norm(a) - 1) < 0.02
+    assert np.linalg.norm(0.5 * (a + b)) / np.linalg.norm(a) < 0.75
+    assert np.allclose(rb.slerp(0.3, a, a), a, atol=1e-6)  # parallel: the lerp branch
+
+
+def test_interpolate_to_starts_at_the_prompt_and_walks_away(tmp_path):
+    b = make(tmp_path)
+    out = {}
+    for target in ("", "funky drum break"):
+        req = GenerationRequest(
+            "riffusion", "lofi piano", 8.0, 4, b.validate({"steps": 2, "interpolate_to": target})
+        )
+        res = b.generate(req, lambda *a, **k: None, CancelToken())
+        out[target] = res.samples[:, 0]
+        assert res.info["interpolated"] is bool(target) and res.info["clips"] == 2
+    first = (
+        int((rb.spectrogram.RIFFUSION_V1.samples_for_width(512) / rb.MODEL_RATE - rb.CROSSFADE_SEC) * 48000)
+        - 100
+    )
+    assert np.array_equal(out[""][:first], out["funky drum break"][:first])  # alpha 0: the plain first clip
+    assert not np.allclose(out[""][-48000:], out["funky drum break"][-48000:], atol=1e-3)

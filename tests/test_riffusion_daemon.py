@@ -25,6 +25,7 @@ def test_daemon_generates_with_tiny_riffusion(daemon):
         "scheduler": "dpmsolver++",
         "negative_prompt": "harsh",
         "denoising": 1.0,
+        "interpolate_to": "",
     }
     again = d.call("generate", params)
     assert again["track_id"] == r["track_id"] and again["status"] == "cached"

@@ -10,7 +10,9 @@ Construct with `RiffusionBackend(settings, notify)`. Model source:
 Each clip has its own noise and Griffin–Lim phase, both drawn from (seed, clip index), so a track is reproducible
 and no two clips of it, or of neighbouring seeds, share noise. With `denoising` < 1 every clip after the first is
 img2img from the previous clip's latents at that strength (riffusion's way of keeping clips related); at 1 (the
-default) clips are independent. Riffusion normalises every clip to a fixed peak;
+default) clips are independent. With `interpolate_to` (a second prompt) the clips walk from the prompt to it:
+clip i of n uses the text embeddings lerped at i / (n − 1) and the slerp of a start and an end noise, as riffusion's
+interpolation does. Riffusion normalises every clip to a fixed peak;
 so does this backend (−1 dBFS, leaving room for the 44.1 → 48 kHz resampler's overshoot) before the crossfades.
 """
 
@@ -45,6 +47,7 @@ log = logging.getLogger(__name__)
 NotifyFn = Callable[[str, dict[str, Any]], None]
 DEFAULTS: dict[str, Any] = {
     "negative_prompt": "", "cfg_scale": 7.0, "steps": 30, "scheduler": "dpmsolver++", "denoising": 1.0,
+    "interpolate_to": "",
 }  # fmt: skip
 # the other backends' names for the same knobs (what `:Lofi generate steps=… guidance=…` sends); the canonical
 # name is what enters the track identity
@@ -69,6 +72,19 @@ def _number(raw: Mapping[str, Any], key: str, kind: type, code: ErrorCode, lo: f
         what = "an integer" if kind is int else "a number"
         raise LofiError(code, f"{key} must be {what} between {lo:g} and {hi:g}, got {value!r}", param=key)
     return int(value) if kind is int else float(value)
+
+
+def slerp(t: float, v0: np.ndarray, v1: np.ndarray, dot_threshold: float = 0.9995) -> np.ndarray:
+    """Spherical interpolation of two noise tensors (keeps a Gaussian's norm where a lerp would shrink it); a
+    plain lerp when they are nearly parallel."""
+    a, b = v0.astype(np.float64), v1.astype(np.float64)
+    dot = float(np.sum(a * b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+    if abs(dot) > dot_threshold:
+        out = (1 - t) * a + t * b
+    else:
+        theta = math.acos(dot)
+        out = (math.sin(theta * (1 - t)) * a + math.sin(theta * t) * b) / math.sin(theta)
+    return out.astype(np.float32)
 
 
 def cancel_pending(futures: list[Future]) -> None:
@@ -126,11 +142,11 @@ class RiffusionBackend:
             raise LofiError(ErrorCode.INVALID_PARAMS,
                             f"riffusion does not take {', '.join(unknown)} (it takes {', '.join(sorted(DEFAULTS))})",
                             param=unknown[0])  # fmt: skip
-        negative = raw.get("negative_prompt", "")
-        if not isinstance(negative, str) or len(negative) > MAX_NEGATIVE_CHARS:
-            raise LofiError(ErrorCode.INVALID_PARAMS,
-                            f"negative_prompt must be a string of at most {MAX_NEGATIVE_CHARS} characters",
-                            param="negative_prompt")  # fmt: skip
+        for key in ("negative_prompt", "interpolate_to"):
+            text = raw.get(key, "")
+            if not isinstance(text, str) or len(text) > MAX_NEGATIVE_CHARS:
+                raise LofiError(ErrorCode.INVALID_PARAMS,
+                                f"{key} must be a string of at most {MAX_NEGATIVE_CHARS} characters", param=key)  # fmt: skip
         scheduler = raw.get("scheduler", DEFAULTS["scheduler"])
         key = scheduler.strip().lower() if isinstance(scheduler, str) else None
         key = SCHEDULER_ALIASES.get(key, key)
@@ -145,7 +161,8 @@ class RiffusionBackend:
                             f"denoising {denoising:g} runs no step out of {steps}: it must be at least 1/steps",
                             param="denoising")  # fmt: skip
         return {
-            "negative_prompt": " ".join(negative.split()),
+            "negative_prompt": " ".join(raw.get("negative_prompt", "").split()),
+            "interpolate_to": " ".join(raw.get("interpolate_to", "").split()),
             "cfg_scale": _number(raw, "cfg_scale", float, ErrorCode.INVALID_GUIDANCE_SCALE, 1, 20),
             "steps": steps,
             "scheduler": key,
@@ -320,6 +337,16 @@ class RiffusionBackend:
         timings = {"diffusion": 0.0, "decode": 0.0, "griffin_lim": 0.0}
         try:
             context = pipe.embeddings(request.prompt, params["negative_prompt"], p.guidance_scale)
+            target = params["interpolate_to"]
+            shape = pipe.latent_shape(height, width)
+            if target:  # riffusion's interpolation: text embeddings lerped, start and end noise slerped
+                context_end = pipe.embeddings(target, params["negative_prompt"], p.guidance_scale)
+                noise_start = np.random.default_rng([request.seed, 0, 0]).standard_normal(
+                    shape, dtype=np.float32
+                )
+                noise_end = np.random.default_rng([request.seed, 0, 2]).standard_normal(
+                    shape, dtype=np.float32
+                )
             latents = None
             # Griffin–Lim of clip i runs in a worker while the UNet draws clip i + 1: on machines with spare cores
             # its cost leaves the wall time (the result is the same; it only depends on the image and the seed)
@@ -328,9 +355,15 @@ class RiffusionBackend:
                 try:
                     for i in range(n):
                         cancel.check()
-                        noise = np.random.default_rng([request.seed, i, 0]).standard_normal(
-                            pipe.latent_shape(height, width), dtype=np.float32
-                        )
+                        ctx = context
+                        if target:
+                            alpha = i / (n - 1) if n > 1 else 0.0
+                            ctx = (context + np.float32(alpha) * (context_end - context)).astype(np.float32)
+                            noise = slerp(alpha, noise_start, noise_end)
+                        else:
+                            noise = np.random.default_rng([request.seed, i, 0]).standard_normal(
+                                shape, dtype=np.float32
+                            )
 
                         def on_step(step: int, _run: int, offset: int = sum(runs[:i]), clip: int = i) -> None:
                             done = offset + step
@@ -340,7 +373,7 @@ class RiffusionBackend:
 
                         init = latents if (i > 0 and strength < 1) else None
                         t0 = time.monotonic()
-                        latents = pipe.sample(context, noise, p, check=cancel.check, on_step=on_step, init=init,
+                        latents = pipe.sample(ctx, noise, p, check=cancel.check, on_step=on_step, init=init,
                                               strength=strength)  # fmt: skip
                         t1 = time.monotonic()
                         image = pipe.image(latents)
@@ -362,6 +395,6 @@ class RiffusionBackend:
             log.exception("riffusion inference failed")
             raise LofiError(ErrorCode.MODEL_INFERENCE_FAILED, f"riffusion inference failed: {exc}") from exc
         info = {"clips": n, "steps": p.steps, "scheduler": p.scheduler, "cfg_scale": p.guidance_scale,
-                "denoising": strength, "image_size": [height, width],
+                "denoising": strength, "interpolated": bool(params["interpolate_to"]), "image_size": [height, width],
                 "timings": {k: round(v, 3) for k, v in timings.items()}}  # fmt: skip
         return GeneratedAudio(samples=out, sample_rate=OUTPUT_RATE, info=info)

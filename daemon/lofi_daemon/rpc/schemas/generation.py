@@ -36,6 +36,7 @@ class GenerateParams(Strict):
     cfg_scale: float | None = None
     steps: int | None = None
     denoising: float | None = None
+    interpolate_to: str | None = None
 
 
 class TrackIdParams(Strict):
