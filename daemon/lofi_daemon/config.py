@@ -18,7 +18,11 @@ APP = "lofi"
 log = logging.getLogger(__name__)
 
 # Environment variables a user (or a test) can set; documented in docs/protocol.md.
-ENV_MODEL_DIRS = {"musicgen": "LOFI_MUSICGEN_DIR", "ace_step": "LOFI_ACE_STEP_DIR"}
+ENV_MODEL_DIRS = {
+    "musicgen": "LOFI_MUSICGEN_DIR",
+    "ace_step": "LOFI_ACE_STEP_DIR",
+    "riffusion": "LOFI_RIFFUSION_DIR",
+}
 ENV_CACHE_DIR = "LOFI_CACHE_DIR"
 ENV_LOG_DIR = "LOFI_LOG_DIR"
 ENV_PROVIDER = "LOFI_PROVIDER"
@@ -39,7 +43,11 @@ class Settings:
     provider: str = "auto"  # auto | cpu | cuda | coreml
     threads: int = 0  # 0 = onnxruntime's default (all cores)
     models: dict[str, ModelSettings] = field(
-        default_factory=lambda: {"musicgen": ModelSettings(), "ace_step": ModelSettings()}
+        default_factory=lambda: {
+            "musicgen": ModelSettings(),
+            "ace_step": ModelSettings(),
+            "riffusion": ModelSettings(),
+        }
     )
     default_backend: str = "musicgen"
     idle_unload_sec: float = 600.0  # unload a resident model after this long without a job

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 BUILTIN = {
     "musicgen": "lofi_daemon.backends.musicgen.backend:MusicGenBackend",
     "ace_step": "lofi_daemon.backends.ace_step.backend:AceStepBackend",
+    "riffusion": "lofi_daemon.backends.riffusion.backend:RiffusionBackend",
 }
 ALIASES = {"ace-step": "ace_step", "acestep": "ace_step", "music_gen": "musicgen", "music-gen": "musicgen"}
 ENV_PLUGINS = "LOFI_BACKEND_PLUGINS"

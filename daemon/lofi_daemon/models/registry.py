@@ -268,3 +268,41 @@ ACE_STEP_VARIANTS: dict[str, ModelVariant] = {
 }
 VARIANTS["ace_step"] = ACE_STEP_VARIANTS
 DEFAULTS["ace_step"] = {"cpu": "lofi-nvim-fp32", "cuda": "lofi-nvim-fp32", "coreml": "lofi-nvim-fp32"}
+
+
+# ---- Riffusion ----------------------------------------------------------------------------------------------
+# riffusion/riffusion-model-v1 publishes PyTorch weights in the diffusers layout only; no public plain-ONNX export
+# of it was found (Qualcomm AI Hub's "Riffusion" is a device-compiled asset, not an ONNX repo), so the daemon runs
+# a local export made once by scripts/export_riffusion.py --model <this download> (LOFI_RIFFUSION_DIR). The file
+# names are the diffusers layout of the repo's first release and the sizes SD-1.5's fp32 sizes; neither could be
+# checked against the hub from here, so nothing exact is recorded.
+RIFFUSION_REPO = "riffusion/riffusion-model-v1"
+RIFFUSION_VARIANTS: dict[str, ModelVariant] = {
+    "v1-diffusers": ModelVariant(
+        "riffusion",
+        "v1-diffusers",
+        "Riffusion v1 (SD-1.5 fine-tune), PyTorch weights in the diffusers layout; needs a one-time ONNX export "
+        "(scripts/export_riffusion.py) — about 4.3 GB",
+        RIFFUSION_REPO,
+        REVISION,
+        (
+            ModelFile("model_index", "model_index.json", approx_size=600),
+            ModelFile("scheduler", "scheduler/scheduler_config.json", approx_size=400),
+            ModelFile("tokenizer_vocab", "tokenizer/vocab.json", approx_size=1_060_000),
+            ModelFile("tokenizer_merges", "tokenizer/merges.txt", approx_size=525_000),
+            ModelFile("tokenizer_config", "tokenizer/tokenizer_config.json", approx_size=800),
+            ModelFile("tokenizer_special", "tokenizer/special_tokens_map.json", approx_size=500),
+            ModelFile("text_encoder_config", "text_encoder/config.json", approx_size=600),
+            ModelFile("text_encoder", "text_encoder/pytorch_model.bin", approx_size=492 * MB),
+            ModelFile("unet_config", "unet/config.json", approx_size=1_000),
+            ModelFile("unet", "unet/diffusion_pytorch_model.bin", approx_size=3438 * MB),
+            ModelFile("vae_config", "vae/config.json", approx_size=600),
+            ModelFile("vae", "vae/diffusion_pytorch_model.bin", approx_size=335 * MB),
+        ),
+        "fp32",
+        ("cpu", "cuda", "coreml"),
+        "riffusion-v1",
+    )
+}
+VARIANTS["riffusion"] = RIFFUSION_VARIANTS
+DEFAULTS["riffusion"] = {"cpu": "v1-diffusers", "cuda": "v1-diffusers", "coreml": "v1-diffusers"}

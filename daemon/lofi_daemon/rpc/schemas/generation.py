@@ -31,6 +31,12 @@ class GenerateParams(Strict):
     lyrics: str | None = None
     lora: str | None = None
     lora_weight: float | None = None
+    # Riffusion (also `scheduler`)
+    negative_prompt: str | None = None
+    cfg_scale: float | None = None
+    steps: int | None = None
+    denoising: float | None = None
+    interpolate_to: str | None = None
 
 
 class TrackIdParams(Strict):

@@ -1,0 +1,400 @@
+"""The Riffusion backend: text → 5.12 s spectrogram images (Stable Diffusion 1.5 fine-tune on ONNX Runtime) →
+audio with riffusion v1's converter, clips chained with equal-power crossfades into 5–240 s, 48 kHz mono.
+
+Construct with `RiffusionBackend(settings, notify)`. Model source:
+1. `settings.models["riffusion"].dir` (LOFI_RIFFUSION_DIR): an ONNX export in optimum's text-to-image layout
+   (scripts/export_riffusion.py); never any network;
+2. the hub repo riffusion/riffusion-model-v1 (models/registry.py): PyTorch weights only, downloaded with consent,
+   then exported once with scripts/export_riffusion.py --model <download> --out <dir> and used through 1.
+
+Each clip has its own noise and Griffin–Lim phase, both drawn from (seed, clip index), so a track is reproducible
+and no two clips of it, or of neighbouring seeds, share noise. With `denoising` < 1 every clip after the first is
+img2img from the previous clip's latents at that strength (riffusion's way of keeping clips related); at 1 (the
+default) clips are independent. With `interpolate_to` (a second prompt) the clips walk from the prompt to it:
+clip i of n uses the text embeddings lerped at i / (n − 1) and the slerp of a start and an end noise, as riffusion's
+interpolation does. Riffusion normalises every clip to a fixed peak;
+so does this backend (−1 dBFS, leaving room for the 44.1 → 48 kHz resampler's overshoot) before the crossfades.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...audio.resample import resample
+from ...config import Settings
+from ...errors import Cancelled, ErrorCode, LofiError
+from ...jobs.cancel import CancelToken
+from ...models import download as hub
+from ...models.local import files_fingerprint
+from ...models.registry import RIFFUSION_VARIANTS, ModelVariant, default_variant
+from ...runtime.providers import plan_providers
+from ..ace_step.sessions import session_factory
+from ..base import AudioChunkFn, GeneratedAudio, GenerationRequest, ProgressFn
+from . import spectrogram
+from .pipeline import REQUIRED, RiffusionPipeline, Sampling, img2img_start, missing_files
+from .schedulers import SCHEDULERS
+
+log = logging.getLogger(__name__)
+
+NotifyFn = Callable[[str, dict[str, Any]], None]
+DEFAULTS: dict[str, Any] = {
+    "negative_prompt": "", "cfg_scale": 7.0, "steps": 30, "scheduler": "dpmsolver++", "denoising": 1.0,
+    "interpolate_to": "",
+}  # fmt: skip
+# the other backends' names for the same knobs (what `:Lofi generate steps=… guidance=…` sends); the canonical
+# name is what enters the track identity
+PARAM_ALIASES = {"inference_steps": "steps", "guidance_scale": "cfg_scale"}
+SCHEDULER_ALIASES = {"dpm++": "dpmsolver++", "dpmpp": "dpmsolver++", "dpm++2m": "dpmsolver++"}
+MAX_NEGATIVE_CHARS = 1000
+MODEL_RATE = spectrogram.RIFFUSION_V1.sample_rate
+OUTPUT_RATE = 48000
+CROSSFADE_SEC = 0.5
+CLIP_PEAK = 10 ** (-1 / 20)
+GB = 1e9
+
+
+def _number(raw: Mapping[str, Any], key: str, kind: type, code: ErrorCode, lo: float, hi: float) -> Any:
+    value = raw.get(key)
+    if value is None:
+        return DEFAULTS[key]
+    bad = isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(float(value))
+    if not bad and kind is int and float(value) != int(value):
+        bad = True
+    if bad or not lo <= float(value) <= hi:
+        what = "an integer" if kind is int else "a number"
+        raise LofiError(code, f"{key} must be {what} between {lo:g} and {hi:g}, got {value!r}", param=key)
+    return int(value) if kind is int else float(value)
+
+
+def slerp(t: float, v0: np.ndarray, v1: np.ndarray, dot_threshold: float = 0.9995) -> np.ndarray:
+    """Spherical interpolation of two noise tensors (keeps a Gaussian's norm where a lerp would shrink it); a
+    plain lerp when they are nearly parallel."""
+    a, b = v0.astype(np.float64), v1.astype(np.float64)
+    dot = float(np.sum(a * b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+    if abs(dot) > dot_threshold:
+        out = (1 - t) * a + t * b
+    else:
+        theta = math.acos(dot)
+        out = (math.sin(theta * (1 - t)) * a + math.sin(theta * t) * b) / math.sin(theta)
+    return out.astype(np.float32)
+
+
+def cancel_pending(futures: list[Future]) -> None:
+    """Drop queued conversions; one already running ends at its next cancel check or runs out."""
+    for f in futures:
+        f.cancel()
+
+
+def clip_plan(duration_sec: float, clip_samples: int, crossfade: int) -> int:
+    """How many clips of `clip_samples` overlapping by `crossfade` cover the duration."""
+    need = math.ceil(duration_sec * MODEL_RATE)
+    if need <= clip_samples:
+        return 1
+    return math.ceil((need - crossfade) / (clip_samples - crossfade))
+
+
+def chain(clips: list[np.ndarray], crossfade: int) -> np.ndarray:
+    """Concatenate 1-D clips, each seam an equal-power crossfade (cos/sin: constant power for uncorrelated
+    clips) of `crossfade` samples."""
+    out = clips[0]
+    t = (np.arange(crossfade) + 0.5) / crossfade
+    fade_out, fade_in = np.cos(0.5 * np.pi * t), np.sin(0.5 * np.pi * t)
+    for clip in clips[1:]:
+        seam = out[-crossfade:] * fade_out + clip[:crossfade] * fade_in
+        out = np.concatenate([out[:-crossfade], seam, clip[crossfade:]])
+    return out
+
+
+class RiffusionBackend:
+    name = "riffusion"
+    display_name = "Riffusion v1 (spectrogram diffusion)"
+    sample_rate = OUTPUT_RATE
+    channels = 1
+    min_duration_sec = 5.0
+    max_duration_sec = 240.0
+    default_duration_sec = 30.0
+    streams_audio = False
+
+    def __init__(self, settings: Settings, notify: NotifyFn | None = None) -> None:
+        self.settings = settings
+        self.notify = notify or (lambda method, params: None)
+        self._pipeline: RiffusionPipeline | None = None
+        self._warned: set[str] = set()
+
+    # ---- parameters -------------------------------------------------------------------------------------
+    def validate(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        raw = dict(raw)
+        for alias, key in PARAM_ALIASES.items():
+            if alias in raw:
+                if key in raw:
+                    raise LofiError(ErrorCode.INVALID_PARAMS, f"give {key} or {alias}, not both", param=alias)
+                raw[key] = raw.pop(alias)
+        unknown = sorted(set(raw) - set(DEFAULTS))
+        if unknown:
+            raise LofiError(ErrorCode.INVALID_PARAMS,
+                            f"riffusion does not take {', '.join(unknown)} (it takes {', '.join(sorted(DEFAULTS))})",
+                            param=unknown[0])  # fmt: skip
+        for key in ("negative_prompt", "interpolate_to"):
+            text = raw.get(key, "")
+            if not isinstance(text, str) or len(text) > MAX_NEGATIVE_CHARS:
+                raise LofiError(ErrorCode.INVALID_PARAMS,
+                                f"{key} must be a string of at most {MAX_NEGATIVE_CHARS} characters", param=key)  # fmt: skip
+        scheduler = raw.get("scheduler", DEFAULTS["scheduler"])
+        key = scheduler.strip().lower() if isinstance(scheduler, str) else None
+        key = SCHEDULER_ALIASES.get(key, key)
+        if key not in SCHEDULERS:
+            raise LofiError(ErrorCode.INVALID_SCHEDULER,
+                            f"scheduler must be one of {', '.join(SCHEDULERS)} for riffusion, got {scheduler!r}",
+                            param="scheduler")  # fmt: skip
+        steps = _number(raw, "steps", int, ErrorCode.INVALID_INFERENCE_STEPS, 1, 100)
+        denoising = _number(raw, "denoising", float, ErrorCode.INVALID_PARAMS, 0, 1)
+        if int(steps * denoising) < 1:
+            raise LofiError(ErrorCode.INVALID_PARAMS,
+                            f"denoising {denoising:g} runs no step out of {steps}: it must be at least 1/steps",
+                            param="denoising")  # fmt: skip
+        return {
+            "negative_prompt": " ".join(raw.get("negative_prompt", "").split()),
+            "interpolate_to": " ".join(raw.get("interpolate_to", "").split()),
+            "cfg_scale": _number(raw, "cfg_scale", float, ErrorCode.INVALID_GUIDANCE_SCALE, 1, 20),
+            "steps": steps,
+            "scheduler": key,
+            "denoising": denoising,
+        }
+
+    # ---- model files ----------------------------------------------------------------------------------------
+    @property
+    def provider(self) -> str:
+        return plan_providers(self.settings.provider).preferred
+
+    @property
+    def local_dir(self) -> Path | None:
+        m = self.settings.models.get("riffusion")
+        return Path(m.dir).expanduser() if m and m.dir else None
+
+    def variant(self) -> ModelVariant:
+        m = self.settings.models.get("riffusion")
+        name = m.variant if m else None
+        if name:
+            if name not in RIFFUSION_VARIANTS:
+                raise LofiError(ErrorCode.MODEL_NOT_FOUND,
+                                f"unknown riffusion variant '{name}' (known: {', '.join(sorted(RIFFUSION_VARIANTS))})",
+                                variant=name)  # fmt: skip
+            return RIFFUSION_VARIANTS[name]
+        return default_variant("riffusion", self.provider)
+
+    def model_dir(self) -> Path:
+        """The ONNX export in use; raises MODEL_NOT_FOUND / BACKEND_NOT_INSTALLED (never downloads)."""
+        convert = "python scripts/export_riffusion.py --model {src} --out DIR (needs `scripts/setup --export`), then set models.riffusion.dir / LOFI_RIFFUSION_DIR to DIR"  # fmt: skip
+        if self.local_dir is not None:
+            d = self.local_dir
+            absent = missing_files(d)
+            if not absent:
+                return d
+            if (d / "unet").is_dir() and any((d / "unet").glob("diffusion_pytorch_model.*")):
+                raise LofiError(ErrorCode.MODEL_NOT_FOUND,
+                                f"riffusion model directory {d} holds PyTorch weights; export it to ONNX once: "
+                                + convert.format(src=d), dir=str(d))  # fmt: skip
+            raise LofiError(ErrorCode.MODEL_NOT_FOUND,
+                            f"riffusion model directory {d} is not an ONNX export (missing {', '.join(absent)})",
+                            dir=str(d), missing=absent)  # fmt: skip
+        v = self.variant()
+        files = hub.cached_files(v)
+        if files is not None:
+            src = files["model_index"].parent
+            raise LofiError(ErrorCode.BACKEND_NOT_INSTALLED,
+                            f"the Riffusion weights are downloaded ({src}) but only as PyTorch files; export them "
+                            "to ONNX once: " + convert.format(src=src), backend=self.name, variant=v.name)  # fmt: skip
+        raise LofiError(
+            ErrorCode.BACKEND_NOT_INSTALLED,
+            f"the Riffusion model is not installed: about {v.approx_total / GB:.1f} GB of PyTorch weights from "
+            f"{v.repo_id}, then a one-time ONNX export. Consent with `download_backend {{backend: \"riffusion\"}}` "
+            "(:Lofi download riffusion), then " + convert.format(src="<download>") + "; or point "
+            "models.riffusion.dir / LOFI_RIFFUSION_DIR at an existing export",
+            backend=self.name, variant=v.name, download_size_bytes=v.approx_total,
+            missing=[f.path for f in hub.missing_files(v)],
+        )  # fmt: skip
+
+    def model_version(self) -> str:
+        if self.local_dir is not None:
+            d = self.local_dir
+            if missing_files(d):
+                return f"riffusion-local-missing-{d.name}"
+            return f"riffusion-onnx-{files_fingerprint({rel: d / rel for rel in REQUIRED})}"
+        return self.variant().model_version
+
+    def is_installed(self) -> bool:
+        try:
+            self.model_dir()
+        except LofiError:
+            return False
+        return True
+
+    def status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "installed": self.is_installed(),
+            "model_version": self.model_version(),
+            "provider": self.provider,
+            "variants": sorted(RIFFUSION_VARIANTS),
+            "defaults": dict(DEFAULTS),
+            "schedulers": list(SCHEDULERS),
+        }
+        if self.local_dir is not None:
+            out.update(source="local", dir=str(self.local_dir), variant="local-onnx",
+                       missing_files=missing_files(self.local_dir))  # fmt: skip
+        else:
+            v = self.variant()
+            out.update(source="hub", variant=v.name, repo_id=v.repo_id, revision=v.revision, needs_export=True,
+                       download_size_bytes=v.approx_total, missing_files=[f.path for f in hub.missing_files(v)])  # fmt: skip
+        return out
+
+    def download(self, progress: Callable[[dict[str, Any]], None] | None, cancel: CancelToken) -> None:
+        """Fetch the hub's PyTorch weights (the caller has the user's consent); an ONNX export follows by hand."""
+        if self.local_dir is not None:
+            self.model_dir()
+            return
+        v = self.variant()
+        if progress is None:
+
+            def progress(d: dict[str, Any]) -> None:
+                self.notify("download_progress", {"backend": self.name, **d})
+
+        self._warn(f"downloading Riffusion ({v.approx_total / GB:.1f} GB from {v.repo_id}); it then needs a "
+                   "one-time ONNX export with scripts/export_riffusion.py")  # fmt: skip
+        hub.download_variant(v, progress, cancel)
+
+    # ---- lifecycle --------------------------------------------------------------------------------------------
+    def _warn(self, message: str) -> None:
+        if message not in self._warned:
+            self._warned.add(message)
+            self.notify("log", {"level": "warn", "message": message})
+
+    def load(self) -> None:
+        if self._pipeline is not None:
+            return
+        folder = self.model_dir()
+        try:
+            pipe = RiffusionPipeline(folder, session_factory(self.settings, self._warn))
+        except LofiError:
+            raise
+        except Exception as exc:
+            raise LofiError(
+                ErrorCode.MODEL_LOAD_FAILED, f"could not load Riffusion from {folder}: {exc}"
+            ) from exc
+        if pipe.image_size[0] != spectrogram.RIFFUSION_V1.n_mels:
+            raise LofiError(ErrorCode.MODEL_LOAD_FAILED,
+                            f"Riffusion images must be {spectrogram.RIFFUSION_V1.n_mels} px high (one row per mel "
+                            f"band); {folder} makes {pipe.image_size[0]}")  # fmt: skip
+        spectrogram.converter()  # the inverse-mel factorisation, once per process
+        self._pipeline = pipe
+
+    def unload(self) -> None:
+        self._pipeline = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._pipeline is not None
+
+    @property
+    def pipeline(self) -> RiffusionPipeline:
+        self.load()
+        assert self._pipeline is not None
+        return self._pipeline
+
+    # ---- generation -------------------------------------------------------------------------------------------
+    @staticmethod
+    def _clip_audio(
+        image: np.ndarray, seed: list[int], cancel: CancelToken, timings: dict[str, float]
+    ) -> np.ndarray:
+        """One clip's audio at a fixed peak (riffusion normalises every clip)."""
+        t0 = time.monotonic()
+        audio = spectrogram.audio_from_image(image, seed=seed, check=cancel.check)
+        timings["griffin_lim"] += time.monotonic() - t0
+        peak = float(np.max(np.abs(audio)))
+        return audio * (CLIP_PEAK / peak) if peak > 0 else audio
+
+    def generate(self, request: GenerationRequest, progress: ProgressFn, cancel: CancelToken,
+                 on_audio: AudioChunkFn | None = None) -> GeneratedAudio:  # fmt: skip
+        params = self.validate(request.params)
+        pipe = self.pipeline
+        p = Sampling(steps=params["steps"], guidance_scale=params["cfg_scale"], scheduler=params["scheduler"])
+        height, width = pipe.image_size
+        clip_samples = spectrogram.RIFFUSION_V1.samples_for_width(width)
+        crossfade = int(CROSSFADE_SEC * MODEL_RATE)
+        n = clip_plan(request.duration_sec, clip_samples, crossfade)
+        strength = params["denoising"]
+        # clip 0 runs every step; with denoising < 1 each later clip is img2img from the previous clip's latents
+        later = p.steps - img2img_start(p.steps, strength) if strength < 1 else p.steps
+        runs = [p.steps] + [later] * (n - 1)
+        total = sum(runs)
+        timings = {"diffusion": 0.0, "decode": 0.0, "griffin_lim": 0.0}
+        try:
+            context = pipe.embeddings(request.prompt, params["negative_prompt"], p.guidance_scale)
+            target = params["interpolate_to"]
+            shape = pipe.latent_shape(height, width)
+            if target:  # riffusion's interpolation: text embeddings lerped, start and end noise slerped
+                context_end = pipe.embeddings(target, params["negative_prompt"], p.guidance_scale)
+                noise_start = np.random.default_rng([request.seed, 0, 0]).standard_normal(
+                    shape, dtype=np.float32
+                )
+                noise_end = np.random.default_rng([request.seed, 0, 2]).standard_normal(
+                    shape, dtype=np.float32
+                )
+            latents = None
+            # Griffin–Lim of clip i runs in a worker while the UNet draws clip i + 1: on machines with spare cores
+            # its cost leaves the wall time (the result is the same; it only depends on the image and the seed)
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="riffusion-gl") as pool:
+                pending = []
+                try:
+                    for i in range(n):
+                        cancel.check()
+                        ctx = context
+                        if target:
+                            alpha = i / (n - 1) if n > 1 else 0.0
+                            ctx = (context + np.float32(alpha) * (context_end - context)).astype(np.float32)
+                            noise = slerp(alpha, noise_start, noise_end)
+                        else:
+                            noise = np.random.default_rng([request.seed, i, 0]).standard_normal(
+                                shape, dtype=np.float32
+                            )
+
+                        def on_step(step: int, _run: int, offset: int = sum(runs[:i]), clip: int = i) -> None:
+                            done = offset + step
+                            progress(
+                                done, total, current_step=done, total_steps=total, clip=clip + 1, clips=n
+                            )
+
+                        init = latents if (i > 0 and strength < 1) else None
+                        t0 = time.monotonic()
+                        latents = pipe.sample(ctx, noise, p, check=cancel.check, on_step=on_step, init=init,
+                                              strength=strength)  # fmt: skip
+                        t1 = time.monotonic()
+                        image = pipe.image(latents)
+                        timings["diffusion"] += t1 - t0
+                        timings["decode"] += time.monotonic() - t1
+                        pending.append(
+                            pool.submit(self._clip_audio, image, [request.seed, i, 1], cancel, timings)
+                        )
+                    clips = [f.result() for f in pending]
+                except BaseException:
+                    cancel_pending(pending)
+                    raise
+            track = chain(clips, crossfade)[: math.ceil(request.duration_sec * MODEL_RATE)]
+            out = resample(track.astype(np.float32)[:, None], MODEL_RATE, OUTPUT_RATE)
+            out = np.ascontiguousarray(out[: round(request.duration_sec * OUTPUT_RATE)], dtype=np.float32)
+        except (LofiError, Cancelled):
+            raise
+        except Exception as exc:
+            log.exception("riffusion inference failed")
+            raise LofiError(ErrorCode.MODEL_INFERENCE_FAILED, f"riffusion inference failed: {exc}") from exc
+        info = {"clips": n, "steps": p.steps, "scheduler": p.scheduler, "cfg_scale": p.guidance_scale,
+                "denoising": strength, "interpolated": bool(params["interpolate_to"]), "image_size": [height, width],
+                "timings": {k: round(v, 3) for k, v in timings.items()}}  # fmt: skip
+        return GeneratedAudio(samples=out, sample_rate=OUTPUT_RATE, info=info)

@@ -1,0 +1,141 @@
+"""Riffusion's spectrogram images ⇄ audio (backends/riffusion/spectrogram.py): against an independent plain-torch
+reference of torchaudio's InverseMelScale + GriffinLim with the same initial phase (tests/riffusion_reference.py),
+and audio → image → audio on real signals (a tone keeps its pitch, a chirp keeps its path)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from lofi_daemon.backends.riffusion import spectrogram as S
+
+SR = S.RIFFUSION_V1.sample_rate
+
+
+def rel_err(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def band_spacing_hz(f: float) -> float:
+    """Distance between neighbouring mel band centres around f (HTK, 512 bands over 0–10 kHz)."""
+    p = S.RIFFUSION_V1
+    step = 2595.0 * np.log10(1.0 + p.f_max / 700.0) / (p.n_mels + 1)
+    m = 2595.0 * np.log10(1.0 + f / 700.0)
+    return float(700.0 * (10 ** ((m + step) / 2595.0) - 1.0) - f)
+
+
+def test_parameters_are_riffusion_v1s():
+    p = S.RIFFUSION_V1
+    assert (p.sample_rate, p.hop_length, p.win_length, p.n_fft, p.n_mels) == (44100, 441, 4410, 17640, 512)
+    assert (p.f_min, p.f_max, p.power_for_image, p.max_value) == (0.0, 10000.0, 0.25, 30e6)
+    assert (p.griffin_lim_iters, p.momentum) == (32, 0.99)
+    assert p.samples_for_width(512) / SR == pytest.approx(5.11, abs=1e-9)  # 512 px ≈ 5.12 s of frames
+
+
+def test_image_mel_round_trip_and_orientation():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, size=(512, 40), dtype=np.uint8)
+    img[0, 0] = 0  # the loudest pixel sets the scale, as in a generated image
+    mel = S.mel_from_image(img)
+    assert mel.max() == pytest.approx(30e6) and mel.min() >= 0
+    # row 0 of the image is the top = the highest mel band; white (255) is silence
+    assert mel[-1, 0] == pytest.approx(30e6)
+    assert np.all(mel[img[::-1] == 255] == 0)
+    back = S.image_from_mel(mel)
+    assert back.dtype == np.uint8 and back.shape == img.shape
+    assert np.abs(back.astype(int) - img.astype(int)).max() <= 1  # riffusion truncates to uint8 too
+    rgb = np.repeat(img[..., None], 3, axis=2)
+    rgb[..., 1:] = 255  # mono decoding reads the first channel only
+    assert np.array_equal(S.mel_from_image(rgb), mel)
+
+
+@pytest.fixture(scope="module")
+def ref():
+    pytest.importorskip("torch")
+    from tests import riffusion_reference
+
+    riffusion_reference.torch.set_num_threads(2)
+    return riffusion_reference
+
+
+@pytest.mark.torch
+def test_filterbank_and_inverse_mel_match_torch_reference(ref):
+    fb = S.mel_filterbank()
+    assert np.abs(fb - ref.melscale_fbanks().numpy()).max() < 1e-12
+    rng = np.random.default_rng(1)
+    mel = S.mel_from_image(rng.integers(0, 256, size=(512, 24), dtype=np.uint8)).astype(np.float64)
+    want = ref.inverse_mel(ref.torch.from_numpy(mel)).numpy()
+    got = S.converter(dtype=np.float64).linear_from_mel(mel)
+    assert np.all(want[got.shape[0] :] == 0)  # nothing above 10 kHz: the product skips those bins
+    assert rel_err(got, want[: got.shape[0]]) < 1e-10
+    assert (want < 0).sum() == 0 and (want == 0).any()  # the ReLU really clamps something
+
+
+@pytest.mark.torch
+def test_griffin_lim_matches_torch_reference_with_same_initial_phase(ref):
+    rng = np.random.default_rng(2)
+    width = 48
+    img = rng.integers(0, 256, size=(512, width), dtype=np.uint8)
+    mel = S.mel_from_image(img).astype(np.float64)
+    lin = ref.inverse_mel(ref.torch.from_numpy(mel))
+    angles = rng.random(lin.shape) + 1j * rng.random(lin.shape)  # torchaudio's rand_init draw
+    want = ref.griffin_lim(lin, ref.torch.from_numpy(angles)).numpy()
+    c64 = S.converter(dtype=np.float64)
+    got64 = c64.griffin_lim(c64.linear_from_mel(mel), angles=angles)
+    assert got64.shape == want.shape == (S.RIFFUSION_V1.samples_for_width(width),)
+    assert rel_err(got64, want) < 1e-8  # same algorithm in float64: rounding only
+    # the product runs in float32: 32 momentum iterations keep the drift at float32 rounding × a few hundred
+    got32 = S.audio_from_mel(mel, angles=angles)
+    assert rel_err(got32, want) < 1e-4
+    # and the phase matters: another initial phase gives another waveform
+    other = S.audio_from_mel(mel, angles=rng.random(lin.shape) + 1j * rng.random(lin.shape))
+    assert rel_err(other, want) > 0.1
+
+
+@pytest.mark.torch
+def test_audio_to_image_matches_torch_mel_spectrogram(ref):
+    t = np.arange(S.RIFFUSION_V1.samples_for_width(64)) / SR
+    audio = 0.3 * np.sin(2 * np.pi * 523.25 * t) + 0.01 * np.random.default_rng(3).standard_normal(t.size)
+    want = ref.mel_spectrogram(ref.torch.from_numpy(audio)).numpy()
+    got = S.mel_from_audio(audio)
+    assert got.shape == want.shape == (512, 64)
+    assert rel_err(got, want) < 1e-5
+
+
+def _round_trip(audio: np.ndarray) -> np.ndarray:
+    img = S.image_from_audio(audio)
+    assert img.dtype == np.uint8 and img.shape[0] == 512
+    return S.audio_from_image(img, seed=5)
+
+
+def test_tone_keeps_its_pitch():
+    f0 = 440.0
+    t = np.arange(S.RIFFUSION_V1.samples_for_width(512)) / SR
+    out = _round_trip(0.5 * np.sin(2 * np.pi * f0 * t))
+    assert out.shape == t.shape and np.isfinite(out).all()
+    spec = np.abs(np.fft.rfft(out * np.hanning(out.size)))
+    freqs = np.fft.rfftfreq(out.size, 1 / SR)
+    peak = freqs[np.argmax(spec)]
+    assert abs(peak - f0) <= band_spacing_hz(f0)  # the mel band holding the tone
+    near = np.abs(freqs - f0) <= 4 * band_spacing_hz(f0)
+    assert (spec[near] ** 2).sum() / (spec**2).sum() > 0.9  # and the energy stays there
+
+
+def test_chirp_keeps_its_path():
+    from scipy.signal import stft
+
+    f_start, f_end = 200.0, 2000.0
+    n = S.RIFFUSION_V1.samples_for_width(512)
+    t = np.arange(n) / SR
+    rate = (f_end - f_start) / t[-1]
+    chirp = 0.5 * np.sin(2 * np.pi * (f_start * t + 0.5 * rate * t**2))
+    out = _round_trip(chirp)
+    nper = 4096
+    freqs, times, z = stft(out, fs=SR, nperseg=nper, noverlap=nper - 1024, boundary=None, padded=False)
+    track = freqs[np.argmax(np.abs(z), axis=0)]
+    inst = f_start + rate * times
+    # allowed: the mel band, the analysis bin, and the sweep within one analysis window
+    tol = np.array([band_spacing_hz(f) for f in inst]) + SR / nper + rate * nper / SR
+    ok = np.abs(track - inst) <= tol
+    assert ok.mean() > 0.95, (ok.mean(), np.abs(track - inst).max())
+    assert track[-1] - track[0] > 0.8 * (f_end - f_start)  # it really rises
