@@ -181,10 +181,15 @@ def complete(nvim, line):
 def test_completion_is_context_aware(nvim):
     assert complete(nvim, "Lofi ")[:3] == ["cache", "cancel", "daemon"]
     assert complete(nvim, "Lofi d") == ["daemon", "download"]
-    assert complete(nvim, "Lofi download ") == ["musicgen", "ace_step"]
+    assert complete(nvim, "Lofi download ") == ["musicgen", "ace_step", "riffusion"]
     assert complete(nvim, "Lofi cache ") == ["clear", "stats"]
     assert complete(nvim, "Lofi daemon re") == ["restart"]
-    assert complete(nvim, "Lofi generate backend=") == ["backend=musicgen", "backend=ace_step"]
+    assert complete(nvim, "Lofi generate backend=") == [
+        "backend=musicgen",
+        "backend=ace_step",
+        "backend=riffusion",
+    ]
+    assert "scheduler=ddim" in complete(nvim, "Lofi generate scheduler=")
     gen = complete(nvim, "Lofi generate ")
     assert "duration=" in gen and "seed=" in gen and "lofi hip hop, rainy day, mellow piano" in gen
     # Track ids come from what the plugin has seen (no daemon is started to complete).

@@ -47,6 +47,8 @@ local function boolean(v)
   return ({ ["true"] = true, yes = true, ["1"] = true, ["false"] = false, no = false, ["0"] = false })[v]
 end
 
+M.SCHEDULERS = { "euler", "heun", "pingpong", "dpmsolver++", "ddim" }
+
 -- name -> { param = daemon param, parse = fn(value) -> value|nil, expect = text }
 local GENERATE = {}
 local function opt(names, param, parse, expect)
@@ -60,11 +62,12 @@ opt({ "seed" }, "seed", function(v)
   local n = integer(v)
   return (n and n >= 0) and n or nil
 end, "a whole number ≥ 0")
-opt({ "backend" }, "backend", str, "a backend name (musicgen, ace_step)")
+opt({ "backend" }, "backend", str, "a backend name (musicgen, ace_step, riffusion)")
 opt({ "priority" }, "priority", enum({ "high", "normal" }))
 opt({ "steps", "inference_steps" }, "inference_steps", integer, "a whole number")
 opt({ "guidance", "guidance_scale" }, "guidance_scale", number, "a number")
-opt({ "scheduler" }, "scheduler", enum({ "euler", "heun", "pingpong" }))
+-- ace_step: euler, heun, pingpong; riffusion: dpmsolver++, ddim (the daemon checks the pair)
+opt({ "scheduler" }, "scheduler", enum(M.SCHEDULERS))
 opt({ "top_k" }, "top_k", integer, "a whole number")
 opt({ "top_p" }, "top_p", number, "a number")
 opt({ "temperature" }, "temperature", number, "a number")
@@ -76,6 +79,10 @@ opt({ "lyrics" }, "lyrics", function(v)
 end, "text")
 opt({ "lora" }, "lora", str, "a LoRA name or path")
 opt({ "lora_weight" }, "lora_weight", number, "a number")
+opt({ "negative_prompt", "negative" }, "negative_prompt", str, "text")
+opt({ "cfg_scale" }, "cfg_scale", number, "a number")
+opt({ "denoising" }, "denoising", number, "a number between 0 and 1")
+opt({ "interpolate_to" }, "interpolate_to", str, "text")
 opt({ "format" }, "format", enum({ "flac", "wav", "ogg", "mp3" }))
 opt({ "allow_download" }, "allow_download", boolean, "true or false")
 M.GENERATE = GENERATE

@@ -40,7 +40,7 @@ local function generating_ids()
   return ids
 end
 
-local BUILTIN_BACKENDS = { "musicgen", "ace_step" }
+local BUILTIN_BACKENDS = { "musicgen", "ace_step", "riffusion" }
 
 -- Backend names: what the running daemon announced in `initialize`, else the built-in ones.
 local function backends()
@@ -67,7 +67,9 @@ local function generate_complete(arglead)
   elseif key == "priority" then
     return { "priority=high", "priority=normal" }
   elseif key == "scheduler" then
-    return { "scheduler=euler", "scheduler=heun", "scheduler=pingpong" }
+    return vim.tbl_map(function(s)
+      return "scheduler=" .. s
+    end, require("lofi.args").SCHEDULERS)
   end
   local out = {}
   for _, k in ipairs(require("lofi.args").generate_keys()) do
