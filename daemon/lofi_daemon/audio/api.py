@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ..errors import LofiError
 from ..jobs.prefetch import Prefetcher
 from ..rpc.dispatch import Dispatcher
 from ..rpc.schemas.playback import (
@@ -31,8 +30,6 @@ if TYPE_CHECKING:
     from ..daemon import Daemon
 
 log = logging.getLogger(__name__)
-
-PLAYER_OPTIONS = ("volume", "crossfade_sec", "loop", "auto_play", "device")
 
 
 def make_enqueue(daemon: Daemon):
@@ -93,34 +90,6 @@ def attach(daemon: Daemon, player: Player | None = None, prefetch: Prefetcher | 
     player.progress_listeners.append(prefetch.on_progress)
     daemon.subscribe("generation_started", player.on_generation_started)
     daemon.subscribe("generation_complete", player.on_generation_complete)
-
-
-def apply_options(daemon: Daemon, options: dict[str, Any]) -> None:
-    """`initialize` options: playback {volume, crossfade_sec, loop, auto_play, stream, device}, prefetch {...}."""
-    player = daemon.player
-    pb = options.get("playback") or {}
-    if player is not None and pb:
-        if pb.get("volume") is not None:
-            player.set_volume(float(pb["volume"]))
-        if pb.get("crossfade_sec") is not None:
-            player.set_crossfade(float(pb["crossfade_sec"]))
-        if pb.get("loop") is not None:
-            player.set_loop(pb["loop"])
-        if pb.get("auto_play") is not None:
-            player.auto_play = bool(pb["auto_play"])
-        if pb.get("stream") is not None:
-            player.stream_while_generating = bool(pb["stream"])
-        if pb.get("device") is not None:
-            try:
-                player.set_device(pb["device"])
-            except LofiError as e:
-                daemon.notify("log", {"level": "warning", "message": e.message})
-    pf = options.get("prefetch") or {}
-    prefetch = getattr(daemon, "prefetch", None)
-    if prefetch is not None and pf:
-        prefetch.configure(
-            **{k: pf[k] for k in ("enabled", "strategy", "presets", "trigger_percent") if k in pf}
-        )
 
 
 def register(dispatcher: Dispatcher, daemon: Daemon) -> None:

@@ -495,16 +495,19 @@ class TrackStore:
 
     def configure(
         self, max_mb: float | None = None, max_tracks: int | None = None, format: str | None = None
-    ) -> None:
-        """Apply `initialize` options (cache.max_mb / max_tracks / format); evicts at once if limits shrank."""
+    ) -> int:
+        """Apply `initialize` options (cache.max_mb / max_tracks / format; validated by the options schema).
+
+        A smaller limit deletes nothing now: it applies at the next eviction (after the next put). Returns how many
+        tracks that eviction would remove, so the caller can say so before anything is lost."""
         if format is not None:
             check_format(format)
             self.fmt = format.lower()
         if max_tracks is not None:
-            self.max_tracks = int(max_tracks) if max_tracks > 0 else None
+            self.max_tracks = max_tracks
         if max_mb is not None:
-            self.max_mb = float(max_mb)
-        self.evict()
+            self.max_mb = max_mb
+        return len(self._victims(self._conn(), self._protected(())))
 
     # ------------------------------------------------------------------------------------------- writing
 
@@ -642,36 +645,45 @@ class TrackStore:
                 self._path(r["file"]).unlink(missing_ok=True)
         return len(rows)
 
-    def evict(self, keep: Iterable[str] = ()) -> list[str]:
-        """Remove least-recently-accessed tracks until under max_mb and max_tracks. Returns the evicted ids."""
+    def _protected(self, keep: Iterable[str]) -> set[str]:
         keep_ids = set(keep)
         if self.protect is not None:
             try:
                 keep_ids.update(self.protect())
             except Exception:  # the owner's callback must never break eviction
                 log.exception("cache protect callback failed")
+        return keep_ids
+
+    def _victims(self, conn: sqlite3.Connection, keep_ids: set[str]) -> list[sqlite3.Row]:
+        """Least-recently-accessed non-favourite tracks to remove until under max_mb and max_tracks."""
         limit_bytes = self.max_mb * 1e6
-        evicted: list[str] = []
-        with self._write() as conn:
-            total, count = conn.execute(
-                "SELECT COALESCE(SUM(size_bytes), 0), COUNT(*) FROM tracks"
-            ).fetchone()
+        total, count = conn.execute("SELECT COALESCE(SUM(size_bytes), 0), COUNT(*) FROM tracks").fetchone()
+        victims: list[sqlite3.Row] = []
+        if total <= limit_bytes and (self.max_tracks is None or count <= self.max_tracks):
+            return victims
+        rows = conn.execute(
+            "SELECT track_id, file, size_bytes FROM tracks WHERE favourite = 0 "
+            "ORDER BY last_access ASC, created_at ASC"
+        ).fetchall()
+        for r in rows:
             if total <= limit_bytes and (self.max_tracks is None or count <= self.max_tracks):
-                return evicted
-            rows = conn.execute(
-                "SELECT track_id, file, size_bytes FROM tracks WHERE favourite = 0 "
-                "ORDER BY last_access ASC, created_at ASC"
-            ).fetchall()
-            for r in rows:
-                if total <= limit_bytes and (self.max_tracks is None or count <= self.max_tracks):
-                    break
-                if r["track_id"] in keep_ids:
-                    continue
+                break
+            if r["track_id"] in keep_ids:
+                continue
+            victims.append(r)
+            total -= r["size_bytes"]
+            count -= 1
+        return victims
+
+    def evict(self, keep: Iterable[str] = ()) -> list[str]:
+        """Remove least-recently-accessed tracks until under max_mb and max_tracks. Returns the evicted ids."""
+        keep_ids = self._protected(keep)
+        with self._write() as conn:
+            victims = self._victims(conn, keep_ids)
+            for r in victims:
                 conn.execute("DELETE FROM tracks WHERE track_id = ?", (r["track_id"],))
                 self._path(r["file"]).unlink(missing_ok=True)
-                total -= r["size_bytes"]
-                count -= 1
-                evicted.append(r["track_id"])
+        evicted = [r["track_id"] for r in victims]
         if evicted:
             log.info("cache: evicted %d track(s): %s", len(evicted), ", ".join(evicted))
         return evicted

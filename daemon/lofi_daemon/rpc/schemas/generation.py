@@ -4,7 +4,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .core import Strict
+from .base import Strict
 
 MAX_SEED = 2**32 - 1
 
