@@ -38,11 +38,9 @@ def make_enqueue(daemon: Daemon):
     from ..jobs.api import build_job
     from ..rpc.schemas.generation import GenerateParams
 
-    fields = set(GenerateParams.model_fields) - {"priority"}
-
     def enqueue(request: dict[str, Any], priority: str = "prefetch") -> dict[str, Any]:
         params = GenerateParams.model_validate(
-            {k: v for k, v in request.items() if k in fields and v is not None}
+            {k: v for k, v in request.items() if k != "priority" and v is not None}
         )
         job = build_job(daemon, params, priority)  # type: ignore[arg-type]
         cached = daemon.store.get(job.track_id)
