@@ -13,8 +13,16 @@ RPC_HINT = 'call download_backend {{"backend": "{name}"}} or generate with "allo
 
 
 def require_installed(backend: Backend, allow_download: bool, hint: str = RPC_HINT) -> None:
-    """Raise BACKEND_NOT_INSTALLED unless the model is here or the user consented to downloading it."""
-    if allow_download or backend.is_installed():
+    """Raise BACKEND_NOT_INSTALLED unless the model is here or the user consented to downloading it.
+
+    When the user pointed the backend at a model directory (LOFI_<NAME>_DIR, `models.<name>.dir`) nothing would be
+    downloaded: the backend's own MODEL_NOT_FOUND naming the missing file is raised instead."""
+    if backend.is_installed():
+        return
+    check = getattr(backend, "check_model", None)
+    if check is not None and getattr(backend, "local_dir", None) is not None:
+        check()
+    if allow_download:
         return
     raise LofiError(
         ErrorCode.BACKEND_NOT_INSTALLED,

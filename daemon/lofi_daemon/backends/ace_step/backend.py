@@ -34,7 +34,7 @@ from ..params import BackendParams, parse_params
 from . import lora as lora_mod
 from .decode import OUTPUT_RATE, Windowing
 from .guidance import CFG_TYPES
-from .layout import ModelLayout, detect
+from .layout import ModelLayout, detect, missing_files
 from .pipeline import AceStepPipeline, SamplingParams, frame_count
 from .schedulers import SCHEDULERS
 from .sessions import session_factory
@@ -175,12 +175,14 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
         if self.local_dir is not None:
             found = detect(self.local_dir)
             if found is None:
-                raise LofiError(
-                    ErrorCode.MODEL_NOT_FOUND,
-                    f"ace_step model directory {self.local_dir} holds neither the lofi layout (run "
-                    "scripts/export_ace_step.py) nor the lofi.nvim reference layout",
-                    dir=str(self.local_dir),
-                )
+                if not self.local_dir.is_dir():
+                    raise LofiError(ErrorCode.MODEL_NOT_FOUND,
+                                    f"ace_step model directory {self.local_dir} does not exist", dir=str(self.local_dir))  # fmt: skip
+                missing = missing_files(self.local_dir)
+                raise LofiError(ErrorCode.MODEL_NOT_FOUND,
+                                f"ace_step model directory {self.local_dir} is incomplete: missing {', '.join(missing)} "
+                                "(the lofi layout comes from scripts/export_ace_step.py; the lofi.nvim reference "
+                                "layout is also accepted)", dir=str(self.local_dir), missing=missing)  # fmt: skip
             return found
         v = self.variant()
         files = hub.cached_files(v)
