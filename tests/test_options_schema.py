@@ -225,3 +225,15 @@ def test_no_non_finite_number_reaches_the_player(daemon):
     assert state["state"] == "stopped"
     assert all(math.isfinite(v) for v in state.values() if isinstance(v, float))
     assert d.call("pause")["state"] in ("stopped", "paused")
+
+
+def test_plugin_config_refuses_what_the_daemon_would_refuse(tmp_path):
+    with embedded_nvim(tmp_path) as nvim:
+        ok, errors = nvim.exec_lua(
+            "local c = require('lofi.config')"
+            " local cfg = vim.tbl_deep_extend('force', c.defaults, {threads = 2.5, cache = {max_tracks = 0.5}})"
+            " return {c.validate(cfg)}"
+        )
+    assert ok is False
+    assert any("threads: expected an integer" in e for e in errors), errors
+    assert any("cache.max_tracks: expected nil or an integer" in e for e in errors), errors
