@@ -237,3 +237,26 @@ def test_plugin_config_refuses_what_the_daemon_would_refuse(tmp_path):
     assert ok is False
     assert any("threads: expected an integer" in e for e in errors), errors
     assert any("cache.max_tracks: expected nil or an integer" in e for e in errors), errors
+
+
+def test_every_rpc_schema_refuses_non_finite_numbers_and_coercion():
+    """A guard for schemas added later: every params model shares the strict, finite-only config."""
+    import importlib
+    import pkgutil
+
+    import lofi_daemon.rpc.schemas as schemas
+    from pydantic import BaseModel
+
+    models = []
+    for info in pkgutil.iter_modules(schemas.__path__):
+        module = importlib.import_module(f"{schemas.__name__}.{info.name}")
+        models += [v for v in vars(module).values() if isinstance(v, type) and issubclass(v, BaseModel)]
+    assert len(models) > 15
+    for model in models:
+        if model is BaseModel:
+            continue
+        assert model.model_config.get("allow_inf_nan") is False or not any(
+            "float" in str(f.annotation) for f in model.model_fields.values()
+        ), model
+        if model.__name__ != "InitializeParams":  # LSP clients add their own fields at its top level
+            assert model.model_config.get("strict") is True, model
