@@ -77,9 +77,7 @@ class AceStepParams(BackendParams):
     scheduler: str = DEFAULTS["scheduler"]  # case-insensitive, checked against SCHEDULERS below
     cfg_type: str = DEFAULTS["cfg_type"]
     lyrics: str | None = Field(default=None, max_length=MAX_LYRICS_CHARS)
-    lora: str | None = Field(
-        default=None, min_length=1
-    )  # a style name or a path; resolved by _canonical_lora
+    lora: str | None = None  # a style name or a path: every value gets one answer from _canonical_lora
     lora_weight: float | None = Field(default=None, ge=0, le=2)
 
 
