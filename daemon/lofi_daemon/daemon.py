@@ -31,7 +31,7 @@ from .jobs.worker import Worker
 from .ports import Backend
 from .rpc.dispatch import Dispatcher
 from .rpc.schemas.core import InitializeParams
-from .rpc.schemas.options import InitializeOptions
+from .rpc.schemas.options import InitializeOptions, PlaybackOptions
 
 if TYPE_CHECKING:  # the player exists only with PortAudio; audio/api.py builds it
     from .audio.player import Player
@@ -247,25 +247,28 @@ class Daemon:
             self.dispatcher.after_response(
                 lambda: self.notify("log", {"level": "warning", "message": message})
             )
-        pb, player = options.playback, self.player
-        if pb is not None and player is not None:
-            if pb.volume is not None:
-                player.set_volume(pb.volume)
-            if pb.crossfade_sec is not None:
-                player.set_crossfade(pb.crossfade_sec)
-            if pb.loop is not None:
-                player.set_loop(pb.loop)
-            if pb.auto_play is not None:
-                player.auto_play = pb.auto_play
-            if pb.stream is not None:
-                player.stream_while_generating = pb.stream
-            if pb.device is not None:
-                try:
-                    player.set_device(pb.device)
-                except LofiError as e:  # a device that is not plugged in now is not a configuration error
-                    self.dispatcher.after_response(
-                        lambda m=e.message: self.notify("log", {"level": "warning", "message": m})
-                    )
+        if options.playback is not None and self.player is not None:
+            self._apply_playback(options.playback)
         if options.prefetch is not None and self.prefetch is not None:
             self.prefetch.configure(**options.prefetch.model_dump(exclude_none=True))
         return reply
+
+    def _apply_playback(self, pb: PlaybackOptions) -> None:
+        player = self.player
+        if pb.volume is not None:
+            player.set_volume(pb.volume)
+        if pb.crossfade_sec is not None:
+            player.set_crossfade(pb.crossfade_sec)
+        if pb.loop is not None:
+            player.set_loop(pb.loop)
+        if pb.auto_play is not None:
+            player.auto_play = pb.auto_play
+        if pb.stream is not None:
+            player.stream_while_generating = pb.stream
+        if pb.device is not None:
+            try:
+                player.set_device(pb.device)
+            except LofiError as e:  # a device that is not plugged in now is not a configuration error
+                self.dispatcher.after_response(
+                    lambda m=e.message: self.notify("log", {"level": "warning", "message": m})
+                )
