@@ -59,7 +59,7 @@ def test_full_disk_fails_writes_clearly_and_keeps_reads_working(small_disk, daem
         err["message"].startswith(f"disk full at {small_disk / 'tracks'}: ")
         and "MB free, need" in err["message"]
     )
-    assert err["free_bytes"] < err["need_bytes"]
+    assert err["free_bytes"] < err["need_bytes"] and "cache.dir" in err["hint"]
 
     # reads keep working: a cache hit, the list, the stats, playing
     hit = d.call("generate", {"prompt": "before", "duration_sec": 1, "seed": 1})

@@ -46,6 +46,7 @@ def test_a_model_dir_without_the_model_names_the_missing_file(daemon, tmp_path):
         assert err["data"]["error_code"] == "MODEL_NOT_FOUND", err
         assert "missing tokenizer.json, config.json, text_encoder.onnx" in err["message"], err
         assert str(empty) in err["message"], err
+        assert "unset LOFI_MUSICGEN_DIR" in err["data"]["hint"], err
     err = d.request("generate", {"prompt": "x", "backend": "ace_step"})["error"]
     assert err["data"]["error_code"] == "MODEL_NOT_FOUND", err
     assert "transformer_encoder.onnx" in err["message"] and "text_encoder.onnx" not in err["message"], err

@@ -20,8 +20,18 @@ def require_installed(backend: Backend, allow_download: bool, hint: str = RPC_HI
     if backend.is_installed():
         return
     check = getattr(backend, "check_model", None)
-    if check is not None and getattr(backend, "local_dir", None) is not None:
-        check()
+    local_dir = getattr(backend, "local_dir", None)
+    if check is not None and local_dir is not None:
+        try:
+            check()
+        except LofiError as e:
+            if e.code == ErrorCode.MODEL_NOT_FOUND:
+                e.data.setdefault(
+                    "hint",
+                    f"put the missing files in {local_dir}, or unset LOFI_{backend.name.upper()}_DIR / "
+                    f"models.{backend.name}.dir to use the downloadable model",
+                )
+            raise
     if allow_download:
         return
     raise LofiError(

@@ -243,6 +243,7 @@ def disk_full(path: Path, need_bytes: int, **data: Any) -> LofiError:
         dir=str(path),
         free_bytes=free,
         need_bytes=need_bytes,
+        hint="free some space there, or delete tracks (:Lofi cache clear), or move the cache (cache.dir)",
         **data,
     )
 
