@@ -91,3 +91,17 @@ def test_valid_params_still_pass_and_are_canonical(tmp_path):
     with pytest.raises(LofiError) as exc:
         mg.validate({"top_p": float("inf")})
     assert exc.value.code == ErrorCode.INVALID_PARAMS and exc.value.data["param"] == "top_p"
+
+
+def test_the_plugin_words_a_backend_param_error(daemon, tmp_path):
+    from tests.nvim_helpers import embedded_nvim
+
+    d = daemon()
+    other = error_of(d.request("generate", {"prompt": "x", "backend": "musicgen", "inference_steps": 5}))
+    typed = error_of(d.request("generate", {"prompt": "x", "backend": "musicgen", "top_k": "50"}))
+    with embedded_nvim(tmp_path) as nvim:
+        text = [nvim.exec_lua("return require('lofi.messages').error_text(...)", e) for e in (other, typed)]
+    assert text == [
+        "invalid option: `steps` is not a musicgen param",
+        "invalid option: `top_k` expects a whole number",
+    ]

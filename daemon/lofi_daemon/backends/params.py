@@ -37,6 +37,7 @@ def parse_params(
             ErrorCode.INVALID_PARAMS,
             f"{backend} does not take {', '.join(unknown)} (its params: {', '.join(model.model_fields)})",
             param=unknown[0],
+            details=[{"field": name, "problem": f"is not a {backend} param"} for name in unknown],
         )
     try:
         return model.model_validate(dict(raw))
@@ -47,7 +48,9 @@ def parse_params(
         bounds = _bounds(model, field)
         if bounds:
             message += f" (allowed: {bounds})"
-        raise LofiError((codes or {}).get(field, ErrorCode.INVALID_PARAMS), message, param=field) from None
+        details = [{"field": field, "problem": first["msg"]}]  # the shape dispatch gives schema errors
+        code = (codes or {}).get(field, ErrorCode.INVALID_PARAMS)
+        raise LofiError(code, message, param=field, details=details) from None
 
 
 def _bounds(model: type[BaseModel], field: str) -> str:
