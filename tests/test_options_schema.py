@@ -10,6 +10,7 @@ import pytest
 from lofi_daemon.rpc.schemas.options import InitializeOptions
 from pydantic import ValidationError
 
+from tests.daemon_client import refusal
 from tests.nvim_helpers import embedded_nvim
 
 
@@ -131,7 +132,7 @@ def test_nan_max_mb_is_refused_and_cache_stats_keeps_working(daemon):
     body = b'{"jsonrpc": "2.0", "id": "nan", "method": "initialize", "params": {"options": {"cache": {"max_mb": NaN}}}}'
     d.send_raw(b"Content-Length: %d\r\n\r\n" % len(body) + body)
     # the NaN token is refused as params (or as JSON, by a stricter parser): either way it never reaches state
-    assert error_of(d.wait_response("nan"))["code"] in (-32602, -32700)
+    assert refusal(d, "nan")["code"] in (-32602, -32700)
     stats = d.call("cache_stats")
     assert stats["max_mb"] == 500 and stats["count"] == 1
     assert [t["track_id"] for t in d.call("cache_list")["tracks"]] == ids
@@ -163,10 +164,8 @@ def test_shrinking_the_cache_limit_is_reported_and_applied_at_the_next_eviction(
         ({"provider": 3}, "options.provider"),
         ({"cache": []}, "options.cache"),
         ({"playback": {"volume": "loud"}}, "options.playback.volume"),
-        ({"playback": {"volume": 1e999}}, "options.playback.volume"),
         ({"playback": {"crossfade_sec": -1}}, "options.playback.crossfade_sec"),
         ({"playback": {"loop": "forever"}}, "options.playback.loop"),
-        ({"prefetch": {"trigger_percent": 1e999}}, "options.prefetch.trigger_percent"),
         ({"prefetch": {"strategy": "psychic"}}, "options.prefetch.strategy"),
         ({"models": {"musicgen": {"dir": 5}}}, "options.models.musicgen.dir"),
         ({"models": {"nope": {"dir": "/x"}}}, "nope"),
@@ -220,7 +219,8 @@ def test_no_non_finite_number_reaches_the_player(daemon):
         body = json.dumps({"jsonrpc": "2.0", "id": method, "method": method, "params": params})
         body = body.replace("Infinity", "1e999").encode()
         d.send_raw(b"Content-Length: %d\r\n\r\n" % len(body) + body)
-        invalid(d.wait_response(method), field)
+        err = refusal(d, method)  # refused as JSON (PARSE_ERROR) or by the schema, naming the field
+        assert err["code"] == -32700 or field in err["message"], err
     state = d.call("status")["playback"]
     assert state["state"] == "stopped"
     assert all(math.isfinite(v) for v in state.values() if isinstance(v, float))
