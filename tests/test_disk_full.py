@@ -96,7 +96,7 @@ def test_store_reads_never_need_the_disk(small_disk):
     with pytest.raises(LofiError) as exc:  # the player logs this and plays on (the daemon test plays)
         store.mark_played(track.track_id)
     assert exc.value.code == ErrorCode.DISK_FULL
-    assert [t.track_id for t in store.list()] == [track.track_id]
+    assert [t.track_id for t in store.list_tracks()] == [track.track_id]
     assert store.read_audio(track.track_id)[0].shape == (16000, 1)
     with pytest.raises(LofiError) as exc:
         store.set_favourite(track.track_id, True)

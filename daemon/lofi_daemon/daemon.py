@@ -255,6 +255,8 @@ class Daemon:
 
     def _apply_playback(self, pb: PlaybackOptions) -> None:
         player = self.player
+        if player is None:
+            return
         if pb.volume is not None:
             player.set_volume(pb.volume)
         if pb.crossfade_sec is not None:
@@ -269,6 +271,5 @@ class Daemon:
             try:
                 player.set_device(pb.device)
             except LofiError as e:  # a device that is not plugged in now is not a configuration error
-                self.dispatcher.after_response(
-                    lambda m=e.message: self.notify("log", {"level": "warning", "message": m})
-                )
+                warning = {"level": "warning", "message": e.message}
+                self.dispatcher.after_response(lambda: self.notify("log", warning))

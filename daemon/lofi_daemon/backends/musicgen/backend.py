@@ -31,16 +31,15 @@ from .pipeline import MusicGenPipeline, SamplingParams
 
 log = logging.getLogger(__name__)
 
-DEFAULTS = {"guidance_scale": 3.0, "top_k": 250, "top_p": 0.0, "temperature": 1.0}
 # dtype shortcuts accepted as a hub variant name
 DTYPE_TO_VARIANT = {"int8": "small-int8", "fp32": "small-fp32", "fp16": "small-fp16", "q4": "xenova-small-q4"}
 
 
 class MusicGenParams(BackendParams):
-    guidance_scale: float = Field(default=DEFAULTS["guidance_scale"], ge=1, le=10)
-    top_k: int = Field(default=DEFAULTS["top_k"], ge=1, le=2048)
-    top_p: float = Field(default=DEFAULTS["top_p"], ge=0, le=1)
-    temperature: float = Field(default=DEFAULTS["temperature"], ge=0.1, le=2)
+    guidance_scale: float = Field(default=3.0, ge=1, le=10)
+    top_k: int = Field(default=250, ge=1, le=2048)
+    top_p: float = Field(default=0.0, ge=0, le=1)
+    temperature: float = Field(default=1.0, ge=0.1, le=2)
 
 
 class MusicGenBackend(ModelBackend[MusicGenPipeline]):
