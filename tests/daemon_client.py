@@ -182,3 +182,20 @@ class DaemonProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def refusal(d: DaemonProcess, id_: Any, timeout: float = 20.0) -> dict[str, Any]:
+    """The error for request `id_` carrying a non-finite number: the JSON reader may refuse the number itself
+    (PARSE_ERROR with id null) or the params schema refuses it (an error with the request's id)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with d._cond:
+            if id_ in d.responses:
+                reply = d.responses.pop(id_)
+                assert "error" in reply, reply
+                return reply["error"]
+        try:
+            return d.unmatched_errors.get(timeout=0.05)["error"]
+        except queue.Empty:
+            pass
+    raise AssertionError(f"no answer to {id_}; stderr: {d.stderr.decode(errors='replace')}")

@@ -42,5 +42,7 @@ def diffusers_pipeline(scheduler: str = "dpmsolver++", spacing: str | None = Non
         tokenizer=CLIPTokenizer.from_pretrained(str(FIXTURE / "tokenizer")),
         unet=UNet2DConditionModel.from_pretrained(str(t / "unet")).eval(),
         scheduler=cls.from_config(config),  # what riffusion's app does with the checkpoint's config
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )  # fmt: skip
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )

@@ -43,8 +43,15 @@ def griffin_lim(
     tprev = torch.tensor(0.0, dtype=spec.dtype)
     for _ in range(n_iter):
         inverse = torch.istft(spec * angles, **kw)
-        rebuilt = torch.stft(inverse, center=True, pad_mode="reflect", normalized=False, onesided=True,
-                             return_complex=True, **kw)  # fmt: skip
+        rebuilt = torch.stft(
+            inverse,
+            center=True,
+            pad_mode="reflect",
+            normalized=False,
+            onesided=True,
+            return_complex=True,
+            **kw,
+        )
         angles = rebuilt
         if momentum:
             angles = angles - tprev.mul_(momentum / (1 + momentum))

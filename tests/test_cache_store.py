@@ -153,7 +153,10 @@ def test_max_tracks_limit(tmp_path):
     store = TrackStore(tmp_path / "t", max_tracks=2)
     ts = [put_track(store, f"t{i}", sine(440, 1, RATE), RATE, seed=i) for i in range(4)]
     assert [t.track_id for t in store.list_tracks(sort="oldest")] == [ts[2].track_id, ts[3].track_id]
-    store.configure(max_tracks=1)
+    # a smaller limit reports what it would remove and deletes nothing until the next eviction
+    assert store.configure(max_tracks=1) == 1
+    assert len(store.list_tracks()) == 2
+    assert store.evict() == [ts[2].track_id]
     assert [t.track_id for t in store.list_tracks()] == [ts[3].track_id]
     store.close()
 

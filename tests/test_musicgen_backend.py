@@ -42,7 +42,7 @@ def no_network(monkeypatch):
 # ---- validation -------------------------------------------------------------------------------------------
 def test_defaults_filled(backend):
     assert backend.validate({}) == {"guidance_scale": 3.0, "top_k": 250, "top_p": 0.0, "temperature": 1.0}
-    assert backend.validate({"guidance_scale": 5, "top_k": 50.0, "top_p": 0.9, "temperature": 0.5}) == {
+    assert backend.validate({"guidance_scale": 5, "top_k": 50, "top_p": 0.9, "temperature": 0.5}) == {
         "guidance_scale": 5.0,
         "top_k": 50,
         "top_p": 0.9,
@@ -62,8 +62,12 @@ def test_defaults_filled(backend):
         ({"temperature": 0.05}, ErrorCode.INVALID_PARAMS, "temperature"),
         ({"temperature": 3}, ErrorCode.INVALID_PARAMS, "between 0.1 and 2"),
         ({"temperature": "hot"}, ErrorCode.INVALID_PARAMS, "number"),
-        ({"top_k": True}, ErrorCode.INVALID_PARAMS, "number"),
-        ({"guidance_scale": float("nan")}, ErrorCode.INVALID_PARAMS, "finite"),
+        # strict: no coercion of booleans, strings or integral floats
+        ({"top_k": True}, ErrorCode.INVALID_PARAMS, "integer"),
+        ({"top_k": 50.0}, ErrorCode.INVALID_PARAMS, "integer"),
+        ({"top_p": "0.5"}, ErrorCode.INVALID_PARAMS, "number"),
+        ({"guidance_scale": float("nan")}, ErrorCode.INVALID_GUIDANCE_SCALE, "finite"),
+        ({"inference_steps": 10}, ErrorCode.INVALID_PARAMS, "does not take inference_steps"),
     ],
 )
 def test_invalid_params(backend, raw, code, word):

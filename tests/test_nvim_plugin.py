@@ -110,7 +110,7 @@ def test_config_validation_names_the_bad_key(nvim):
     assert "playback.volume: expected a number from 0 to 1, got 5" in text
     assert "ui.progress: expected one of notify, cmdline, none, got fidget" in text
     assert "daemon.cmd: expected a string or a non-empty list of strings" in text
-    assert "threads: expected a number from 0 to 256, got many" in text
+    assert "threads: expected an integer from 0 to 256, got many" in text
     assert "unknown option `bogus`" in text
     assert len(errs) == 5
 

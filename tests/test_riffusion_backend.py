@@ -36,7 +36,7 @@ def test_validate_fills_defaults_and_is_strict(tmp_path):
         {
             "negative_prompt": "  harsh   noise ",
             "cfg_scale": 3,
-            "steps": 12.0,
+            "steps": 12,
             "scheduler": "DPM++",
             "denoising": 0.5,
             "interpolate_to": " rainy  jazz",
@@ -51,6 +51,8 @@ def test_validate_fills_defaults_and_is_strict(tmp_path):
         "interpolate_to": "rainy jazz",
     }
     assert b.validate({"scheduler": "ddim"})["scheduler"] == "ddim"
+    with pytest.raises(LofiError):  # strict like the other backends: no float for a whole number
+        b.validate({"steps": 12.0})
     # the plugin's generic spellings (steps= → inference_steps, guidance= → guidance_scale) mean the same
     assert b.validate({"inference_steps": 12, "guidance_scale": 3}) == b.validate(
         {"steps": 12, "cfg_scale": 3}

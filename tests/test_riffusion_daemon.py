@@ -11,8 +11,15 @@ def test_daemon_generates_with_tiny_riffusion(daemon):
     info = next(b for b in d.call("get_backends")["backends"] if b["name"] == "riffusion")
     assert info["installed"] is True and info["sample_rate"] == 48000 and info["channels"] == 1
     assert info["defaults"]["cfg_scale"] == 7.0 and info["max_duration_sec"] == 240
-    params = {"prompt": "dusty lofi piano", "backend": "riffusion", "duration_sec": 5, "seed": 7, "steps": 2,
-              "negative_prompt": "harsh", "format": "wav"}  # fmt: skip
+    params = {
+        "prompt": "dusty lofi piano",
+        "backend": "riffusion",
+        "duration_sec": 5,
+        "seed": 7,
+        "steps": 2,
+        "negative_prompt": "harsh",
+        "format": "wav",
+    }
     r = d.call("generate", params)
     done = d.wait_notification("generation_complete", track_id=r["track_id"], timeout=600)
     assert done["sample_rate"] == 48000 and abs(done["duration_sec"] - 5.0) < 1e-3

@@ -71,8 +71,16 @@ def test_sampling_loop_matches_diffusers(name, pipe):
     noise = np.random.default_rng(11).standard_normal((1, 4, 8, 16), dtype=np.float32)
     prompt = "jazzy chill guitar loop"
     with torch.no_grad():
-        want = ref(prompt, negative_prompt=c["neg"] or None, height=64, width=128, num_inference_steps=c["steps"],
-                   guidance_scale=c["g"], latents=torch.from_numpy(noise), output_type="latent").images.numpy()  # fmt: skip
+        want = ref(
+            prompt,
+            negative_prompt=c["neg"] or None,
+            height=64,
+            width=128,
+            num_inference_steps=c["steps"],
+            guidance_scale=c["g"],
+            latents=torch.from_numpy(noise),
+            output_type="latent",
+        ).images.numpy()
     p = Sampling(steps=c["steps"], guidance_scale=c["g"], scheduler=c["scheduler"])
     steps = []
     got = pipe.sample(
@@ -121,12 +129,25 @@ def test_img2img_loop_matches_diffusers(name, pipe):
     noise = torch.randn((1, 4, 8, 16), generator=torch.Generator().manual_seed(3)).numpy()
     prompt = "funky drum break"
     with torch.no_grad():
-        want = ref(prompt, image=torch.from_numpy(init), strength=c["strength"], num_inference_steps=c["steps"],
-                   guidance_scale=c["g"], generator=torch.Generator().manual_seed(3), output_type="latent").images  # fmt: skip
+        want = ref(
+            prompt,
+            image=torch.from_numpy(init),
+            strength=c["strength"],
+            num_inference_steps=c["steps"],
+            guidance_scale=c["g"],
+            generator=torch.Generator().manual_seed(3),
+            output_type="latent",
+        ).images
     p = Sampling(steps=c["steps"], guidance_scale=c["g"], scheduler=c["scheduler"])
     steps = []
-    got = pipe.sample(pipe.embeddings(prompt, "", c["g"]), noise, p, init=init, strength=c["strength"],
-                      on_step=lambda i, n: steps.append((i, n)))  # fmt: skip
+    got = pipe.sample(
+        pipe.embeddings(prompt, "", c["g"]),
+        noise,
+        p,
+        init=init,
+        strength=c["strength"],
+        on_step=lambda i, n: steps.append((i, n)),
+    )
     run = int(c["steps"] * c["strength"])
     assert steps == [(i + 1, run) for i in range(run)]
     assert rel_err(got, want.numpy()) < 1e-4, rel_err(got, want.numpy())

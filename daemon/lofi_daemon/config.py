@@ -10,9 +10,12 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import platformdirs
+
+if TYPE_CHECKING:
+    from .rpc.schemas.options import InitializeOptions
 
 APP = "lofi"
 log = logging.getLogger(__name__)
@@ -79,22 +82,22 @@ class Settings:
                 s.models[backend].dir = Path(env[var]).expanduser()
         return s
 
-    def apply_options(self, options: dict[str, Any]) -> None:
-        """Merge the `options` object of `initialize` (already schema-validated)."""
-        if options.get("cache_dir"):
-            self.cache_dir = absolute_cache_dir(options["cache_dir"])
-        if options.get("provider"):
-            self.provider = options["provider"]
-        if options.get("threads") is not None:
-            self.threads = int(options["threads"])
-        if options.get("default_backend"):
-            self.default_backend = options["default_backend"]
-        for backend, m in (options.get("models") or {}).items():
-            if backend in self.models and m:
-                if m.get("dir"):
-                    self.models[backend].dir = Path(m["dir"]).expanduser()
-                if m.get("variant"):
-                    self.models[backend].variant = m["variant"]
+    def apply_options(self, options: InitializeOptions) -> None:
+        """Merge the `options` of `initialize` (schema-validated; the daemon has checked the backend names)."""
+        if options.cache_dir:
+            self.cache_dir = absolute_cache_dir(options.cache_dir)
+        if options.provider:
+            self.provider = options.provider
+        if options.threads is not None:
+            self.threads = options.threads
+        if options.default_backend:
+            self.default_backend = options.default_backend
+        for backend, m in (options.models or {}).items():
+            model = self.models.setdefault(backend, ModelSettings())
+            if m.dir:
+                model.dir = Path(m.dir).expanduser()
+            if m.variant:
+                model.variant = m.variant
 
 
 def absolute_cache_dir(value: str) -> Path:

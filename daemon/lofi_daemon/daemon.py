@@ -6,6 +6,7 @@ notifications, so in-process reactions and the plugin can never disagree about w
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import threading
@@ -18,10 +19,11 @@ from typing import TYPE_CHECKING, Any
 from . import __version__
 from .audio import api as audio_api
 from .backends import api as backends_api
-from .backends import create_backends
+from .backends import canonical_name, create_backends
 from .cache import api as cache_api
 from .cache.store import TrackStore
 from .config import Settings
+from .errors import ErrorCode, LofiError
 from .jobs import api as jobs_api
 from .jobs.cancel import CancelToken
 from .jobs.queue import JobQueue
@@ -29,6 +31,7 @@ from .jobs.worker import Worker
 from .ports import Backend
 from .rpc.dispatch import Dispatcher
 from .rpc.schemas.core import InitializeParams
+from .rpc.schemas.options import InitializeOptions, PlaybackOptions
 
 if TYPE_CHECKING:  # the player exists only with PortAudio; audio/api.py builds it
     from .audio.player import Player
@@ -153,10 +156,9 @@ class Daemon:
         def initialize(p: InitializeParams) -> dict[str, Any]:
             if p.client_info:
                 log.info("client %s %s", p.client_info.name, p.client_info.version or "")
-            if p.options:
-                self.settings.apply_options(p.options.model_dump(exclude_none=True))
-                self.apply_options(p.options.model_dump(exclude_none=True))
+            applied = self.apply_options(p.options) if p.options else {}
             return {
+                **applied,
                 "server": {"name": "lofi-daemon", "version": __version__},
                 "protocol_version": PROTOCOL_VERSION,
                 "capabilities": {"methods": d.method_names, "notifications": NOTIFICATIONS},
@@ -192,13 +194,85 @@ class Daemon:
             self.player.store = store
         old.close()
 
-    def apply_options(self, options: dict[str, Any]) -> None:
-        """Options for subsystems other than Settings (cache limits, playback, prefetch)."""
-        if self.settings.tracks_dir != self.store.root:  # `cache_dir` moved the cache
-            self._use_store(TrackStore(self.settings.tracks_dir))
-        cache = options.get("cache") or {}
-        if cache:
-            self.store.configure(
-                **{k: v for k, v in cache.items() if k in ("max_mb", "max_tracks", "format")}
+    def _check_options(self, options: InitializeOptions) -> None:
+        """What the schema cannot know: the backend names this daemon has."""
+        names = ([options.default_backend] if options.default_backend else []) + list(options.models or {})
+        for name in names:
+            if canonical_name(name) not in self.backends:
+                raise LofiError(
+                    ErrorCode.INVALID_PARAMS,
+                    f"invalid params for initialize: unknown backend {name!r}; "
+                    f"available: {', '.join(sorted(self.backends))}",
+                )
+
+    def apply_options(self, options: InitializeOptions) -> dict[str, Any]:
+        """Apply `initialize` options as a whole: everything that can fail is checked (schema, backend names, the
+        new cache directory) before anything changes, so a refused call leaves the daemon as it was.
+
+        Returns the part of the reply that reports on them (`cache.would_evict`: tracks the new limits would
+        remove at the next eviction; a shrink never deletes anything at once)."""
+        self._check_options(options)
+        if options.default_backend:
+            options = options.model_copy(update={"default_backend": canonical_name(options.default_backend)})
+        if options.models:
+            models = {canonical_name(n): m for n, m in options.models.items()}
+            options = options.model_copy(update={"models": models})
+        candidate = copy.deepcopy(self.settings)
+        candidate.apply_options(options)
+        new_store = None
+        if candidate.tracks_dir != self.store.root:  # `cache_dir` moves the cache; opening it may fail
+            new_store = TrackStore(
+                candidate.tracks_dir, self.store.max_mb, self.store.max_tracks, self.store.fmt
             )
-        audio_api.apply_options(self, options)
+        # ---- nothing below can fail on validated values
+        self.settings.apply_options(options)
+        if new_store is not None:
+            self._use_store(new_store)
+        reply: dict[str, Any] = {}
+        c = options.cache
+        would_evict = self.store.configure(
+            max_mb=c.max_mb if c else None,
+            max_tracks=c.max_tracks if c else None,
+            format=c.format if c else None,
+        )
+        reply["cache"] = {
+            "max_mb": self.store.max_mb,
+            "max_tracks": self.store.max_tracks,
+            "would_evict": would_evict,
+        }
+        if would_evict:
+            message = (
+                f"the cache limit (max_mb {self.store.max_mb:g}, max_tracks {self.store.max_tracks}) is below "
+                f"what is cached: the next generation removes the {would_evict} least recently used "
+                "track(s); favourites are kept"
+            )
+            log.warning("%s", message)
+            self.dispatcher.after_response(
+                lambda: self.notify("log", {"level": "warning", "message": message})
+            )
+        if options.playback is not None and self.player is not None:
+            self._apply_playback(options.playback)
+        if options.prefetch is not None and self.prefetch is not None:
+            self.prefetch.configure(**options.prefetch.model_dump(exclude_none=True))
+        return reply
+
+    def _apply_playback(self, pb: PlaybackOptions) -> None:
+        player = self.player
+        if player is None:
+            return
+        if pb.volume is not None:
+            player.set_volume(pb.volume)
+        if pb.crossfade_sec is not None:
+            player.set_crossfade(pb.crossfade_sec)
+        if pb.loop is not None:
+            player.set_loop(pb.loop)
+        if pb.auto_play is not None:
+            player.auto_play = pb.auto_play
+        if pb.stream is not None:
+            player.stream_while_generating = pb.stream
+        if pb.device is not None:
+            try:
+                player.set_device(pb.device)
+            except LofiError as e:  # a device that is not plugged in now is not a configuration error
+                warning = {"level": "warning", "message": e.message}
+                self.dispatcher.after_response(lambda: self.notify("log", warning))

@@ -27,6 +27,7 @@ class ErrorCode(IntEnum):
     TRACK_NOT_FOUND = -32012
     AUDIO_DEVICE_ERROR = -32013
     CACHE_ERROR = -32014
+    DISK_FULL = -32015
 
 
 class LofiError(Exception):

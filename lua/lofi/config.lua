@@ -134,6 +134,14 @@ local function num_range(lo, hi, optional)
     string.format("%sa number from %s to %s", optional and "nil or " or "", lo, hi)
 end
 
+-- The daemon's options schema wants integers here: 2.5 would make it refuse `initialize`.
+local function int_range(lo, hi, optional)
+  return function(v)
+    return (v == nil and optional) or (type(v) == "number" and v >= lo and v <= hi and v == math.floor(v))
+  end,
+    string.format("%san integer from %s to %s", optional and "nil or " or "", lo, hi)
+end
+
 local function all_strings(v)
   for _, a in ipairs(v) do
     if type(a) ~= "string" then
@@ -168,7 +176,7 @@ local RULES = {
     "a backend name such as musicgen or ace_step",
   },
   { "provider", one_of("provider") },
-  { "threads", num_range(0, 256) },
+  { "threads", int_range(0, 256) },
   { "models", "table" },
   { "models.musicgen", "table" },
   { "models.musicgen.dir", "string?" },
@@ -183,7 +191,7 @@ local RULES = {
   { "cache", "table" },
   { "cache.dir", "string?" },
   { "cache.max_mb", num_range(1, 1e7) },
-  { "cache.max_tracks", num_range(1, 1e7, true) },
+  { "cache.max_tracks", int_range(1, 1e7, true) },
   { "cache.format", one_of("cache.format") },
   { "playback", "table" },
   { "playback.volume", num_range(0, 1) },

@@ -18,7 +18,13 @@ from typing import Any
 
 import numpy as np
 from lofi_daemon.backends.base import GeneratedAudio, GenerationRequest
-from lofi_daemon.errors import ErrorCode, LofiError
+from lofi_daemon.backends.params import BackendParams, parse_params
+from lofi_daemon.errors import ErrorCode
+from pydantic import Field
+
+
+class ToneParams(BackendParams):
+    guidance_scale: float = Field(default=1.0, ge=1, le=10)
 
 
 class ToneBackend:
@@ -39,13 +45,8 @@ class ToneBackend:
         self.steps = int(os.environ.get("LOFI_TONE_STEPS", "20"))
 
     def validate(self, raw: dict[str, Any]) -> dict[str, Any]:
-        unknown = set(raw) - {"guidance_scale"}
-        if unknown:
-            raise LofiError(ErrorCode.INVALID_PARAMS, f"tone does not take {sorted(unknown)}")
-        g = float(raw.get("guidance_scale", 1.0))
-        if not 1.0 <= g <= 10.0:
-            raise LofiError(ErrorCode.INVALID_GUIDANCE_SCALE, "guidance_scale must be within 1–10")
-        return {"guidance_scale": g}
+        codes = {"guidance_scale": ErrorCode.INVALID_GUIDANCE_SCALE}
+        return parse_params(ToneParams, raw, self.name, codes).model_dump()
 
     def model_version(self) -> str:
         return "tone-v1"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ..errors import LofiError
 from ..jobs.prefetch import Prefetcher
 from ..rpc.dispatch import Dispatcher
 from ..rpc.schemas.playback import (
@@ -32,8 +31,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PLAYER_OPTIONS = ("volume", "crossfade_sec", "loop", "auto_play", "device")
-
 
 def make_enqueue(daemon: Daemon):
     """enqueue(request, priority="prefetch"): validate like `generate` and queue the job (no RPC involved)."""
@@ -41,11 +38,9 @@ def make_enqueue(daemon: Daemon):
     from ..jobs.api import build_job
     from ..rpc.schemas.generation import GenerateParams
 
-    fields = set(GenerateParams.model_fields) - {"priority"}
-
     def enqueue(request: dict[str, Any], priority: str = "prefetch") -> dict[str, Any]:
         params = GenerateParams.model_validate(
-            {k: v for k, v in request.items() if k in fields and v is not None}
+            {k: v for k, v in request.items() if k != "priority" and v is not None}
         )
         job = build_job(daemon, params, priority)  # type: ignore[arg-type]
         cached = daemon.store.get(job.track_id)
@@ -93,34 +88,6 @@ def attach(daemon: Daemon, player: Player | None = None, prefetch: Prefetcher | 
     player.progress_listeners.append(prefetch.on_progress)
     daemon.subscribe("generation_started", player.on_generation_started)
     daemon.subscribe("generation_complete", player.on_generation_complete)
-
-
-def apply_options(daemon: Daemon, options: dict[str, Any]) -> None:
-    """`initialize` options: playback {volume, crossfade_sec, loop, auto_play, stream, device}, prefetch {...}."""
-    player = daemon.player
-    pb = options.get("playback") or {}
-    if player is not None and pb:
-        if pb.get("volume") is not None:
-            player.set_volume(float(pb["volume"]))
-        if pb.get("crossfade_sec") is not None:
-            player.set_crossfade(float(pb["crossfade_sec"]))
-        if pb.get("loop") is not None:
-            player.set_loop(pb["loop"])
-        if pb.get("auto_play") is not None:
-            player.auto_play = bool(pb["auto_play"])
-        if pb.get("stream") is not None:
-            player.stream_while_generating = bool(pb["stream"])
-        if pb.get("device") is not None:
-            try:
-                player.set_device(pb["device"])
-            except LofiError as e:
-                daemon.notify("log", {"level": "warning", "message": e.message})
-    pf = options.get("prefetch") or {}
-    prefetch = getattr(daemon, "prefetch", None)
-    if prefetch is not None and pf:
-        prefetch.configure(
-            **{k: pf[k] for k in ("enabled", "strategy", "presets", "trigger_percent") if k in pf}
-        )
 
 
 def register(dispatcher: Dispatcher, daemon: Daemon) -> None:

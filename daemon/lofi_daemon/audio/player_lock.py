@@ -71,8 +71,11 @@ class PlayerLock:
         except OSError:
             os.close(fd)
             return False
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        try:  # the pid is for `holder()` only: the flock is what counts, and play must work on a full disk
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError as e:
+            log_once(log, logging.WARNING, "cannot write the pid into the player lock: %s", e)
         self._fd, self._dir = fd, directory
         log.info("player lock taken (%s)", directory / LOCK_NAME)
         return True

@@ -5,7 +5,6 @@ from __future__ import annotations
 from math import gcd
 
 import numpy as np
-from scipy.signal import resample_poly
 
 
 def to_channels(samples: np.ndarray, channels: int) -> np.ndarray:
@@ -25,6 +24,8 @@ def resample(samples: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:
     if src_rate == dst_rate:
         return np.ascontiguousarray(samples, dtype=np.float32)
     g = gcd(int(src_rate), int(dst_rate))
+    from scipy.signal import resample_poly  # ~1 s to import: not at module load (`health` imports backends)
+
     y = resample_poly(samples, int(dst_rate) // g, int(src_rate) // g, axis=0)
     return np.ascontiguousarray(y, dtype=np.float32)
 
@@ -86,6 +87,8 @@ class StreamResampler:
         x = self._input()
         start = max(0, self.frames_out * self.down // self.up - self.context)
         start -= start % self.down  # output frame (start * up / down) is then an integer: same phase
+        from scipy.signal import resample_poly
+
         y = resample_poly(x[start:], self.up, self.down, axis=0)
         offset = start * self.up // self.down
         out = y[self.frames_out - offset : until - offset]

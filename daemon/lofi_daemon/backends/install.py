@@ -13,8 +13,26 @@ RPC_HINT = 'call download_backend {{"backend": "{name}"}} or generate with "allo
 
 
 def require_installed(backend: Backend, allow_download: bool, hint: str = RPC_HINT) -> None:
-    """Raise BACKEND_NOT_INSTALLED unless the model is here or the user consented to downloading it."""
-    if allow_download or backend.is_installed():
+    """Raise BACKEND_NOT_INSTALLED unless the model is here or the user consented to downloading it.
+
+    When the user pointed the backend at a model directory (LOFI_<NAME>_DIR, `models.<name>.dir`) nothing would be
+    downloaded: the backend's own MODEL_NOT_FOUND naming the missing file is raised instead."""
+    if backend.is_installed():
+        return
+    check = getattr(backend, "check_model", None)
+    local_dir = getattr(backend, "local_dir", None)
+    if check is not None and local_dir is not None:
+        try:
+            check()
+        except LofiError as e:
+            if e.code == ErrorCode.MODEL_NOT_FOUND:
+                e.data.setdefault(
+                    "hint",
+                    f"put the missing files in {local_dir}, or unset LOFI_{backend.name.upper()}_DIR / "
+                    f"models.{backend.name}.dir to use the downloadable model",
+                )
+            raise
+    if allow_download:
         return
     raise LofiError(
         ErrorCode.BACKEND_NOT_INSTALLED,

@@ -21,10 +21,12 @@ Design rules:
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import logging
 import os
 import secrets
+import shutil
 import sqlite3
 import stat
 import threading
@@ -214,6 +216,38 @@ def _regular_file(path: Path) -> bool:
         return False
 
 
+INDEX_HEADROOM = 1_000_000  # bytes SQLite may need to record a write (WAL frames, a checkpoint)
+
+
+def free_bytes(path: Path) -> int | None:
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if isinstance(exc, sqlite3.Error):
+        return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
+    return False
+
+
+def disk_full(path: Path, need_bytes: int, **data: Any) -> LofiError:
+    free = free_bytes(path)
+    have = "unknown space" if free is None else f"{free / 1e6:.1f} MB"
+    return LofiError(
+        ErrorCode.DISK_FULL,
+        f"disk full at {path}: {have} free, need {max(need_bytes, 1) / 1e6:.1f} MB",
+        dir=str(path),
+        free_bytes=free,
+        need_bytes=need_bytes,
+        hint="free some space there, or delete tracks (:Lofi cache clear), or move the cache (cache.dir)",
+        **data,
+    )
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -312,11 +346,13 @@ class TrackStore:
             raise LofiError(ErrorCode.CACHE_ERROR, f"cache index is busy or broken: {e}") from e
         try:
             yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        else:
             conn.execute("COMMIT")
+        except BaseException as e:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if is_disk_full(e):
+                raise disk_full(self.root, INDEX_HEADROOM) from e
+            raise
 
     def close(self) -> None:
         with self._conns_lock:
@@ -397,12 +433,23 @@ class TrackStore:
         if row is None:
             return None
         if not self._path(row["file"]).is_file():
-            with self._write() as conn:
-                conn.execute("DELETE FROM tracks WHERE track_id = ? AND file = ?", (track_id, row["file"]))
+            self._best_effort(
+                "drop the row of a vanished file",
+                "DELETE FROM tracks WHERE track_id = ? AND file = ?",
+                (track_id, row["file"]),
+            )
             return None
         if touch:
             self.touch(track_id)
         return self._row_to_track(row)
+
+    def _best_effort(self, what: str, sql: str, args: tuple[Any, ...]) -> None:
+        """An index write on a read path (LRU time, play count, cleanup): reads keep working on a full disk."""
+        try:
+            with self._write() as conn:
+                conn.execute(sql, args)
+        except LofiError as e:
+            log.warning("cache: could not %s: %s", what, e.message)
 
     def require(self, track_id: str) -> Track:
         t = self.get(track_id)
@@ -495,16 +542,19 @@ class TrackStore:
 
     def configure(
         self, max_mb: float | None = None, max_tracks: int | None = None, format: str | None = None
-    ) -> None:
-        """Apply `initialize` options (cache.max_mb / max_tracks / format); evicts at once if limits shrank."""
+    ) -> int:
+        """Apply `initialize` options (cache.max_mb / max_tracks / format; validated by the options schema).
+
+        A smaller limit deletes nothing now: it applies at the next eviction (after the next put). Returns how many
+        tracks that eviction would remove, so the caller can say so before anything is lost."""
         if format is not None:
             check_format(format)
             self.fmt = format.lower()
         if max_tracks is not None:
-            self.max_tracks = int(max_tracks) if max_tracks > 0 else None
+            self.max_tracks = max_tracks
         if max_mb is not None:
-            self.max_mb = float(max_mb)
-        self.evict()
+            self.max_mb = max_mb
+        return len(self._victims(self._conn(), self._protected(())))
 
     # ------------------------------------------------------------------------------------------- writing
 
@@ -550,6 +600,11 @@ class TrackStore:
         meta["info"] = track.info
         file = f"{track_id}.{ext}"
         tmp = self._temp_name(track_id, ext)
+        # at most 16-bit PCM plus tags (compressed formats are smaller), and room for the index to record it
+        need = samples.size * 2 + 64_000 + INDEX_HEADROOM
+        free = free_bytes(self.root)
+        if free is not None and free < need:
+            raise disk_full(self.root, need, track_id=track_id)
         try:
             # Create the temp file ourselves, exclusively and without following a link planted at its name;
             # libsndfile then truncates that regular file.
@@ -588,21 +643,33 @@ class TrackStore:
         except LofiError:
             raise
         except (OSError, RuntimeError, sf.LibsndfileError, sqlite3.Error) as e:
+            # libsndfile reports a full disk as "System error." or a failed encoder start: ask the disk
+            free = free_bytes(self.root)
+            if is_disk_full(e) or (free is not None and free < need):
+                raise disk_full(self.root, need, track_id=track_id) from e
             raise LofiError(
                 ErrorCode.CACHE_ERROR, f"cannot store track {track_id}: {e}", track_id=track_id
             ) from e
         finally:
             tmp.unlink(missing_ok=True)
         track.path = str(self._path(file))
-        self.evict(keep=(track_id,))
+        try:
+            self.evict(keep=(track_id,))
+        except LofiError as e:  # the track is stored; eviction runs again after the next put
+            log.warning("cache: eviction failed: %s", e.message)
         return track
 
     def touch(self, track_id: str) -> None:
-        with self._write() as conn:
-            conn.execute("UPDATE tracks SET last_access = ? WHERE track_id = ?", (time.time(), track_id))
+        """Count an access for LRU eviction (best-effort: a full disk must not stop a cache hit)."""
+        self._best_effort(
+            "record an access",
+            "UPDATE tracks SET last_access = ? WHERE track_id = ?",
+            (time.time(), track_id),
+        )
 
     def mark_played(self, track_id: str) -> bool:
-        """Playback started: counts for LRU and the play statistics. False if the track is not in the cache."""
+        """Playback started: counts for LRU and the play statistics. False if the track is not in the cache.
+        On a full disk this raises DISK_FULL, which the player logs: playing goes on."""
         now = time.time()
         with self._write() as conn:
             cur = conn.execute(
@@ -642,36 +709,45 @@ class TrackStore:
                 self._path(r["file"]).unlink(missing_ok=True)
         return len(rows)
 
-    def evict(self, keep: Iterable[str] = ()) -> list[str]:
-        """Remove least-recently-accessed tracks until under max_mb and max_tracks. Returns the evicted ids."""
+    def _protected(self, keep: Iterable[str]) -> set[str]:
         keep_ids = set(keep)
         if self.protect is not None:
             try:
                 keep_ids.update(self.protect())
             except Exception:  # the owner's callback must never break eviction
                 log.exception("cache protect callback failed")
+        return keep_ids
+
+    def _victims(self, conn: sqlite3.Connection, keep_ids: set[str]) -> list[sqlite3.Row]:
+        """Least-recently-accessed non-favourite tracks to remove until under max_mb and max_tracks."""
         limit_bytes = self.max_mb * 1e6
-        evicted: list[str] = []
-        with self._write() as conn:
-            total, count = conn.execute(
-                "SELECT COALESCE(SUM(size_bytes), 0), COUNT(*) FROM tracks"
-            ).fetchone()
+        total, count = conn.execute("SELECT COALESCE(SUM(size_bytes), 0), COUNT(*) FROM tracks").fetchone()
+        victims: list[sqlite3.Row] = []
+        if total <= limit_bytes and (self.max_tracks is None or count <= self.max_tracks):
+            return victims
+        rows = conn.execute(
+            "SELECT track_id, file, size_bytes FROM tracks WHERE favourite = 0 "
+            "ORDER BY last_access ASC, created_at ASC"
+        ).fetchall()
+        for r in rows:
             if total <= limit_bytes and (self.max_tracks is None or count <= self.max_tracks):
-                return evicted
-            rows = conn.execute(
-                "SELECT track_id, file, size_bytes FROM tracks WHERE favourite = 0 "
-                "ORDER BY last_access ASC, created_at ASC"
-            ).fetchall()
-            for r in rows:
-                if total <= limit_bytes and (self.max_tracks is None or count <= self.max_tracks):
-                    break
-                if r["track_id"] in keep_ids:
-                    continue
+                break
+            if r["track_id"] in keep_ids:
+                continue
+            victims.append(r)
+            total -= r["size_bytes"]
+            count -= 1
+        return victims
+
+    def evict(self, keep: Iterable[str] = ()) -> list[str]:
+        """Remove least-recently-accessed tracks until under max_mb and max_tracks. Returns the evicted ids."""
+        keep_ids = self._protected(keep)
+        with self._write() as conn:
+            victims = self._victims(conn, keep_ids)
+            for r in victims:
                 conn.execute("DELETE FROM tracks WHERE track_id = ?", (r["track_id"],))
                 self._path(r["file"]).unlink(missing_ok=True)
-                total -= r["size_bytes"]
-                count -= 1
-                evicted.append(r["track_id"])
+        evicted = [r["track_id"] for r in victims]
         if evicted:
             log.info("cache: evicted %d track(s): %s", len(evicted), ", ".join(evicted))
         return evicted

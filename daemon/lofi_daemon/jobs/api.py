@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import unicodedata
 from typing import TYPE_CHECKING, Any
 
 from ..backends.api import resolve_backend
@@ -18,15 +19,15 @@ if TYPE_CHECKING:
     from ..daemon import Daemon
 
 MAX_PROMPT_CHARS = 1000
-# Fields of GenerateParams that are not backend parameters.
-COMMON_FIELDS = {"prompt", "backend", "duration_sec", "seed", "priority", "allow_download", "format"}
 
 
-def build_job(daemon: Daemon, p: GenerateParams, priority: Priority) -> Job:
-    """Validate a generate request into a Job (nothing is queued yet). Raises LofiError with product codes."""
-    name = resolve_backend(daemon, p.backend)
-    backend = daemon.backends[name]
-    prompt = p.prompt.strip()
+def _visible(ch: str) -> bool:
+    """Not a control, format (zero-width), surrogate, private or unassigned code point, nor a space."""
+    return unicodedata.category(ch)[0] not in "CZ"
+
+
+def check_prompt(raw: str) -> str:
+    prompt = raw.strip()
     if not prompt:
         raise LofiError(ErrorCode.INVALID_PROMPT, "the prompt is empty")
     if len(prompt) > MAX_PROMPT_CHARS:
@@ -34,6 +35,22 @@ def build_job(daemon: Daemon, p: GenerateParams, priority: Priority) -> Job:
             ErrorCode.INVALID_PROMPT,
             f"the prompt has {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS}",
         )
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError:  # JSON can carry a lone surrogate ("\ud800"), which is no text at all
+        raise LofiError(
+            ErrorCode.INVALID_PROMPT, "the prompt is not valid Unicode (a lone surrogate)"
+        ) from None
+    if not any(_visible(ch) for ch in prompt):
+        raise LofiError(ErrorCode.INVALID_PROMPT, "the prompt has no visible characters")
+    return prompt
+
+
+def build_job(daemon: Daemon, p: GenerateParams, priority: Priority) -> Job:
+    """Validate a generate request into a Job (nothing is queued yet). Raises LofiError with product codes."""
+    name = resolve_backend(daemon, p.backend)
+    backend = daemon.backends[name]
+    prompt = check_prompt(p.prompt)
     duration = float(p.duration_sec if p.duration_sec is not None else backend.default_duration_sec)
     if not backend.min_duration_sec <= duration <= backend.max_duration_sec:
         raise LofiError(
@@ -43,11 +60,15 @@ def build_job(daemon: Daemon, p: GenerateParams, priority: Priority) -> Job:
             min_duration_sec=backend.min_duration_sec,
             max_duration_sec=backend.max_duration_sec,
         )
-    raw = p.model_dump(exclude_none=True, exclude=COMMON_FIELDS)
-    params = backend.validate(raw)
+    params = backend.validate(p.backend_params)
     seed = p.seed if p.seed is not None else secrets.randbelow(MAX_SEED + 1)
     request = GenerationRequest(backend=name, prompt=prompt, duration_sec=duration, seed=seed, params=params)
-    track_id = track_id_for(request, backend.model_version())
+    try:
+        track_id = track_id_for(request, backend.model_version())
+    except UnicodeEncodeError:  # a lone surrogate in a text param (lyrics, lora)
+        raise LofiError(
+            ErrorCode.INVALID_PARAMS, "a text param is not valid Unicode (a lone surrogate)"
+        ) from None
     return Job(track_id, request, priority=priority, fmt=p.format, allow_download=p.allow_download)
 
 

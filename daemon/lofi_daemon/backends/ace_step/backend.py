@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shutil
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 
 from ...config import Settings
 from ...errors import Cancelled, ErrorCode, LofiError
@@ -30,10 +30,11 @@ from ...models.local import files_fingerprint
 from ...models.registry import ACE_STEP_VARIANTS
 from ..base import AudioChunkFn, GeneratedAudio, GenerationRequest, ProgressFn
 from ..model_backend import ModelBackend, NotifyFn
+from ..params import BackendParams, parse_params
 from . import lora as lora_mod
 from .decode import OUTPUT_RATE, Windowing
 from .guidance import CFG_TYPES
-from .layout import ModelLayout, detect
+from .layout import ModelLayout, detect, missing_files
 from .pipeline import AceStepPipeline, SamplingParams, frame_count
 from .schedulers import SCHEDULERS
 from .sessions import session_factory
@@ -68,17 +69,23 @@ def available_memory_bytes() -> int | None:
         return None
 
 
-def _number(raw: Mapping[str, Any], key: str, kind: type, code: ErrorCode, lo: float, hi: float) -> Any:
-    value = raw.get(key)
-    if value is None:
-        return DEFAULTS[key] if key in DEFAULTS else None
-    bad = isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(float(value))
-    if not bad and kind is int and float(value) != int(value):
-        bad = True
-    if bad or not lo <= float(value) <= hi:
-        what = "an integer" if kind is int else "a number"
-        raise LofiError(code, f"{key} must be {what} between {lo:g} and {hi:g}, got {value!r}", param=key)
-    return int(value) if kind is int else float(value)
+class AceStepParams(BackendParams):
+    inference_steps: int = Field(default=DEFAULTS["inference_steps"], ge=1, le=200)
+    guidance_scale: float = Field(default=DEFAULTS["guidance_scale"], ge=1, le=30)
+    omega: float = Field(default=DEFAULTS["omega"], ge=0, le=100)
+    guidance_interval: float = Field(default=DEFAULTS["guidance_interval"], ge=0, le=1)
+    scheduler: str = DEFAULTS["scheduler"]  # case-insensitive, checked against SCHEDULERS below
+    cfg_type: str = DEFAULTS["cfg_type"]
+    lyrics: str | None = Field(default=None, max_length=MAX_LYRICS_CHARS)
+    lora: str | None = None  # a style name or a path: every value gets one answer from _canonical_lora
+    lora_weight: float | None = Field(default=None, ge=0, le=2)
+
+
+PARAM_CODES = {
+    "inference_steps": ErrorCode.INVALID_INFERENCE_STEPS,
+    "guidance_scale": ErrorCode.INVALID_GUIDANCE_SCALE,
+    "scheduler": ErrorCode.INVALID_SCHEDULER,
+}
 
 
 class AceStepBackend(ModelBackend[AceStepPipeline]):
@@ -101,47 +108,32 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
 
     # ---- parameters -------------------------------------------------------------------------------------
     def validate(self, raw: Mapping[str, Any]) -> dict[str, Any]:
-        params: dict[str, Any] = {
-            "inference_steps": _number(
-                raw, "inference_steps", int, ErrorCode.INVALID_INFERENCE_STEPS, 1, 200
-            ),
-            "guidance_scale": _number(raw, "guidance_scale", float, ErrorCode.INVALID_GUIDANCE_SCALE, 1, 30),
-            "omega": _number(raw, "omega", float, ErrorCode.INVALID_PARAMS, 0, 100),
-            "guidance_interval": _number(raw, "guidance_interval", float, ErrorCode.INVALID_PARAMS, 0, 1),
-        }
-        scheduler = raw.get("scheduler", DEFAULTS["scheduler"])
-        if not isinstance(scheduler, str) or scheduler.strip().lower() not in SCHEDULERS:
+        p = parse_params(AceStepParams, raw, self.name, PARAM_CODES)
+        params: dict[str, Any] = p.model_dump(
+            include={"inference_steps", "guidance_scale", "omega", "guidance_interval"}
+        )
+        scheduler = p.scheduler.strip().lower()
+        if scheduler not in SCHEDULERS:
             raise LofiError(
                 ErrorCode.INVALID_SCHEDULER,
-                f"scheduler must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}",
+                f"scheduler must be one of {', '.join(SCHEDULERS)}, got {p.scheduler!r}",
                 param="scheduler",
             )
-        params["scheduler"] = scheduler.strip().lower()
-        cfg_type = raw.get("cfg_type", DEFAULTS["cfg_type"])
-        if not isinstance(cfg_type, str) or cfg_type.strip().lower() not in CFG_TYPES:
+        params["scheduler"] = scheduler
+        cfg_type = p.cfg_type.strip().lower()
+        if cfg_type not in CFG_TYPES:
             raise LofiError(
                 ErrorCode.INVALID_PARAMS,
-                f"cfg_type must be one of {', '.join(CFG_TYPES)}, got {cfg_type!r}",
+                f"cfg_type must be one of {', '.join(CFG_TYPES)}, got {p.cfg_type!r}",
                 param="cfg_type",
             )
-        params["cfg_type"] = cfg_type.strip().lower()
-        lyrics = raw.get("lyrics")
-        if lyrics is not None:
-            if not isinstance(lyrics, str) or len(lyrics) > MAX_LYRICS_CHARS:
-                raise LofiError(
-                    ErrorCode.INVALID_PARAMS,
-                    f"lyrics must be a string of at most {MAX_LYRICS_CHARS} characters",
-                    param="lyrics",
-                )
-            if lyrics.strip():
-                params["lyrics"] = lyrics.strip()
-        if raw.get("lora"):
-            params["lora"] = self._canonical_lora(raw["lora"])
-            w = raw.get("lora_weight")
-            params["lora_weight"] = (
-                1.0 if w is None else _number(raw, "lora_weight", float, ErrorCode.INVALID_PARAMS, 0, 2)
-            )
-        elif raw.get("lora_weight") is not None:
+        params["cfg_type"] = cfg_type
+        if p.lyrics and p.lyrics.strip():
+            params["lyrics"] = p.lyrics.strip()
+        if p.lora is not None:
+            params["lora"] = self._canonical_lora(p.lora)
+            params["lora_weight"] = 1.0 if p.lora_weight is None else p.lora_weight
+        elif p.lora_weight is not None:
             raise LofiError(ErrorCode.INVALID_PARAMS, "lora_weight needs a lora", param="lora_weight")
         return params
 
@@ -188,11 +180,20 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
         if self.local_dir is not None:
             found = detect(self.local_dir)
             if found is None:
+                if not self.local_dir.is_dir():
+                    raise LofiError(
+                        ErrorCode.MODEL_NOT_FOUND,
+                        f"ace_step model directory {self.local_dir} does not exist",
+                        dir=str(self.local_dir),
+                    )
+                missing = missing_files(self.local_dir)
                 raise LofiError(
                     ErrorCode.MODEL_NOT_FOUND,
-                    f"ace_step model directory {self.local_dir} holds neither the lofi layout (run "
-                    "scripts/export_ace_step.py) nor the lofi.nvim reference layout",
+                    f"ace_step model directory {self.local_dir} is incomplete: missing {', '.join(missing)} "
+                    "(the lofi layout comes from scripts/export_ace_step.py; the lofi.nvim reference "
+                    "layout is also accepted)",
                     dir=str(self.local_dir),
+                    missing=missing,
                 )
             return found
         v = self.variant()

@@ -64,6 +64,14 @@ class ModelLayout:
         return sum(p.stat().st_size for p in self.files)
 
 
+def missing_files(directory: Path) -> list[str]:
+    """The files `directory` lacks: for the reference layout when it holds some of those graphs but no
+    ace_step.json, for the lofi layout otherwise (an empty directory, or a started lofi export)."""
+    d = Path(directory)
+    reference = not (d / "ace_step.json").exists() and any((d / n).exists() for n in REFERENCE_FILES)
+    return [n for n in (REFERENCE_FILES if reference else LOFI_FILES) if not (d / n).exists()]
+
+
 def detect(directory: Path) -> ModelLayout | None:
     """The layout of `directory`, or None when it holds neither complete set of files."""
     d = Path(directory)

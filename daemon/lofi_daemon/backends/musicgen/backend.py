@@ -9,12 +9,12 @@ Construct with `MusicGenBackend(settings, notify)`. Model source, in order:
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 
 from ...config import Settings
 from ...errors import Cancelled, ErrorCode, LofiError
@@ -24,30 +24,22 @@ from ...models.local import files_fingerprint, resolve_local
 from ...models.registry import MUSICGEN_VARIANTS
 from ..base import AudioChunkFn, GeneratedAudio, GenerationRequest, ProgressFn
 from ..model_backend import ModelBackend, NotifyFn
+from ..params import BackendParams, parse_params
 from . import static_kv
 from .files import DTYPE_ALIASES, decoder_dtype, local_layouts, pick_decoder
 from .pipeline import MusicGenPipeline, SamplingParams
 
 log = logging.getLogger(__name__)
 
-DEFAULTS = {"guidance_scale": 3.0, "top_k": 250, "top_p": 0.0, "temperature": 1.0}
 # dtype shortcuts accepted as a hub variant name
 DTYPE_TO_VARIANT = {"int8": "small-int8", "fp32": "small-fp32", "fp16": "small-fp16", "q4": "xenova-small-q4"}
 
 
-def _number(raw: Mapping[str, Any], key: str, kind: type) -> Any:
-    value = raw.get(key)
-    if value is None:
-        return DEFAULTS[key]
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise LofiError(ErrorCode.INVALID_PARAMS, f"{key} must be a number, got {value!r}", param=key)
-    if kind is int:
-        if float(value) != int(value):
-            raise LofiError(ErrorCode.INVALID_PARAMS, f"{key} must be an integer, got {value!r}", param=key)
-        return int(value)
-    if not math.isfinite(float(value)):
-        raise LofiError(ErrorCode.INVALID_PARAMS, f"{key} must be finite, got {value!r}", param=key)
-    return float(value)
+class MusicGenParams(BackendParams):
+    guidance_scale: float = Field(default=3.0, ge=1, le=10)
+    top_k: int = Field(default=250, ge=1, le=2048)
+    top_p: float = Field(default=0.0, ge=0, le=1)
+    temperature: float = Field(default=1.0, ge=0.1, le=2)
 
 
 class MusicGenBackend(ModelBackend[MusicGenPipeline]):
@@ -76,31 +68,8 @@ class MusicGenBackend(ModelBackend[MusicGenPipeline]):
 
     # ---- parameters ---------------------------------------------------------------------------------------
     def validate(self, raw: Mapping[str, Any]) -> dict[str, Any]:
-        g = _number(raw, "guidance_scale", float)
-        if not 1.0 <= g <= 10.0:
-            raise LofiError(
-                ErrorCode.INVALID_GUIDANCE_SCALE,
-                f"guidance_scale must be between 1 and 10 for musicgen, got {g}",
-                param="guidance_scale",
-            )
-        top_k = _number(raw, "top_k", int)
-        if not 1 <= top_k <= 2048:
-            raise LofiError(
-                ErrorCode.INVALID_PARAMS, f"top_k must be between 1 and 2048, got {top_k}", param="top_k"
-            )
-        top_p = _number(raw, "top_p", float)
-        if not 0.0 <= top_p <= 1.0:
-            raise LofiError(
-                ErrorCode.INVALID_PARAMS, f"top_p must be between 0 and 1, got {top_p}", param="top_p"
-            )
-        temperature = _number(raw, "temperature", float)
-        if not 0.1 <= temperature <= 2.0:
-            raise LofiError(
-                ErrorCode.INVALID_PARAMS,
-                f"temperature must be between 0.1 and 2, got {temperature}",
-                param="temperature",
-            )
-        return {"guidance_scale": g, "top_k": top_k, "top_p": top_p, "temperature": temperature}
+        codes = {"guidance_scale": ErrorCode.INVALID_GUIDANCE_SCALE}
+        return parse_params(MusicGenParams, raw, self.name, codes).model_dump()
 
     # ---- model files ----------------------------------------------------------------------------------------
     def variant_alias(self, name: str) -> str | None:

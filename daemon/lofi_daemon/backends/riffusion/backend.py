@@ -24,9 +24,10 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
 from ...audio.resample import resample
 from ...config import Settings
@@ -38,6 +39,7 @@ from ...models.registry import RIFFUSION_VARIANTS, ModelVariant, default_variant
 from ...runtime.providers import plan_providers
 from ..ace_step.sessions import session_factory
 from ..base import AudioChunkFn, GeneratedAudio, GenerationRequest, ProgressFn
+from ..params import BackendParams, parse_params
 from . import spectrogram
 from .pipeline import REQUIRED, RiffusionPipeline, Sampling, img2img_start, missing_files
 from .schedulers import SCHEDULERS
@@ -45,33 +47,28 @@ from .schedulers import SCHEDULERS
 log = logging.getLogger(__name__)
 
 NotifyFn = Callable[[str, dict[str, Any]], None]
-DEFAULTS: dict[str, Any] = {
-    "negative_prompt": "", "cfg_scale": 7.0, "steps": 30, "scheduler": "dpmsolver++", "denoising": 1.0,
-    "interpolate_to": "",
-}  # fmt: skip
+MAX_NEGATIVE_CHARS = 1000
+
+
+class RiffusionParams(BackendParams):
+    negative_prompt: str = Field(default="", max_length=MAX_NEGATIVE_CHARS)
+    cfg_scale: float = Field(default=7.0, ge=1, le=20)
+    steps: int = Field(default=30, ge=1, le=100)
+    scheduler: Literal["dpmsolver++", "ddim"] = "dpmsolver++"  # schedulers.SCHEDULERS
+    denoising: float = Field(default=1.0, ge=0, le=1)
+    interpolate_to: str = Field(default="", max_length=MAX_NEGATIVE_CHARS)
+
+
+DEFAULTS: dict[str, Any] = RiffusionParams().model_dump()
 # the other backends' names for the same knobs (what `:Lofi generate steps=… guidance=…` sends); the canonical
 # name is what enters the track identity
 PARAM_ALIASES = {"inference_steps": "steps", "guidance_scale": "cfg_scale"}
 SCHEDULER_ALIASES = {"dpm++": "dpmsolver++", "dpmpp": "dpmsolver++", "dpm++2m": "dpmsolver++"}
-MAX_NEGATIVE_CHARS = 1000
 MODEL_RATE = spectrogram.RIFFUSION_V1.sample_rate
 OUTPUT_RATE = 48000
 CROSSFADE_SEC = 0.5
 CLIP_PEAK = 10 ** (-1 / 20)
 GB = 1e9
-
-
-def _number(raw: Mapping[str, Any], key: str, kind: type, code: ErrorCode, lo: float, hi: float) -> Any:
-    value = raw.get(key)
-    if value is None:
-        return DEFAULTS[key]
-    bad = isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(float(value))
-    if not bad and kind is int and float(value) != int(value):
-        bad = True
-    if bad or not lo <= float(value) <= hi:
-        what = "an integer" if kind is int else "a number"
-        raise LofiError(code, f"{key} must be {what} between {lo:g} and {hi:g}, got {value!r}", param=key)
-    return int(value) if kind is int else float(value)
 
 
 def slerp(t: float, v0: np.ndarray, v1: np.ndarray, dot_threshold: float = 0.9995) -> np.ndarray:
@@ -137,37 +134,25 @@ class RiffusionBackend:
                 if key in raw:
                     raise LofiError(ErrorCode.INVALID_PARAMS, f"give {key} or {alias}, not both", param=alias)
                 raw[key] = raw.pop(alias)
-        unknown = sorted(set(raw) - set(DEFAULTS))
-        if unknown:
-            raise LofiError(ErrorCode.INVALID_PARAMS,
-                            f"riffusion does not take {', '.join(unknown)} (it takes {', '.join(sorted(DEFAULTS))})",
-                            param=unknown[0])  # fmt: skip
-        for key in ("negative_prompt", "interpolate_to"):
-            text = raw.get(key, "")
-            if not isinstance(text, str) or len(text) > MAX_NEGATIVE_CHARS:
-                raise LofiError(ErrorCode.INVALID_PARAMS,
-                                f"{key} must be a string of at most {MAX_NEGATIVE_CHARS} characters", param=key)  # fmt: skip
-        scheduler = raw.get("scheduler", DEFAULTS["scheduler"])
-        key = scheduler.strip().lower() if isinstance(scheduler, str) else None
-        key = SCHEDULER_ALIASES.get(key, key)
-        if key not in SCHEDULERS:
-            raise LofiError(ErrorCode.INVALID_SCHEDULER,
-                            f"scheduler must be one of {', '.join(SCHEDULERS)} for riffusion, got {scheduler!r}",
-                            param="scheduler")  # fmt: skip
-        steps = _number(raw, "steps", int, ErrorCode.INVALID_INFERENCE_STEPS, 1, 100)
-        denoising = _number(raw, "denoising", float, ErrorCode.INVALID_PARAMS, 0, 1)
-        if int(steps * denoising) < 1:
-            raise LofiError(ErrorCode.INVALID_PARAMS,
-                            f"denoising {denoising:g} runs no step out of {steps}: it must be at least 1/steps",
-                            param="denoising")  # fmt: skip
-        return {
-            "negative_prompt": " ".join(raw.get("negative_prompt", "").split()),
-            "interpolate_to": " ".join(raw.get("interpolate_to", "").split()),
-            "cfg_scale": _number(raw, "cfg_scale", float, ErrorCode.INVALID_GUIDANCE_SCALE, 1, 20),
-            "steps": steps,
-            "scheduler": key,
-            "denoising": denoising,
+        if isinstance(raw.get("scheduler"), str):
+            key = raw["scheduler"].strip().lower()
+            raw["scheduler"] = SCHEDULER_ALIASES.get(key, key)
+        codes = {
+            "scheduler": ErrorCode.INVALID_SCHEDULER,
+            "steps": ErrorCode.INVALID_INFERENCE_STEPS,
+            "cfg_scale": ErrorCode.INVALID_GUIDANCE_SCALE,
         }
+        p = parse_params(RiffusionParams, raw, self.name, codes)
+        if int(p.steps * p.denoising) < 1:
+            raise LofiError(
+                ErrorCode.INVALID_PARAMS,
+                f"denoising {p.denoising:g} runs no step out of {p.steps}: it must be at least 1/steps",
+                param="denoising",
+            )
+        out = p.model_dump()
+        for key in ("negative_prompt", "interpolate_to"):
+            out[key] = " ".join(out[key].split())
+        return out
 
     # ---- model files ----------------------------------------------------------------------------------------
     @property
@@ -184,43 +169,57 @@ class RiffusionBackend:
         name = m.variant if m else None
         if name:
             if name not in RIFFUSION_VARIANTS:
-                raise LofiError(ErrorCode.MODEL_NOT_FOUND,
-                                f"unknown riffusion variant '{name}' (known: {', '.join(sorted(RIFFUSION_VARIANTS))})",
-                                variant=name)  # fmt: skip
+                raise LofiError(
+                    ErrorCode.MODEL_NOT_FOUND,
+                    f"unknown riffusion variant '{name}' (known: {', '.join(sorted(RIFFUSION_VARIANTS))})",
+                    variant=name,
+                )
             return RIFFUSION_VARIANTS[name]
         return default_variant("riffusion", self.provider)
 
     def model_dir(self) -> Path:
         """The ONNX export in use; raises MODEL_NOT_FOUND / BACKEND_NOT_INSTALLED (never downloads)."""
-        convert = "python scripts/export_riffusion.py --model {src} --out DIR (needs `scripts/setup --export`), then set models.riffusion.dir / LOFI_RIFFUSION_DIR to DIR"  # fmt: skip
+        convert = "python scripts/export_riffusion.py --model {src} --out DIR (needs `scripts/setup --export`), then set models.riffusion.dir / LOFI_RIFFUSION_DIR to DIR"
         if self.local_dir is not None:
             d = self.local_dir
             absent = missing_files(d)
             if not absent:
                 return d
             if (d / "unet").is_dir() and any((d / "unet").glob("diffusion_pytorch_model.*")):
-                raise LofiError(ErrorCode.MODEL_NOT_FOUND,
-                                f"riffusion model directory {d} holds PyTorch weights; export it to ONNX once: "
-                                + convert.format(src=d), dir=str(d))  # fmt: skip
-            raise LofiError(ErrorCode.MODEL_NOT_FOUND,
-                            f"riffusion model directory {d} is not an ONNX export (missing {', '.join(absent)})",
-                            dir=str(d), missing=absent)  # fmt: skip
+                raise LofiError(
+                    ErrorCode.MODEL_NOT_FOUND,
+                    f"riffusion model directory {d} holds PyTorch weights; export it to ONNX once: "
+                    + convert.format(src=d),
+                    dir=str(d),
+                )
+            raise LofiError(
+                ErrorCode.MODEL_NOT_FOUND,
+                f"riffusion model directory {d} is not an ONNX export (missing {', '.join(absent)})",
+                dir=str(d),
+                missing=absent,
+            )
         v = self.variant()
         files = hub.cached_files(v)
         if files is not None:
             src = files["model_index"].parent
-            raise LofiError(ErrorCode.BACKEND_NOT_INSTALLED,
-                            f"the Riffusion weights are downloaded ({src}) but only as PyTorch files; export them "
-                            "to ONNX once: " + convert.format(src=src), backend=self.name, variant=v.name)  # fmt: skip
+            raise LofiError(
+                ErrorCode.BACKEND_NOT_INSTALLED,
+                f"the Riffusion weights are downloaded ({src}) but only as PyTorch files; export them "
+                "to ONNX once: " + convert.format(src=src),
+                backend=self.name,
+                variant=v.name,
+            )
         raise LofiError(
             ErrorCode.BACKEND_NOT_INSTALLED,
             f"the Riffusion model is not installed: about {v.approx_total / GB:.1f} GB of PyTorch weights from "
-            f"{v.repo_id}, then a one-time ONNX export. Consent with `download_backend {{backend: \"riffusion\"}}` "
+            f'{v.repo_id}, then a one-time ONNX export. Consent with `download_backend {{backend: "riffusion"}}` '
             "(:Lofi download riffusion), then " + convert.format(src="<download>") + "; or point "
             "models.riffusion.dir / LOFI_RIFFUSION_DIR at an existing export",
-            backend=self.name, variant=v.name, download_size_bytes=v.approx_total,
+            backend=self.name,
+            variant=v.name,
+            download_size_bytes=v.approx_total,
             missing=[f.path for f in hub.missing_files(v)],
-        )  # fmt: skip
+        )
 
     def model_version(self) -> str:
         if self.local_dir is not None:
@@ -247,12 +246,23 @@ class RiffusionBackend:
             "schedulers": list(SCHEDULERS),
         }
         if self.local_dir is not None:
-            out.update(source="local", dir=str(self.local_dir), variant="local-onnx",
-                       missing_files=missing_files(self.local_dir))  # fmt: skip
+            out.update(
+                source="local",
+                dir=str(self.local_dir),
+                variant="local-onnx",
+                missing_files=missing_files(self.local_dir),
+            )
         else:
             v = self.variant()
-            out.update(source="hub", variant=v.name, repo_id=v.repo_id, revision=v.revision, needs_export=True,
-                       download_size_bytes=v.approx_total, missing_files=[f.path for f in hub.missing_files(v)])  # fmt: skip
+            out.update(
+                source="hub",
+                variant=v.name,
+                repo_id=v.repo_id,
+                revision=v.revision,
+                needs_export=True,
+                download_size_bytes=v.approx_total,
+                missing_files=[f.path for f in hub.missing_files(v)],
+            )
         return out
 
     def download(self, progress: Callable[[dict[str, Any]], None] | None, cancel: CancelToken) -> None:
@@ -266,8 +276,10 @@ class RiffusionBackend:
             def progress(d: dict[str, Any]) -> None:
                 self.notify("download_progress", {"backend": self.name, **d})
 
-        self._warn(f"downloading Riffusion ({v.approx_total / GB:.1f} GB from {v.repo_id}); it then needs a "
-                   "one-time ONNX export with scripts/export_riffusion.py")  # fmt: skip
+        self._warn(
+            f"downloading Riffusion ({v.approx_total / GB:.1f} GB from {v.repo_id}); it then needs a "
+            "one-time ONNX export with scripts/export_riffusion.py"
+        )
         hub.download_variant(v, progress, cancel)
 
     # ---- lifecycle --------------------------------------------------------------------------------------------
@@ -289,9 +301,11 @@ class RiffusionBackend:
                 ErrorCode.MODEL_LOAD_FAILED, f"could not load Riffusion from {folder}: {exc}"
             ) from exc
         if pipe.image_size[0] != spectrogram.RIFFUSION_V1.n_mels:
-            raise LofiError(ErrorCode.MODEL_LOAD_FAILED,
-                            f"Riffusion images must be {spectrogram.RIFFUSION_V1.n_mels} px high (one row per mel "
-                            f"band); {folder} makes {pipe.image_size[0]}")  # fmt: skip
+            raise LofiError(
+                ErrorCode.MODEL_LOAD_FAILED,
+                f"Riffusion images must be {spectrogram.RIFFUSION_V1.n_mels} px high (one row per mel "
+                f"band); {folder} makes {pipe.image_size[0]}",
+            )
         spectrogram.converter()  # the inverse-mel factorisation, once per process
         self._pipeline = pipe
 
@@ -320,8 +334,13 @@ class RiffusionBackend:
         peak = float(np.max(np.abs(audio)))
         return audio * (CLIP_PEAK / peak) if peak > 0 else audio
 
-    def generate(self, request: GenerationRequest, progress: ProgressFn, cancel: CancelToken,
-                 on_audio: AudioChunkFn | None = None) -> GeneratedAudio:  # fmt: skip
+    def generate(
+        self,
+        request: GenerationRequest,
+        progress: ProgressFn,
+        cancel: CancelToken,
+        on_audio: AudioChunkFn | None = None,
+    ) -> GeneratedAudio:
         params = self.validate(request.params)
         pipe = self.pipeline
         p = Sampling(steps=params["steps"], guidance_scale=params["cfg_scale"], scheduler=params["scheduler"])
@@ -371,10 +390,11 @@ class RiffusionBackend:
                                 done, total, current_step=done, total_steps=total, clip=clip + 1, clips=n
                             )
 
-                        init = latents if (i > 0 and strength < 1) else None
+                        init: np.ndarray | None = latents if (i > 0 and strength < 1) else None
                         t0 = time.monotonic()
-                        latents = pipe.sample(ctx, noise, p, check=cancel.check, on_step=on_step, init=init,
-                                              strength=strength)  # fmt: skip
+                        latents = pipe.sample(
+                            ctx, noise, p, check=cancel.check, on_step=on_step, init=init, strength=strength
+                        )
                         t1 = time.monotonic()
                         image = pipe.image(latents)
                         timings["diffusion"] += t1 - t0
@@ -394,7 +414,14 @@ class RiffusionBackend:
         except Exception as exc:
             log.exception("riffusion inference failed")
             raise LofiError(ErrorCode.MODEL_INFERENCE_FAILED, f"riffusion inference failed: {exc}") from exc
-        info = {"clips": n, "steps": p.steps, "scheduler": p.scheduler, "cfg_scale": p.guidance_scale,
-                "denoising": strength, "interpolated": bool(params["interpolate_to"]), "image_size": [height, width],
-                "timings": {k: round(v, 3) for k, v in timings.items()}}  # fmt: skip
+        info = {
+            "clips": n,
+            "steps": p.steps,
+            "scheduler": p.scheduler,
+            "cfg_scale": p.guidance_scale,
+            "denoising": strength,
+            "interpolated": bool(params["interpolate_to"]),
+            "image_size": [height, width],
+            "timings": {k: round(v, 3) for k, v in timings.items()},
+        }
         return GeneratedAudio(samples=out, sample_rate=OUTPUT_RATE, info=info)

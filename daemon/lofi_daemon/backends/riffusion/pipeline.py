@@ -25,8 +25,10 @@ from .text import ClipTokenizer
 SessionFactory = Callable[[str, Any], Any]
 GRAPHS = ("text_encoder", "unet", "vae_decoder")
 REQUIRED = tuple(f"{g}/model.onnx" for g in GRAPHS) + (
-    "tokenizer/vocab.json", "tokenizer/merges.txt", "scheduler/scheduler_config.json",
-)  # fmt: skip
+    "tokenizer/vocab.json",
+    "tokenizer/merges.txt",
+    "scheduler/scheduler_config.json",
+)
 
 
 def img2img_start(steps: int, strength: float) -> int:
@@ -56,7 +58,9 @@ class RiffusionPipeline:
     def __init__(self, folder: Path, make_session: SessionFactory) -> None:
         absent = missing_files(folder)
         if absent:
-            raise LofiError(ErrorCode.MODEL_NOT_FOUND, f"riffusion model directory {folder} lacks {', '.join(absent)}")  # fmt: skip
+            raise LofiError(
+                ErrorCode.MODEL_NOT_FOUND, f"riffusion model directory {folder} lacks {', '.join(absent)}"
+            )
         self.folder = folder
         self.tokenizer = ClipTokenizer(folder / "tokenizer")
         self.sessions = {g: make_session(str(folder / g / "model.onnx"), None) for g in GRAPHS}
@@ -79,8 +83,11 @@ class RiffusionPipeline:
         return self.sessions["text_encoder"].run(["last_hidden_state"], {"input_ids": ids})[0]
 
     def unet(self, latents: np.ndarray, t: float, context: np.ndarray) -> np.ndarray:
-        feed = {"sample": latents.astype(np.float32), "timestep": np.asarray(t, dtype=np.float32),
-                "encoder_hidden_states": context.astype(np.float32)}  # fmt: skip
+        feed = {
+            "sample": latents.astype(np.float32),
+            "timestep": np.asarray(t, dtype=np.float32),
+            "encoder_hidden_states": context.astype(np.float32),
+        }
         return self.sessions["unet"].run(["out_sample"], feed)[0]
 
     def decode(self, latents: np.ndarray) -> np.ndarray:
@@ -98,9 +105,16 @@ class RiffusionPipeline:
             return self.encode_text([negative_prompt, prompt])
         return self.encode_text([prompt])
 
-    def sample(self, context: np.ndarray, noise: np.ndarray, p: Sampling,
-               check: Callable[[], None] | None = None, on_step: Callable[[int, int], None] | None = None,
-               init: np.ndarray | None = None, strength: float = 1.0) -> np.ndarray:  # fmt: skip
+    def sample(
+        self,
+        context: np.ndarray,
+        noise: np.ndarray,
+        p: Sampling,
+        check: Callable[[], None] | None = None,
+        on_step: Callable[[int, int], None] | None = None,
+        init: np.ndarray | None = None,
+        strength: float = 1.0,
+    ) -> np.ndarray:
         """The denoising loop. text2img starts from `noise`; img2img (`init` latents, already scaled) starts
         `strength` of the way into the schedule from `init` noised to that step, as diffusers' img2img pipeline
         does. `check` runs before every UNet call so a cancel lands within one step."""

@@ -79,6 +79,7 @@ class DPMSolverPP:
             a_s1, s_s1 = self._alpha_sigma(self.sigmas[i - 1])
             lam_s1 = np.log(a_s1) - np.log(s_s1)
             r0 = (lam_s0 - lam_s1) / h
+            assert self._prev is not None  # not the first step
             d1 = (np.float32(1.0) / r0) * (x0 - self._prev)
             out = (s_t / s_s0) * x - (a_t * phi) * x0 - np.float32(0.5) * (a_t * phi) * d1
         self._prev = x0

@@ -74,7 +74,11 @@ def _mel_to_hz(m: np.ndarray) -> np.ndarray:
 def mel_filterbank(p: SpectrogramParams = RIFFUSION_V1) -> np.ndarray:
     """[n_freqs, n_mels] HTK triangles without normalisation (the layout of torchaudio's `melscale_fbanks`)."""
     all_freqs = np.linspace(0.0, p.sample_rate // 2, p.n_freqs)
-    m_pts = np.linspace(_hz_to_mel(np.float64(p.f_min)), _hz_to_mel(np.float64(p.f_max)), p.n_mels + 2)
+    m_pts = np.linspace(
+        _hz_to_mel(np.array(p.f_min, dtype=np.float64)),
+        _hz_to_mel(np.array(p.f_max, dtype=np.float64)),
+        p.n_mels + 2,
+    )
     f_pts = _mel_to_hz(m_pts)
     f_diff = np.diff(f_pts)
     slopes = f_pts[None, :] - all_freqs[:, None]
@@ -220,15 +224,24 @@ def image_from_mel(mel: np.ndarray, p: SpectrogramParams = RIFFUSION_V1) -> np.n
     return data.astype(np.uint8)[::-1].copy()
 
 
-def audio_from_mel(mel: np.ndarray, seed: int | Sequence[int] = 0, angles: np.ndarray | None = None,
-                   p: SpectrogramParams = RIFFUSION_V1, check: Callable[[], None] | None = None) -> np.ndarray:  # fmt: skip
+def audio_from_mel(
+    mel: np.ndarray,
+    seed: int | Sequence[int] = 0,
+    angles: np.ndarray | None = None,
+    p: SpectrogramParams = RIFFUSION_V1,
+    check: Callable[[], None] | None = None,
+) -> np.ndarray:
     """Mel magnitudes [n_mels, W] → audio (hop·(W − 1) samples at p.sample_rate), not normalised."""
     conv = converter(p)
     return conv.griffin_lim(conv.linear_from_mel(mel), angles=angles, seed=seed, check=check)
 
 
-def audio_from_image(image: np.ndarray, seed: int | Sequence[int] = 0, p: SpectrogramParams = RIFFUSION_V1,
-                     check: Callable[[], None] | None = None) -> np.ndarray:  # fmt: skip
+def audio_from_image(
+    image: np.ndarray,
+    seed: int | Sequence[int] = 0,
+    p: SpectrogramParams = RIFFUSION_V1,
+    check: Callable[[], None] | None = None,
+) -> np.ndarray:
     return audio_from_mel(mel_from_image(image, p), seed=seed, p=p, check=check)
 
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .core import Strict
+from .base import Strict
 
 Sort = Literal["created", "oldest", "last_played", "play_count", "prompt", "duration", "size"]
 

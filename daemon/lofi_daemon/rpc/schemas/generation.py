@@ -1,42 +1,31 @@
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
-from .core import Strict
+from .base import Strict
 
 MAX_SEED = 2**32 - 1
 
 
 class GenerateParams(Strict):
+    """The params every backend shares. Any other field is a backend parameter: collected in `model_extra` and
+    checked by the chosen backend's own strict model, so one that backend does not take is an error."""
+
+    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
+
     prompt: str
-    backend: str | None = None
+    backend: str | None = Field(default=None, min_length=1)  # null = the default backend; "" is an error
     duration_sec: float | None = None
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     priority: Literal["high", "normal"] = "normal"
     allow_download: bool = False
     format: Literal["flac", "wav", "ogg", "mp3"] | None = None
-    # MusicGen
-    guidance_scale: float | None = None
-    top_k: int | None = None
-    top_p: float | None = None
-    temperature: float | None = None
-    # ACE-Step
-    inference_steps: int | None = None
-    scheduler: str | None = None
-    cfg_type: str | None = None
-    omega: float | None = None
-    guidance_interval: float | None = None
-    lyrics: str | None = None
-    lora: str | None = None
-    lora_weight: float | None = None
-    # Riffusion (also `scheduler`)
-    negative_prompt: str | None = None
-    cfg_scale: float | None = None
-    steps: int | None = None
-    denoising: float | None = None
-    interpolate_to: str | None = None
+
+    @property
+    def backend_params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
 
 
 class TrackIdParams(Strict):

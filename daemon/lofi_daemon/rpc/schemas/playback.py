@@ -6,7 +6,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from .core import Strict
+from .base import Strict
+from .options import PrefetchOptions
 
 TrackId = Field(min_length=1, max_length=64)
 
@@ -45,8 +46,4 @@ class AudioDeviceSetParams(Strict):
     device: int | str | None = None
 
 
-class PrefetchConfigParams(Strict):
-    enabled: bool | None = None
-    strategy: Literal["same_prompt", "preset_cycle", "random_preset"] | None = None
-    presets: list[str] | None = Field(default=None, min_length=1, max_length=100)
-    trigger_percent: float | None = Field(default=None, ge=0, le=100)
+PrefetchConfigParams = PrefetchOptions  # the same settings as initialize's options.prefetch
