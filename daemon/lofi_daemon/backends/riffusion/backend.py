@@ -30,15 +30,14 @@ import numpy as np
 from pydantic import Field
 
 from ...audio.resample import resample
-from ...config import Settings
 from ...errors import Cancelled, ErrorCode, LofiError
 from ...jobs.cancel import CancelToken
 from ...models import download as hub
 from ...models.local import files_fingerprint
-from ...models.registry import RIFFUSION_VARIANTS, ModelVariant, default_variant
-from ...runtime.providers import plan_providers
+from ...models.registry import RIFFUSION_VARIANTS
 from ..ace_step.sessions import session_factory
 from ..base import AudioChunkFn, GeneratedAudio, GenerationRequest, ProgressFn
+from ..model_backend import ModelBackend
 from ..params import BackendParams, parse_params
 from . import spectrogram
 from .pipeline import REQUIRED, RiffusionPipeline, Sampling, img2img_start, missing_files
@@ -46,7 +45,6 @@ from .schedulers import SCHEDULERS
 
 log = logging.getLogger(__name__)
 
-NotifyFn = Callable[[str, dict[str, Any]], None]
 MAX_NEGATIVE_CHARS = 1000
 
 
@@ -110,8 +108,9 @@ def chain(clips: list[np.ndarray], crossfade: int) -> np.ndarray:
     return out
 
 
-class RiffusionBackend:
+class RiffusionBackend(ModelBackend[RiffusionPipeline]):
     name = "riffusion"
+    variants = RIFFUSION_VARIANTS
     display_name = "Riffusion v1 (spectrogram diffusion)"
     sample_rate = OUTPUT_RATE
     channels = 1
@@ -119,12 +118,6 @@ class RiffusionBackend:
     max_duration_sec = 240.0
     default_duration_sec = 30.0
     streams_audio = False
-
-    def __init__(self, settings: Settings, notify: NotifyFn | None = None) -> None:
-        self.settings = settings
-        self.notify = notify or (lambda method, params: None)
-        self._pipeline: RiffusionPipeline | None = None
-        self._warned: set[str] = set()
 
     # ---- parameters -------------------------------------------------------------------------------------
     def validate(self, raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -155,28 +148,6 @@ class RiffusionBackend:
         return out
 
     # ---- model files ----------------------------------------------------------------------------------------
-    @property
-    def provider(self) -> str:
-        return plan_providers(self.settings.provider).preferred
-
-    @property
-    def local_dir(self) -> Path | None:
-        m = self.settings.models.get("riffusion")
-        return Path(m.dir).expanduser() if m and m.dir else None
-
-    def variant(self) -> ModelVariant:
-        m = self.settings.models.get("riffusion")
-        name = m.variant if m else None
-        if name:
-            if name not in RIFFUSION_VARIANTS:
-                raise LofiError(
-                    ErrorCode.MODEL_NOT_FOUND,
-                    f"unknown riffusion variant '{name}' (known: {', '.join(sorted(RIFFUSION_VARIANTS))})",
-                    variant=name,
-                )
-            return RIFFUSION_VARIANTS[name]
-        return default_variant("riffusion", self.provider)
-
     def model_dir(self) -> Path:
         """The ONNX export in use; raises MODEL_NOT_FOUND / BACKEND_NOT_INSTALLED (never downloads)."""
         convert = "python scripts/export_riffusion.py --model {src} --out DIR (needs `scripts/setup --export`), then set models.riffusion.dir / LOFI_RIFFUSION_DIR to DIR"
@@ -221,73 +192,34 @@ class RiffusionBackend:
             missing=[f.path for f in hub.missing_files(v)],
         )
 
-    def model_version(self) -> str:
-        if self.local_dir is not None:
-            d = self.local_dir
-            if missing_files(d):
-                return f"riffusion-local-missing-{d.name}"
-            return f"riffusion-onnx-{files_fingerprint({rel: d / rel for rel in REQUIRED})}"
-        return self.variant().model_version
+    def check_model(self) -> None:
+        self.model_dir()
 
-    def is_installed(self) -> bool:
-        try:
-            self.model_dir()
-        except LofiError:
-            return False
-        return True
+    def local_model_version(self, local_dir: Path) -> str:
+        if missing_files(local_dir):
+            return f"riffusion-local-missing-{local_dir.name}"
+        return f"riffusion-onnx-{files_fingerprint({rel: local_dir / rel for rel in REQUIRED})}"
 
     def status(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "installed": self.is_installed(),
-            "model_version": self.model_version(),
-            "provider": self.provider,
-            "variants": sorted(RIFFUSION_VARIANTS),
-            "defaults": dict(DEFAULTS),
-            "schedulers": list(SCHEDULERS),
-        }
+        out = super().status()
+        out.update(defaults=dict(DEFAULTS), schedulers=list(SCHEDULERS))
         if self.local_dir is not None:
-            out.update(
-                source="local",
-                dir=str(self.local_dir),
-                variant="local-onnx",
-                missing_files=missing_files(self.local_dir),
-            )
+            out.update(variant="local-onnx", missing_files=missing_files(self.local_dir))
         else:
-            v = self.variant()
-            out.update(
-                source="hub",
-                variant=v.name,
-                repo_id=v.repo_id,
-                revision=v.revision,
-                needs_export=True,
-                download_size_bytes=v.approx_total,
-                missing_files=[f.path for f in hub.missing_files(v)],
-            )
+            out["needs_export"] = True
         return out
 
     def download(self, progress: Callable[[dict[str, Any]], None] | None, cancel: CancelToken) -> None:
         """Fetch the hub's PyTorch weights (the caller has the user's consent); an ONNX export follows by hand."""
-        if self.local_dir is not None:
-            self.model_dir()
-            return
-        v = self.variant()
-        if progress is None:
-
-            def progress(d: dict[str, Any]) -> None:
-                self.notify("download_progress", {"backend": self.name, **d})
-
-        self._warn(
-            f"downloading Riffusion ({v.approx_total / GB:.1f} GB from {v.repo_id}); it then needs a "
-            "one-time ONNX export with scripts/export_riffusion.py"
-        )
-        hub.download_variant(v, progress, cancel)
+        if self.local_dir is None:
+            v = self.variant()
+            self._warn(
+                f"downloading Riffusion ({v.approx_total / GB:.1f} GB from {v.repo_id}); it then needs a "
+                "one-time ONNX export with scripts/export_riffusion.py"
+            )
+        super().download(progress, cancel)
 
     # ---- lifecycle --------------------------------------------------------------------------------------------
-    def _warn(self, message: str) -> None:
-        if message not in self._warned:
-            self._warned.add(message)
-            self.notify("log", {"level": "warn", "message": message})
-
     def load(self) -> None:
         if self._pipeline is not None:
             return
@@ -308,19 +240,6 @@ class RiffusionBackend:
             )
         spectrogram.converter()  # the inverse-mel factorisation, once per process
         self._pipeline = pipe
-
-    def unload(self) -> None:
-        self._pipeline = None
-
-    @property
-    def loaded(self) -> bool:
-        return self._pipeline is not None
-
-    @property
-    def pipeline(self) -> RiffusionPipeline:
-        self.load()
-        assert self._pipeline is not None
-        return self._pipeline
 
     # ---- generation -------------------------------------------------------------------------------------------
     @staticmethod
