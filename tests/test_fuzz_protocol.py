@@ -140,6 +140,11 @@ def registry(tmp_path_factory) -> dict[str, list[tuple]]:
             out[name] = numeric_paths(model.model_json_schema()) if model else []
         # Documented numeric options that a free-form dict in the schema may hide (docs/protocol.md).
         out["initialize"] = sorted(set(out["initialize"]) | set(DOCUMENTED_OPTIONS))
+        # `generate` hands every other param to the chosen backend's own strict model: all of theirs count too
+        from lofi_daemon.backends.params import BackendParams
+
+        for model in BackendParams.__subclasses__():
+            out["generate"] = sorted(set(out["generate"]) | set(numeric_paths(model.model_json_schema())))
         return out
     finally:
         daemon.store.close()
@@ -164,6 +169,7 @@ def nested(path: tuple, value: Any) -> dict[str, Any]:
 def test_registry_has_numeric_params(registry):
     # Guard the enumeration itself: if it found nothing, the NaN test below would prove nothing.
     assert ("duration_sec",) in registry["generate"] and ("level",) in registry["volume"]
+    assert {("guidance_scale",), ("inference_steps",), ("cfg_scale",)} <= set(registry["generate"])
     assert ("options", "threads") in registry["initialize"]
     assert len(registry) >= 30
 
