@@ -1,9 +1,9 @@
 """How much RAM ACE-Step needs on the CPU, and whether its five sessions stay resident.
 
-A stage's session needs about its files' size × PREPACK_FACTOR (onnxruntime copies MatMul weights into its
-pre-packed layout; 1.13× measured for the fp32 decoder, docs/benchmarks.md) — external data is read into
-onnxruntime's own buffers, so the file size is what it costs. A generation also holds ACTIVATIONS_BYTES of
-activations (DCAE and vocoder at 240 s are the largest).
+A stage's session needs about its files' size: onnxruntime memory-maps external data and copies each MatMul
+weight into its pre-packed layout, dropping the mapped copy, so weights are held once (1.79 GB resident for the
+1.84 GB 4-block decoder, docs/model-formats.md); PREPACK_FACTOR is the margin for packing and the arena. A
+generation also holds ACTIVATIONS_BYTES of activations (DCAE and vocoder at 240 s are the largest).
 
 Plans (`LOFI_ACE_STEP_MEMORY`, default "auto"):
 * "high": all five sessions stay open between generations (fastest for repeated generations);
