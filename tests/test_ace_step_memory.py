@@ -49,6 +49,9 @@ def test_stage_bytes_count_external_data():
     raw = (FIXTURE / "transformer_decoder.onnx").stat().st_size
     raw += (FIXTURE / "transformer_decoder_weights.bin").stat().st_size
     assert sizes == {"transformer_decoder": int(raw * memory.PREPACK_FACTOR)}
+    # weights inside the graph: protobuf and initializers coexist while loading
+    inline = memory.stage_bytes({"vocoder": FIXTURE / "vocoder.onnx"})
+    assert inline == {"vocoder": int((FIXTURE / "vocoder.onnx").stat().st_size * memory.INLINE_FACTOR)}
 
 
 def make_backend(tmp_path, monkeypatch, mode: str, free: int | None = 64 * GB) -> tuple[AceStepBackend, list]:

@@ -2,8 +2,11 @@
 
 A stage's session needs about its files' size: onnxruntime memory-maps external data and copies each MatMul
 weight into its pre-packed layout, dropping the mapped copy, so weights are held once (1.79 GB resident for the
-1.84 GB 4-block decoder, docs/model-formats.md); PREPACK_FACTOR is the margin for packing and the arena. A
-generation also holds ACTIVATIONS_BYTES of activations (DCAE and vocoder at 240 s are the largest).
+1.84 GB 4-block decoder, docs/model-formats.md); PREPACK_FACTOR is the margin for packing and the arena. Graphs
+that keep their weights inside the .onnx (text encoder, DCAE, vocoder) peak higher while loading: the parsed
+protobuf and the initializers coexist (the 1.13 GB UMT5 graph peaked at 1.63× its size), hence INLINE_FACTOR.
+A generation also holds ACTIVATIONS_BYTES of activations: the DCAE stage of a 30 s track peaked ≈ 1.2 GB above its
+weights, and windows bound it at ≈ 47.5 s for longer tracks.
 
 Plans (`LOFI_ACE_STEP_MEMORY`, default "auto"):
 * "high": all five sessions stay open between generations (fastest for repeated generations);
@@ -21,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PREPACK_FACTOR = 1.25
-ACTIVATIONS_BYTES = 600 * 10**6
+INLINE_FACTOR = 1.8
+ACTIVATIONS_BYTES = 2 * 10**9
 ENV_MEMORY = "LOFI_ACE_STEP_MEMORY"
 MODES = ("auto", "low", "high")
 # "auto" keeps everything resident only when it takes at most this share of what is free
@@ -51,10 +55,12 @@ def stage_files(graph: Path) -> list[Path]:
 
 def stage_bytes(graphs: Mapping[str, Path]) -> dict[str, int]:
     """Estimated resident bytes of each stage's session."""
-    return {
-        stage: int(sum(p.stat().st_size for p in stage_files(path) if p.exists()) * PREPACK_FACTOR)
-        for stage, path in graphs.items()
-    }
+    out = {}
+    for stage, path in graphs.items():
+        files = [p for p in stage_files(path) if p.exists()]
+        factor = PREPACK_FACTOR if len(files) > 1 else INLINE_FACTOR
+        out[stage] = int(sum(p.stat().st_size for p in files) * factor)
+    return out
 
 
 def requested_mode(environ: Mapping[str, str] | None = None) -> str:

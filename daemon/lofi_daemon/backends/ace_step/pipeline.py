@@ -101,16 +101,18 @@ class Graphs:
         self._overrides: dict[str, Mapping[str, np.ndarray] | None] = {}
         self._facts: dict[str, Any] = {}
         self.dcae_denormalized = layout.config.get("dcae_denormalized", True)
-        self.on_open: Callable[[str], None] | None = None  # observer (benchmarks record RSS per stage)
+        self.on_open: Callable[[str], None] | None = (
+            None  # called as a stage starts opening (benchmarks: RSS)
+        )
 
     def session(self, stage: str) -> ort.InferenceSession:
         sess = self._open.get(stage)
         if sess is None:
+            if self.on_open:
+                self.on_open(stage)
             sess = self._session(str(self.files[stage]), self._overrides.get(stage))
             self._open[stage] = sess
             self._learn(stage, sess)
-            if self.on_open:
-                self.on_open(stage)
         return sess
 
     def release(self, stage: str) -> None:
