@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "daemon"))
 
-from scripts.bench_ace_step import Watch, decoder_inputs  # noqa: E402
+from scripts.bench_ace_step import decoder_inputs  # noqa: E402
+from scripts.benchlib import Watch  # noqa: E402
 
 BLOCKS_REAL = 24
 
@@ -132,8 +133,11 @@ def run_e2e(a) -> dict:
         b.pipeline.graphs.on_open = rss.set
         raw = {} if a.steps is None else {"inference_steps": a.steps}
         req = GenerationRequest("ace_step", "rainy night lofi piano, vinyl crackle", 30.0, 7, b.validate(raw))
-        out = b.generate(req, lambda d, t, **f: progress.append((time.perf_counter() - t0, d / t, f["stage"])),
-                         CancelToken())  # fmt: skip
+        out = b.generate(
+            req,
+            lambda d, t, **f: progress.append((time.perf_counter() - t0, d / t, f["stage"])),
+            CancelToken(),
+        )
     peaks = rss.stop()
     ref = reference_workload(a.model)
     timings = out.info["timings"]
@@ -141,13 +145,22 @@ def run_e2e(a) -> dict:
         eval_times[0] if eval_times else float("nan")
     )  # includes nothing but the run (session opened)
     return {
-        "model": str(a.model), "variant": out.info["decoder_variant"], "memory": out.info["memory"],
-        "steps": out.info["steps"], "evaluations": len(eval_times), "wall_sec": w.sec,
-        "timings": timings, "eval_median_sec": float(np.median(eval_times)), "eval_first_sec": first_eval,
-        "peak_rss_mb_per_stage": peaks, "peak_rss_mb": max(peaks.values()),
+        "model": str(a.model),
+        "variant": out.info["decoder_variant"],
+        "memory": out.info["memory"],
+        "steps": out.info["steps"],
+        "evaluations": len(eval_times),
+        "wall_sec": w.sec,
+        "timings": timings,
+        "eval_median_sec": float(np.median(eval_times)),
+        "eval_first_sec": first_eval,
+        "peak_rss_mb_per_stage": peaks,
+        "peak_rss_mb": max(peaks.values()),
         "progress_during_decode": sum(1 for _, _, s in progress if s == "decode"),
-        "foreign_cores": w.foreign_cores, "reference_sec": ref, "samples": int(out.samples.shape[0]),
-    }  # fmt: skip
+        "foreign_cores": w.foreign_cores,
+        "reference_sec": ref,
+        "samples": int(out.samples.shape[0]),
+    }
 
 
 def run_drift(a) -> dict:
@@ -230,8 +243,13 @@ def project(lo: dict, hi: dict, b_lo: int, b_hi: int) -> dict:
     rss["transformer_decoder"] = at24(
         lo["peak_rss_mb_per_stage"]["transformer_decoder"], hi["peak_rss_mb_per_stage"]["transformer_decoder"]
     )
-    return {"eval_sec_24": eval24, "decoder_load_sec_24": load24, "total_sec_24": total, "peak_rss_mb_24": max(rss.values()),
-            "peak_rss_mb_per_stage_24": {k: round(v) for k, v in rss.items()}}  # fmt: skip
+    return {
+        "eval_sec_24": eval24,
+        "decoder_load_sec_24": load24,
+        "total_sec_24": total,
+        "peak_rss_mb_24": max(rss.values()),
+        "peak_rss_mb_per_stage_24": {k: round(v) for k, v in rss.items()},
+    }
 
 
 def main() -> None:

@@ -29,8 +29,14 @@ def _save(model: onnx.ModelProto, dst: Path) -> None:
     data = dst.with_name(dst.stem + "_weights.bin")
     for p in (dst, data):
         p.unlink(missing_ok=True)
-    onnx.save(model, str(dst), save_as_external_data=True, all_tensors_to_one_file=True, location=data.name,
-              size_threshold=1024)  # fmt: skip
+    onnx.save(
+        model,
+        str(dst),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=data.name,
+        size_threshold=1024,
+    )
 
 
 def quantize_int8(src: Path, dst: Path) -> None:
@@ -38,8 +44,13 @@ def quantize_int8(src: Path, dst: Path) -> None:
 
     with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
         q = Path(tmp) / "decoder_int8.onnx"
-        quantize_dynamic(str(src), str(q), op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8,
-                         use_external_data_format=True)  # fmt: skip
+        quantize_dynamic(
+            str(src),
+            str(q),
+            op_types_to_quantize=["MatMul", "Gemm"],
+            weight_type=QuantType.QInt8,
+            use_external_data_format=True,
+        )
         _save(onnx.load(str(q)), dst)
 
 

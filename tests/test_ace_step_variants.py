@@ -113,10 +113,12 @@ def test_int8_error_does_not_grow_over_a_whole_loop(int8_dir):
 
     c = fp.conditions_from_ids(ids, mask, lyric_ids, lyric_mask, SamplingParams())
     per_eval = max(
-        rel_rms(q.graphs.velocity(noise, c.cond, c.mask, np.float32(t), [1.0]),
-                fp.graphs.velocity(noise, c.cond, c.mask, np.float32(t), [1.0]))
+        rel_rms(
+            q.graphs.velocity(noise, c.cond, c.mask, np.float32(t), [1.0]),
+            fp.graphs.velocity(noise, c.cond, c.mask, np.float32(t), [1.0]),
+        )
         for t in (999.0, 600.0, 100.0)
-    )  # fmt: skip
+    )
     assert 1e-4 < per_eval < 0.05  # int8 really ran, and is int8-sized
     for steps in (30, 60):
         p = SamplingParams(steps=steps)

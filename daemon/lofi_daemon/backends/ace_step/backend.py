@@ -193,6 +193,11 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
         name = self.requested_variant
         if name and name.strip().lower() in DTYPE_ALIASES:  # a precision, not a hub variant
             return default_variant(self.name, self.provider)
+        if name and name not in self.variants:
+            known = ", ".join([*sorted(self.variants), *DECODER_FILES])
+            raise LofiError(
+                ErrorCode.MODEL_NOT_FOUND, f"unknown ace_step variant '{name}' (known: {known})", variant=name
+            )
         return super().variant()
 
     def layout(self) -> ModelLayout:
