@@ -51,9 +51,41 @@ def test_generates_deterministic_stereo_48k_of_requested_length(backend):
     assert not np.array_equal(out.samples[:, 0], out.samples[:, 1])
     np.testing.assert_array_equal(out.samples, again.samples)
     assert rel_err(out.samples, other.samples) > 1e-3
-    assert [s[0] for s in steps] == [1, 2, 3, 4, 5, 6] and all(s[1] == 6 for s in steps)
-    assert steps[-1][2]["current_step"] == 6 and steps[-1][2]["total_steps"] == 6
+    diffusion = [s for s in steps if s[2]["stage"] == "diffusion"]
+    assert [s[2]["current_step"] for s in diffusion] == [1, 2, 3, 4, 5, 6]
+    assert all(s[2]["total_steps"] == 6 for s in steps)
+    # progress counts evaluations (6 steps, cond + uncond in the guidance window [1, 4): 9), then the decode
+    assert [s[0] for s in diffusion] == [1, 3, 5, 7, 8, 9] == [s[2]["evaluations"] for s in diffusion]
+    assert len({s[1] for s in steps}) == 1
+    assert_progress_covers_decode(steps)
     assert out.info["layout"] == "lofi" and out.info["latent_frames"] == 53
+
+
+def assert_progress_covers_decode(steps):
+    """Progress keeps moving after the last diffusion step (DCAE, then vocoder) and ends at the total, so an ETA
+    taken from it (elapsed / done × remaining) includes the decode."""
+    total = steps[0][1]
+    decode = [s for s in steps if s[2]["stage"] == "decode"]
+    last_diffusion = max(s[0] for s in steps if s[2]["stage"] == "diffusion")
+    assert last_diffusion < total
+    assert [s[2]["decode_fraction"] for s in decode] == [0.3, 1.0]  # one DCAE call, one vocoder call
+    assert [s[0] for s in steps] == sorted(s[0] for s in steps) and decode[0][0] > last_diffusion
+    assert decode[-1][0] == pytest.approx(total)
+
+
+def test_decode_cost_for_eta_is_learned_from_the_last_generation(tmp_path):
+    b = make_backend(tmp_path)
+    first, second = [], []
+    b.generate(request(b, inference_steps=4), lambda d, t, **f: first.append((d, t, f)), CancelToken())
+    measured = b._decode_evals
+    b.generate(request(b, inference_steps=4), lambda d, t, **f: second.append((d, t, f)), CancelToken())
+    evals = 6  # 4 steps, the guidance window [1, 3) doubled
+    assert (
+        first[0][1]
+        == evals + backend_mod.DECODE_EVALS_PRIOR["int8" if b.decoder_dtype(b.layout()) == "int8" else "fp32"]
+    )
+    assert measured is not None and measured > 0 and second[0][1] == pytest.approx(evals + measured)
+    assert_progress_covers_decode(second)
 
 
 def test_cancel_stops_within_one_evaluation(backend):
@@ -96,14 +128,18 @@ def test_batched_cond_uncond_equals_separate_calls():
 def test_defaults_and_identity(tmp_path):
     b = make_backend(tmp_path)
     params = b.validate({})
+    # the CPU preset: 30 Euler steps instead of upstream's 60, everything else upstream's defaults
     assert params == {
-        "inference_steps": 60,
+        "inference_steps": 30,
         "guidance_scale": 15.0,
         "scheduler": "euler",
         "cfg_type": "apg",
         "omega": 10.0,
         "guidance_interval": 0.5,
     }
+    assert b.validate({"inference_steps": 60})["inference_steps"] == 60
+    gpu = AceStepBackend(Settings(provider="cuda"))
+    assert gpu.provider != "cpu" or gpu.validate({})["inference_steps"] == 30  # no CUDA here: falls back
     assert (b.sample_rate, b.channels, b.min_duration_sec, b.max_duration_sec, b.default_duration_sec) == (
         48000,
         2,
@@ -158,7 +194,7 @@ def test_duration_outside_5_to_240_is_invalid_duration(tmp_path, duration):
         build_job(daemon, GenerateParams(prompt="x", backend="ace_step", duration_sec=duration), "normal")
     assert e.value.code == ErrorCode.INVALID_DURATION
     job = build_job(daemon, GenerateParams(prompt="x", backend="ace_step", duration_sec=240), "normal")
-    assert job.request.params["inference_steps"] == 60
+    assert job.request.params["inference_steps"] == 30  # the CPU preset
 
 
 def test_memory_check_refuses_to_load(tmp_path, monkeypatch):
@@ -167,7 +203,8 @@ def test_memory_check_refuses_to_load(tmp_path, monkeypatch):
     with pytest.raises(LofiError) as e:
         b.load()
     assert e.value.code == ErrorCode.MODEL_LOAD_FAILED and "memory" in e.value.message
-    assert e.value.data["needed_bytes"] == b.layout().size_bytes > 1_000_000
+    plan = b.memory_plan(b.layout())
+    assert e.value.data["needed_bytes"] == plan.need_bytes > 1_000_000 and not b.loaded
     monkeypatch.setattr(backend_mod, "available_memory_bytes", lambda: 64 * 10**9)
     b.load()
     assert b.loaded

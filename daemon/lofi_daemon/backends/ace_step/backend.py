@@ -27,15 +27,16 @@ from ...errors import Cancelled, ErrorCode, LofiError
 from ...jobs.cancel import CancelToken
 from ...models import download as hub
 from ...models.local import files_fingerprint
-from ...models.registry import ACE_STEP_VARIANTS
+from ...models.registry import ACE_STEP_VARIANTS, ModelVariant, default_variant
 from ..base import AudioChunkFn, GeneratedAudio, GenerationRequest, ProgressFn
 from ..model_backend import ModelBackend, NotifyFn
 from ..params import BackendParams, parse_params
 from . import lora as lora_mod
+from . import memory
 from .decode import OUTPUT_RATE, Windowing
 from .guidance import CFG_TYPES
-from .layout import ModelLayout, detect, missing_files
-from .pipeline import AceStepPipeline, SamplingParams, frame_count
+from .layout import DECODER_FILES, DTYPE_ALIASES, ModelLayout, choose_decoder, detect, missing_files
+from .pipeline import STAGES, AceStepPipeline, SamplingParams, frame_count, planned_evaluations
 from .schedulers import SCHEDULERS
 from .sessions import session_factory
 
@@ -50,23 +51,17 @@ DEFAULTS: dict[str, Any] = {
     "omega": 10.0,
     "guidance_interval": 0.5,
 }
+# The CPU preset: fewer Euler steps, so a 30 s track takes ≤ 2.5 min on a 2-core CPU with the int8 decoder
+# (docs/benchmarks.md "CPU preset" gives its time and its drift against the 60-step default). An explicit
+# inference_steps always wins.
+CPU_DEFAULTS: dict[str, Any] = {**DEFAULTS, "inference_steps": 30}
 MAX_LYRICS_CHARS = 4096
 GB = 1e9
-
-
-def available_memory_bytes() -> int | None:
-    """MemAvailable from /proc/meminfo (Linux), else the free physical pages; None when unknown."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
+# DCAE + vocoder time in transformer evaluations (both scale with the frames, so the ratio is per model and
+# machine, not per duration); the ETA starts from these (full size, docs/benchmarks.md) and then uses what the
+# last generation measured.
+DECODE_EVALS_PRIOR = {"fp32": 8.0, "int8": 23.0, "fp16": 8.0}
+available_memory_bytes = memory.available_memory_bytes  # tests replace it here
 
 
 class AceStepParams(BackendParams):
@@ -105,9 +100,19 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
         super().__init__(settings, notify)
         self.windowing = windowing
         self._lora_key: tuple[str, float] | None = None
+        self._plan: memory.MemoryPlan | None = None
+        self._decode_evals: float | None = None  # measured DCAE + vocoder cost in evaluations
 
     # ---- parameters -------------------------------------------------------------------------------------
+    def defaults(self) -> dict[str, Any]:
+        """Sampling defaults for the active provider (the CPU preset on the CPU)."""
+        return dict(CPU_DEFAULTS if self.provider == "cpu" else DEFAULTS)
+
     def validate(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        raw = {
+            **self.defaults(),
+            **raw,
+        }  # the provider's defaults (the CPU preset) where the client sent none
         p = parse_params(AceStepParams, raw, self.name, PARAM_CODES)
         params: dict[str, Any] = p.model_dump(
             include={"inference_steps", "guidance_scale", "omega", "guidance_interval"}
@@ -175,6 +180,26 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
         return lora_mod.resolve_file(Path(canonical))
 
     # ---- model files ----------------------------------------------------------------------------------------
+    def requested_dtype(self) -> str | None:
+        """The decoder precision asked for: a dtype name ("int8", "fp32", "fp16"), or a hub variant's dtype."""
+        name = self.requested_variant
+        if not name:
+            return None
+        if name in ACE_STEP_VARIANTS:
+            return ACE_STEP_VARIANTS[name].dtype
+        return DTYPE_ALIASES.get(name.strip().lower())
+
+    def variant(self) -> ModelVariant:
+        name = self.requested_variant
+        if name and name.strip().lower() in DTYPE_ALIASES:  # a precision, not a hub variant
+            return default_variant(self.name, self.provider)
+        if name and name not in self.variants:
+            known = ", ".join([*sorted(self.variants), *DECODER_FILES])
+            raise LofiError(
+                ErrorCode.MODEL_NOT_FOUND, f"unknown ace_step variant '{name}' (known: {known})", variant=name
+            )
+        return super().variant()
+
     def layout(self) -> ModelLayout:
         """The model directory in use; raises MODEL_NOT_FOUND / BACKEND_NOT_INSTALLED (never downloads)."""
         if self.local_dir is not None:
@@ -221,21 +246,50 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
     def check_model(self) -> None:
         self.layout()
 
+    def decoder_dtype(self, layout: ModelLayout) -> str:
+        """The transformer decoder precision this layout runs with (raises when the requested one is missing)."""
+        requested = self.requested_dtype()
+        dtype = choose_decoder(layout, requested, self.provider)
+        if dtype is None:
+            assert requested is not None
+            raise LofiError(
+                ErrorCode.MODEL_NOT_FOUND,
+                f"the ace_step {requested} decoder ({DECODER_FILES[requested]}) is not in {layout.dir}: "
+                f"make it with `python scripts/quantize_ace_step.py {layout.dir} --{requested}` (needs "
+                f"the export extra), or choose one of: {', '.join(layout.decoder_dtypes())}",
+                variant=requested,
+                dir=str(layout.dir),
+            )
+        return dtype
+
     def local_model_version(self, local_dir: Path) -> str:
         found = detect(local_dir)
         if found is None:
             return f"ace-step-local-missing-{local_dir.name}"
-        return f"ace-step-{found.kind}-{files_fingerprint({p.name: p for p in found.files})}"
+        try:
+            dtype = self.decoder_dtype(found)
+        except LofiError:
+            return f"ace-step-{found.kind}-missing-{self.requested_dtype()}"
+        files = {p.name: p for p in found.files}
+        if dtype == "fp32":  # unchanged identity for tracks made before precisions were selectable
+            return f"ace-step-{found.kind}-{files_fingerprint(files)}"
+        files.update((p.name, p) for p in memory.stage_files(found.path(DECODER_FILES[dtype])))
+        return f"ace-step-{found.kind}-{dtype}-{files_fingerprint(files)}"
 
     def status(self) -> dict[str, Any]:
         out = super().status()
-        out.update(lora_styles=self.lora_styles(), defaults=dict(DEFAULTS))
+        out.update(lora_styles=self.lora_styles(), defaults=self.defaults(), memory=memory.requested_mode())
         if self.local_dir is not None:
             found = detect(self.local_dir)
             out["variant"] = f"local-{found.kind}" if found else "local"
             if found:
                 out["layout"] = found.kind
                 out["size_bytes"] = found.size_bytes
+                out["decoder_variants"] = found.decoder_dtypes()
+                try:
+                    out["decoder_variant"] = self.decoder_dtype(found)
+                except LofiError as exc:
+                    out["error"] = exc.message
         else:
             out["layout"] = "reference"
         return out
@@ -267,48 +321,90 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
         )
 
     # ---- lifecycle --------------------------------------------------------------------------------------------
-    def check_memory(self, layout: ModelLayout) -> None:
-        """On the CPU all weights live in RAM: require free memory ≥ the model files' size (≈ 12.3 GB for the
-        full model; ORT's weight pre-packing adds 15–50 % at peak)."""
+    def stage_graphs(self, layout: ModelLayout) -> dict[str, Path]:
+        """The graph file of each stage, with the chosen decoder precision."""
+        graphs = {stage: layout.path(f"{stage}.onnx") for stage in STAGES}
+        graphs["transformer_decoder"] = layout.path(DECODER_FILES[self.decoder_dtype(layout)])
+        return graphs
+
+    def memory_plan(self, layout: ModelLayout) -> memory.MemoryPlan:
+        sizes = memory.stage_bytes(self.stage_graphs(layout))
+        if self.provider != "cpu":  # weights live in GPU memory; keep everything resident as before
+            return memory.MemoryPlan(True, sum(sizes.values()), max(sizes, key=lambda k: sizes[k]), "high")
+        return memory.plan(memory.requested_mode(), sizes, available_memory_bytes())
+
+    def check_memory(self, layout: ModelLayout) -> memory.MemoryPlan:
+        """On the CPU all weights live in RAM: refuse, before anything is loaded, when free memory is below what
+        the memory plan needs (memory.py: the largest stage alone in "low", all five in "high")."""
+        plan = self.memory_plan(layout)
         if self.provider != "cpu":
-            return
-        need = layout.size_bytes
+            return plan
         free = available_memory_bytes()
-        if free is not None and free < need:
+        if free is not None and free < plan.need_bytes:
+            dtype = self.decoder_dtype(layout)
+            hint = (
+                "; the int8 decoder needs about a quarter of that (scripts/quantize_ace_step.py)"
+                if dtype == "fp32"
+                else ""
+            )
             raise LofiError(
                 ErrorCode.MODEL_LOAD_FAILED,
-                f"not enough free memory to load ACE-Step on the CPU: {need / GB:.1f} GB needed, "
-                f"{free / GB:.1f} GB available; close other programs or use a smaller backend",
-                needed_bytes=need,
+                f"not enough free memory to run ACE-Step on the CPU: {plan.need_bytes / GB:.1f} GB "
+                f"needed ({plan.describe()}; largest: the {dtype} {plan.largest_stage.replace('_', ' ')}"
+                f"), {free / GB:.1f} GB available; close other programs{hint}",
+                needed_bytes=plan.need_bytes,
                 available_bytes=free,
+                memory=plan.mode,
+                largest_stage=plan.largest_stage,
             )
+        return plan
 
     def load(self) -> None:
         if self._pipeline is not None:
             return
         layout = self.layout()
-        self.check_memory(layout)
+        plan = self.check_memory(layout)
+        graphs = self.stage_graphs(layout)
         started = time.monotonic()
         try:
-            self._pipeline = AceStepPipeline(
-                layout, session_factory(self.settings, self._warn), self.windowing
+            pipe = AceStepPipeline(
+                layout,
+                session_factory(self.settings, self._warn),
+                self.windowing,
+                files=graphs,
+                resident=plan.resident,
             )
+            if plan.resident:  # open all five now, so a broken file fails the load and not a generation
+                for stage in STAGES:
+                    pipe.graphs.session(stage)
         except LofiError:
             raise
         except Exception as exc:
             raise LofiError(
                 ErrorCode.MODEL_LOAD_FAILED, f"could not load ACE-Step from {layout.dir}: {exc}"
             ) from exc
+        self._pipeline = pipe
+        self._plan = plan
         self._lora_key = None
         if layout.kind == "reference":
             self._warn(
                 "ACE-Step runs the lofi.nvim reference export: no ERG, fixed 128-frame DCAE windows, "
                 "no lyrics tokenizer, no LoRA (export the faithful layout with scripts/export_ace_step.py)"
             )
-        log.info("ace_step (%s layout) loaded in %.1fs", layout.kind, time.monotonic() - started)
+        log.info(
+            "ace_step (%s layout, %s decoder, memory %s: %s) ready in %.1fs",
+            layout.kind,
+            graphs["transformer_decoder"].name,
+            plan.mode,
+            plan.describe(),
+            time.monotonic() - started,
+        )
 
     def unload(self) -> None:
+        if self._pipeline is not None:
+            self._pipeline.graphs.close()
         super().unload()
+        self._plan = None
         self._lora_key = None
 
     def _apply_lora(self, style: str | None, weight: float) -> dict[str, Any]:
@@ -355,6 +451,8 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
     ) -> GeneratedAudio:
         params = self.validate(request.params)
         pipe = self.pipeline
+        if self._plan is not None and not self._plan.resident:
+            self.check_memory(pipe.layout)  # nothing is open between generations: check again before loading
         p = SamplingParams(
             steps=params["inference_steps"],
             guidance_scale=params["guidance_scale"],
@@ -365,6 +463,12 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
         )
         p = pipe.effective(p)
         timings: dict[str, float] = {}
+        # Progress counts transformer evaluations, then the DCAE + vocoder decode as its cost in evaluations, so
+        # the reporter's ETA (elapsed / done × remaining) covers the decode too.
+        dtype = self.decoder_dtype(pipe.layout)
+        evals = planned_evaluations(p)
+        decode_evals = self._decode_evals or DECODE_EVALS_PRIOR[dtype]
+        total = evals + decode_evals
         try:
             t0 = time.monotonic()
             info = self._apply_lora(params.get("lora"), params.get("lora_weight", 1.0))
@@ -375,8 +479,15 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
             cond = pipe.conditions(request.prompt, params.get("lyrics"), p)
             timings["conditions"] = time.monotonic() - t0
 
-            def on_step(step: int, total: int, evaluations: int) -> None:
-                progress(step, total, current_step=step, total_steps=total, evaluations=evaluations)
+            def on_step(step: int, steps: int, evaluations: int) -> None:
+                progress(
+                    evaluations,
+                    total,
+                    current_step=step,
+                    total_steps=steps,
+                    evaluations=evaluations,
+                    stage="diffusion",
+                )
 
             t1 = time.monotonic()
             latents = pipe.sample(
@@ -388,14 +499,31 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
                 on_step=on_step,
             )
             timings["diffusion"] = time.monotonic() - t1
+
+            def on_decode(fraction: float) -> None:
+                progress(
+                    evals + fraction * decode_evals,
+                    total,
+                    current_step=p.steps,
+                    total_steps=p.steps,
+                    evaluations=evals,
+                    stage="decode",
+                    decode_fraction=round(fraction, 3),
+                )
+
             t2 = time.monotonic()
-            audio = pipe.latents_to_audio(latents, cancel.check)
+            audio = pipe.latents_to_audio(latents, cancel.check, on_decode)
             timings["decode"] = time.monotonic() - t2
+            if timings["diffusion"] > 0 and evals:
+                self._decode_evals = timings["decode"] / (timings["diffusion"] / evals)
         except (LofiError, Cancelled):
             raise
         except Exception as exc:
             log.exception("ace_step inference failed")
             raise LofiError(ErrorCode.MODEL_INFERENCE_FAILED, f"ace_step inference failed: {exc}") from exc
+        finally:
+            if not pipe.graphs.resident:
+                pipe.graphs.close()
         info.update(
             latent_frames=frames,
             steps=p.steps,
@@ -404,5 +532,7 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
             layout=pipe.layout.kind,
             erg=p.use_erg_diffusion,
             timings={k: round(v, 3) for k, v in timings.items()},
+            decoder_variant=dtype,
+            memory=self._plan.mode if self._plan else None,
         )
         return GeneratedAudio(samples=audio, sample_rate=OUTPUT_RATE, info=info)

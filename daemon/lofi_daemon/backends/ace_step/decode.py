@@ -42,15 +42,20 @@ def windowed(
     ratio: int,
     fixed: int | None = None,
     check: Callable[[], None] | None = None,
+    on_window: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Apply `fn` along the last axis of x in overlapping windows; fn maps n frames to n·ratio outputs.
     `fixed` forces every window to exactly that many input frames (graphs with a static length), padding the
-    track end with zeros."""
+    track end with zeros. `on_window(done, total)` after every call of fn."""
     n = x.shape[-1]
     if fixed is None and n <= core + 2 * margin:
-        return fn(x)
+        out = fn(x)
+        if on_window is not None:
+            on_window(1, 1)
+        return out
     pieces = []
-    for start in range(0, n, core):
+    starts = range(0, n, core)
+    for k, start in enumerate(starts):
         end = min(start + core, n)
         lo, hi = max(0, start - margin), min(n, end + margin)
         if fixed is not None:
@@ -64,6 +69,8 @@ def windowed(
             check()
         out = fn(np.ascontiguousarray(seg))
         pieces.append(out[..., (start - lo) * ratio : (end - lo) * ratio])
+        if on_window is not None:
+            on_window(k + 1, len(starts))
     return np.concatenate(pieces, axis=-1)
 
 

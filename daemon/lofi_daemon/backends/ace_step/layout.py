@@ -33,6 +33,20 @@ LOFI_FILES = (
 LOFI_OPTIONAL = ("lyric_tokenizer.json",)
 REFERENCE_FILES = (*GRAPHS, "transformer_decoder_weights.bin", "tokenizer.json")
 
+# Transformer decoder precisions: the same graph under another name in the model directory, written by
+# scripts/quantize_ace_step.py (external data beside it as `<stem>_weights.bin`). The other four graphs are
+# always the fp32 ones (together 2 GB; the decoder is 10 GB of the 12).
+DECODER_FILES = {
+    "fp32": "transformer_decoder.onnx",
+    "int8": "transformer_decoder_int8.onnx",
+    "fp16": "transformer_decoder_fp16.onnx",
+}
+# Best first when the user did not ask: int8 on the CPU (docs/benchmarks.md: ≈ 2.3× faster, loop drift bounded),
+# fp16 on GPUs; fp16 never by default on a CPU (no fast fp16 GEMM there).
+CPU_ORDER = ("int8", "fp32")
+GPU_ORDER = ("fp16", "fp32", "int8")
+DTYPE_ALIASES = {"int8": "int8", "i8": "int8", "quantized": "int8", "fp32": "fp32", "fp16": "fp16"}
+
 # What the reference export is assumed to contain (read from its graphs; its export script is unpublished).
 REFERENCE_CONFIG: dict[str, Any] = {
     "format": "lofi.nvim-reference",
@@ -62,6 +76,20 @@ class ModelLayout:
     @property
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.files)
+
+    def decoder_dtypes(self) -> list[str]:
+        """Decoder precisions present in this directory."""
+        return [d for d, name in DECODER_FILES.items() if (self.dir / name).exists()]
+
+
+def choose_decoder(layout: ModelLayout, requested: str | None, provider: str) -> str | None:
+    """The decoder precision to run: the requested one when present, else the provider's order. None when the
+    requested precision is missing (the caller says how to make it)."""
+    present = layout.decoder_dtypes()
+    if requested:
+        return requested if requested in present else None
+    order = CPU_ORDER if provider == "cpu" else GPU_ORDER
+    return next((d for d in order if d in present), "fp32")
 
 
 def missing_files(directory: Path) -> list[str]:

@@ -24,6 +24,8 @@ from .text import LyricTokenizer, PromptTokenizer
 log = logging.getLogger(__name__)
 
 ERG_TAU = 0.01
+# the DCAE's share of the DCAE + vocoder time for a 30 s track at full size (8.6 s of 29 s, docs/benchmarks.md)
+DCAE_SHARE = 0.3
 SessionFactory = Callable[[str, Mapping[str, np.ndarray] | None], ort.InferenceSession]
 
 
@@ -49,6 +51,16 @@ class SamplingParams:
     use_zero_init: bool = True
 
 
+def planned_evaluations(p: SamplingParams) -> int:
+    """Transformer evaluations `sample` will run for p (cond + uncond inside the guidance window)."""
+    sched = Scheduler(p.scheduler, p.steps, p.omega)
+    n = sched.num_evaluations
+    if p.guidance_scale in (0.0, 1.0):
+        return n
+    start, end = guidance_window(sched.num_inference_steps, p.guidance_interval)
+    return n + max(0, min(end, n) - max(start, 0))
+
+
 @dataclass
 class Conditions:
     cond: np.ndarray  # [1, S, D] encoder_hidden_states
@@ -60,36 +72,117 @@ def _inputs(sess: ort.InferenceSession) -> dict[str, Any]:
     return {i.name: i for i in sess.get_inputs()}
 
 
+STAGES = ("text_encoder", "transformer_encoder", "transformer_decoder", "dcae_decoder", "vocoder")
+
+
 class Graphs:
     """The five sessions with one calling convention. Reference-layout graphs lack the ERG inputs (ERG is then
     unavailable and requested ERG is dropped with a warning), take a [1] timestep (no cond/uncond batching),
-    decode a fixed number of latent frames and vocode one channel per call."""
+    decode a fixed number of latent frames and vocode one channel per call.
 
-    def __init__(self, layout: ModelLayout, session: SessionFactory) -> None:
+    Sessions open on first use. With `resident=False` (memory.py's "low" plan) the pipeline releases each stage
+    when it is done with it, so at most one of the five graphs is in memory at a time; with `resident=True` they
+    stay open until the backend unloads. What the graphs' inputs reveal (ERG, batch timestep, a fixed DCAE length,
+    a mono vocoder) is read when the stage first opens and kept."""
+
+    def __init__(
+        self,
+        layout: ModelLayout,
+        session: SessionFactory,
+        files: Mapping[str, Any] | None = None,
+        resident: bool = True,
+    ) -> None:
         self.layout = layout
         self._session = session
-        self.text_encoder = session(str(layout.path("text_encoder.onnx")), None)
-        self.dcae = session(str(layout.path("dcae_decoder.onnx")), None)
-        self.vocoder = session(str(layout.path("vocoder.onnx")), None)
-        self.encoder: ort.InferenceSession | None = None
-        self.decoder: ort.InferenceSession | None = None
-        self.load_transformer(None, None)
-        self.has_erg = "erg_q_scale" in _inputs(self.text_encoder) and "erg_q_scale" in _inputs(self.decoder)
-        self.batch_timestep = self.has_erg  # ours: timestep [B]
-        dshape = _inputs(self.dcae)["latents"].shape
-        self.dcae_fixed = dshape[3] if isinstance(dshape[3], int) else None
-        vshape = self.vocoder.get_inputs()[0].shape
-        self.vocoder_batch_one = vshape[0] == 1
+        self.files = {stage: layout.path(f"{stage}.onnx") for stage in STAGES}
+        self.files.update(files or {})
+        self.resident = resident
+        self._open: dict[str, ort.InferenceSession] = {}
+        self._overrides: dict[str, Mapping[str, np.ndarray] | None] = {}
+        self._facts: dict[str, Any] = {}
         self.dcae_denormalized = layout.config.get("dcae_denormalized", True)
+        self.on_open: Callable[[str], None] | None = (
+            None  # called as a stage starts opening (benchmarks: RSS)
+        )
+
+    def session(self, stage: str) -> ort.InferenceSession:
+        sess = self._open.get(stage)
+        if sess is None:
+            if self.on_open:
+                self.on_open(stage)
+            sess = self._session(str(self.files[stage]), self._overrides.get(stage))
+            self._open[stage] = sess
+            self._learn(stage, sess)
+        return sess
+
+    def release(self, stage: str) -> None:
+        """Done with `stage` for this generation: close it unless the sessions stay resident."""
+        if not self.resident:
+            self._open.pop(stage, None)
+
+    def close(self) -> None:
+        self._open.clear()
+
+    @property
+    def open_stages(self) -> list[str]:
+        return [s for s in STAGES if s in self._open]
+
+    def _learn(self, stage: str, sess: ort.InferenceSession) -> None:
+        inputs = _inputs(sess)
+        if stage == "text_encoder":
+            self._facts["has_erg"] = "erg_q_scale" in inputs
+        elif stage == "transformer_decoder":
+            self._facts["batch_timestep"] = "erg_q_scale" in inputs  # ours: timestep [B]
+        elif stage == "transformer_encoder":
+            spk = inputs["speaker_embeds"].shape
+            self._facts["speaker_dim"] = spk[1] if isinstance(spk[1], int) else None
+        elif stage == "dcae_decoder":
+            dshape = inputs["latents"].shape
+            self._facts["dcae_fixed"] = dshape[3] if isinstance(dshape[3], int) else None
+        elif stage == "vocoder":
+            self._facts["vocoder_batch_one"] = sess.get_inputs()[0].shape[0] == 1
+
+    def _fact(self, stage: str, key: str) -> Any:
+        if key not in self._facts:  # opens the stage, which is about to run anyway; its user releases it
+            self.session(stage)
+        return self._facts[key]
+
+    @property
+    def has_erg(self) -> bool:
+        return self._fact("text_encoder", "has_erg")
+
+    @property
+    def batch_timestep(self) -> bool:
+        return self._fact("transformer_decoder", "batch_timestep")
+
+    @property
+    def speaker_dim(self) -> int | None:
+        return self._fact("transformer_encoder", "speaker_dim")
+
+    @property
+    def dcae_fixed(self) -> int | None:
+        return self._fact("dcae_decoder", "dcae_fixed")
+
+    @property
+    def vocoder_batch_one(self) -> bool:
+        return self._fact("vocoder", "vocoder_batch_one")
+
+    # back-compat names for the sessions (tests and benchmarks reach them directly)
+    text_encoder = property(lambda self: self.session("text_encoder"))
+    encoder = property(lambda self: self.session("transformer_encoder"))
+    decoder = property(lambda self: self.session("transformer_decoder"))
+    dcae = property(lambda self: self.session("dcae_decoder"))
+    vocoder = property(lambda self: self.session("vocoder"))
 
     def load_transformer(
         self, enc_init: Mapping[str, np.ndarray] | None, dec_init: Mapping[str, np.ndarray] | None
-    ):
-        """(Re)create the encoder/decoder sessions, optionally with overriding initializers (LoRA)."""
-        self.encoder = None
-        self.decoder = None
-        self.encoder = self._session(str(self.layout.path("transformer_encoder.onnx")), enc_init)
-        self.decoder = self._session(str(self.layout.path("transformer_decoder.onnx")), dec_init)
+    ) -> None:
+        """Use these overriding initializers (merged LoRA weights; None = base weights) for the transformer
+        sessions from now on; open sessions are closed and reopen with them on next use."""
+        self._overrides["transformer_encoder"] = enc_init
+        self._overrides["transformer_decoder"] = dec_init
+        self._open.pop("transformer_encoder", None)
+        self._open.pop("transformer_decoder", None)
 
     # -- conditioning
 
@@ -157,9 +250,16 @@ class Graphs:
 
 
 class AceStepPipeline:
-    def __init__(self, layout: ModelLayout, session: SessionFactory, windowing: dec.Windowing | None = None):
+    def __init__(
+        self,
+        layout: ModelLayout,
+        session: SessionFactory,
+        windowing: dec.Windowing | None = None,
+        files: Mapping[str, Any] | None = None,
+        resident: bool = True,
+    ) -> None:
         self.layout = layout
-        self.graphs = Graphs(layout, session)
+        self.graphs = Graphs(layout, session, files, resident)
         cfg_ = layout.config
         self.prompt_tokenizer = PromptTokenizer(
             layout.path("tokenizer.json"), cfg_.get("text_max_length", 256)
@@ -168,8 +268,6 @@ class AceStepPipeline:
         self.lyric_tokenizer = LyricTokenizer(
             lyric_path if lyric_path.exists() else None, cfg_["lyric_start_id"], cfg_["lyric_line_end_id"]
         )
-        spk = _inputs(self.graphs.encoder)["speaker_embeds"].shape
-        self.speaker_dim = spk[1] if isinstance(spk[1], int) else int(cfg_.get("speaker_dim", 512))
         self.windowing = windowing or dec.Windowing()
         self.batch_cfg = False  # cond and uncond as one batch-2 call (useful on GPU; measured no gain on CPU)
 
@@ -192,6 +290,7 @@ class AceStepPipeline:
         g = self.graphs
         text = g.text(ids, tmask, 1.0)
         text_null = g.text(ids, tmask, ERG_TAU) if p.use_erg_tag else None
+        g.release("text_encoder")
         speaker = np.zeros((1, self.speaker_dim), np.float32)
         cond, mask = g.encode(text, tmask, speaker, lyric_ids, lyric_mask, 1.0)
         if p.use_erg_lyric:
@@ -201,7 +300,12 @@ class AceStepPipeline:
             uncond, _ = g.encode(
                 np.zeros_like(text), tmask, speaker, np.zeros_like(lyric_ids), lyric_mask, 1.0
             )
+        g.release("transformer_encoder")
         return Conditions(cond, uncond, mask)
+
+    @property
+    def speaker_dim(self) -> int:
+        return self.graphs.speaker_dim or int(self.layout.config.get("speaker_dim", 512))
 
     # ---- stage 2: sampling
 
@@ -216,6 +320,12 @@ class AceStepPipeline:
     ) -> np.ndarray:
         """Flow-matching loop. `check()` runs before every transformer evaluation (cancellation);
         `on_step(user_step, total_steps, evaluations_done)` after every scheduler step."""
+        try:
+            return self._sample(c, noise, p, step_noise, check, on_step)
+        finally:
+            self.graphs.release("transformer_decoder")  # also when cancelled: a "low" plan never keeps it
+
+    def _sample(self, c, noise, p, step_noise, check, on_step) -> np.ndarray:
         g = self.graphs
         sched = Scheduler(p.scheduler, p.steps, p.omega, step_noise)
         do_cfg = p.guidance_scale not in (0.0, 1.0)
@@ -268,22 +378,62 @@ class AceStepPipeline:
 
     # ---- stage 3: audio
 
-    def mel(self, latents: np.ndarray, check: Callable[[], None] | None = None) -> np.ndarray:
+    def mel(
+        self,
+        latents: np.ndarray,
+        check: Callable[[], None] | None = None,
+        on_window: Callable[[int, int], None] | None = None,
+    ) -> np.ndarray:
         """[1, 8, 16, F] → [2, 128, 8F] log-mel (windowed for long latents)."""
         w = self.windowing
         fixed = self.graphs.dcae_fixed
         core = w.dcae_core if fixed is None else max(1, fixed - 2 * min(w.dcae_margin, fixed // 4))
         margin = w.dcae_margin if fixed is None else min(w.dcae_margin, fixed // 4)
-        out = dec.windowed(self.graphs.mel, latents, core, margin, dec.MEL_PER_LATENT, fixed, check)
+        try:
+            out = dec.windowed(
+                self.graphs.mel, latents, core, margin, dec.MEL_PER_LATENT, fixed, check, on_window
+            )
+        finally:
+            self.graphs.release("dcae_decoder")
         return out[0]
 
-    def waveform(self, mel: np.ndarray, check: Callable[[], None] | None = None) -> np.ndarray:
+    def waveform(
+        self,
+        mel: np.ndarray,
+        check: Callable[[], None] | None = None,
+        on_window: Callable[[int, int], None] | None = None,
+    ) -> np.ndarray:
         """[2, 128, M] log-mel → [2, 512·M] at 44.1 kHz (windowed for long mels)."""
         w = self.windowing
-        return dec.windowed(
-            self.graphs.wave, mel, w.vocoder_core, w.vocoder_margin, dec.SAMPLES_PER_MEL, None, check
-        )
+        try:
+            return dec.windowed(
+                self.graphs.wave,
+                mel,
+                w.vocoder_core,
+                w.vocoder_margin,
+                dec.SAMPLES_PER_MEL,
+                None,
+                check,
+                on_window,
+            )
+        finally:
+            self.graphs.release("vocoder")
 
-    def latents_to_audio(self, latents: np.ndarray, check: Callable[[], None] | None = None) -> np.ndarray:
-        """→ float32 [frames, 2] at 48 kHz"""
-        return dec.resample_to_output(self.waveform(self.mel(latents, check), check))
+    def latents_to_audio(
+        self,
+        latents: np.ndarray,
+        check: Callable[[], None] | None = None,
+        on_progress: Callable[[float], None] | None = None,
+    ) -> np.ndarray:
+        """→ float32 [frames, 2] at 48 kHz. `on_progress(fraction)` after every DCAE and vocoder window, the
+        fraction of the decode done (the DCAE is weighted DCAE_SHARE of it: its share of the time at full size,
+        docs/benchmarks.md)."""
+
+        def part(lo: float, span: float) -> Callable[[int, int], None] | None:
+            if on_progress is None:
+                return None
+            return lambda done, total: on_progress(lo + span * done / total)
+
+        mel = self.mel(latents, check, part(0.0, DCAE_SHARE))
+        wave = self.waveform(mel, check, part(DCAE_SHARE, 1.0 - DCAE_SHARE))
+        return dec.resample_to_output(wave)
