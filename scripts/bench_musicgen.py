@@ -299,7 +299,7 @@ def child_interleave(
         from transformers import MusicgenForConditionalGeneration
 
         model = MusicgenForConditionalGeneration.from_pretrained(model_dir / "pytorch").eval()
-        ids = torch.tensor([pipes[kinds[0]].tokenizer.encode(PROMPT).ids])
+        ids = torch.tensor([next(iter(pipes.values())).tokenizer.encode(PROMPT).ids])
     frames = steps - 3
     out: dict[str, list[float]] = {k: [] for k in [*pipes, *(["torch"] if with_torch else [])]}
     split: dict[str, list[tuple[float, float]]] = {k: [] for k in pipes}
