@@ -17,7 +17,7 @@ import numpy as np
 if TYPE_CHECKING:
     from .backends.base import AudioChunkFn, GeneratedAudio, GenerationRequest, ProgressFn
     from .cache.store import Track
-    from .jobs.cancel import CancelToken
+    from .cancel import CancelToken
 
 # notify(method, params): sends one JSON-RPC notification to the client
 Notify = Callable[[str, dict[str, Any]], None]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
 
@@ -132,6 +132,8 @@ class Player:
         output_factory: Callable[[Render, int | str | None], Any] | None = None,
         start_thread: bool = True,
         lock: PlayerLock | None = None,
+        more_coming: Callable[[], bool] = lambda: False,
+        progress_listeners: Iterable[Callable[[str, float, float], None]] = (),
     ) -> None:
         self.store = store
         # one player per machine (player_lock.py); None: this player never defers to another
@@ -150,10 +152,10 @@ class Player:
         self.playlist: list[str] = []
         self.index = -1  # playlist position of the current track (-1: none)
         # True when more music is on its way (a generation queued/running, or prefetch on): at the end of the
-        # playlist the current track then repeats instead of stopping. The daemon sets this.
-        self.more_coming: Callable[[], bool] = lambda: False
-        # prefetch and others: fn(track_id, position_sec, duration_sec), called from the control thread
-        self.progress_listeners: list[Callable[[str, float, float], None]] = []
+        # playlist the current track then repeats instead of stopping.
+        self.more_coming = more_coming
+        # prefetch: fn(track_id, position_sec, duration_sec), called from the control thread
+        self.progress_listeners = list(progress_listeners)
         self.device_error: str | None = None
         self._lock = threading.RLock()
         self._sources: dict[str, Source] = {}
@@ -173,7 +175,6 @@ class Player:
         self._silent_since: float | None = None
         self._stop_thread = threading.Event()
         self._thread: threading.Thread | None = None
-        store.protect = self.protected_ids
         if start_thread:
             self._thread = threading.Thread(target=self._run, name="playback-control", daemon=True)
             self._thread.start()
@@ -226,6 +227,43 @@ class Player:
         if self.mixer.track_id:
             ids.append(self.mixer.track_id)
         return ids
+
+    def has_next(self) -> bool:
+        """A next track is already decoded and queued after the current one."""
+        return bool(self.mixer.upcoming)
+
+    def holds(self, track_id: str) -> bool:
+        """`track_id` is in the playlist."""
+        return track_id in self.playlist
+
+    # ----------------------------------------------------------------------------------------- cache
+
+    def release(self, track_id: str, delete: Callable[[], bool]) -> bool:
+        """Let the cache delete `track_id`: refused (CACHE_ERROR) while it plays; once `delete()` removed it, it
+        leaves the playlist too. Returns what `delete()` returned. One lock: it cannot start meanwhile."""
+        with self._lock:
+            if self.mixer.track_id == track_id:
+                raise LofiError(
+                    ErrorCode.CACHE_ERROR,
+                    f"track {track_id} is playing; stop or skip it first",
+                    track_id=track_id,
+                )
+            if not delete():
+                return False
+            if track_id in self.playlist:
+                self.playlist_remove(track_id)
+            return True
+
+    def release_all(self, clear: Callable[[set[str]], int]) -> tuple[int, set[str]]:
+        """Let the cache clear itself, keeping the playlist and what sounds: `clear(keep)` returns how many tracks
+        it removed; playlist entries no longer in the cache leave the playlist. Returns (removed, keep)."""
+        with self._lock:
+            keep = set(self.protected_ids())
+            removed = clear(keep)
+            for tid in list(self.playlist):
+                if self.store.get(tid) is None:
+                    self.playlist_remove(tid)
+            return removed, keep
 
     # ----------------------------------------------------------------------------------------- sources
 

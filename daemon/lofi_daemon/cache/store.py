@@ -265,7 +265,13 @@ class TrackStore:
     """Cache of generated tracks. Thread-safe (one SQLite connection per thread) and multi-process safe."""
 
     def __init__(
-        self, root: Path, max_mb: float = 500, max_tracks: int | None = None, fmt: str = "flac"
+        self,
+        root: Path,
+        max_mb: float = 500,
+        max_tracks: int | None = None,
+        fmt: str = "flac",
+        *,
+        protect: Callable[[], Iterable[str]] | None = None,
     ) -> None:
         self.root = Path(root)
         self.max_mb = float(max_mb)
@@ -273,7 +279,7 @@ class TrackStore:
         self.fmt = fmt.lower()
         check_format(self.fmt)
         # ids the owner wants kept whatever their age (e.g. the track playing and the next one)
-        self.protect: Callable[[], Iterable[str]] | None = None
+        self.protect = protect
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
@@ -353,6 +359,14 @@ class TrackStore:
             if is_disk_full(e):
                 raise disk_full(self.root, INDEX_HEADROOM) from e
             raise
+
+    def adopt(self, other: TrackStore) -> None:
+        """Continue in `other`'s folder (`initialize` moved the cache; `other` was opened there first, so a refused
+        move changes nothing). This object stays the one the worker, the player and the handlers hold."""
+        self.close()
+        self.root, self.db_path, self.error = other.root, other.db_path, other.error
+        with other._conns_lock:
+            self._local, self._conns = other._local, other._conns
 
     def close(self) -> None:
         with self._conns_lock:
