@@ -411,3 +411,18 @@ def test_reconcile_adopts_only_regular_files(tmp_path):
         assert (root / "pipe.flac").exists() and (root / "linked.flac").is_symlink()
     finally:
         again.close()
+
+
+def test_adopt_moves_the_same_store_object_to_another_folder(tmp_path):
+    """`initialize` may move the cache: the store everyone holds (worker, player, handlers) follows the move."""
+    store = TrackStore(tmp_path / "old", protect=lambda: ["kept"])
+    old = put_track(store, "old", sine(300, 1, RATE), RATE, seed=1)
+    store.adopt(TrackStore(tmp_path / "new"))
+    assert store.root == tmp_path / "new" and store.get(old.track_id) is None
+    new = put_track(store, "new", sine(500, 1, RATE), RATE, seed=2)
+    assert os.path.dirname(new.path) == str(tmp_path / "new") and store.get(new.track_id) is not None
+    assert list(store.protect()) == ["kept"]  # the player's rule stays with the store
+    store.close()
+    reopened = TrackStore(tmp_path / "old")  # the old folder was left as it was
+    assert reopened.get(old.track_id) is not None
+    reopened.close()
