@@ -297,6 +297,7 @@ def test_device_selection_and_protection(env):
     assert e.value.code == ErrorCode.AUDIO_DEVICE_ERROR
     assert player.set_device(0)["state"] == "playing"
     assert a.track_id in player.protected_ids()
+    store.protect = player.protected_ids  # as daemon.py wires the store to the player
     store.max_mb = 0  # even an impossible limit never evicts what is playing
     store.evict()
     assert store.get(a.track_id) is not None

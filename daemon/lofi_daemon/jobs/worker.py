@@ -19,7 +19,7 @@ from .progress import ProgressReporter
 from .queue import Job, JobQueue
 
 if TYPE_CHECKING:
-    from ..cache.store import Track
+    from ..cache.index import Track
 
 log = logging.getLogger(__name__)
 
