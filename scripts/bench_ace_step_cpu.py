@@ -108,8 +108,8 @@ def run_e2e(a) -> dict:
     from lofi_daemon.backends.ace_step import pipeline as pl
     from lofi_daemon.backends.ace_step.backend import AceStepBackend
     from lofi_daemon.backends.base import GenerationRequest
+    from lofi_daemon.cancel import CancelToken
     from lofi_daemon.config import ModelSettings, Settings
-    from lofi_daemon.jobs.cancel import CancelToken
 
     settings = Settings(provider="cpu", threads=a.threads, cache_dir=Path("/tmp/lofi-bench-cache"))
     settings.models["ace_step"] = ModelSettings(dir=a.model, variant=a.variant)

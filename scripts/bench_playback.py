@@ -392,8 +392,8 @@ def bench_ttfs_musicgen(model_dir: Path, durations: list[float]) -> dict:
     from lofi_daemon.backends.base import GenerationRequest, track_id_for
     from lofi_daemon.backends.musicgen.backend import MusicGenBackend
     from lofi_daemon.cache.store import TrackStore
+    from lofi_daemon.cancel import CancelToken
     from lofi_daemon.config import Settings
-    from lofi_daemon.jobs.cancel import CancelToken
 
     from tests.playback_helpers import ManualOutput, Recorder
 

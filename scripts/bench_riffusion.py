@@ -56,8 +56,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from lofi_daemon.backends.base import GenerationRequest
     from lofi_daemon.backends.riffusion.backend import RiffusionBackend
+    from lofi_daemon.cancel import CancelToken
     from lofi_daemon.config import ModelSettings, Settings
-    from lofi_daemon.jobs.cancel import CancelToken
 
     s = Settings(threads=args.threads)
     s.models["riffusion"] = ModelSettings(dir=ROOT / "tests" / "fixtures" / "riffusion-tiny")

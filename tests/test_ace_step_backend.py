@@ -3,16 +3,14 @@ granularity, validation codes, defaults, LoRA identity, model discovery and the 
 
 from __future__ import annotations
 
-import types
-
 import numpy as np
 import pytest
 from lofi_daemon.backends.ace_step import backend as backend_mod
 from lofi_daemon.backends.ace_step.backend import AceStepBackend
 from lofi_daemon.backends.base import GenerationRequest, track_id_for
+from lofi_daemon.cancel import CancelToken
 from lofi_daemon.config import Settings
 from lofi_daemon.errors import Cancelled, ErrorCode, LofiError
-from lofi_daemon.jobs.cancel import CancelToken
 
 from tests.ace_step_helpers import FIXTURE, rel_err, tiny_pipeline
 from tests.tolerances import ACE_VELOCITY, f32_tol
@@ -189,11 +187,18 @@ def test_duration_outside_5_to_240_is_invalid_duration(tmp_path, duration):
     from lofi_daemon.rpc.schemas.generation import GenerateParams
 
     b = make_backend(tmp_path)
-    daemon = types.SimpleNamespace(backends={"ace_step": b}, settings=b.settings)
+    backends = {"ace_step": b}
     with pytest.raises(LofiError) as e:
-        build_job(daemon, GenerateParams(prompt="x", backend="ace_step", duration_sec=duration), "normal")
+        build_job(
+            backends,
+            b.settings,
+            GenerateParams(prompt="x", backend="ace_step", duration_sec=duration),
+            "normal",
+        )
     assert e.value.code == ErrorCode.INVALID_DURATION
-    job = build_job(daemon, GenerateParams(prompt="x", backend="ace_step", duration_sec=240), "normal")
+    job = build_job(
+        backends, b.settings, GenerateParams(prompt="x", backend="ace_step", duration_sec=240), "normal"
+    )
     assert job.request.params["inference_steps"] == 30  # the CPU preset
 
 

@@ -9,9 +9,9 @@ from lofi_daemon.backends.ace_step import backend as backend_mod
 from lofi_daemon.backends.ace_step import memory
 from lofi_daemon.backends.ace_step.backend import AceStepBackend
 from lofi_daemon.backends.base import GenerationRequest
+from lofi_daemon.cancel import CancelToken
 from lofi_daemon.config import Settings
 from lofi_daemon.errors import Cancelled, ErrorCode, LofiError
-from lofi_daemon.jobs.cancel import CancelToken
 
 from tests.ace_step_helpers import FIXTURE
 

@@ -52,9 +52,9 @@ def test_reference_sampling_equals_lofi_without_erg(ref_dir):
 def test_backend_generates_with_reference_layout(ref_dir, tmp_path):
     from lofi_daemon.backends.ace_step.backend import AceStepBackend
     from lofi_daemon.backends.base import GenerationRequest
+    from lofi_daemon.cancel import CancelToken
     from lofi_daemon.config import Settings
     from lofi_daemon.errors import ErrorCode, LofiError
-    from lofi_daemon.jobs.cancel import CancelToken
 
     notes = []
     b = AceStepBackend(

@@ -12,9 +12,9 @@ from lofi_daemon.backends.ace_step import backend as backend_mod
 from lofi_daemon.backends.ace_step.backend import AceStepBackend
 from lofi_daemon.backends.ace_step.layout import ModelLayout, choose_decoder, detect
 from lofi_daemon.backends.base import GenerationRequest
+from lofi_daemon.cancel import CancelToken
 from lofi_daemon.config import ModelSettings, Settings
 from lofi_daemon.errors import ErrorCode, LofiError
-from lofi_daemon.jobs.cancel import CancelToken
 
 from tests.ace_step_helpers import FIXTURE, fixed_inputs
 

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 import soundfile as sf
-from lofi_daemon.cache import store as store_mod
+from lofi_daemon.cache import tags as tags_mod
 from lofi_daemon.cache.store import TrackStore
 from lofi_daemon.errors import ErrorCode, LofiError
 
@@ -75,7 +75,7 @@ def test_unknown_or_unsupported_format_is_a_cache_error(store, monkeypatch):
     assert e.value.code == ErrorCode.CACHE_ERROR
     # a libsndfile without MPEG support: clear CACHE_ERROR naming the problem
     formats = {k: v for k, v in sf.available_formats().items() if k != "MP3"}
-    monkeypatch.setattr(store_mod.sf, "available_formats", lambda: formats)
+    monkeypatch.setattr(tags_mod.sf, "available_formats", lambda: formats)
     with pytest.raises(LofiError) as e:
         put_track(store, "x", sine(440, 1, RATE), RATE, fmt="mp3")
     assert e.value.code == ErrorCode.CACHE_ERROR and "mp3" in e.value.message
@@ -226,8 +226,8 @@ def test_reconcile_removes_dead_writers_temp_files_and_dangling_rows(tmp_path):
 def test_tag_payload_is_json_with_prefix(store):
     t = put_track(store, "tagged", sine(440, 1, RATE), RATE)
     with sf.SoundFile(t.path) as f:
-        assert f.comment.startswith(store_mod.TAG_PREFIX)
-        meta = json.loads(f.comment[len(store_mod.TAG_PREFIX) :])
+        assert f.comment.startswith(tags_mod.TAG_PREFIX)
+        meta = json.loads(f.comment[len(tags_mod.TAG_PREFIX) :])
     assert meta["track_id"] == t.track_id and meta["prompt"] == "tagged"
 
 
@@ -411,3 +411,18 @@ def test_reconcile_adopts_only_regular_files(tmp_path):
         assert (root / "pipe.flac").exists() and (root / "linked.flac").is_symlink()
     finally:
         again.close()
+
+
+def test_adopt_moves_the_same_store_object_to_another_folder(tmp_path):
+    """`initialize` may move the cache: the store everyone holds (worker, player, handlers) follows the move."""
+    store = TrackStore(tmp_path / "old", protect=lambda: ["kept"])
+    old = put_track(store, "old", sine(300, 1, RATE), RATE, seed=1)
+    store.adopt(TrackStore(tmp_path / "new"))
+    assert store.root == tmp_path / "new" and store.get(old.track_id) is None
+    new = put_track(store, "new", sine(500, 1, RATE), RATE, seed=2)
+    assert os.path.dirname(new.path) == str(tmp_path / "new") and store.get(new.track_id) is not None
+    assert list(store.protect()) == ["kept"]  # the player's rule stays with the store
+    store.close()
+    reopened = TrackStore(tmp_path / "old")  # the old folder was left as it was
+    assert reopened.get(old.track_id) is not None
+    reopened.close()

@@ -10,9 +10,9 @@ import pytest
 from lofi_daemon.backends.base import GenerationRequest, track_id_for
 from lofi_daemon.backends.musicgen.backend import MusicGenBackend
 from lofi_daemon.backends.musicgen.files import decoder_dtype, dtype_order
+from lofi_daemon.cancel import CancelToken
 from lofi_daemon.config import Settings
 from lofi_daemon.errors import Cancelled, ErrorCode, LofiError
-from lofi_daemon.jobs.cancel import CancelToken
 from lofi_daemon.models.registry import MUSICGEN_VARIANTS, default_variant
 
 from tests.musicgen_fixture import FIXTURE, tiny_settings

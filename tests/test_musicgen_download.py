@@ -11,9 +11,9 @@ import pytest
 from lofi_daemon.backends.base import GenerationRequest
 from lofi_daemon.backends.install import ensure_installed
 from lofi_daemon.backends.musicgen.backend import MusicGenBackend
+from lofi_daemon.cancel import CancelToken
 from lofi_daemon.config import Settings
 from lofi_daemon.errors import ErrorCode, LofiError
-from lofi_daemon.jobs.cancel import CancelToken
 from lofi_daemon.models import download as hub
 from lofi_daemon.models.registry import MUSICGEN_VARIANTS, ModelFile
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from lofi_daemon.backends.musicgen.pipeline import MusicGenPipeline, SamplingParams
 from lofi_daemon.backends.musicgen.sampling import apply_guidance, sample
+from lofi_daemon.cancel import CancelToken
 from lofi_daemon.errors import Cancelled
-from lofi_daemon.jobs.cancel import CancelToken
 
 from tests.musicgen_fixture import cpu_settings, fixture_files
 from tests.tolerances import audio_tol

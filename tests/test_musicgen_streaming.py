@@ -8,7 +8,7 @@ from lofi_daemon.backends.base import GenerationRequest
 from lofi_daemon.backends.musicgen.backend import MusicGenBackend
 from lofi_daemon.backends.musicgen.pipeline import MusicGenPipeline, SamplingParams
 from lofi_daemon.backends.musicgen.streaming import generate_streaming
-from lofi_daemon.jobs.cancel import CancelToken
+from lofi_daemon.cancel import CancelToken
 
 from tests.musicgen_fixture import cpu_settings, fixture_files, tiny_settings
 from tests.tolerances import audio_tol

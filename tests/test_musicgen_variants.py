@@ -10,7 +10,7 @@ import pytest
 from lofi_daemon.backends.base import GenerationRequest
 from lofi_daemon.backends.musicgen.backend import MusicGenBackend
 from lofi_daemon.backends.musicgen.pipeline import MusicGenPipeline, SamplingParams
-from lofi_daemon.jobs.cancel import CancelToken
+from lofi_daemon.cancel import CancelToken
 
 from tests.musicgen_fixture import FIXTURE, cpu_settings, fixture_files, tiny_settings
 

@@ -297,6 +297,7 @@ def test_device_selection_and_protection(env):
     assert e.value.code == ErrorCode.AUDIO_DEVICE_ERROR
     assert player.set_device(0)["state"] == "playing"
     assert a.track_id in player.protected_ids()
+    store.protect = player.protected_ids  # as daemon.py wires the store to the player
     store.max_mb = 0  # even an impossible limit never evicts what is playing
     store.evict()
     assert store.get(a.track_id) is not None
@@ -330,3 +331,29 @@ def test_device_rate_change_while_streaming(env):
     audio = out.pump(2.0, player.poll)
     assert abs(dominant_freq(audio[400:, 0], DEV_RATE // 2) - 440) < 3
     assert player.mixer.current_source.length == pytest.approx(4.0 * DEV_RATE // 2, abs=2)
+
+
+def test_release_refuses_the_playing_track_and_drops_a_deleted_one_from_the_playlist(env):
+    """What the cache handlers ask of the player instead of reading its mixer and playlist."""
+    store, player, out, rec = env
+    a, b = tone_track(store, 300), tone_track(store, 500)
+    player.play(a.track_id)
+    player.playlist_add(b.track_id)
+    asked: list[str] = []
+    with pytest.raises(LofiError) as e:
+        player.release(a.track_id, lambda: asked.append(a.track_id) or True)
+    assert e.value.code == ErrorCode.CACHE_ERROR and asked == []  # refused before deleting anything
+    assert player.release(b.track_id, lambda: store.delete(b.track_id)) is True
+    assert player.playlist_get()["tracks"] == [a.track_id] and store.get(b.track_id) is None
+    assert player.release(b.track_id, lambda: store.delete(b.track_id)) is False  # nothing left to delete
+
+
+def test_release_all_keeps_what_sounds_and_the_playlist(env):
+    store, player, out, rec = env
+    a, b, c = tone_track(store, 300), tone_track(store, 500), tone_track(store, 700)
+    player.play(a.track_id)
+    player.playlist_add(b.track_id)
+    removed, keep = player.release_all(lambda keep: store.clear(keep_favourites=False, keep=keep))
+    assert removed == 1 and keep == {a.track_id, b.track_id}
+    assert store.get(c.track_id) is None and store.get(b.track_id) is not None
+    assert player.playlist_get()["tracks"] == [a.track_id, b.track_id]

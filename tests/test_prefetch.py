@@ -214,3 +214,37 @@ def test_slow_generation_repeats_the_current_track_and_warns_once(tmp_path):
     assert len(warnings) == 1 and "repeating" in warnings[0]["message"]
     started = [p["track_id"] for p in rec.of("playback_started")]
     assert started[:2] == [first.track_id, gen.made[0][0]]
+
+
+class _CachedOnlyBackend:
+    """Just what `build_job` asks of a backend; generating is never reached."""
+
+    name = "musicgen"
+    min_duration_sec, max_duration_sec, default_duration_sec = 1.0, 30.0, 10.0
+
+    def validate(self, raw):
+        return {"guidance_scale": 3.0}
+
+    def model_version(self):
+        return "test-v1"
+
+
+def test_prefetch_cache_hit_is_announced_like_every_finished_track(tmp_path):
+    """A prefetch whose track is already cached reaches the player the one way every finished track does: a
+    `generation_complete` notification (cached), not a direct call into the player."""
+    from lofi_daemon.config import Settings
+    from lofi_daemon.jobs.api import make_enqueue
+    from lofi_daemon.jobs.queue import JobQueue
+
+    store = TrackStore(tmp_path / "tracks")
+    track = put_track(store, "rain", sine(300, 4.0, GEN_RATE), GEN_RATE, seed=5)
+    queue = JobQueue()
+    rec = Recorder()
+    settings = Settings(cache_dir=tmp_path / "cache", log_dir=tmp_path / "log", default_backend="musicgen")
+    enqueue = make_enqueue({"musicgen": _CachedOnlyBackend()}, settings, store, queue, rec)
+    reply = enqueue({"prompt": "rain", "backend": "musicgen", "duration_sec": 4.0, "seed": 5})
+    assert reply == {"track_id": track.track_id, "status": "cached"}
+    [done] = rec.of("generation_complete")
+    assert done["track_id"] == track.track_id and done["cached"] is True and done["path"] == track.path
+    assert not queue.busy  # nothing to generate
+    store.close()

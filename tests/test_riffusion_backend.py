@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from lofi_daemon.backends.base import GenerationRequest
 from lofi_daemon.backends.riffusion import backend as rb
+from lofi_daemon.cancel import CancelToken
 from lofi_daemon.config import ModelSettings, Settings
 from lofi_daemon.errors import Cancelled, ErrorCode, LofiError
-from lofi_daemon.jobs.cancel import CancelToken
 
 from tests.riffusion_helpers import FIXTURE
 

@@ -162,10 +162,9 @@ def _generate(settings: Settings, args: argparse.Namespace, log_file: Path | Non
             done.set()
 
     daemon = Daemon(settings, send=send, log_file=log_file)
-    if daemon.player is not None:  # one-shot CLI: play only on --play, and never queue more music
-        daemon.player.auto_play = False
-        if daemon.prefetch is not None:
-            daemon.prefetch.configure(enabled=False)
+    # one-shot CLI: play only on --play, and never queue more music
+    daemon.player.auto_play = False
+    daemon.prefetch.configure(enabled=False)
     out_fmt = None
     if args.output:  # refuse a bad name before minutes of generation, not after
         from .cache.export import output_format
@@ -184,7 +183,7 @@ def _generate(settings: Settings, args: argparse.Namespace, log_file: Path | Non
         params = GenerateParams.model_validate({k: v for k, v in raw.items() if v is not None})
     except ValidationError as exc:
         raise LofiError(ErrorCode.INVALID_PARAMS, str(exc)) from None
-    job = build_job(daemon, params, "high")
+    job = build_job(daemon.backends, daemon.settings, params, "high")
     track = daemon.store.get(job.track_id)
     started = time.monotonic()
     if track is None:
@@ -271,8 +270,8 @@ def _health(settings: Settings, args: argparse.Namespace) -> int:
 
 def _download(settings: Settings, args: argparse.Namespace) -> int:
     from .backends import canonical_name, create_backends
+    from .cancel import CancelToken
     from .errors import ErrorCode
-    from .jobs.cancel import CancelToken
 
     name = canonical_name(args.backend)
     if args.variant:

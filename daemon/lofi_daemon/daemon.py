@@ -1,7 +1,11 @@
-"""The composition root: builds every part of the daemon, wires them together and registers the RPC methods.
+"""The composition root: the one place that builds every part of the daemon, hands each its collaborators as
+constructor arguments and registers the RPC methods (each `*/api.py` `register()` gets only what it uses).
 
-`notify` is the one way anything reaches the client; local subscribers (prefetch, auto-play) see the same
-notifications, so in-process reactions and the plugin can never disagree about what happened.
+`notify` is the one way anything reaches the client; local subscribers (auto-play, the idle clock) see the same
+notifications, so in-process reactions and the plugin can never disagree about what happened. Generated audio
+reaches the player on one path: chunks stream through the worker's `PlaybackSink` while a track is generated, and
+every finished track (generated, or found in the cache by `generate` or prefetch) is announced with
+`generation_complete`, to which the player subscribes.
 """
 
 from __future__ import annotations
@@ -14,28 +18,27 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import __version__
 from .audio import api as audio_api
+from .audio.player import Player
+from .audio.player_lock import PlayerLock
 from .backends import api as backends_api
 from .backends import canonical_name, create_backends
 from .cache import api as cache_api
 from .cache.store import TrackStore
+from .cancel import CancelToken
 from .config import Settings
 from .errors import ErrorCode, LofiError
 from .jobs import api as jobs_api
-from .jobs.cancel import CancelToken
+from .jobs.prefetch import Prefetcher
 from .jobs.queue import JobQueue
 from .jobs.worker import Worker
 from .ports import Backend
 from .rpc.dispatch import Dispatcher
 from .rpc.schemas.core import InitializeParams
 from .rpc.schemas.options import InitializeOptions, PlaybackOptions
-
-if TYPE_CHECKING:  # the player exists only with PortAudio; audio/api.py builds it
-    from .audio.player import Player
-    from .jobs.prefetch import Prefetcher
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +62,16 @@ Send = Callable[[str, dict[str, Any]], None]
 
 
 class Daemon:
-    def __init__(self, settings: Settings, send: Send | None = None, log_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        send: Send | None = None,
+        log_file: Path | None = None,
+        *,
+        dispatcher: Dispatcher | None = None,
+    ) -> None:
+        """`send` writes a notification to the client; `dispatcher` is the one the transport reads requests into
+        (serve.py builds it first, so the server gets it at construction)."""
         self.settings = settings
         self.log_file = log_file
         self._send = send
@@ -68,15 +80,32 @@ class Daemon:
         self.last_activity = time.monotonic()
         self.stop_requested = threading.Event()
         self.downloads: dict[str, CancelToken] = {}
-        self.dispatcher = Dispatcher()
+        self.dispatcher = dispatcher if dispatcher is not None else Dispatcher()
         self.queue = JobQueue()
         self.backends: dict[str, Backend] = create_backends(settings, self.notify)
-        self.store = TrackStore(settings.tracks_dir)
-        self.worker = Worker(self.queue, self.backends, self.store, self.notify, settings.idle_unload_sec)
-        self.player: Player | None = None
-        self.prefetch: Prefetcher | None = None
+        # eviction never removes what the player holds (asked at eviction time; the player is built below)
+        self.store = TrackStore(settings.tracks_dir, protect=self._player_holds)
+        self.prefetch = Prefetcher(
+            jobs_api.make_enqueue(self.backends, settings, self.store, self.queue, self.notify),
+            track_info=self._track_info,
+            queue_busy=lambda: self.queue.busy,
+            has_next=self._player_has_next,
+            notify=self.notify,
+        )
+        # one player per machine and cache dir: see player_lock.py
+        self.player = Player(
+            self.store,
+            self.notify,
+            lock=PlayerLock(lambda: settings.cache_dir),
+            more_coming=self._more_coming,
+            progress_listeners=[self.prefetch.on_progress],
+        )
+        self.worker = Worker(
+            self.queue, self.backends, self.store, self.notify, settings.idle_unload_sec, player=self.player
+        )
+        self.subscribe("generation_started", self.player.on_generation_started)
+        self.subscribe("generation_complete", self.player.on_generation_complete)
         self._register()
-        self.worker.player = self.player
         # The idle clock restarts when work ends, not only when a request arrives.
         for ended in ("generation_complete", "generation_error", "generation_cancelled", "playback_ended"):
             self.subscribe(ended, lambda _params: self.touch())
@@ -86,6 +115,25 @@ class Daemon:
                 self.touch()
 
         self.subscribe("download_progress", download_ended)
+
+    # -- what the parts ask of each other (bound here, where all of them exist) -------------------------
+    def _player_holds(self) -> list[str]:
+        return self.player.protected_ids()
+
+    def _player_has_next(self) -> bool:
+        return self.player.has_next()
+
+    def _track_info(self, track_id: str) -> dict[str, Any] | None:
+        track = self.store.get(track_id)
+        return track.to_dict() if track is not None else None
+
+    def _more_coming(self) -> bool:
+        """Will another track arrive? (Then the end of the playlist repeats the current track.)"""
+        if self.prefetch.enabled or self.queue.has_waiting():
+            return True
+        running = self.queue.running
+        # the worker announces generation_complete before it releases the job: that track is no longer coming
+        return running is not None and not self.player.holds(running.track_id)
 
     # -- notifications -----------------------------------------------------------------------------
     def notify(self, method: str, params: dict[str, Any]) -> None:
@@ -107,11 +155,10 @@ class Daemon:
     def close(self) -> None:
         for token in self.downloads.values():
             token.cancel()
-        if self.player is not None:
-            try:
-                self.player.close()
-            except Exception:
-                log.exception("closing the player failed")
+        try:
+            self.player.close()
+        except Exception:
+            log.exception("closing the player failed")
         self.worker.stop(timeout=30.0)
         if not self.worker.alive:  # never pull a session out from under a running step
             for backend in self.backends.values():
@@ -129,8 +176,7 @@ class Daemon:
         return time.monotonic() - self.last_activity
 
     def is_idle(self) -> bool:
-        playing = self.player is not None and getattr(self.player, "is_playing", False)
-        return not self.queue.busy and not self.downloads and not playing
+        return not self.queue.busy and not self.downloads and not self.player.is_playing
 
     def status(self) -> dict[str, Any]:
         running = self.queue.running
@@ -144,7 +190,7 @@ class Daemon:
                 "running": None if running is None else {**running.summary(), "percent": running.percent},
                 "waiting": len(self.queue.waiting()),
             },
-            "playback": self.player.state() if self.player is not None else {"state": "stopped"},
+            "playback": self.player.state(),
             "loaded_backend": next((b.name for b in self.backends.values() if b.loaded), None),
             "downloading": sorted(self.downloads),
         }
@@ -162,7 +208,9 @@ class Daemon:
                 "server": {"name": "lofi-daemon", "version": __version__},
                 "protocol_version": PROTOCOL_VERSION,
                 "capabilities": {"methods": d.method_names, "notifications": NOTIFICATIONS},
-                "backends": [backends_api.backend_info(self, n) for n in self.backends],
+                "backends": [
+                    backends_api.backend_info(self.backends, self.downloads, n) for n in self.backends
+                ],
                 "default_backend": self.settings.default_backend,
                 "log_file": str(self.log_file) if self.log_file else None,
                 "cache_dir": str(self.settings.cache_dir),
@@ -181,18 +229,19 @@ class Daemon:
             d.after_response(self.stop_requested.set)
             return {"ok": True}
 
-        jobs_api.register(d, self)
-        backends_api.register(d, self)
-        cache_api.register(d, self)
-        audio_api.register(d, self)
-
-    def _use_store(self, store: TrackStore) -> None:
-        old, self.store = self.store, store
-        store.protect = old.protect  # the player's "never evict what is playing" rule
-        self.worker.store = store
-        if self.player is not None:
-            self.player.store = store
-        old.close()
+        jobs_api.register(
+            d,
+            backends=self.backends,
+            settings=self.settings,
+            store=self.store,
+            queue=self.queue,
+            notify=self.notify,
+        )
+        backends_api.register(
+            d, backends=self.backends, settings=self.settings, downloads=self.downloads, notify=self.notify
+        )
+        cache_api.register(d, store=self.store, player=self.player)
+        audio_api.register(d, player=self.player, prefetch=self.prefetch)
 
     def _check_options(self, options: InitializeOptions) -> None:
         """What the schema cannot know: the backend names this daemon has."""
@@ -227,7 +276,7 @@ class Daemon:
         # ---- nothing below can fail on validated values
         self.settings.apply_options(options)
         if new_store is not None:
-            self._use_store(new_store)
+            self.store.adopt(new_store)  # the same store object moves: everyone holding it follows
         reply: dict[str, Any] = {}
         c = options.cache
         would_evict = self.store.configure(
@@ -250,16 +299,14 @@ class Daemon:
             self.dispatcher.after_response(
                 lambda: self.notify("log", {"level": "warning", "message": message})
             )
-        if options.playback is not None and self.player is not None:
+        if options.playback is not None:
             self._apply_playback(options.playback)
-        if options.prefetch is not None and self.prefetch is not None:
+        if options.prefetch is not None:
             self.prefetch.configure(**options.prefetch.model_dump(exclude_none=True))
         return reply
 
     def _apply_playback(self, pb: PlaybackOptions) -> None:
         player = self.player
-        if player is None:
-            return
         if pb.volume is not None:
             player.set_volume(pb.volume)
         if pb.crossfade_sec is not None:

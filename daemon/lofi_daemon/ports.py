@@ -16,8 +16,8 @@ import numpy as np
 # Only for annotations: ports.py imports nothing of lofi's at run time, so any module can import it.
 if TYPE_CHECKING:
     from .backends.base import AudioChunkFn, GeneratedAudio, GenerationRequest, ProgressFn
-    from .cache.store import Track
-    from .jobs.cancel import CancelToken
+    from .cache.index import Track
+    from .cancel import CancelToken
 
 # notify(method, params): sends one JSON-RPC notification to the client
 Notify = Callable[[str, dict[str, Any]], None]

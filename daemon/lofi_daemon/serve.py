@@ -23,10 +23,13 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     proto_in, proto_out = claim_stdio()
     log_file = setup_logging(settings.log_dir, args.log_level, args.log_file)
     from .daemon import Daemon  # after stdio is claimed: nothing imported later can write to the protocol
+    from .rpc.dispatch import Dispatcher
 
-    server = Server(None, proto_in, proto_out)  # type: ignore[arg-type]
-    daemon = Daemon(settings, send=server.notify, log_file=log_file)
-    server.dispatcher = daemon.dispatcher
+    # The server reads requests into the dispatcher; the daemon registers its methods there and answers
+    # through the server's writer.
+    dispatcher = Dispatcher()
+    server = Server(dispatcher, proto_in, proto_out)
+    daemon = Daemon(settings, send=server.notify, log_file=log_file, dispatcher=dispatcher)
     server.on_message.append(daemon.touch)
     log.info(
         "lofi-daemon %s started (pid %d, parent %s)", daemon.status()["version"], os.getpid(), args.parent_pid

@@ -1,14 +1,9 @@
-"""Playback, playlist, device and prefetch methods, and the wiring of the player into the daemon.
-
-`register(dispatcher, daemon)` builds `daemon.player` (a Player on the default device) and `daemon.prefetch`
-(a Prefetcher) unless the daemon already has them, subscribes them to the generation notifications and registers
-the RPC methods.
-"""
+"""play, pause, resume, toggle, stop, skip, seek, volume, loop, crossfade, playlist_*, audio_devices,
+audio_device_set and prefetch_config: thin handlers over the player and the prefetcher the daemon built."""
 
 from __future__ import annotations
 
-import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..jobs.prefetch import Prefetcher
 from ..rpc.dispatch import Dispatcher
@@ -24,78 +19,9 @@ from ..rpc.schemas.playback import (
     VolumeParams,
 )
 from .player import Player
-from .player_lock import PlayerLock
-
-if TYPE_CHECKING:
-    from ..daemon import Daemon
-
-log = logging.getLogger(__name__)
 
 
-def make_enqueue(daemon: Daemon):
-    """enqueue(request, priority="prefetch"): validate like `generate` and queue the job (no RPC involved)."""
-    from ..backends.install import require_installed
-    from ..jobs.api import build_job
-    from ..rpc.schemas.generation import GenerateParams
-
-    def enqueue(request: dict[str, Any], priority: str = "prefetch") -> dict[str, Any]:
-        params = GenerateParams.model_validate(
-            {k: v for k, v in request.items() if k != "priority" and v is not None}
-        )
-        job = build_job(daemon, params, priority)  # type: ignore[arg-type]
-        cached = daemon.store.get(job.track_id)
-        if cached is not None:  # already there: behave as if it had just been generated
-            if daemon.player is not None:
-                daemon.player.on_generation_complete({"track_id": job.track_id})
-            return {"track_id": job.track_id, "status": "cached"}
-        require_installed(daemon.backends[job.request.backend], allow_download=False)
-        if daemon.queue.find(job.track_id) is None:
-            daemon.queue.submit(job)
-        return {"track_id": job.track_id, "status": "queued"}
-
-    return enqueue
-
-
-def attach(daemon: Daemon, player: Player | None = None, prefetch: Prefetcher | None = None) -> None:
-    """Create (or adopt) the player and the prefetcher and connect them to the daemon's notifications."""
-    if player is None:  # one player per machine and cache dir: see player_lock.py
-        player = Player(daemon.store, daemon.notify, lock=PlayerLock(lambda: daemon.settings.cache_dir))
-    daemon.player = player
-    if prefetch is None:
-
-        def track_info(track_id: str) -> dict[str, Any] | None:
-            t = daemon.store.get(track_id)
-            return t.to_dict() if t is not None else None
-
-        prefetch = Prefetcher(
-            make_enqueue(daemon),
-            track_info=track_info,
-            queue_busy=lambda: daemon.queue.busy,
-            has_next=lambda: bool(player.mixer.upcoming),
-            notify=daemon.notify,
-        )
-    daemon.prefetch = prefetch
-
-    def more_coming() -> bool:
-        """Will another track arrive? (Then the end of the playlist repeats the current track.)"""
-        if prefetch.enabled or daemon.queue.has_waiting():
-            return True
-        running = daemon.queue.running
-        # the worker announces generation_complete before it releases the job: that track is no longer coming
-        return running is not None and running.track_id not in player.playlist
-
-    player.more_coming = more_coming
-    player.progress_listeners.append(prefetch.on_progress)
-    daemon.subscribe("generation_started", player.on_generation_started)
-    daemon.subscribe("generation_complete", player.on_generation_complete)
-
-
-def register(dispatcher: Dispatcher, daemon: Daemon) -> None:
-    if getattr(daemon, "player", None) is None:
-        attach(daemon)
-    player, prefetch = daemon.player, daemon.prefetch
-    assert player is not None and prefetch is not None  # attach() set both
-
+def register(dispatcher: Dispatcher, *, player: Player, prefetch: Prefetcher) -> None:
     @dispatcher.method("play", PlayParams)
     def play(p: PlayParams) -> dict[str, Any]:
         return player.play(p.track_id)

@@ -5,6 +5,9 @@ Threads: RPC handlers and the generation worker call the command methods; the de
 tracks decoded and queued in the mixer, reports position (≤ 1/s), tells progress listeners (prefetch) where the
 track is, stops the device when nothing is audible and notices a device that went away. Lock order: player lock,
 then mixer lock; the callback takes only the mixer lock.
+
+Beside it: `stream.py` (a track played while it is generated, and when it may start), `playlist.py` (which
+tracks come next), `mixer.py` (voices and crossfades), `output.py` (the PortAudio device).
 """
 
 from __future__ import annotations
@@ -12,9 +15,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -23,99 +26,17 @@ from ..ports import Store
 from .mixer import DEFAULT_CROSSFADE_SEC, END_LOOP, END_STOP, Mixer, Source
 from .output import CHANNELS, DeviceOutput, Render
 from .player_lock import PlayerLock
-from .resample import StreamResampler, to_channels, to_device
+from .playlist import LOOP_MODES, LoopMode, remove, upcoming
+from .resample import to_device
+from .stream import TrackStream
 
 log = logging.getLogger(__name__)
 
 Notify = Callable[[str, dict[str, Any]], None]
-LoopMode = Literal["off", "track", "playlist"]
-LOOP_MODES = ("off", "track", "playlist")
 POLL_SEC = 0.05
 POSITION_EVERY_SEC = 1.0
 IDLE_STOP_SEC = 0.5  # stop pulling from the device this long after the last audible sample
 UPCOMING = 2  # tracks decoded and queued ahead of the current one
-STREAM_SAFETY = 1.25  # margin on the predicted generation time before a streaming track may start
-STREAM_MIN_BUFFER_SEC = 0.5
-
-
-class TrackStream:
-    """A track that plays while it is being generated. The generator calls `push(chunk)` with audio at its own
-    rate ([frames, channels] float32), then `finish()`; `abort()` if generation fails or is cancelled.
-    Playback of it starts only once it can play through without running dry, judged from how fast audio has
-    been arriving (`can_start`)."""
-
-    def __init__(
-        self, player: Player, track_id: str, sample_rate: int, channels: int, duration_sec: float | None
-    ):
-        self.player = player
-        self.track_id = track_id
-        self.sample_rate = int(sample_rate)
-        self.duration_sec = duration_sec
-        self.source = Source(track_id, channels=CHANNELS)
-        self._resampler = StreamResampler(sample_rate, player.mixer.rate)
-        self.started = player.clock()
-        self.first_chunk_at: float | None = None
-        self.produced_sec = 0.0
-        self.aborted = False
-
-    def push(self, chunk: np.ndarray) -> None:
-        if self.aborted or self.source.complete:
-            return
-        chunk = chunk if chunk.ndim == 2 else chunk[:, None]
-        if self.first_chunk_at is None:
-            self.first_chunk_at = self.player.clock()
-        self.produced_sec += chunk.shape[0] / self.sample_rate
-        frames = self._resampler.push(chunk)
-        if frames.shape[0]:
-            self.source.push(to_channels(frames, CHANNELS))
-
-    def finish(self) -> None:
-        if self.aborted or self.source.complete:
-            return
-        tail = self._resampler.finish()
-        if tail.shape[0]:
-            self.source.push(to_channels(tail, CHANNELS))
-        self.source.finish()
-        self.player._stream_done(self)
-
-    def retarget(self, rate: int) -> None:
-        """The device rate changed: resample everything received so far for the new rate."""
-        received = self._resampler.received()
-        self._resampler = StreamResampler(self.sample_rate, rate)
-        source = Source(self.track_id, channels=CHANNELS)
-        if received is not None and received.shape[0]:
-            source.push(to_channels(self._resampler.push(received), CHANNELS))
-        if self.source.complete:
-            tail = self._resampler.finish()
-            if tail.shape[0]:
-                source.push(to_channels(tail, CHANNELS))
-            source.finish()
-        self.source = source
-
-    def abort(self) -> None:
-        self.aborted = True
-        self.source.finish()  # whatever is there plays out; nothing more is coming
-        self.player._stream_done(self)
-
-    def can_start(self, now: float | None = None) -> bool:
-        """True when playing from now on will not catch up with the generator (or it has finished)."""
-        if self.source.complete:
-            return self.source.length > 0
-        if self.first_chunk_at is None:
-            return False
-        buffered = self.source.length / self.player.mixer.rate
-        if buffered < STREAM_MIN_BUFFER_SEC:
-            return False
-        if not self.duration_sec:
-            return False  # unknown length: wait for the end
-        elapsed = max((now if now is not None else self.player.clock()) - self.started, 1e-6)
-        speed = self.produced_sec / elapsed  # audio seconds per wall second
-        remaining = max(self.duration_sec - self.produced_sec, 0.0)
-        if speed <= 0:
-            return False
-        # playing starts now; the generator is done after remaining/speed s; we reach its end of audio after
-        # `buffered + (generated meanwhile)` s: safe if buffered ≥ remaining * (1/speed - 1), with a margin
-        return buffered >= STREAM_SAFETY * remaining * max(1.0 / speed - 1.0, 0.0)
 
 
 class Player:
@@ -132,6 +53,8 @@ class Player:
         output_factory: Callable[[Render, int | str | None], Any] | None = None,
         start_thread: bool = True,
         lock: PlayerLock | None = None,
+        more_coming: Callable[[], bool] = lambda: False,
+        progress_listeners: Iterable[Callable[[str, float, float], None]] = (),
     ) -> None:
         self.store = store
         # one player per machine (player_lock.py); None: this player never defers to another
@@ -150,10 +73,10 @@ class Player:
         self.playlist: list[str] = []
         self.index = -1  # playlist position of the current track (-1: none)
         # True when more music is on its way (a generation queued/running, or prefetch on): at the end of the
-        # playlist the current track then repeats instead of stopping. The daemon sets this.
-        self.more_coming: Callable[[], bool] = lambda: False
-        # prefetch and others: fn(track_id, position_sec, duration_sec), called from the control thread
-        self.progress_listeners: list[Callable[[str, float, float], None]] = []
+        # playlist the current track then repeats instead of stopping.
+        self.more_coming = more_coming
+        # prefetch: fn(track_id, position_sec, duration_sec), called from the control thread
+        self.progress_listeners = list(progress_listeners)
         self.device_error: str | None = None
         self._lock = threading.RLock()
         self._sources: dict[str, Source] = {}
@@ -173,7 +96,6 @@ class Player:
         self._silent_since: float | None = None
         self._stop_thread = threading.Event()
         self._thread: threading.Thread | None = None
-        store.protect = self.protected_ids
         if start_thread:
             self._thread = threading.Thread(target=self._run, name="playback-control", daemon=True)
             self._thread.start()
@@ -227,6 +149,43 @@ class Player:
             ids.append(self.mixer.track_id)
         return ids
 
+    def has_next(self) -> bool:
+        """A next track is already decoded and queued after the current one."""
+        return bool(self.mixer.upcoming)
+
+    def holds(self, track_id: str) -> bool:
+        """`track_id` is in the playlist."""
+        return track_id in self.playlist
+
+    # ----------------------------------------------------------------------------------------- cache
+
+    def release(self, track_id: str, delete: Callable[[], bool]) -> bool:
+        """Let the cache delete `track_id`: refused (CACHE_ERROR) while it plays; once `delete()` removed it, it
+        leaves the playlist too. Returns what `delete()` returned. One lock: it cannot start meanwhile."""
+        with self._lock:
+            if self.mixer.track_id == track_id:
+                raise LofiError(
+                    ErrorCode.CACHE_ERROR,
+                    f"track {track_id} is playing; stop or skip it first",
+                    track_id=track_id,
+                )
+            if not delete():
+                return False
+            if track_id in self.playlist:
+                self.playlist_remove(track_id)
+            return True
+
+    def release_all(self, clear: Callable[[set[str]], int]) -> tuple[int, set[str]]:
+        """Let the cache clear itself, keeping the playlist and what sounds: `clear(keep)` returns how many tracks
+        it removed; playlist entries no longer in the cache leave the playlist. Returns (removed, keep)."""
+        with self._lock:
+            keep = set(self.protected_ids())
+            removed = clear(keep)
+            for tid in list(self.playlist):
+                if self.store.get(tid) is None:
+                    self.playlist_remove(tid)
+            return removed, keep
+
     # ----------------------------------------------------------------------------------------- sources
 
     def _load(self, track_id: str) -> Source:
@@ -243,22 +202,7 @@ class Player:
         return src
 
     def _upcoming_ids(self) -> list[str]:
-        cur = self.mixer.track_id
-        if cur is None:
-            return []
-        if self.loop == "track":
-            return [cur] * UPCOMING
-        ids: list[str] = []
-        n = len(self.playlist)
-        i = self.index
-        for _ in range(UPCOMING):
-            i += 1
-            if i >= n:
-                if self.loop != "playlist" or n == 0:
-                    break
-                i = 0
-            ids.append(self.playlist[i])
-        return ids
+        return upcoming(self.playlist, self.index, self.mixer.track_id, self.loop, UPCOMING)
 
     def _refresh(self) -> None:
         """Queue the next tracks in the mixer, set the end policy and drop decoded audio nobody needs."""
@@ -299,11 +243,7 @@ class Player:
             return False
 
     def _drop_from_playlist(self, track_id: str) -> None:
-        if track_id in self.playlist:
-            i = self.playlist.index(track_id)
-            self.playlist.pop(i)
-            if i < self.index or (i == self.index and self.mixer.track_id != track_id):
-                self.index -= 1
+        self.index = remove(self.playlist, self.index, track_id, self.mixer.track_id)
 
     # ----------------------------------------------------------------------------------------- device
 
@@ -555,7 +495,15 @@ class Player:
         if not (self.auto_play and self.stream_while_generating):
             return None
         with self._lock:
-            stream = TrackStream(self, track_id, sample_rate, channels, duration_sec)
+            stream = TrackStream(
+                track_id,
+                sample_rate,
+                channels,
+                duration_sec,
+                device_rate=lambda: self.mixer.rate,
+                clock=lambda: self.clock(),
+                on_done=self._stream_done,
+            )
             self._streams[track_id] = stream
             if track_id not in self.playlist:
                 self.playlist.append(track_id)

@@ -4,23 +4,28 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
+from ..cancel import CancelToken
+from ..config import Settings
 from ..errors import ErrorCode, LofiError
-from ..jobs.cancel import CancelToken
 from ..models.verify import repair_variant
+from ..ports import Backend
 from ..rpc.dispatch import Dispatcher
 from ..rpc.schemas.generation import DownloadBackendParams
 from . import canonical_name
 
-if TYPE_CHECKING:
-    from ..daemon import Daemon
-
 log = logging.getLogger(__name__)
 
 
-def backend_info(daemon: Daemon, name: str) -> dict[str, Any]:
-    b = daemon.backends[name]
+Notify = Callable[[str, dict[str, Any]], None]
+
+
+def backend_info(
+    backends: dict[str, Backend], downloads: dict[str, CancelToken], name: str
+) -> dict[str, Any]:
+    b = backends[name]
     info = {
         "name": b.name,
         "display_name": b.display_name,
@@ -30,7 +35,7 @@ def backend_info(daemon: Daemon, name: str) -> dict[str, Any]:
         "max_duration_sec": b.max_duration_sec,
         "default_duration_sec": b.default_duration_sec,
         "loaded": b.loaded,
-        "downloading": name in daemon.downloads,
+        "downloading": name in downloads,
     }
     try:
         info.update(b.status())
@@ -42,31 +47,40 @@ def backend_info(daemon: Daemon, name: str) -> dict[str, Any]:
     return info
 
 
-def resolve_backend(daemon: Daemon, name: str | None) -> str:
-    key = canonical_name(name or daemon.settings.default_backend)
-    if key not in daemon.backends:
+def resolve_backend(backends: dict[str, Backend], settings: Settings, name: str | None) -> str:
+    key = canonical_name(name or settings.default_backend)
+    if key not in backends:
         raise LofiError(
             ErrorCode.INVALID_BACKEND,
-            f"unknown backend {name!r}; available: {', '.join(sorted(daemon.backends))}",
+            f"unknown backend {name!r}; available: {', '.join(sorted(backends))}",
         )
     return key
 
 
-def register(dispatcher: Dispatcher, daemon: Daemon) -> None:
+def register(
+    dispatcher: Dispatcher,
+    *,
+    backends: dict[str, Backend],
+    settings: Settings,
+    downloads: dict[str, CancelToken],
+    notify: Notify,
+) -> None:
+    """`downloads` (backend name → its cancel token) is shared with the daemon, which cancels them on exit."""
+
     @dispatcher.method("get_backends")
     def get_backends(_: None) -> dict[str, Any]:
         return {
-            "backends": [backend_info(daemon, n) for n in daemon.backends],
-            "default_backend": daemon.settings.default_backend,
+            "backends": [backend_info(backends, downloads, n) for n in backends],
+            "default_backend": settings.default_backend,
         }
 
     @dispatcher.method("download_backend", DownloadBackendParams)
     def download_backend(p: DownloadBackendParams) -> dict[str, Any]:
-        name = resolve_backend(daemon, p.backend)
-        backend = daemon.backends[name]
+        name = resolve_backend(backends, settings, p.backend)
+        backend = backends[name]
         if p.variant:
-            daemon.settings.models[name].variant = p.variant
-        if name in daemon.downloads:
+            settings.models[name].variant = p.variant
+        if name in downloads:
             return {"backend": name, "status": "already_downloading"}
         if p.repair:
             if getattr(backend, "local_dir", None) is not None or not hasattr(backend, "variant"):
@@ -79,7 +93,7 @@ def register(dispatcher: Dispatcher, daemon: Daemon) -> None:
         elif backend.is_installed():
             return {"backend": name, "status": "already_installed"}
         token = CancelToken()
-        daemon.downloads[name] = token
+        downloads[name] = token
 
         announced: dict[str, str] = {}
         final: dict[str, Any] = {}
@@ -89,7 +103,7 @@ def register(dispatcher: Dispatcher, daemon: Daemon) -> None:
                 final.update(info)  # held back: announced below, once the download is forgotten
                 return
             announced["state"] = info.get("state", "downloading")
-            daemon.notify("download_progress", {"backend": name, "state": "downloading", **info})
+            notify("download_progress", {"backend": name, "state": "downloading", **info})
 
         def run() -> None:
             outcome: dict[str, Any] = {"state": "complete", "percent": 100}
@@ -109,9 +123,9 @@ def register(dispatcher: Dispatcher, daemon: Daemon) -> None:
                 outcome = {"state": "error", "message": str(exc)}
             # Forget the download before announcing its end, so a client reacting to the notification
             # already sees the final state; announce it only if the backend's own progress did not.
-            daemon.downloads.pop(name, None)
+            downloads.pop(name, None)
             if announced.get("state") != outcome["state"]:
-                daemon.notify("download_progress", {"backend": name, **outcome})
+                notify("download_progress", {"backend": name, **outcome})
 
         # Downloads run beside the generation worker so other backends keep generating meanwhile.
         threading.Thread(target=run, name=f"download-{name}", daemon=True).start()

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..cancel import CancelToken
 from ..errors import ErrorCode, LofiError
-from ..jobs.cancel import CancelToken
 from ..ports import Backend
 
 RPC_HINT = 'call download_backend {{"backend": "{name}"}} or generate with "allow_download": true'

@@ -8,9 +8,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from ..cancel import CancelToken
 from ..config import Settings
 from ..errors import LofiError
-from ..jobs.cancel import CancelToken
 from ..models import download as hub
 from ..models.registry import ModelVariant, get_variant
 from ..runtime.providers import plan_providers

@@ -1,5 +1,6 @@
 """Track cache: audio files plus a SQLite index (see store.py)."""
 
-from .store import Track, TrackStore
+from .index import Track
+from .store import TrackStore
 
 __all__ = ["Track", "TrackStore"]

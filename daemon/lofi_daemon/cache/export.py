@@ -17,7 +17,7 @@ import numpy as np
 import soundfile as sf
 
 from ..errors import ErrorCode, LofiError
-from .store import EXTENSIONS, check_format
+from .tags import EXTENSIONS, check_format
 
 
 def output_format(path: Path, fmt: str | None) -> str:

@@ -1,4 +1,5 @@
-"""The track cache: audio files under one directory, indexed by SQLite.
+"""The track cache: audio files under one directory, indexed by SQLite (`index.py`: schema, rows, connections;
+`tags.py`: the metadata each file carries and the formats). This module: put, get, evict, reconcile, rebuild.
 
 Design rules:
 - One file per track, `<track_id>.<ext>`, immutable once written. Every change of a final file name (rename in,
@@ -20,7 +21,6 @@ Design rules:
 
 from __future__ import annotations
 
-import base64
 import errno
 import json
 import logging
@@ -29,12 +29,9 @@ import secrets
 import shutil
 import sqlite3
 import stat
-import threading
 import time
-import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,138 +41,18 @@ import soundfile as sf
 from ..backends.base import GeneratedAudio, GenerationRequest
 from ..errors import ErrorCode, LofiError
 from ..process import pid_alive
+from .index import COLUMNS, INDEX_NAME, SCHEMA, SORTS, ConnectionPool, Track
+from .tags import (
+    EXTENSIONS,
+    check_format,
+    decode_tag,
+    encode_tag,
+)
 
 log = logging.getLogger(__name__)
 
-INDEX_NAME = "index.sqlite3"
-TAG_PREFIX = "lofi-track:1:"  # plain JSON follows
-TAG_PREFIX_Z = "lofi-track:1z:"  # base64(zlib(JSON)) follows; used when the plain form is too long
-# libsndfile silently drops WAV INFO strings longer than about 2 kB in total; other containers take far more.
-MAX_TAG_CHARS = {"wav": 1800}
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # 0 where the OS has none (Windows: no user-made links there)
 STALE_TEMP_SEC = 3600.0  # a temp file this old is abandoned even if its pid number is in use again
-
-# format -> (libsndfile major format, subtype, file extension)
-FORMATS: dict[str, tuple[str, str, str]] = {
-    "flac": ("FLAC", "PCM_16", "flac"),
-    "wav": ("WAV", "PCM_16", "wav"),
-    "ogg": ("OGG", "VORBIS", "ogg"),
-    "mp3": ("MP3", "MPEG_LAYER_III", "mp3"),
-}
-EXTENSIONS = {ext: name for name, (_, _, ext) in FORMATS.items()}
-
-SORTS = {
-    "created": "created_at DESC",
-    "oldest": "created_at ASC",
-    "last_played": "COALESCE(last_played, 0) DESC, created_at DESC",
-    "play_count": "play_count DESC, created_at DESC",
-    "prompt": "prompt COLLATE NOCASE ASC, created_at DESC",
-    "duration": "duration_sec DESC, created_at DESC",
-    "size": "size_bytes DESC, created_at DESC",
-}
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS tracks (
-    track_id TEXT PRIMARY KEY,
-    file TEXT NOT NULL,
-    prompt TEXT NOT NULL,
-    backend TEXT NOT NULL,
-    params TEXT NOT NULL,
-    seed INTEGER NOT NULL,
-    duration_sec REAL NOT NULL,
-    sample_rate INTEGER NOT NULL,
-    channels INTEGER NOT NULL,
-    format TEXT NOT NULL,
-    model_version TEXT NOT NULL,
-    generation_time_sec REAL NOT NULL,
-    created_at REAL NOT NULL,
-    last_played REAL,
-    play_count INTEGER NOT NULL DEFAULT 0,
-    favourite INTEGER NOT NULL DEFAULT 0,
-    size_bytes INTEGER NOT NULL,
-    last_access REAL NOT NULL,
-    info TEXT NOT NULL DEFAULT '{}'
-);
-CREATE INDEX IF NOT EXISTS tracks_lru ON tracks (favourite, last_access);
-"""
-
-_COLUMNS = (
-    "track_id, file, prompt, backend, params, seed, duration_sec, sample_rate, channels, format, model_version, "
-    "generation_time_sec, created_at, last_played, play_count, favourite, size_bytes, last_access, info"
-)
-
-
-@dataclass
-class Track:
-    track_id: str
-    path: str
-    prompt: str
-    backend: str
-    params: dict[str, Any]
-    seed: int
-    duration_sec: float
-    sample_rate: int
-    channels: int
-    format: str
-    model_version: str
-    generation_time_sec: float
-    created_at: float
-    last_played: float | None = None
-    play_count: int = 0
-    favourite: bool = False
-    size_bytes: int = 0
-    info: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("info")
-        return d
-
-
-def check_format(fmt: str) -> tuple[str, str, str]:
-    """Return (major, subtype, ext) for a cache format name, or raise CACHE_ERROR if unsupported here."""
-    fmt = (fmt or "").lower()
-    if fmt not in FORMATS:
-        raise LofiError(
-            ErrorCode.CACHE_ERROR, f"unknown audio format {fmt!r}", details=f"choose one of {sorted(FORMATS)}"
-        )
-    major, subtype, ext = FORMATS[fmt]
-    if major not in sf.available_formats() or subtype not in sf.available_subtypes(major):
-        raise LofiError(
-            ErrorCode.CACHE_ERROR,
-            f"this libsndfile ({sf.__libsndfile_version__}) cannot write {fmt}",
-            hint="use flac (default), wav or ogg, or install a libsndfile built with MPEG support",
-        )
-    return major, subtype, ext
-
-
-def _encode_tag(meta: dict[str, Any], fmt: str) -> str:
-    text = json.dumps(meta, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    limit = MAX_TAG_CHARS.get(fmt)
-    tag = TAG_PREFIX + text
-    if limit is None or len(tag) <= limit:
-        return tag
-    tag = TAG_PREFIX_Z + base64.b64encode(zlib.compress(text.encode("utf-8"), 9)).decode("ascii")
-    if len(tag) <= limit:
-        return tag
-    # Still too long for this container (e.g. long lyrics in a WAV): keep everything but the longest params.
-    slim = dict(meta, params={k: v for k, v in meta["params"].items() if len(json.dumps(v)) <= 200})
-    slim["info"] = {}
-    slim["truncated"] = True
-    log.warning("track %s: metadata too long for %s tags; long params not embedded", meta["track_id"], fmt)
-    text = json.dumps(slim, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return TAG_PREFIX_Z + base64.b64encode(zlib.compress(text.encode("utf-8"), 9)).decode("ascii")
-
-
-def _decode_tag(tag: str) -> dict[str, Any] | None:
-    try:
-        if tag.startswith(TAG_PREFIX):
-            return json.loads(tag[len(TAG_PREFIX) :])
-        if tag.startswith(TAG_PREFIX_Z):
-            return json.loads(zlib.decompress(base64.b64decode(tag[len(TAG_PREFIX_Z) :])).decode("utf-8"))
-    except (ValueError, zlib.error):
-        return None
-    return None
 
 
 def unsafe_path_reason(path: Path, kind: str) -> str | None:
@@ -265,7 +142,13 @@ class TrackStore:
     """Cache of generated tracks. Thread-safe (one SQLite connection per thread) and multi-process safe."""
 
     def __init__(
-        self, root: Path, max_mb: float = 500, max_tracks: int | None = None, fmt: str = "flac"
+        self,
+        root: Path,
+        max_mb: float = 500,
+        max_tracks: int | None = None,
+        fmt: str = "flac",
+        *,
+        protect: Callable[[], Iterable[str]] | None = None,
     ) -> None:
         self.root = Path(root)
         self.max_mb = float(max_mb)
@@ -273,11 +156,9 @@ class TrackStore:
         self.fmt = fmt.lower()
         check_format(self.fmt)
         # ids the owner wants kept whatever their age (e.g. the track playing and the next one)
-        self.protect: Callable[[], Iterable[str]] | None = None
-        self._local = threading.local()
-        self._conns: list[sqlite3.Connection] = []
-        self._conns_lock = threading.Lock()
+        self.protect = protect
         self.db_path = self.root / INDEX_NAME
+        self._pool = ConnectionPool(self.db_path, self._before_connect)
         self.error: str | None = None  # why the cache cannot be used, when it cannot
         try:
             try:
@@ -299,32 +180,20 @@ class TrackStore:
 
     # ----------------------------------------------------------------------------------------------- SQLite
 
-    def _connect(self) -> sqlite3.Connection:
+    def _before_connect(self) -> None:
         if self.error is not None:
             raise LofiError(ErrorCode.CACHE_ERROR, self.error, dir=str(self.root))
         self._refuse_unsafe()
-        conn = sqlite3.connect(self.db_path, timeout=30.0, isolation_level=None, check_same_thread=False)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA busy_timeout = 30000")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        return conn
 
     def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._connect()
-            self._local.conn = conn
-            with self._conns_lock:
-                self._conns.append(conn)
-        return conn
+        return self._pool.get()
 
     def _open_index(self) -> None:
         try:
             conn = self._conn()
             if conn.execute("PRAGMA quick_check").fetchone()[0] != "ok":
                 raise sqlite3.DatabaseError("quick_check failed")
-            conn.executescript(_SCHEMA)
+            conn.executescript(SCHEMA)
         except sqlite3.DatabaseError as e:
             # The index is only an index: move the broken one aside and rebuild it from the files' tags.
             log.warning("cache index %s is unusable (%s); rebuilding from the audio files", self.db_path, e)
@@ -334,7 +203,7 @@ class TrackStore:
                 p = Path(str(self.db_path) + suffix)
                 if p.exists():
                     os.replace(p, Path(str(aside) + suffix))
-            self._conn().executescript(_SCHEMA)
+            self._conn().executescript(SCHEMA)
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -354,15 +223,16 @@ class TrackStore:
                 raise disk_full(self.root, INDEX_HEADROOM) from e
             raise
 
+    def adopt(self, other: TrackStore) -> None:
+        """Continue in `other`'s folder (`initialize` moved the cache; `other` was opened there first, so a refused
+        move changes nothing). This object stays the one the worker, the player and the handlers hold."""
+        self.close()
+        other.close()
+        self.root, self.db_path, self.error = other.root, other.db_path, other.error
+        self._pool = ConnectionPool(self.db_path, self._before_connect)
+
     def close(self) -> None:
-        with self._conns_lock:
-            conns, self._conns = self._conns, []
-        for c in conns:
-            try:
-                c.close()
-            except sqlite3.Error:
-                pass
-        self._local = threading.local()
+        self._pool.close()
 
     # -------------------------------------------------------------------------------------------- helpers
 
@@ -398,7 +268,7 @@ class TrackStore:
     @staticmethod
     def _insert(conn: sqlite3.Connection, t: Track, file: str, last_access: float) -> None:
         conn.execute(
-            f"INSERT OR REPLACE INTO tracks ({_COLUMNS}) VALUES ({', '.join('?' * 19)})",
+            f"INSERT OR REPLACE INTO tracks ({COLUMNS}) VALUES ({', '.join('?' * 19)})",
             (
                 t.track_id,
                 file,
@@ -617,7 +487,7 @@ class TrackStore:
                 f.title = f"lofi: {request.prompt[:80]}"
                 f.artist = f"lofi ({request.backend})"
                 f.software = "lofi"
-                f.comment = _encode_tag(meta, fmt)
+                f.comment = encode_tag(meta, fmt)
                 f.write(clipped)
             fd = os.open(tmp, os.O_RDWR | _O_NOFOLLOW)
             try:
@@ -757,7 +627,7 @@ class TrackStore:
     def _read_tag(self, path: Path) -> Track | None:
         try:
             with sf.SoundFile(path) as f:
-                meta = _decode_tag(f.comment or "")
+                meta = decode_tag(f.comment or "")
                 frames, sr, ch = f.frames, f.samplerate, f.channels
         except (sf.LibsndfileError, RuntimeError, OSError):
             return None

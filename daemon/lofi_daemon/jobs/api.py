@@ -1,22 +1,24 @@
-"""generate, cancel, queue_status, queue_clear."""
+"""generate, cancel, queue_status, queue_clear, and `make_enqueue` (the same intake for prefetch)."""
 
 from __future__ import annotations
 
 import secrets
 import unicodedata
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from ..backends.api import resolve_backend
 from ..backends.base import GenerationRequest, track_id_for
 from ..backends.install import require_installed
+from ..config import Settings
 from ..errors import ErrorCode, LofiError
+from ..ports import Backend, Store
 from ..rpc.dispatch import Dispatcher
 from ..rpc.schemas.generation import MAX_SEED, GenerateParams, QueueClearParams, TrackIdParams
-from .queue import Job, Priority
+from .queue import Job, JobQueue, Priority
 from .worker import complete_payload
 
-if TYPE_CHECKING:
-    from ..daemon import Daemon
+Notify = Callable[[str, dict[str, Any]], None]
 
 MAX_PROMPT_CHARS = 1000
 
@@ -46,10 +48,10 @@ def check_prompt(raw: str) -> str:
     return prompt
 
 
-def build_job(daemon: Daemon, p: GenerateParams, priority: Priority) -> Job:
+def build_job(backends: dict[str, Backend], settings: Settings, p: GenerateParams, priority: Priority) -> Job:
     """Validate a generate request into a Job (nothing is queued yet). Raises LofiError with product codes."""
-    name = resolve_backend(daemon, p.backend)
-    backend = daemon.backends[name]
+    name = resolve_backend(backends, settings, p.backend)
+    backend = backends[name]
     prompt = check_prompt(p.prompt)
     duration = float(p.duration_sec if p.duration_sec is not None else backend.default_duration_sec)
     if not backend.min_duration_sec <= duration <= backend.max_duration_sec:
@@ -72,59 +74,85 @@ def build_job(daemon: Daemon, p: GenerateParams, priority: Priority) -> Job:
     return Job(track_id, request, priority=priority, fmt=p.format, allow_download=p.allow_download)
 
 
-def submit(daemon: Daemon, p: GenerateParams, priority: Priority) -> dict[str, Any]:
-    job = build_job(daemon, p, priority)
-    reply = {"track_id": job.track_id, "seed": job.request.seed, "backend": job.request.backend}
-    track = daemon.store.get(job.track_id, touch=True)  # a cache hit counts as use for LRU eviction
-    if track is not None:
-        daemon.dispatcher.after_response(
-            lambda: daemon.notify("generation_complete", complete_payload(track, 0.0, cached=True))
+def make_enqueue(
+    backends: dict[str, Backend], settings: Settings, store: Store, queue: JobQueue, notify: Notify
+) -> Callable[..., dict[str, Any]]:
+    """enqueue(request, priority="prefetch"): validate like `generate` and queue the job (no RPC involved). A
+    track already cached is announced with `generation_complete`, exactly as if it had just been generated, so
+    the player learns of it the one way it learns of every finished track."""
+
+    def enqueue(request: dict[str, Any], priority: Priority = "prefetch") -> dict[str, Any]:
+        params = GenerateParams.model_validate(
+            {k: v for k, v in request.items() if k != "priority" and v is not None}
         )
-        return {**reply, "status": "cached", "position": 0, "path": track.to_dict()["path"]}
-    existing = daemon.queue.find(job.track_id)
-    if existing is not None:
-        status = "running" if existing is daemon.queue.running else "queued"
-        return {**reply, "status": status, "position": daemon.queue.position(existing)}
-    require_installed(daemon.backends[job.request.backend], job.allow_download)
-    position = daemon.queue.submit(job)
-    return {**reply, "status": "queued", "position": position}
+        job = build_job(backends, settings, params, priority)
+        cached = store.get(job.track_id)
+        if cached is not None:
+            notify("generation_complete", complete_payload(cached, 0.0, cached=True))
+            return {"track_id": job.track_id, "status": "cached"}
+        require_installed(backends[job.request.backend], allow_download=False)
+        if queue.find(job.track_id) is None:
+            queue.submit(job)
+        return {"track_id": job.track_id, "status": "queued"}
+
+    return enqueue
 
 
-def register(dispatcher: Dispatcher, daemon: Daemon) -> None:
+def register(
+    dispatcher: Dispatcher,
+    *,
+    backends: dict[str, Backend],
+    settings: Settings,
+    store: Store,
+    queue: JobQueue,
+    notify: Notify,
+) -> None:
     @dispatcher.method("generate", GenerateParams)
     def generate(p: GenerateParams) -> dict[str, Any]:
-        return submit(daemon, p, p.priority)
+        job = build_job(backends, settings, p, p.priority)
+        reply = {"track_id": job.track_id, "seed": job.request.seed, "backend": job.request.backend}
+        track = store.get(job.track_id, touch=True)  # a cache hit counts as use for LRU eviction
+        if track is not None:
+            dispatcher.after_response(
+                lambda: notify("generation_complete", complete_payload(track, 0.0, cached=True))
+            )
+            return {**reply, "status": "cached", "position": 0, "path": track.to_dict()["path"]}
+        existing = queue.find(job.track_id)
+        if existing is not None:
+            status = "running" if existing is queue.running else "queued"
+            return {**reply, "status": status, "position": queue.position(existing)}
+        require_installed(backends[job.request.backend], job.allow_download)
+        position = queue.submit(job)
+        return {**reply, "status": "queued", "position": position}
 
     @dispatcher.method("cancel", TrackIdParams)
     def cancel(p: TrackIdParams) -> dict[str, Any]:
-        where = daemon.queue.cancel(p.track_id)
+        where = queue.cancel(p.track_id)
         if where is None:
             raise LofiError(ErrorCode.TRACK_NOT_FOUND, f"no queued or running job for track {p.track_id}")
         if where == "waiting":
-            daemon.dispatcher.after_response(
-                lambda: daemon.notify("generation_cancelled", {"track_id": p.track_id})
-            )
+            dispatcher.after_response(lambda: notify("generation_cancelled", {"track_id": p.track_id}))
         return {"track_id": p.track_id, "cancelled": True, "was_running": where == "running"}
 
     @dispatcher.method("queue_status")
     def queue_status(_: None) -> dict[str, Any]:
-        running = daemon.queue.running
-        waiting = daemon.queue.waiting()
+        running = queue.running
+        waiting = queue.waiting()
         offset = 1 if running else 0
         return {
             "running": None if running is None else {**running.summary(), "percent": running.percent},
             "waiting": [{**j.summary(), "position": i + offset} for i, j in enumerate(waiting)],
-            "max_waiting": daemon.queue.max_waiting,
+            "max_waiting": queue.max_waiting,
             "prefetch_pending": any(j.priority == "prefetch" for j in waiting),
         }
 
     @dispatcher.method("queue_clear", QueueClearParams)
     def queue_clear(p: QueueClearParams) -> dict[str, Any]:
-        removed = daemon.queue.clear(include_prefetch=p.include_prefetch)
+        removed = queue.clear(include_prefetch=p.include_prefetch)
 
         def announce() -> None:
             for job in removed:
-                daemon.notify("generation_cancelled", {"track_id": job.track_id})
+                notify("generation_cancelled", {"track_id": job.track_id})
 
-        daemon.dispatcher.after_response(announce)
+        dispatcher.after_response(announce)
         return {"removed": len(removed), "track_ids": [j.track_id for j in removed]}

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..backends.base import GenerationRequest
+from ..cancel import CancelToken
 from ..errors import ErrorCode, LofiError
-from .cancel import CancelToken
 
 Priority = Literal["high", "normal", "prefetch"]
 PRIORITY_RANK: dict[str, int] = {"high": 0, "normal": 1, "prefetch": 2}

@@ -19,7 +19,7 @@ from .progress import ProgressReporter
 from .queue import Job, JobQueue
 
 if TYPE_CHECKING:
-    from ..cache.store import Track
+    from ..cache.index import Track
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +34,17 @@ class Worker:
         store: Store,
         notify: Notify,
         idle_unload_sec: float = 600.0,
+        *,
+        player: PlaybackSink | None = None,
     ) -> None:
         self.queue = queue
         self.backends = backends
         self.store = store
         self.notify = notify
         self.idle_unload_sec = idle_unload_sec
-        # set by the daemon once playback exists; receives streamed audio
-        self.player: PlaybackSink | None = None
+        # where audio streams while it is generated (the only audio path into playback; the finished track
+        # reaches the player through `generation_complete`, like every other subscriber)
+        self.player = player
         self._stop = threading.Event()
         self._last_job_end = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="generation-worker", daemon=True)

@@ -37,7 +37,7 @@ from ..errors import Cancelled, ErrorCode, LofiError
 from .registry import ModelFile, ModelVariant
 
 if TYPE_CHECKING:
-    from ..jobs.cancel import CancelToken
+    from ..cancel import CancelToken
 
 log = logging.getLogger(__name__)
 

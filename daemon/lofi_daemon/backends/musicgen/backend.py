@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
+from ...cancel import CancelToken
 from ...config import Settings
 from ...errors import Cancelled, ErrorCode, LofiError
-from ...jobs.cancel import CancelToken
 from ...models import download as hub
 from ...models.local import files_fingerprint, resolve_local
 from ...models.registry import MUSICGEN_VARIANTS

@@ -34,7 +34,7 @@ from .model_config import MusicGenConfig
 from .sampling import apply_guidance, sample
 
 if TYPE_CHECKING:
-    from ...jobs.cancel import CancelToken
+    from ...cancel import CancelToken
 
 log = logging.getLogger(__name__)
 

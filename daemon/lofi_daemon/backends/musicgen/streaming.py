@@ -26,7 +26,7 @@ from .pipeline import (
 )
 
 if TYPE_CHECKING:
-    from ...jobs.cancel import CancelToken
+    from ...cancel import CancelToken
 
 
 class ChunkedDecoder:

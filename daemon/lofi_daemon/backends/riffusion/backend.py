@@ -30,8 +30,8 @@ import numpy as np
 from pydantic import Field
 
 from ...audio.resample import resample
+from ...cancel import CancelToken
 from ...errors import Cancelled, ErrorCode, LofiError
-from ...jobs.cancel import CancelToken
 from ...models import download as hub
 from ...models.local import files_fingerprint
 from ...models.registry import RIFFUSION_VARIANTS
