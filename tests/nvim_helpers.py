@@ -64,18 +64,7 @@ def embedded_nvim(tmp_path: Path, env: dict[str, str] | None = None) -> Iterator
         nvim.command("set columns=200 lines=50")
         yield nvim
     finally:
-        try:
-            # Stop the daemon the way VimLeavePre would, then quit.
-            nvim.exec_lua(
-                "if package.loaded['lofi.client'] then require('lofi.client').stop({wait_ms = 2000}) end"
-            )
-            nvim.command("qa!")
-        except Exception:
-            pass
-        try:
-            nvim.close()
-        except Exception:
-            pass
+        quit_nvim(nvim)
 
 
 def configure(nvim: Any, cfg: dict[str, Any]) -> None:
@@ -143,3 +132,18 @@ def notes(nvim: Any, min_level: int = 0) -> list[str]:
 def notify_errors(nvim: Any) -> list[str]:
     """Errors the nvim-notify double raised (e.g. `replace` of a closed notification)."""
     return nvim.exec_lua("return _G.notify_double.errors")
+
+
+def quit_nvim(nvim) -> None:
+    """Stop lofi's daemon the way VimLeavePre would, then quit; never raises (teardown after a failed test)."""
+    try:
+        nvim.exec_lua(
+            "if package.loaded['lofi.client'] then require('lofi.client').stop({wait_ms = 2000}) end"
+        )
+        nvim.command("qa!")
+    except Exception:
+        pass
+    try:
+        nvim.close()
+    except Exception:
+        pass

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.nvim_helpers import ROOT, fake_daemon_cmd, require_nvim, wait_for
+from tests.nvim_helpers import ROOT, fake_daemon_cmd, quit_nvim, require_nvim, wait_for
 
 PLUGINS = ("telescope.nvim", "plenary.nvim", "lualine.nvim", "nvim-notify", "lazy.nvim")
 
@@ -113,17 +113,7 @@ def user_nvim(
         nvim.record = record  # type: ignore[attr-defined]
         yield nvim
     finally:
-        try:
-            nvim.exec_lua(
-                "if package.loaded['lofi.client'] then require('lofi.client').stop({wait_ms = 2000}) end"
-            )
-            nvim.command("qa!")
-        except Exception:
-            pass
-        try:
-            nvim.close()
-        except Exception:
-            pass
+        quit_nvim(nvim)
 
 
 def sent(nvim: Any) -> list[dict[str, Any]]:
