@@ -6,7 +6,7 @@ number is an error that names the parameter, never silently ignored or converted
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -51,6 +51,25 @@ def parse_params(
         details = [{"field": field, "problem": first["msg"]}]  # the shape dispatch gives schema errors
         code = (codes or {}).get(field, ErrorCode.INVALID_PARAMS)
         raise LofiError(code, message, param=field, details=details) from None
+
+
+def one_of(
+    value: str,
+    allowed: Sequence[str],
+    field: str,
+    backend: str,
+    code: ErrorCode = ErrorCode.INVALID_PARAMS,
+    aliases: Mapping[str, str] | None = None,
+) -> str:
+    """A choice among `allowed`, ignoring case and surrounding spaces (after `aliases`): its canonical spelling,
+    or LofiError naming the choices."""
+    key = value.strip().lower()
+    key = (aliases or {}).get(key, key)
+    if key not in allowed:
+        raise LofiError(
+            code, f"{field} must be one of {', '.join(allowed)} for {backend}, got {value!r}", param=field
+        )
+    return key
 
 
 def _bounds(model: type[BaseModel], field: str) -> str:

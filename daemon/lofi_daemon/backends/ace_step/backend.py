@@ -30,7 +30,7 @@ from ...models.local import files_fingerprint
 from ...models.registry import ACE_STEP_VARIANTS, ModelVariant, default_variant
 from ..base import AudioChunkFn, GeneratedAudio, GenerationRequest, ProgressFn
 from ..model_backend import ModelBackend, NotifyFn
-from ..params import BackendParams, parse_params
+from ..params import BackendParams, one_of, parse_params
 from . import lora as lora_mod
 from . import memory
 from .decode import OUTPUT_RATE, Windowing
@@ -69,7 +69,7 @@ class AceStepParams(BackendParams):
     guidance_scale: float = Field(default=DEFAULTS["guidance_scale"], ge=1, le=30)
     omega: float = Field(default=DEFAULTS["omega"], ge=0, le=100)
     guidance_interval: float = Field(default=DEFAULTS["guidance_interval"], ge=0, le=1)
-    scheduler: str = DEFAULTS["scheduler"]  # case-insensitive, checked against SCHEDULERS below
+    scheduler: str = DEFAULTS["scheduler"]  # case-insensitive: one_of(…, SCHEDULERS) in validate
     cfg_type: str = DEFAULTS["cfg_type"]
     lyrics: str | None = Field(default=None, max_length=MAX_LYRICS_CHARS)
     lora: str | None = None  # a style name or a path: every value gets one answer from _canonical_lora
@@ -117,22 +117,10 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
         params: dict[str, Any] = p.model_dump(
             include={"inference_steps", "guidance_scale", "omega", "guidance_interval"}
         )
-        scheduler = p.scheduler.strip().lower()
-        if scheduler not in SCHEDULERS:
-            raise LofiError(
-                ErrorCode.INVALID_SCHEDULER,
-                f"scheduler must be one of {', '.join(SCHEDULERS)}, got {p.scheduler!r}",
-                param="scheduler",
-            )
-        params["scheduler"] = scheduler
-        cfg_type = p.cfg_type.strip().lower()
-        if cfg_type not in CFG_TYPES:
-            raise LofiError(
-                ErrorCode.INVALID_PARAMS,
-                f"cfg_type must be one of {', '.join(CFG_TYPES)}, got {p.cfg_type!r}",
-                param="cfg_type",
-            )
-        params["cfg_type"] = cfg_type
+        params["scheduler"] = one_of(
+            p.scheduler, SCHEDULERS, "scheduler", self.name, ErrorCode.INVALID_SCHEDULER
+        )
+        params["cfg_type"] = one_of(p.cfg_type, CFG_TYPES, "cfg_type", self.name)
         if p.lyrics and p.lyrics.strip():
             params["lyrics"] = p.lyrics.strip()
         if p.lora is not None:

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from pydantic import Field
@@ -38,7 +38,7 @@ from ...models.registry import RIFFUSION_VARIANTS
 from ..ace_step.sessions import session_factory
 from ..base import AudioChunkFn, GeneratedAudio, GenerationRequest, ProgressFn
 from ..model_backend import ModelBackend
-from ..params import BackendParams, parse_params
+from ..params import BackendParams, one_of, parse_params
 from . import spectrogram
 from .pipeline import REQUIRED, RiffusionPipeline, Sampling, img2img_start, missing_files
 from .schedulers import SCHEDULERS
@@ -52,7 +52,9 @@ class RiffusionParams(BackendParams):
     negative_prompt: str = Field(default="", max_length=MAX_NEGATIVE_CHARS)
     cfg_scale: float = Field(default=7.0, ge=1, le=20)
     steps: int = Field(default=30, ge=1, le=100)
-    scheduler: Literal["dpmsolver++", "ddim"] = "dpmsolver++"  # schedulers.SCHEDULERS
+    scheduler: str = (
+        "dpmsolver++"  # case-insensitive, with SCHEDULER_ALIASES: one_of(…, SCHEDULERS) in validate
+    )
     denoising: float = Field(default=1.0, ge=0, le=1)
     interpolate_to: str = Field(default="", max_length=MAX_NEGATIVE_CHARS)
 
@@ -127,9 +129,6 @@ class RiffusionBackend(ModelBackend[RiffusionPipeline]):
                 if key in raw:
                     raise LofiError(ErrorCode.INVALID_PARAMS, f"give {key} or {alias}, not both", param=alias)
                 raw[key] = raw.pop(alias)
-        if isinstance(raw.get("scheduler"), str):
-            key = raw["scheduler"].strip().lower()
-            raw["scheduler"] = SCHEDULER_ALIASES.get(key, key)
         codes = {
             "scheduler": ErrorCode.INVALID_SCHEDULER,
             "steps": ErrorCode.INVALID_INFERENCE_STEPS,
@@ -143,6 +142,9 @@ class RiffusionBackend(ModelBackend[RiffusionPipeline]):
                 param="denoising",
             )
         out = p.model_dump()
+        out["scheduler"] = one_of(
+            p.scheduler, SCHEDULERS, "scheduler", self.name, ErrorCode.INVALID_SCHEDULER, SCHEDULER_ALIASES
+        )
         for key in ("negative_prompt", "interpolate_to"):
             out[key] = " ".join(out[key].split())
         return out
