@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT)]
 
-from scripts.benchlib import Watch, peak_rss_mib, wait_quiet  # noqa: E402
+from scripts.benchlib import Watch, machine_info, peak_rss_mib, wait_quiet  # noqa: E402
 
 HI = 4  # the larger layer-reduced decoder; per-block cost = (t_HI - t_1) / (HI - 1)
 MODELS = Path(os.environ.get("LOFI_BENCH_MODELS", "/work/bench-models")) / "ace-step"
@@ -357,6 +357,7 @@ def main() -> None:
     res["max_foreign_cores_kept"] = max(
         v.get("foreign_cores", 0) for v in res.values() if isinstance(v, dict)
     )
+    res["machine"] = machine_info()
     out = json.dumps(res, indent=1)
     print(out)
     if a.json:

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "daemon"))
 
 from scripts.bench_ace_step import decoder_inputs  # noqa: E402
-from scripts.benchlib import Watch  # noqa: E402
+from scripts.benchlib import Watch, machine_info  # noqa: E402
 
 BLOCKS_REAL = 24
 
@@ -292,6 +292,7 @@ def main() -> None:
             runs[m.name] = subprocess_json(args)
             keep(f"e2e_{variant}", runs)
         keep(f"projection_{variant}", project(runs[lo.name], runs[hi.name], blocks_of(lo), blocks_of(hi)))
+    res["machine"] = machine_info()
     out = json.dumps(res, indent=1)
     print(out)
     if a.json:

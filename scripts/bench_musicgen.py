@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -29,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "daemon"), str(REPO)]
 
-from scripts.benchlib import MIB, Watch, file_mib, peak_rss_mib  # noqa: E402
+from scripts.benchlib import MIB, Watch, file_mib, machine_info, peak_rss_mib  # noqa: E402
 
 PROMPT = "80s pop track with bassy drums and synth"
 DECODERS = {
@@ -37,50 +36,6 @@ DECODERS = {
     "int8": "decoder_model_merged_quantized.onnx",
     "q4": "decoder_model_merged_q4.onnx",
 }
-
-
-def machine() -> dict:
-    """CPU model, the SIMD features that pick ORT's kernels, and the read bandwidth of a 1 GiB buffer with two
-    threads (numpy's reductions release the GIL): what streaming the decoder's weights can reach."""
-    import threading
-
-    import numpy as np
-
-    info: dict = {"cpu": "?", "features": [], "cores": os.cpu_count()}
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        for line in text.splitlines():
-            if line.startswith("model name") and info["cpu"] == "?":
-                info["cpu"] = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                wanted = (
-                    "avx2",
-                    "fma",
-                    "avx512f",
-                    "avx512_vnni",
-                    "avx512_bf16",
-                    "avx_vnni",
-                    "amx_int8",
-                    "amx_bf16",
-                )
-                info["features"] = [f for f in wanted if f in flags]
-                break
-    except OSError:
-        pass
-    buf = np.ones(1 << 28, dtype=np.float32)  # 1 GiB, far beyond any L3
-    halves = np.array_split(buf, 2)
-    best = float("inf")
-    for _ in range(5):
-        t0 = time.perf_counter()
-        threads = [threading.Thread(target=h.sum) for h in halves]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        best = min(best, time.perf_counter() - t0)
-    info["read_gb_per_s"] = round(buf.nbytes / best / 1e9, 1)
-    return info
 
 
 def weight_bytes_per_step(static_path: Path) -> int:
@@ -456,7 +411,7 @@ def main() -> None:
         print(json.dumps(child_drift(args.model_dir, kinds, args.drift_steps)))
         return
 
-    info = machine()
+    info = machine_info()
     converted = convert_all(args.model_dir, args.variants) if "static" in args.kv else {}
     print(header(info, converted), file=sys.stderr, flush=True)
     common = [str(args.model_dir), "--seconds", str(args.seconds), "--threads", str(args.threads)]

@@ -33,6 +33,8 @@ sys.path[:0] = [str(ROOT / "daemon"), str(ROOT)]
 import numpy as np  # noqa: E402
 from lofi_daemon.audio.mixer import Mixer, Source  # noqa: E402
 
+from scripts.benchlib import machine_info  # noqa: E402
+
 RATE = 48000
 BLOCK = 512  # a typical callback size at 48 kHz (10.7 ms)
 
@@ -532,6 +534,7 @@ def main() -> int:
         mg = args.musicgen_dir or ROOT / "tests" / "fixtures" / "musicgen-tiny"
         if (mg / "config.json").exists():
             res["streaming_musicgen"] = bench_ttfs_musicgen(mg, [10.0] if args.quick else [10.0, 30.0])
+    res["machine"] = machine_info()
     text = json.dumps(res, indent=2)
     if args.json:
         args.json.write_text(text + "\n")

@@ -18,23 +18,18 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "daemon"))
+sys.path[:0] = [str(ROOT / "daemon"), str(ROOT)]
 
-
-def _busy_jiffies() -> int:
-    with open("/proc/stat") as fh:
-        parts = [int(x) for x in fh.readline().split()[1:]]
-    return sum(parts) - parts[3] - parts[4]  # minus idle and iowait
+from scripts.benchlib import Watch, machine_info  # noqa: E402
 
 
 def timed(fn) -> dict[str, float]:
     """Run fn; wall, own CPU, and the cores other processes kept busy meanwhile."""
-    hz = os.sysconf("SC_CLK_TCK")
-    busy0, cpu0, t0 = _busy_jiffies(), time.process_time(), time.perf_counter()
-    fn()
-    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-    foreign = max(0.0, (_busy_jiffies() - busy0) / hz - cpu) / wall
-    return {"wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "foreign_cores": round(foreign, 2)}
+    cpu0 = time.process_time()
+    with Watch() as w:
+        fn()
+    cpu = time.process_time() - cpu0
+    return {"wall_s": round(w.sec, 3), "cpu_s": round(cpu, 3), "foreign_cores": round(w.foreign_cores, 2)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -68,6 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     end_to_end = timed(lambda: info.update(backend.generate(req, lambda *a, **k: None, CancelToken()).info))
     results["tiny_10s_end_to_end"] = {**end_to_end, **info}
     results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    results["machine"] = machine_info()
     text = json.dumps(results, indent=2)
     print(text)
     if args.json:

@@ -1,6 +1,7 @@
 """What every benchmark needs besides its subject: how much CPU *other* processes used while it ran (the machine is
 shared, and a number measured beside a busy neighbour is contaminated), waiting for a quiet machine first, and
-peak memory. Memory and file sizes are reported in MiB in every benchmark."""
+peak memory, and the machine itself (CPU model, SIMD features, read bandwidth) for every table's header. Memory
+and file sizes are reported in MiB in every benchmark."""
 
 from __future__ import annotations
 
@@ -67,3 +68,47 @@ def peak_rss_mib() -> float:
 
 def file_mib(path: Path) -> float:
     return path.stat().st_size / MIB
+
+
+def machine_info() -> dict:
+    """CPU model, the SIMD features that pick ORT's kernels, and the read bandwidth of a 1 GiB buffer with two
+    threads (numpy's reductions release the GIL): what streaming a model's weights can reach."""
+    import threading
+
+    import numpy as np
+
+    info: dict = {"cpu": "?", "features": [], "cores": os.cpu_count()}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        for line in text.splitlines():
+            if line.startswith("model name") and info["cpu"] == "?":
+                info["cpu"] = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                wanted = (
+                    "avx2",
+                    "fma",
+                    "avx512f",
+                    "avx512_vnni",
+                    "avx512_bf16",
+                    "avx_vnni",
+                    "amx_int8",
+                    "amx_bf16",
+                )
+                info["features"] = [f for f in wanted if f in flags]
+                break
+    except OSError:
+        pass
+    buf = np.ones(1 << 28, dtype=np.float32)  # 1 GiB, far beyond any L3
+    halves = np.array_split(buf, 2)
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        threads = [threading.Thread(target=h.sum) for h in halves]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        best = min(best, time.perf_counter() - t0)
+    info["read_gb_per_s"] = round(buf.nbytes / best / 1e9, 1)
+    return info
