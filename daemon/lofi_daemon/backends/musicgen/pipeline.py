@@ -155,8 +155,12 @@ class _StaticDecoder:
         self.static, self.cross, self.capacity = static, cross, capacity
         ins = {i.name: i for i in cross.get_inputs()}
         self.hidden_dtype = _dtype(ins["encoder_hidden_states"])
-        self.kv_names = [i.name for i in static.get_inputs() if i.name.startswith("past_key_values.")]
-        self.self_names = [n for n in self.kv_names if ".decoder." in n]
+        self.cross_inputs = set(ins)  # the export may leave some of input_ids / hidden / mask unused
+        self.self_names = [
+            i.name
+            for i in static.get_inputs()
+            if i.name.startswith("past_key_values.") and ".decoder." in i.name
+        ]
         kv0 = next(i for i in static.get_inputs() if i.name == self.self_names[0])
         self.num_heads, self.head_dim = int(kv0.shape[1]), int(kv0.shape[3])
         self.kv_dtype = np.float32
@@ -186,7 +190,7 @@ class _StaticDecoder:
                     ("encoder_hidden_states", hidden),
                     ("encoder_attention_mask", mask),
                 )
-                if k in {i.name for i in self.cross.get_inputs()}
+                if k in self.cross_inputs
             },
         )
         io = self.static.io_binding()
