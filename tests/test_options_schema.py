@@ -67,9 +67,28 @@ def test_plugin_customised_options_validate(tmp_path):
     assert parsed.prefetch is not None and parsed.prefetch.presets == ["a", "b"]
 
 
+def test_plugin_generator_options_validate(tmp_path):
+    """`generator` reaches the daemon as a list of words; one shell string runs through sh; none = no key."""
+    opts = plugin_options(
+        tmp_path,
+        "require('lofi').setup({generator = {cmd = {'ssh', 'gpu-box', 'lofi-daemon', 'serve', '--generator'},"
+        " backends = {'ace_step'}, retry = false, connect_timeout_sec = 60}})",
+    )
+    g = InitializeOptions.model_validate(opts).generator
+    assert g is not None and g.cmd[:2] == ["ssh", "gpu-box"] and g.backends == ["ace_step"]
+    assert (g.retry, g.connect_timeout_sec) == (False, 60)
+    shell = plugin_options(
+        tmp_path, "require('lofi').setup({generator = {cmd = 'ssh box lofi-daemon serve --generator'}})"
+    )
+    assert shell["generator"]["cmd"] == ["sh", "-c", "ssh box lofi-daemon serve --generator"]
+    assert "generator" not in plugin_options(tmp_path, "require('lofi.config').setup()")
+
+
 @pytest.mark.parametrize(
     "bad",
     [
+        {"generator": {"cmd": ["ssh", ""]}},
+        {"generator": {"cmd": ["x"], "connect_timeout_sec": 0}},
         {"cache": {"max_mb": float("nan")}},
         {"cache": {"max_mb": float("inf")}},
         {"playback": {"volume": float("nan")}},

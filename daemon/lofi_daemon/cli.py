@@ -36,6 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command")
 
     serve = sub.add_parser("serve", help="speak JSON-RPC on stdin/stdout (the default)")
+    serve.add_argument(
+        "--generator",
+        action="store_true",
+        help="run as a headless remote generator for another lofi-daemon (no player, no cache; docs/protocol.md)",
+    )
     for target in (p, serve):
         target.add_argument("--parent-pid", type=int, help="exit when this process is gone")
         target.add_argument(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,12 +32,24 @@ ENV_LOG_DIR = "LOFI_LOG_DIR"
 ENV_PROVIDER = "LOFI_PROVIDER"
 ENV_THREADS = "LOFI_THREADS"
 ENV_DEFAULT_BACKEND = "LOFI_DEFAULT_BACKEND"
+ENV_GENERATOR = "LOFI_GENERATOR"  # a shell command reaching `lofi-daemon serve --generator` (remote/)
+ENV_GENERATOR_BACKENDS = "LOFI_GENERATOR_BACKENDS"  # comma-separated; empty = every backend
 
 
 @dataclass
 class ModelSettings:
     dir: Path | None = None  # local directory that overrides the hub (offline use)
     variant: str | None = None  # registry variant name; None = best for the provider
+
+
+@dataclass
+class GeneratorSettings:
+    """A remote generator: `cmd`'s stdin/stdout reach a `lofi-daemon serve --generator` (e.g. over ssh)."""
+
+    cmd: list[str]
+    backends: list[str] | None = None  # the backends that run there; None = all
+    retry: bool = True  # a link lost before any audio arrived connects again and retries once
+    connect_timeout_sec: float = 30.0
 
 
 @dataclass
@@ -54,6 +67,7 @@ class Settings:
     )
     default_backend: str = "musicgen"
     idle_unload_sec: float = 600.0  # unload a resident model after this long without a job
+    generator: GeneratorSettings | None = None
 
     @property
     def tracks_dir(self) -> Path:
@@ -80,6 +94,9 @@ class Settings:
         for backend, var in ENV_MODEL_DIRS.items():
             if env.get(var):
                 s.models[backend].dir = Path(env[var]).expanduser()
+        if env.get(ENV_GENERATOR, "").strip():
+            names = [n.strip() for n in env.get(ENV_GENERATOR_BACKENDS, "").split(",") if n.strip()]
+            s.generator = GeneratorSettings(shlex.split(env[ENV_GENERATOR]), names or None)
         return s
 
     def apply_options(self, options: InitializeOptions) -> None:
@@ -98,6 +115,18 @@ class Settings:
                 model.dir = Path(m.dir).expanduser()
             if m.variant:
                 model.variant = m.variant
+        g = options.generator
+        if g is not None:
+            self.generator = (
+                GeneratorSettings(
+                    list(g.cmd),
+                    list(g.backends) if g.backends else None,
+                    True if g.retry is None else g.retry,
+                    30.0 if g.connect_timeout_sec is None else g.connect_timeout_sec,
+                )
+                if g.cmd
+                else None
+            )
 
 
 def absolute_cache_dir(value: str) -> Path:

@@ -36,6 +36,8 @@ from .jobs.prefetch import Prefetcher
 from .jobs.queue import JobQueue
 from .jobs.worker import Worker
 from .ports import Backend
+from .remote.link import RemoteLink
+from .remote.wiring import apply_generator
 from .rpc.dispatch import Dispatcher
 from .rpc.schemas.core import InitializeParams
 from .rpc.schemas.options import InitializeOptions, PlaybackOptions
@@ -83,6 +85,10 @@ class Daemon:
         self.dispatcher = dispatcher if dispatcher is not None else Dispatcher()
         self.queue = JobQueue()
         self.backends: dict[str, Backend] = create_backends(settings, self.notify)
+        # backends that run on a remote generator are wrapped in place (remote/); the rest stay local
+        self.generator: RemoteLink | None = apply_generator(
+            self.backends, settings.generator, self.notify, None
+        )
         # eviction never removes what the player holds (asked at eviction time; the player is built below)
         self.store = TrackStore(settings.tracks_dir, protect=self._player_holds)
         self.prefetch = Prefetcher(
@@ -160,6 +166,8 @@ class Daemon:
         except Exception:
             log.exception("closing the player failed")
         self.worker.stop(timeout=30.0)
+        if self.generator is not None:
+            self.generator.close()
         if not self.worker.alive:  # never pull a session out from under a running step
             for backend in self.backends.values():
                 if backend.loaded:
@@ -193,6 +201,7 @@ class Daemon:
             "playback": self.player.state(),
             "loaded_backend": next((b.name for b in self.backends.values() if b.loaded), None),
             "downloading": sorted(self.downloads),
+            "generator": None if self.generator is None else self.generator.status(),
         }
 
     def _register(self) -> None:
@@ -246,6 +255,8 @@ class Daemon:
     def _check_options(self, options: InitializeOptions) -> None:
         """What the schema cannot know: the backend names this daemon has."""
         names = ([options.default_backend] if options.default_backend else []) + list(options.models or {})
+        if options.generator is not None:
+            names += options.generator.backends or []
         for name in names:
             if canonical_name(name) not in self.backends:
                 raise LofiError(
@@ -266,6 +277,11 @@ class Daemon:
         if options.models:
             models = {canonical_name(n): m for n, m in options.models.items()}
             options = options.model_copy(update={"models": models})
+        if options.generator is not None and options.generator.backends:
+            names = [canonical_name(n) for n in options.generator.backends]
+            options = options.model_copy(
+                update={"generator": options.generator.model_copy(update={"backends": names})}
+            )
         candidate = copy.deepcopy(self.settings)
         candidate.apply_options(options)
         new_store = None
@@ -303,6 +319,10 @@ class Daemon:
             self._apply_playback(options.playback)
         if options.prefetch is not None:
             self.prefetch.configure(**options.prefetch.model_dump(exclude_none=True))
+        if options.generator is not None:
+            self.generator = apply_generator(
+                self.backends, self.settings.generator, self.notify, self.generator
+            )
         return reply
 
     def _apply_playback(self, pb: PlaybackOptions) -> None:

@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import threading
+from typing import Any
 
 from .config import Settings
 from .logging_setup import setup_logging
@@ -22,6 +23,8 @@ SIGNAL_CLOSE_SEC = 10.0  # how long a signal waits for the running generation st
 def serve(settings: Settings, args: argparse.Namespace) -> int:
     proto_in, proto_out = claim_stdio()
     log_file = setup_logging(settings.log_dir, args.log_level, args.log_file)
+    if getattr(args, "generator", False):
+        return _serve_generator(settings, args, proto_in, proto_out)
     from .daemon import Daemon  # after stdio is claimed: nothing imported later can write to the protocol
     from .rpc.dispatch import Dispatcher
 
@@ -65,6 +68,30 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     closer.join(SIGNAL_CLOSE_SEC if signalled else 0.7)
     if closer.is_alive():
         log.warning("exiting before the generation worker stopped")
+    logging.shutdown()
+    os._exit(0)
+
+
+def _serve_generator(settings: Settings, args: argparse.Namespace, proto_in: Any, proto_out: Any) -> int:
+    """`serve --generator`: the headless remote end (remote/service.py) until stdin closes or a signal comes."""
+    from .remote.service import GeneratorService
+    from .rpc.dispatch import Dispatcher
+
+    dispatcher = Dispatcher()
+    server = Server(dispatcher, proto_in, proto_out)
+    service = GeneratorService(settings, server.notify, dispatcher)
+    log.info("lofi-daemon generator started (pid %d)", os.getpid())
+    service.start()
+    server.start()
+    signalled: list[str] = []
+    install_signal_handlers(signalled)
+    while not server.closed.wait(0.2) and not signalled:
+        if args.parent_pid and not pid_alive(args.parent_pid):
+            break
+    log.info("generator exiting")
+    closer = threading.Thread(target=service.close, daemon=True)
+    closer.start()
+    closer.join(SIGNAL_CLOSE_SEC if signalled else 0.7)
     logging.shutdown()
     os._exit(0)
 

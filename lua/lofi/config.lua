@@ -56,6 +56,14 @@ M.defaults = {
     -- again after the restart), "never" (only say which).
     resubmit_lost_jobs = "ask",
   },
+  -- A remote generator (|lofi-remote|): the models run where `cmd` reaches a `lofi-daemon serve --generator`
+  -- (e.g. { "ssh", "gpu-box", "lofi-daemon", "serve", "--generator" }); cache, player and prefetch stay here.
+  generator = {
+    cmd = nil, -- list of words (or one shell string); nil = everything runs locally
+    backends = nil, -- e.g. { "ace_step" }; nil = every backend
+    retry = true, -- a link lost before any audio arrived connects again and retries the job once
+    connect_timeout_sec = 30,
+  },
   backend = "musicgen", -- default backend: "musicgen" | "ace_step" (or a daemon plugin backend's name)
   provider = "auto", -- onnxruntime execution provider: "auto" | "cpu" | "cuda" | "coreml"
   threads = 0, -- inference threads, 0 = onnxruntime's default
@@ -104,6 +112,8 @@ M.defaults = {
 -- Options whose default is nil (so the defaults table has no key for them).
 M.defaults_nil = {
   ["daemon.cmd"] = true,
+  ["generator.cmd"] = true,
+  ["generator.backends"] = true,
   ["generate.duration_sec"] = true,
   ["cache.dir"] = true,
   ["cache.max_tracks"] = true,
@@ -168,6 +178,17 @@ local RULES = {
   { "daemon.max_restarts", num_range(0, 100) },
   { "daemon.request_timeout_ms", num_range(1, 600000) },
   { "daemon.resubmit_lost_jobs", one_of("daemon.resubmit_lost_jobs") },
+  { "generator", "table" },
+  { "generator.cmd", is_cmd, "nil, a string or a non-empty list of strings" },
+  {
+    "generator.backends",
+    function(v)
+      return v == nil or (string_list(v) and #v > 0)
+    end,
+    "nil or a non-empty list of backend names",
+  },
+  { "generator.retry", "boolean" },
+  { "generator.connect_timeout_sec", num_range(1, 600) },
   {
     "backend",
     function(v)
@@ -414,6 +435,13 @@ function M.initialize_options()
       trigger_percent = c.prefetch.trigger_percent,
       presets = c.prefetch.presets,
     },
+    generator = c.generator.cmd and {
+      -- one shell string runs through sh, like `daemon.cmd`'s string form
+      cmd = type(c.generator.cmd) == "string" and { "sh", "-c", c.generator.cmd } or c.generator.cmd,
+      backends = c.generator.backends,
+      retry = c.generator.retry,
+      connect_timeout_sec = c.generator.connect_timeout_sec,
+    } or nil,
   }
 end
 

@@ -65,9 +65,33 @@ function M.status(st)
       type(q.waiting) == "table" and #q.waiting or tonumber(q.waiting) or 0
     ),
     "model: " .. tostring(st.loaded_backend or "none loaded"),
+    M.generator(st.generator),
     "log: " .. tostring(st.log_file or "?"),
     "cache: " .. tostring(st.cache_dir or "?"),
   }
+end
+
+--- The remote generator in one line: host, state, round trip, and what runs there.
+---@param g table|nil the `generator` field of `status`
+---@return string
+function M.generator(g)
+  if type(g) ~= "table" then
+    return "generator: local"
+  end
+  local names = {}
+  for _, b in ipairs(type(g.backends) == "table" and g.backends or {}) do
+    local provider = type(b.provider) == "string" and (" on " .. b.provider) or ""
+    names[#names + 1] = tostring(b.name) .. provider
+  end
+  local err = (type(g.error) == "string" and g.state ~= "ready") and (": " .. g.error) or ""
+  return string.format(
+    "generator: %s %s%s%s%s",
+    tostring(g.host or "?"),
+    tostring(g.state or "?"),
+    type(g.latency_ms) == "number" and string.format(", %.0f ms round trip", g.latency_ms) or "",
+    #names > 0 and (", " .. table.concat(names, ", ")) or "",
+    err
+  )
 end
 
 function M.backends(res)

@@ -215,6 +215,36 @@ local function check_daemon()
   end
 end
 
+-- The remote generator (|lofi-remote|): asked of the running daemon, which holds the link.
+local function check_generator()
+  local g = cfg_mod().get().generator
+  if not g.cmd then
+    return
+  end
+  h.start("lofi: remote generator")
+  local cmd = type(g.cmd) == "table" and table.concat(g.cmd, " ") or g.cmd
+  local client = require("lofi.client")
+  if not client.is_ready() then
+    h.info("configured: " .. cmd .. " (connects when the daemon starts, on the first :Lofi command)")
+    return
+  end
+  local err, st = client.request_sync("status", nil, 5000)
+  local link = type(st) == "table" and st.generator or nil
+  if type(link) ~= "table" then
+    local why = type(err) == "table" and err.message or "restart it with :Lofi restart"
+    h.warn("the daemon reports no generator link: " .. tostring(why))
+    return
+  end
+  local line = require("lofi.format").generator(link)
+  if link.state == "ready" then
+    h.ok(line)
+  elseif link.state == "connecting" then
+    h.info(line)
+  else
+    h.error(line, { "Run the command in a shell to see why: " .. cmd })
+  end
+end
+
 local function check_integrations()
   h.start("lofi: optional integrations")
   local function probe(mod, label, with, without)
@@ -238,6 +268,7 @@ function M.check()
   check_neovim()
   check_config()
   check_daemon()
+  check_generator()
   check_integrations()
 end
 

@@ -39,8 +39,11 @@ def backend_info(
     }
     try:
         info.update(b.status())
-        info["installed"] = b.is_installed()
-        info["model_version"] = b.model_version()
+        # a remote backend's status says what it knows without waiting for the link
+        if "installed" not in info:
+            info["installed"] = b.is_installed()
+        if "model_version" not in info:
+            info["model_version"] = b.model_version()
     except Exception as exc:  # a broken model dir must not break the listing
         log.exception("status of %s failed", name)
         info.update(installed=False, error=str(exc))

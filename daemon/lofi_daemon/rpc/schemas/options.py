@@ -54,6 +54,22 @@ class PrefetchOptions(Strict):
         return presets
 
 
+class GeneratorOptions(Strict):
+    """A remote generator (docs/protocol.md "Remote generation"); an empty `cmd` turns it off."""
+
+    cmd: list[str] = Field(max_length=64)
+    backends: list[str] | None = Field(default=None, max_length=16)  # null = every backend
+    retry: bool | None = None
+    connect_timeout_sec: float | None = Field(default=None, gt=0, le=600)
+
+    @field_validator("cmd")
+    @classmethod
+    def _words(cls, cmd: list[str]) -> list[str]:
+        if any(not w or "\0" in w for w in cmd):
+            raise ValueError("cmd must be a list of non-empty words")
+        return cmd
+
+
 class InitializeOptions(Strict):
     cache_dir: str | None = Field(default=None, min_length=1)
     provider: Literal["auto", "cpu", "cuda", "coreml"] | None = None
@@ -63,3 +79,4 @@ class InitializeOptions(Strict):
     cache: CacheOptions | None = None
     playback: PlaybackOptions | None = None
     prefetch: PrefetchOptions | None = None
+    generator: GeneratorOptions | None = None

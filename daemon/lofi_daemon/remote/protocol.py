@@ -1,0 +1,83 @@
+"""What a local daemon and a remote generator exchange, on the same Content-Length JSON-RPC framing as the client.
+
+local → remote  initialize {protocol_version}            → {protocol_version, role, host, version, backends}
+                generator.generate {job_id, backend, …}  → {accepted, model_version}
+                generator.cancel {job_id}                 → {cancelled}
+                ping                                      → {pong}
+remote → local  generator.progress {job_id, done, total, fields}
+                generator.download {job_id, …download progress…}
+                generator.audio {job_id, seq, kind: "stream"|"final", frames, channels, data}
+                generator.done {job_id, frames, channels, sample_rate, sha256, streamed, info, model_version}
+                generator.error {job_id, code, error_code, message}
+                generator.cancelled {job_id}
+
+Audio travels as base64 of little-endian float32 PCM, so the local track is bit-identical to what the remote
+made; `sha256` covers the whole track's bytes. Chunks stay far below the framing's 8 MiB message limit.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from ..errors import ErrorCode
+from ..rpc.schemas.base import Strict
+
+# Bump when a message above changes shape; both ends refuse to talk across a difference.
+GENERATOR_PROTOCOL = 1
+CHUNK_FRAMES = 48_000  # ≤ 1 s at 48 kHz: ≤ 384 KB of stereo float32, ≤ 512 KB as base64
+MAX_CHANNELS = 2
+
+
+class GeneratorHello(Strict):
+    protocol_version: int = Field(ge=0, le=1_000_000)
+    client: str | None = Field(default=None, max_length=200)
+
+
+class RemoteJob(Strict):
+    job_id: str = Field(min_length=1, max_length=64)
+    backend: str = Field(min_length=1, max_length=64)
+    prompt: str = Field(min_length=1, max_length=4000)
+    duration_sec: float = Field(gt=0, le=3600)
+    seed: int = Field(ge=0, le=2**32 - 1)
+    params: dict[str, Any] = Field(default_factory=dict)
+    allow_download: bool = False
+
+
+class RemoteJobId(Strict):
+    job_id: str = Field(min_length=1, max_length=64)
+
+
+def encode_audio(samples: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(samples, dtype="<f4").tobytes()).decode("ascii")
+
+
+def decode_audio(data: str, frames: int, channels: int) -> np.ndarray:
+    """The chunk's samples as float32 [frames, channels]; ValueError when the bytes don't match the shape."""
+    raw = base64.b64decode(data.encode("ascii"), validate=True)
+    if len(raw) != frames * channels * 4:
+        raise ValueError(
+            f"an audio chunk of {len(raw)} bytes does not hold {frames}×{channels} float32 samples"
+        )
+    return np.frombuffer(raw, dtype="<f4").astype(np.float32).reshape(frames, channels)
+
+
+def audio_digest(samples: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(samples, dtype="<f4").tobytes()).hexdigest()
+
+
+def chunks(samples: np.ndarray, size: int = CHUNK_FRAMES) -> list[np.ndarray]:
+    return [samples[i : i + size] for i in range(0, max(len(samples), 1), size)] if len(samples) else []
+
+
+def error_code(code: Any) -> ErrorCode:
+    """The remote's error code when this side knows it, else a generic inference failure."""
+    return (
+        ErrorCode(code)
+        if isinstance(code, int) and code in ErrorCode._value2member_map_
+        else (ErrorCode.MODEL_INFERENCE_FAILED)
+    )

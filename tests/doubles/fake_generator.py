@@ -1,0 +1,74 @@
+"""A misbehaving remote generator for tests: speaks the framing on stdio and answers like `lofi-daemon serve
+--generator` would, except for what its mode breaks.
+
+  python -m tests.doubles.fake_generator old-protocol   handshake with another protocol version
+  python -m tests.doubles.fake_generator corrupt        audio whose checksum does not match
+  python -m tests.doubles.fake_generator extra          more audio than the request asked for
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+from lofi_daemon.remote.protocol import GENERATOR_PROTOCOL, audio_digest, encode_audio
+from lofi_daemon.rpc.framing import MessageReader, MessageWriter
+
+RATE = 16000  # the tone backend's
+
+
+def main(mode: str) -> None:
+    reader = MessageReader(sys.stdin.buffer)
+    writer = MessageWriter(sys.stdout.buffer)
+    while (frame := reader.read()) is not None:
+        msg = json.loads(frame.body)
+        method, id_ = msg.get("method"), msg.get("id")
+        if method == "initialize":
+            version = GENERATOR_PROTOCOL + 98 if mode == "old-protocol" else GENERATOR_PROTOCOL
+            backends = [{"name": "tone", "installed": True, "model_version": "tone-v1"}]
+            result = {
+                "role": "generator",
+                "protocol_version": version,
+                "version": "9.9",
+                "backends": backends,
+            }
+            writer.write({"jsonrpc": "2.0", "id": id_, "result": result})
+        elif method == "ping":
+            writer.write({"jsonrpc": "2.0", "id": id_, "result": {"pong": True}})
+        elif method == "generator.generate":
+            p = msg["params"]
+            writer.write({"jsonrpc": "2.0", "id": id_, "result": {"accepted": True}})
+            seconds = p["duration_sec"] + (10 if mode == "extra" else 0)
+            audio = np.full((int(seconds * RATE), 1), 0.25, np.float32)
+            sent = audio.copy()
+            if mode == "corrupt":
+                sent[100] = 0.5  # one sample changed on the way
+            writer.write(
+                {
+                    "jsonrpc": "2.0",
+                    "method": "generator.audio",
+                    "params": {
+                        "job_id": p["job_id"],
+                        "seq": 0,
+                        "kind": "final",
+                        "frames": len(sent),
+                        "channels": 1,
+                        "data": encode_audio(sent),
+                    },
+                }
+            )
+            done = {
+                "job_id": p["job_id"],
+                "frames": len(audio),
+                "channels": 1,
+                "sample_rate": RATE,
+                "sha256": audio_digest(audio),
+                "streamed": False,
+                "info": {},
+            }
+            writer.write({"jsonrpc": "2.0", "method": "generator.done", "params": done})
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

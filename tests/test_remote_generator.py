@@ -1,0 +1,268 @@
+"""Remote generation (daemon/lofi_daemon/remote/): a second lofi-daemon, started through a command wrapper with its
+own folders, generates; the local daemon caches and plays. Uses the tone double for the protocol paths and the
+tiny MusicGen model for real streaming audio."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from lofi_daemon.backends.base import GenerationRequest
+from lofi_daemon.cancel import CancelToken
+from lofi_daemon.config import Settings
+from lofi_daemon.errors import ErrorCode, LofiError
+from lofi_daemon.remote.backend import RemoteBackend, _names_local_file
+from lofi_daemon.remote.link import RemoteLink
+
+from tests.daemon_client import CEILING, ROOT, DaemonProcess, daemon_env
+from tests.musicgen_fixture import FIXTURE as MUSICGEN_TINY
+
+PY = shlex.quote(sys.executable)
+
+
+def remote_cmd(tmp: Path, *, before: str = "", **env: str) -> list[str]:
+    """`sh -c` starting a generator with its own cache/log folders (what `ssh gpu-box lofi-daemon serve
+    --generator` is on a real setup); it writes its shell's pid to tmp/remote.pid (exec keeps the pid)."""
+    remote = tmp / "remote"
+    values = {
+        **daemon_env(remote),
+        "LOFI_CACHE_DIR": str(remote / "cache"),
+        "LOFI_LOG_DIR": str(remote / "log"),
+        **env,
+    }
+    keep = ("PYTHONPATH", "LOFI_CACHE_DIR", "LOFI_LOG_DIR", "LOFI_BACKEND_PLUGINS", "HF_HUB_OFFLINE")
+    assigns = " ".join(f"{k}={shlex.quote(values[k])}" for k in (*keep, *env))
+    script = f"{before}echo $$ > {shlex.quote(str(tmp / 'remote.pid'))}; exec env {assigns} {PY} -m lofi_daemon serve --generator"
+    return ["sh", "-c", script]
+
+
+def generate(d: DaemonProcess, **params) -> dict:
+    reply = d.call(
+        "generate", {"prompt": "remote tone", "backend": "tone", "duration_sec": 1, "seed": 7, **params}
+    )
+    return reply
+
+
+@pytest.fixture
+def local(tmp_path):
+    made: list[DaemonProcess] = []
+
+    def start(cmd: list[str] | None = None, **env: str) -> DaemonProcess:
+        extra = {"LOFI_GENERATOR": shlex.join(cmd), "LOFI_GENERATOR_BACKENDS": "tone"} if cmd else {}
+        home = tmp_path / f"local{len(made)}"
+        home.mkdir()
+        d = DaemonProcess(home, **extra, **env)
+        made.append(d)
+        d.call("initialize", {})
+        return d
+
+    yield start
+    for d in made:
+        d.close()
+
+
+def track_audio(path: str) -> np.ndarray:
+    return sf.read(path, dtype="float32", always_2d=True)[0]
+
+
+def test_a_remote_track_is_cached_locally_with_the_same_id_and_audio(local, tmp_path):
+    remote = local(remote_cmd(tmp_path))
+    here = local()
+    a, b = generate(remote), generate(here)
+    assert a["track_id"] == b["track_id"]  # same request, same model version → same identity
+    done = remote.wait_notification("generation_complete", track_id=a["track_id"])
+    mine = here.wait_notification("generation_complete", track_id=b["track_id"])
+    assert Path(done["path"]).is_relative_to(tmp_path / "local0")  # the local cache, not the remote's
+    assert done["model_version"] == "tone-v1"
+    np.testing.assert_array_equal(track_audio(done["path"]), track_audio(mine["path"]))
+    status = remote.call("status")["generator"]
+    assert status["state"] == "ready" and status["latency_ms"] is not None
+    assert [b["name"] for b in status["backends"]] and status["protocol_version"] == 1
+    assert not (tmp_path / "remote" / "cache" / "tracks").exists()  # the remote keeps no tracks
+
+
+def test_cancel_passes_through_and_the_remote_goes_on(local, tmp_path):
+    d = local(remote_cmd(tmp_path, LOFI_TONE_STEP_SEC="0.2", LOFI_TONE_STEPS="200"))
+    job = generate(d)
+    d.wait_notification("generation_progress", track_id=job["track_id"])
+    assert d.call("cancel", {"track_id": job["track_id"]})["cancelled"]
+    d.wait_notification("generation_cancelled", track_id=job["track_id"])
+    assert d.call("status")["generator"]["state"] == "ready"
+
+
+def test_a_dropped_link_fails_the_job_clearly_and_the_next_job_reconnects(local, tmp_path):
+    d = local(remote_cmd(tmp_path, LOFI_TONE_STEP_SEC="0.2", LOFI_TONE_STEPS="50"))
+    d.call(
+        "initialize",
+        {
+            "options": {
+                "generator": {
+                    "cmd": remote_cmd(tmp_path, LOFI_TONE_STEP_SEC="0.2", LOFI_TONE_STEPS="50"),
+                    "backends": ["tone"],
+                    "retry": False,
+                }
+            }
+        },
+    )
+    job = generate(d)
+    d.wait_notification("generation_progress", track_id=job["track_id"])
+    pid = int((tmp_path / "remote.pid").read_text())
+    import os
+    import signal
+
+    os.kill(pid, signal.SIGKILL)
+    err = d.wait_notification("generation_error", track_id=job["track_id"])
+    assert "lost the remote generator" in err["message"]
+    again = generate(d, seed=8)
+    d.wait_notification("generation_complete", track_id=again["track_id"])
+
+
+def test_retry_once_after_a_drop_before_any_audio(local, tmp_path):
+    cmd = remote_cmd(tmp_path, LOFI_TONE_STEP_SEC="0.1", LOFI_TONE_STEPS="30")
+    d = local(cmd)
+    job = generate(d)
+    d.wait_notification("generation_progress", track_id=job["track_id"])
+    import os
+    import signal
+
+    first = int((tmp_path / "remote.pid").read_text())
+    os.kill(first, signal.SIGKILL)
+    d.wait_notification("generation_complete", track_id=job["track_id"])  # retried on a new connection
+    assert int((tmp_path / "remote.pid").read_text()) != first
+
+
+def test_a_slow_remote_start_shows_connecting_then_works(local, tmp_path):
+    go = tmp_path / "go"  # the remote starts only once the test has seen "connecting"
+    d = local(remote_cmd(tmp_path, before=f"while [ ! -e {go} ]; do sleep 0.05; done; "))
+    status = d.call("status")["generator"]
+    assert status["state"] == "connecting", status
+    # a job sent while connecting waits for the handshake (its identity needs the remote's model version)
+    d.send(
+        {
+            "jsonrpc": "2.0",
+            "id": "early",
+            "method": "generate",
+            "params": {"prompt": "remote tone", "backend": "tone", "duration_sec": 1, "seed": 7},
+        }
+    )
+    go.touch()
+    job = d.wait_response("early")["result"]
+    d.wait_notification("generation_complete", track_id=job["track_id"])
+    assert d.call("status")["generator"]["state"] == "ready"
+
+
+def test_a_protocol_mismatch_says_what_to_update(local, tmp_path):
+    fake = [
+        "env",
+        f"PYTHONPATH={ROOT / 'daemon'}:{ROOT}",
+        sys.executable,
+        "-m",
+        "tests.doubles.fake_generator",
+        "old-protocol",
+    ]
+    d = local(fake)
+    reply = d.request("generate", {"prompt": "x", "backend": "tone", "duration_sec": 1})
+    assert "update lofi" in reply["error"]["message"], reply
+
+
+@pytest.mark.parametrize(("mode", "says"), [("corrupt", "checksum"), ("extra", "more audio")])
+def test_audio_that_fails_verification_is_not_kept(local, tmp_path, mode, says):
+    fake = [
+        "env",
+        f"PYTHONPATH={ROOT / 'daemon'}:{ROOT}",
+        sys.executable,
+        "-m",
+        "tests.doubles.fake_generator",
+        mode,
+    ]
+    d = local(fake)
+    job = generate(d)
+    err = d.wait_notification("generation_error", track_id=job["track_id"])
+    assert says in err["message"]
+    listed = d.call("cache_list", {})
+    assert job["track_id"] not in str(listed)
+
+
+def test_unknown_backend_in_generator_options_is_refused(local):
+    d = local()
+    reply = d.request("initialize", {"options": {"generator": {"cmd": ["true"], "backends": ["nope"]}}})
+    assert reply["error"]["code"] == ErrorCode.INVALID_PARAMS
+
+
+def test_a_command_that_cannot_start_is_reported(local, tmp_path):
+    d = local(["/nonexistent/lofi-remote"])
+    reply = d.request("generate", {"prompt": "x", "backend": "tone", "duration_sec": 1})
+    assert "could not start the generator command" in reply["error"]["message"]
+
+
+def test_local_paths_are_never_sent():
+    class Local:
+        name, display_name, sample_rate, channels = "x", "X", 16000, 1
+        min_duration_sec, max_duration_sec, default_duration_sec, streams_audio = 1.0, 10.0, 2.0, False
+
+        def validate(self, raw):
+            return dict(raw)
+
+    backend = RemoteBackend(Local(), RemoteLink(["true"]), lambda *_: None)  # type: ignore[arg-type]
+    with pytest.raises(LofiError, match="names a local file"):
+        backend.validate({"init_audio": "/home/me/song.flac"})
+    assert backend.validate({"lora": "lofi-rain", "scheduler": "euler"})
+    assert _names_local_file("~/x.wav") and _names_local_file("../x") and not _names_local_file("lofi rain")
+
+
+def test_musicgen_streams_over_the_link_while_the_remote_generates(tmp_path):
+    """The real tiny MusicGen on the remote: chunks arrive between progress reports (so play-while-generating
+    works over the link) and the track equals the remote's own, bit for bit (sha256 checked by the receiver)."""
+    from lofi_daemon.backends.musicgen.backend import MusicGenBackend
+
+    cmd = remote_cmd(tmp_path, LOFI_MUSICGEN_DIR=str(MUSICGEN_TINY), LOFI_PROVIDER="cpu", LOFI_THREADS="1")
+    settings = Settings(cache_dir=tmp_path / "cache", log_dir=tmp_path / "log", provider="cpu")
+    settings.models["musicgen"].dir = MUSICGEN_TINY
+    link = RemoteLink(cmd, connect_timeout_sec=CEILING)
+    backend = RemoteBackend(MusicGenBackend(settings, lambda *_: None), link, lambda *_: None)
+    events: list[str] = []
+    try:
+        params = backend.validate({})
+        request = GenerationRequest("musicgen", "rainy night jazz piano", 30.0, 3, params)
+        audio = backend.generate(
+            request,
+            lambda done, total, **_: events.append("progress"),
+            CancelToken(),
+            on_audio=lambda chunk: events.append("audio"),
+        )
+        assert backend.model_version() == MusicGenBackend(settings, lambda *_: None).model_version()
+    finally:
+        link.close()
+    first_audio = events.index("audio")
+    assert "progress" in events[first_audio:], "all audio came after the last progress: nothing streamed"
+    assert audio.samples.shape[0] == pytest.approx(30.0 * backend.sample_rate, rel=0.02)
+    assert audio.info["remote"]
+
+
+def test_neovim_generates_remotely_and_shows_the_link(tmp_path):
+    """The plugin's `generator` config reaches the daemon; a track made remotely completes in Neovim, and
+    `:Lofi status` and `:checkhealth lofi` show the link."""
+    from tests.nvim_helpers import notes, wait_for
+    from tests.test_nvim_daemon import has_event, setup, start
+
+    cmd = remote_cmd(tmp_path)
+    with start(tmp_path) as nvim:
+        setup(nvim, generator={"cmd": cmd, "backends": ["tone"]})
+        nvim.command("Lofi generate remote tone duration=1 seed=5")
+        done = wait_for(nvim, f"{has_event('LofiGenerationComplete')} return nil")
+        assert done["backend"] == "tone"
+        nvim.command("Lofi status")
+        line = wait_for(
+            nvim,
+            "for _, n in ipairs(_G.notify_double.notes) do if n.msg:find('generator: ', 1, true) then "
+            "return n.msg end end return nil",
+        )
+        assert "ready" in line and "ms round trip" in line and "tone" in line
+        nvim.command("checkhealth lofi")
+        text = "\n".join(nvim.current.buffer[:])
+        assert "lofi: remote generator" in text and "OK generator: " in text, text
+        assert not [n for n in notes(nvim, 4)]  # no errors on the way
