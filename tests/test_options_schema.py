@@ -101,6 +101,7 @@ def test_plugin_generator_options_validate(tmp_path):
         {"playback": {"volume": "0.5"}},
         {"prefetch": {"presets": ["  "]}},
         {"cache_dir": ""},
+        {"models": {"musicgen": {"dir": "relative/models"}}},
         {"no_such_option": 1},
         {"playback": {"no_such_option": 1}},
     ],
@@ -279,3 +280,11 @@ def test_every_rpc_schema_refuses_non_finite_numbers_and_coercion():
         ), model
         if model.__name__ != "InitializeParams":  # LSP clients add their own fields at its top level
             assert model.model_config.get("strict") is True, model
+
+
+def test_relative_environment_paths_are_pinned_at_start(tmp_path, monkeypatch):
+    from lofi_daemon.config import Settings
+
+    monkeypatch.chdir(tmp_path)
+    s = Settings.from_env({"LOFI_LOG_DIR": "logs", "LOFI_MUSICGEN_DIR": "models/mg"})
+    assert s.log_dir == tmp_path / "logs" and s.models["musicgen"].dir == tmp_path / "models" / "mg"

@@ -84,7 +84,8 @@ class Settings:
             else:  # relative to what? the daemon's cwd is not the user's: keep the default and say so
                 log.warning("%s=%s is not an absolute path; using %s", ENV_CACHE_DIR, cache_dir, s.cache_dir)
         if env.get(ENV_LOG_DIR):
-            s.log_dir = Path(env[ENV_LOG_DIR]).expanduser()
+            # a relative value means the directory the command was started in: pinned now, before anything moves
+            s.log_dir = Path(env[ENV_LOG_DIR]).expanduser().absolute()
         if env.get(ENV_PROVIDER):
             s.provider = env[ENV_PROVIDER].strip().lower()
         if env.get(ENV_THREADS, "").strip().isdigit():
@@ -93,7 +94,7 @@ class Settings:
             s.default_backend = env[ENV_DEFAULT_BACKEND].strip()
         for backend, var in ENV_MODEL_DIRS.items():
             if env.get(var):
-                s.models[backend].dir = Path(env[var]).expanduser()
+                s.models[backend].dir = Path(env[var]).expanduser().absolute()
         if env.get(ENV_GENERATOR, "").strip():
             names = [n.strip() for n in env.get(ENV_GENERATOR_BACKENDS, "").split(",") if n.strip()]
             s.generator = GeneratorSettings(shlex.split(env[ENV_GENERATOR]), names or None)
@@ -112,7 +113,7 @@ class Settings:
         for backend, m in (options.models or {}).items():
             model = self.models.setdefault(backend, ModelSettings())
             if m.dir:
-                model.dir = Path(m.dir).expanduser()
+                model.dir = Path(m.dir).expanduser()  # absolute: the schema refuses a relative one
             if m.variant:
                 model.variant = m.variant
         g = options.generator

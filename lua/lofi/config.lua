@@ -410,7 +410,9 @@ function M.initialize_options()
   local models = vim.empty_dict()
   for name, m in pairs(c.models) do
     if m.dir or m.variant then
-      models[name] = { dir = m.dir and vim.fn.expand(m.dir) or nil, variant = m.variant }
+      -- absolute against Neovim's cwd, like cache.dir: the daemon refuses relative model paths
+      models[name] =
+        { dir = m.dir and vim.fn.fnamemodify(vim.fn.expand(m.dir), ":p") or nil, variant = m.variant }
     end
   end
   return {

@@ -6,6 +6,7 @@ the plugin's `initialize_options()` in lua/lofi/config.lua (tests/test_options_s
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -20,6 +21,14 @@ Strategy = Literal["same_prompt", "preset_cycle", "random_preset"]
 class ModelOptions(Strict):
     dir: str | None = Field(default=None, min_length=1)  # a local model directory (offline use)
     variant: str | None = Field(default=None, min_length=1)
+
+    @field_validator("dir")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        # relative to what? the daemon's working directory is not the user's (the plugin sends absolute paths)
+        if value is not None and not Path(value).expanduser().is_absolute():
+            raise ValueError(f"must be an absolute path (~ is expanded), got {value!r}")
+        return value
 
 
 class CacheOptions(Strict):
