@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.daemon_client import daemon_env
+from tests.daemon_client import CEILING, daemon_env
 
 
 def run(tmp_path, *args, **env):
@@ -149,3 +150,27 @@ def test_output_that_cannot_be_written_is_a_clear_error(tmp_path):
     out = gen_to(tmp_path, tmp_path / "taken" / "x.wav")
     assert out.returncode == 1 and "CACHE_ERROR" in out.stderr and "cannot write" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_ctrl_c_cancels_the_generation_cleanly(tmp_path):
+    """The first Ctrl-C cancels like :Lofi cancel: the step ends, exit status 130, no track and no traceback."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lofi_daemon", "generate", "slow", "--backend", "tone", "--duration", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=daemon_env(tmp_path, LOFI_TONE_STEPS="1000", LOFI_TONE_STEP_SEC="0.05"),
+        cwd=tmp_path,
+        text=True,
+    )
+    err = ""
+    while "%" not in err:  # progress shows the job is inside the backend's steps
+        ch = proc.stderr.read(1)
+        assert ch, f"the CLI ended early: {err}"
+        err += ch
+    proc.send_signal(signal.SIGINT)
+    out, rest = proc.communicate(timeout=CEILING)
+    err += rest
+    assert proc.returncode == 130, err
+    assert "cancelled; no track was written" in err and "Traceback" not in err
+    assert out == ""
+    assert not list((tmp_path / "cache").rglob("*.flac"))

@@ -7,6 +7,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -205,11 +206,24 @@ def _generate(settings: Settings, args: argparse.Namespace, log_file: Path | Non
         )
         daemon.queue.submit(job)
         daemon.queue.take()
+
+        def on_sigint(_signum: int, _frame: object) -> None:
+            # the first Ctrl-C cancels like :Lofi cancel (the step ends, nothing half-written is kept)
+            if job.cancel.cancelled:
+                raise KeyboardInterrupt
+            print("\nlofi: cancelling… (Ctrl-C again to quit at once)", file=sys.stderr, flush=True)
+            job.cancel.cancel()
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
         try:
             daemon.worker.run_job(job)
         finally:
+            signal.signal(signal.SIGINT, previous)
             daemon.queue.done(job)
         print(file=sys.stderr)
+        if outcome.get("method") == "generation_cancelled":
+            print("lofi: cancelled; no track was written", file=sys.stderr)
+            return 130  # the shell's code for "ended by SIGINT"
         if outcome.get("method") != "generation_complete":
             p = outcome.get("params", {})
             raise LofiError(
