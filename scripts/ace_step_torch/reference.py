@@ -194,3 +194,71 @@ def latents_to_wave(models, latents):
     left = voc(mel[:, 0]).squeeze(1)
     right = voc(mel[:, 1]).squeeze(1)
     return torch.cat([left, right], dim=0)
+
+
+# ---------------------------------------------------------------- the encode path (upstream MusicDCAE.encode)
+
+
+def _hz_to_mel(f: torch.Tensor) -> torch.Tensor:
+    """Slaney's mel scale (torchaudio `mel_scale="slaney"`): linear below 1 kHz, logarithmic above."""
+    mel = 3.0 * f / 200.0
+    log_part = 15.0 + torch.log(f / 1000.0) / (np.log(6.4) / 27.0)
+    return torch.where(f >= 1000.0, log_part, mel)
+
+
+def _mel_to_hz(m: torch.Tensor) -> torch.Tensor:
+    hz = 200.0 * m / 3.0
+    log_part = 1000.0 * torch.exp((np.log(6.4) / 27.0) * (m - 15.0))
+    return torch.where(m >= 15.0, log_part, hz)
+
+
+def mel_filterbank(n_freqs=1025, f_min=40.0, f_max=16000.0, n_mels=128, sample_rate=44100) -> torch.Tensor:
+    """[n_freqs, n_mels]: torchaudio's `melscale_fbanks(..., norm="slaney", mel_scale="slaney")`, the filters of
+    the vocoder's `mel_transform` (upstream LogMelSpectrogram), in float32 as torchaudio builds them."""
+    freqs = torch.linspace(0, sample_rate // 2, n_freqs)
+    # the end points in float64, as torchaudio computes them with Python's math
+    m_min, m_max = (float(_hz_to_mel(torch.tensor(f, dtype=torch.float64))) for f in (f_min, f_max))
+    m_pts = torch.linspace(m_min, m_max, n_mels + 2)
+    f_pts = _mel_to_hz(m_pts)
+    f_diff = f_pts[1:] - f_pts[:-1]
+    slopes = f_pts.unsqueeze(0) - freqs.unsqueeze(1)
+    down = -slopes[:, :-2] / f_diff[:-1]
+    up = slopes[:, 2:] / f_diff[1:]
+    fb = torch.clamp(torch.minimum(down, up), min=0.0)
+    return fb * (2.0 / (f_pts[2 : n_mels + 2] - f_pts[:n_mels]))
+
+
+@torch.no_grad()
+def log_mel(audio: torch.Tensor) -> torch.Tensor:
+    """[C, n] at 44.1 kHz → [C, 128, frames]: upstream LogMelSpectrogram (reflect pad (win-hop)/2 each side,
+    uncentred STFT n_fft 2048 / hop 512 / periodic Hann, sqrt(|X|² + 1e-6), slaney mels 40 Hz–16 kHz,
+    log of clamp 1e-5)."""
+    n_fft, hop = 2048, 512
+    y = F.pad(audio.unsqueeze(1), ((n_fft - hop) // 2, (n_fft - hop + 1) // 2), mode="reflect").squeeze(1)
+    spec = torch.stft(
+        y,
+        n_fft,
+        hop_length=hop,
+        win_length=n_fft,
+        window=torch.hann_window(n_fft),
+        center=False,
+        return_complex=True,
+    )
+    mag = torch.sqrt(torch.view_as_real(spec).pow(2).sum(-1) + 1e-6)
+    mel = torch.matmul(mag.transpose(-1, -2), mel_filterbank()).transpose(-1, -2)
+    return torch.log(torch.clamp(mel, min=1e-5))
+
+
+@torch.no_grad()
+def audio_to_latents(dcae, audio: torch.Tensor) -> torch.Tensor:
+    """Upstream `MusicDCAE.encode` from 44.1 kHz stereo [2, n] (after its resampler): pad to a multiple of
+    4096 samples, log-mel, normalise (mel+11)/14 then Normalize(0.5, 0.5), DCAE encoder, (z − shift)·scale
+    → [1, 8, 16, n'/4096]."""
+    n = audio.shape[-1]
+    if n % 4096:
+        audio = F.pad(audio, (0, 4096 - n % 4096))
+    mel = log_mel(audio).unsqueeze(0)
+    mel = (mel - (-11.0)) / (3.0 - (-11.0))
+    mel = (mel - 0.5) / 0.5
+    z = dcae.encoder(mel)
+    return (z - (-1.9091)) * 0.1786

@@ -10,12 +10,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
 from . import decode as dec
+from .encode import ENCODER_FILE, encode_audio
 from .guidance import MomentumBuffer, apg, cfg, cfg_zero_star, guidance_window, scale_at
 from .layout import ModelLayout
 from .schedulers import Scheduler
@@ -95,6 +97,7 @@ class Graphs:
         self.layout = layout
         self._session = session
         self.files = {stage: layout.path(f"{stage}.onnx") for stage in STAGES}
+        self.files["dcae_encoder"] = layout.path(ENCODER_FILE)  # optional: only the editing tasks open it
         self.files.update(files or {})
         self.resident = resident
         self._open: dict[str, ort.InferenceSession] = {}
@@ -375,6 +378,20 @@ class AceStepPipeline:
             if on_step and (sched.kind != "heun" or i % 2 == 0):
                 on_step(sched.user_step(i), p.steps, evaluations)
         return x
+
+    # ---- the encode path (editing tasks)
+
+    @property
+    def has_encoder(self) -> bool:
+        return Path(self.graphs.files["dcae_encoder"]).exists()
+
+    def encode_audio(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+        """Audio ([n] or [n, channels], any rate) → latents [1, 8, 16, F] (encode.py); the encoder session is
+        released afterwards under a "low" memory plan."""
+        try:
+            return encode_audio(audio, sample_rate, self.graphs.session("dcae_encoder"))
+        finally:
+            self.graphs.release("dcae_encoder")
 
     # ---- stage 3: audio
 
