@@ -25,9 +25,7 @@ def make_backend(tmp_path, model_dir=FIXTURE) -> AceStepBackend:
     s = Settings.from_env(
         {"LOFI_ACE_STEP_DIR": str(model_dir), "LOFI_CACHE_DIR": str(tmp_path), "LOFI_THREADS": "1"}
     )
-    b = AceStepBackend(s)
-    b.tracks = TrackStore(tmp_path / "tracks")
-    return b
+    return AceStepBackend(s, tracks=TrackStore(tmp_path / "tracks"))
 
 
 @pytest.fixture(scope="module")
@@ -207,8 +205,10 @@ def test_without_a_track_cache_or_an_encoder_tasks_are_refused(tmp_path, env):
     for f in FIXTURE.iterdir():
         if f.name != "dcae_encoder.onnx":
             os.symlink(f, old / f.name)
-    b = make_backend(tmp_path / "cache", model_dir=old)
-    b.tracks = env[0].tracks
+    s = Settings.from_env(
+        {"LOFI_ACE_STEP_DIR": str(old), "LOFI_CACHE_DIR": str(tmp_path), "LOFI_THREADS": "1"}
+    )
+    b = AceStepBackend(s, tracks=env[0].tracks)
     req = GenerationRequest(
         "ace_step", "p", 5.0, 1, b.validate({"task": "repaint", "source_track": source, "repaint_end": 2.0})
     )

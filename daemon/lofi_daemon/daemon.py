@@ -82,12 +82,10 @@ class Daemon:
         self.downloads: dict[str, CancelToken] = {}
         self.dispatcher = dispatcher if dispatcher is not None else Dispatcher()
         self.queue = JobQueue()
-        self.backends: dict[str, Backend] = create_backends(settings, self.notify)
         # eviction never removes what the player holds (asked at eviction time; the player is built below)
         self.store = TrackStore(settings.tracks_dir, protect=self._player_holds)
-        for backend in self.backends.values():  # backends with editing tasks read their source tracks here
-            if hasattr(backend, "tracks"):
-                backend.tracks = self.store
+        # backends with editing tasks (ACE-Step) read their source tracks from the store
+        self.backends: dict[str, Backend] = create_backends(settings, self.notify, tracks=self.store)
         self.prefetch = Prefetcher(
             jobs_api.make_enqueue(self.backends, settings, self.store, self.queue, self.notify),
             track_info=self._track_info,

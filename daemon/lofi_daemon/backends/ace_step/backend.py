@@ -171,16 +171,22 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
     default_duration_sec = 60.0
     streams_audio = False  # audio comes out of the DCAE decoder only once diffusion has finished
 
+    reads_tracks = True  # create_backends passes the track cache: editing tasks read their source there
+
     def __init__(
-        self, settings: Settings, notify: NotifyFn | None = None, *, windowing: Windowing | None = None
+        self,
+        settings: Settings,
+        notify: NotifyFn | None = None,
+        *,
+        windowing: Windowing | None = None,
+        tracks: Store | None = None,
     ) -> None:
         super().__init__(settings, notify)
         self.windowing = windowing
         self._lora_key: tuple[str, float] | None = None
         self._plan: memory.MemoryPlan | None = None
         self._decode_evals: float | None = None  # measured DCAE + vocoder cost in evaluations
-        # the track cache the editing tasks read their source from (the daemon sets it; None: no tasks)
-        self.tracks: Store | None = None
+        self.tracks = tracks  # the track cache the editing tasks read their source from (None: no tasks)
 
     # ---- parameters -------------------------------------------------------------------------------------
     def defaults(self) -> dict[str, Any]:
