@@ -90,3 +90,24 @@ def test_round_trip_through_the_decoder_is_time_aligned(session):
     assert wave.shape == (2, 4 * 4096)
     err = rel_err(wave[:, : audio.shape[0]], audio.T)
     assert np.isfinite(err) and err > 0.5  # random weights: nothing resembling the input comes back
+
+
+def test_long_tracks_encode_in_windows_without_seams(session):
+    """Windows of 8 latent frames with 4 of context over 40 frames (the real ones: 256 with 128, so one pass up
+    to 47.5 s). The encoder's linear attention is global within a window, so windowed latents differ from one
+    pass a little everywhere (as the decoder's windows do, tests/test_ace_step_decode.py); frames next to a seam
+    are no worse than the others."""
+    mel = enc.log_mel(enc.to_model_audio(tone(40 * 4096, 2), 44100))
+    one = enc.encode_mel(mel, session)
+    core, margin = 8, 4
+    win = enc.encode_mel(mel, session, core, margin)
+    assert win.shape == one.shape == (1, 8, 16, 40)
+    err = rel_err(win, one)
+    assert err < 0.03, err  # measured 1.5 % on the tiny weights
+    dev = np.abs(win - one).max(axis=(0, 1, 2))
+    seams = np.zeros(40, bool)
+    for s in range(core, 40, core):
+        seams[s - 1 : s + 1] = True
+    assert dev[seams].max() <= 1.5 * dev[~seams].max()
+    # one window as long as the track is exactly the one-pass encode
+    np.testing.assert_array_equal(enc.encode_mel(mel, session, 40, 4), one)

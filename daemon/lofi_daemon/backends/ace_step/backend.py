@@ -619,7 +619,12 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
 
     # ---- generation -------------------------------------------------------------------------------------------
     def _prepare(
-        self, params: dict[str, Any], request: GenerationRequest, pipe: AceStepPipeline, p
+        self,
+        params: dict[str, Any],
+        request: GenerationRequest,
+        pipe: AceStepPipeline,
+        p: SamplingParams,
+        check: Callable[[], None],
     ) -> TaskRun:
         """The starting latents, noise source and loop of the request's task (tasks.py). retake, repaint and
         extend of an ACE-Step track start from the source's own noise (its seed), mixed with retake noise from
@@ -651,7 +656,7 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
                 dir=str(pipe.layout.dir),
             )
         audio, rate = self.tracks.read_audio(source.track_id)
-        src = pipe.encode_audio(audio, rate)
+        src = pipe.encode_audio(audio, rate, check)
         # A last latent frame less than half full of audio is dropped: a lofi track comes back from 48 kHz a
         # fraction of a sample longer than its frames, and upstream's extra, nearly silent frame would sit
         # between the track and a right extension (93 ms of silence).
@@ -733,7 +738,7 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
             t0 = time.monotonic()
             info = self._apply_lora(params.get("lora"), params.get("lora_weight", 1.0))
             cancel.check()
-            run = self._prepare(params, request, pipe, p)
+            run = self._prepare(params, request, pipe, p, cancel.check)
             p = run.p
             frames = run.start.shape[-1]
             # Progress counts transformer evaluations, then the DCAE + vocoder decode as its cost in evaluations,

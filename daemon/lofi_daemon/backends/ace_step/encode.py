@@ -5,18 +5,20 @@ over 40 Hz–16 kHz, log of clamp 1e-5), then `dcae_encoder.onnx`, which holds t
 
 Resampling uses scipy's polyphase filter (as decode.py does for the way out) where upstream uses torchaudio's
 windowed-sinc `Resample`; the two differ only near Nyquist (docs/model-formats.md). The encoder runs in one pass
-over the whole track, as upstream's does (its linear attention is global).
+over the whole track as upstream's does (its linear attention is global), or in overlapping windows for tracks
+longer than one window (`encode_mel`), as the DCAE decoder does.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from fractions import Fraction
 from typing import Protocol
 
 import numpy as np
 
-from .decode import MEL_PER_LATENT, MODEL_RATE, SAMPLES_PER_MEL
+from .decode import MEL_PER_LATENT, MODEL_RATE, SAMPLES_PER_MEL, windowed
 
 N_FFT = 2048
 N_MELS = 128
@@ -96,12 +98,42 @@ def to_model_audio(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     return x
 
 
-def encode_audio(audio: np.ndarray, sample_rate: int, encoder: Session) -> np.ndarray:
+def encode_mel(
+    mel: np.ndarray,
+    encoder: Session,
+    core: int | None = None,
+    margin: int = 0,
+    check: Callable[[], None] | None = None,
+) -> np.ndarray:
+    """Log-mel [2, 128, 8F] → latents [1, 8, 16, F]: one pass (upstream), or windows of `core` latent frames
+    with `margin` frames of context on each side (decode.windowed) when the track is longer than one window,
+    which bounds the encoder's activations (≈ 0.5 GB per 30 s at full size) for long tracks."""
+    channels, bins, m = mel.shape
+    latent_major = mel.reshape(channels, bins, m // MEL_PER_LATENT, MEL_PER_LATENT).transpose(0, 1, 3, 2)
+
+    def run(part: np.ndarray) -> np.ndarray:  # [2, 128, 8, n] → [8, 16, n]
+        n = part.shape[-1]
+        window = part.transpose(0, 1, 3, 2).reshape(1, channels, bins, n * MEL_PER_LATENT)
+        out = encoder.run(None, {"mel_spectrogram": np.ascontiguousarray(window, np.float32)})[0]
+        return np.asarray(out[0], np.float32)
+
+    if core is None:
+        return run(latent_major)[None]
+    return windowed(run, latent_major, core, margin, 1, check=check)[None]
+
+
+def encode_audio(
+    audio: np.ndarray,
+    sample_rate: int,
+    encoder: Session,
+    core: int | None = None,
+    margin: int = 0,
+    check: Callable[[], None] | None = None,
+) -> np.ndarray:
     """Audio ([n] or [n, channels], any rate) → latents [1, 8, 16, ceil(n₄₄ / 4096)] float32, where n₄₄ is the
     length at 44.1 kHz (upstream pads the end to whole latent frames; its `latent_lengths` is the floor).
-    `encoder` is the `dcae_encoder.onnx` session."""
+    `encoder` is the `dcae_encoder.onnx` session; `core`/`margin` window long tracks (`encode_mel`)."""
     x = to_model_audio(audio, sample_rate)
     n = x.shape[-1]
     x = np.pad(x, ((0, 0), (0, -n % SAMPLES_PER_LATENT)))
-    mel = log_mel(x)[None]
-    return np.asarray(encoder.run(None, {"mel_spectrogram": mel})[0], np.float32)
+    return encode_mel(log_mel(x), encoder, core, margin, check)

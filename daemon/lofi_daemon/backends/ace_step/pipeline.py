@@ -134,9 +134,9 @@ class Graphs:
             self._learn(stage, sess)
         return sess
 
-    def release(self, stage: str) -> None:
-        """Done with `stage` for this generation: close it unless the sessions stay resident."""
-        if not self.resident:
+    def release(self, stage: str, always: bool = False) -> None:
+        """Done with `stage` for this generation: close it unless the sessions stay resident (or `always`)."""
+        if always or not self.resident:
             self._open.pop(stage, None)
 
     def close(self) -> None:
@@ -512,13 +512,18 @@ class AceStepPipeline:
     def has_encoder(self) -> bool:
         return Path(self.graphs.files["dcae_encoder"]).exists()
 
-    def encode_audio(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
-        """Audio ([n] or [n, channels], any rate) → latents [1, 8, 16, F] (encode.py); the encoder session is
-        released afterwards under a "low" memory plan."""
+    def encode_audio(
+        self, audio: np.ndarray, sample_rate: int, check: Callable[[], None] | None = None
+    ) -> np.ndarray:
+        """Audio ([n] or [n, channels], any rate) → latents [1, 8, 16, F] (encode.py), in windows for tracks
+        longer than one. The encoder session is always closed afterwards: editing tasks are occasional, and
+        the memory plan (memory.py) counts the five generation stages only."""
+        w = self.windowing
         try:
-            return encode_audio(audio, sample_rate, self.graphs.session("dcae_encoder"))
+            session = self.graphs.session("dcae_encoder")
+            return encode_audio(audio, sample_rate, session, w.encoder_core, w.encoder_margin, check)
         finally:
-            self.graphs.release("dcae_encoder")
+            self.graphs.release("dcae_encoder", always=True)
 
     # ---- stage 3: audio
 
