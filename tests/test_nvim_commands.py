@@ -606,6 +606,11 @@ def test_vary_repaint_extend_send_ace_step_editing_tasks(nvim, tmp_path):
     }
     assert sent[3]["prompt"] == "jazzier drums" and sent[3]["repaint_start"] == 60
     assert "repaint_start" not in sent[0] and "extend_right" not in sent[1]
+    # the track picker's action on the selected track
+    nvim.exec_lua("require('lofi.picker').track_actions.vary(require('lofi.state').current.tracks[...])", tid)
+    poll(lambda: len(received(record, "generate")) == 6)
+    picked = received(record, "generate")[5]["params"]
+    assert picked["task"] == "retake" and picked["source_track"] == tid and picked["seed"] != sent[0].get("seed")
 
 
 def test_editing_commands_name_what_is_wrong_and_send_nothing(nvim, tmp_path):
