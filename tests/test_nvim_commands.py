@@ -610,7 +610,9 @@ def test_vary_repaint_extend_send_ace_step_editing_tasks(nvim, tmp_path):
     nvim.exec_lua("require('lofi.picker').track_actions.vary(require('lofi.state').current.tracks[...])", tid)
     poll(lambda: len(received(record, "generate")) == 6)
     picked = received(record, "generate")[5]["params"]
-    assert picked["task"] == "retake" and picked["source_track"] == tid and picked["seed"] != sent[0].get("seed")
+    assert (
+        picked["task"] == "retake" and picked["source_track"] == tid and picked["seed"] != sent[0].get("seed")
+    )
 
 
 def test_editing_commands_name_what_is_wrong_and_send_nothing(nvim, tmp_path):
