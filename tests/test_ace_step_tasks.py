@@ -71,6 +71,26 @@ def test_retake_at_variance_zero_is_the_source_and_above_zero_a_variation(env):
     assert rel_err(varied, original) > 1e-2 and rel_err(varied, other) > 1e-2
 
 
+def test_a_variation_of_a_variation_starts_where_that_variation_started(env):
+    b, source, _ = env
+    root = run(b, "dusty tape loop", inference_steps=6, seed=31)[0]
+    first = run(b, "dusty tape loop", task="retake", source_track=root, retake_variance=0.4, seed=21)[0]
+    # at variance 0 the variation's variation is the variation itself (its noise is rebuilt through the chain)
+    again = run(b, "dusty tape loop", task="retake", source_track=first, retake_variance=0.0, seed=22)[1]
+    assert rel_err(again.samples, b.tracks.read_audio(first)[0]) < 1e-3
+    assert rel_err(again.samples, b.tracks.read_audio(root)[0]) > 1e-2
+    # a repainted track is not a generation to vary
+    painted = run(b, task="repaint", source_track=source, repaint_start=1.0, repaint_end=2.0)[0]
+    with pytest.raises(LofiError, match="made by repaint"):
+        b.validate({"task": "retake", "source_track": painted})
+    # once the variation's source is evicted its noise cannot be rebuilt: said, not guessed
+    req = GenerationRequest("ace_step", "p", 5.0, 23, b.validate({"task": "retake", "source_track": first}))
+    b.tracks.delete(root)
+    with pytest.raises(LofiError, match="no longer cached") as e:
+        b.generate(req, lambda *a, **k: None, CancelToken())
+    assert e.value.code == ErrorCode.TRACK_NOT_FOUND
+
+
 def test_repaint_regenerates_the_range_and_keeps_the_rest(env):
     b, source, latents = env
     audio, rate = b.tracks.read_audio(source)

@@ -195,11 +195,8 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
 
     def validate(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         source = self._source(raw)
-        if (
-            source is not None
-            and source.backend == self.name
-            and raw.get("task") in ("retake", "repaint", "extend")
-        ):
+        task = str(raw.get("task", "")).strip().lower()
+        if source is not None and source.backend == self.name and task in ("retake", "repaint", "extend"):
             raw = {**{k: v for k, v in source.params.items() if k in INHERITED}, **raw}
         raw = {
             **self.defaults(),
@@ -276,6 +273,14 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
                 ErrorCode.INVALID_PARAMS,
                 f"retake makes variations of an ace_step track (its seed and settings); {source.track_id} is "
                 f"a {source.backend} track: repaint it instead",
+                param="source_track",
+            )
+        made_by = source.params.get("task", "text2music")
+        if task == "retake" and made_by not in ("text2music", "retake"):
+            raise LofiError(
+                ErrorCode.INVALID_PARAMS,
+                f"retake varies generated tracks and their variations; {source.track_id} was made by {made_by}: "
+                "repaint it instead",
                 param="source_track",
             )
         if task == "repaint":
@@ -642,8 +647,7 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
         source = self.tracks.require(params["source_track"])
         if task == "retake":
             frames = int(source.info.get("latent_frames") or round(source.duration_sec * 44100 / 4096))
-            src_rng = np.random.default_rng(source.seed)
-            noise = draw(src_rng)((1, 8, 16, frames))
+            noise, src_rng = self._source_noise(source, frames, strict=True)
             retake = draw(rng)(noise.shape)
             start = tasks.mix(noise, retake, params["retake_variance"])
             return TaskRun(start, p, draw(src_rng), planned_evaluations(p))
@@ -679,8 +683,7 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
             )
             n = flowedit_evaluations(p, params["edit_n_min"], params["edit_n_max"], params["edit_n_avg"])
             return TaskRun(src, p, draw(rng), n, edit=edit, length=length)
-        src_rng = np.random.default_rng(source.seed)
-        noise = draw(src_rng)((1, 8, 16, frames))
+        noise, src_rng = self._source_noise(source, frames)
         variance = params["retake_variance"]
         plan: tasks.Repaint | None
         if task == "repaint":
@@ -710,6 +713,31 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
         return TaskRun(
             plan.x0, p, draw(src_rng), planned_evaluations(p, plan.n_min), repaint=plan, length=length
         )
+
+    def _source_noise(
+        self, source: Track, frames: int, strict: bool = False
+    ) -> tuple[np.ndarray, np.random.Generator]:
+        """The initial noise `source` was sampled from and the generator its step noise continued from: its
+        seed's for a text2music track, its source's mixed with its own retake noise for a retake (so a variation
+        of a variation starts where that variation started). Tracks of other backends or tasks give their seed's
+        noise (any Gaussian noise is a valid start for repaint and extend). `strict` (retake): a retake whose
+        source was evicted cannot be reproduced, which is an error."""
+        assert self.tracks is not None
+        if source.backend == self.name and source.params.get("task") == "retake":
+            parent = self.tracks.get(source.params["source_track"])
+            if parent is not None:
+                base, step_rng = self._source_noise(parent, frames, strict)
+                own = np.random.default_rng(source.seed).standard_normal(base.shape, dtype=np.float32)
+                return tasks.mix(base, own, source.params["retake_variance"]), step_rng
+            if strict:
+                raise LofiError(
+                    ErrorCode.TRACK_NOT_FOUND,
+                    f"{source.track_id} is a variation of {source.params['source_track']}, which is no longer "
+                    "cached: its starting noise cannot be rebuilt (repaint it instead)",
+                    track_id=source.params["source_track"],
+                )
+        gen = np.random.default_rng(source.seed)
+        return gen.standard_normal((1, 8, 16, frames), dtype=np.float32), gen
 
     def generate(
         self,
