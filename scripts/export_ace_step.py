@@ -7,7 +7,9 @@
 weights as safetensors, synthetic tokenizers). `--size full` reads a local copy of the published checkpoint
 (`ACE-Step/ACE-Step-v1-3.5B`: ace_step_transformer/, umt5-base/, music_dcae_f8c8/, music_vocoder/) plus the
 upstream lyric vocabulary (`--lyric-vocab`, acestep/models/lyrics_utils/vocab.json) and needs ≈ 30 GB of RAM.
-`--layers N` exports a layer-reduced full-width random model (benchmarks). Needs the `export` extra.
+`--layers N` exports a layer-reduced full-width random model (benchmarks). `--encoder-only` adds the DCAE
+encoder graph (`dcae_encoder.onnx`, audio → latents for the editing tasks) to an export made before it existed.
+Needs the `export` extra.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from scripts.ace_step_torch import build  # noqa: E402
 from scripts.ace_step_torch.onnx_wrappers import (  # noqa: E402
     DcaeDecoderWrapper,
+    DcaeEncoderWrapper,
     TextEncoderWrapper,
     TransformerDecoderWrapper,
     TransformerEncoderWrapper,
@@ -300,6 +303,19 @@ def export_dcae(dcae, out: Path) -> None:
     )
 
 
+def export_dcae_encoder(dcae, out: Path) -> None:
+    """The encode path (audio2audio, repaint, extend, edit; LoRA dataset latents): log-mel → latents."""
+    _export(
+        DcaeEncoderWrapper(dcae).eval(),
+        (torch.randn(1, 2, 128, 8 * F),),
+        out / "dcae_encoder.onnx",
+        ["mel_spectrogram"],
+        ["latents"],
+        {"mel_spectrogram": {0: "batch", 3: "mel_frames"}, "latents": {0: "batch", 3: "frames"}},
+        fold=True,
+    )
+
+
 def export_vocoder(voc, out: Path) -> None:
     voc.fold_weight_norm()
     _export(
@@ -321,6 +337,7 @@ def export_all(models: dict, out: Path, lyric_ids: dict, size: str) -> dict:
     w_enc = export_transformer_encoder(dit, te.config.d_model, out)
     w_dec = export_transformer_decoder(dit, out)
     export_dcae(dcae, out)
+    export_dcae_encoder(dcae, out)
     export_vocoder(voc, out)
 
     names = {
@@ -420,9 +437,26 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--layers", type=int, help="keep only the first N DiT blocks (benchmarks / tests)")
     ap.add_argument("--random", action="store_true", help="--size full with random weights (benchmarks)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--encoder-only",
+        action="store_true",
+        help="only add dcae_encoder.onnx to an existing export (tiny: from OUT/torch; full: --checkpoint)",
+    )
     a = ap.parse_args(argv)
     torch.manual_seed(a.seed)
     a.out.mkdir(parents=True, exist_ok=True)
+    if a.encoder_only:
+        if a.size == "tiny":
+            dcae = load_torch(a.out)["dcae"]
+        elif a.checkpoint:
+            from diffusers import AutoencoderDC
+
+            dcae = AutoencoderDC.from_pretrained(str(a.checkpoint / "music_dcae_f8c8")).float().eval()
+        else:
+            ap.error("--size full --encoder-only needs --checkpoint")
+        export_dcae_encoder(dcae, a.out)
+        print(f"exported {a.out / 'dcae_encoder.onnx'}")
+        return
     if a.size == "tiny":
         cfgs = build.TINY
         models = build.build_all("tiny")

@@ -27,3 +27,12 @@ def test_daemon_generates_with_tiny_ace_step(daemon):
     assert track["params"]["inference_steps"] == 4 and track["params"]["scheduler"] == "euler"
     again = d.call("generate", params)
     assert again["track_id"] == r["track_id"] and again["status"] == "cached"
+    # an editing task on the cached track, resolved by the daemon from its track cache
+    repaint = dict(params, task="repaint", source_track=r["track_id"], repaint_start=1.0, repaint_end=2.0)
+    r2 = d.call("generate", repaint)
+    assert r2["track_id"] != r["track_id"]
+    done2 = d.wait_notification("generation_complete", track_id=r2["track_id"], timeout=120)
+    assert done2["duration_sec"] == done["duration_sec"]  # a repaint keeps the source's length
+    missing = dict(params, task="retake", source_track="0123456789abcdef")
+    err = d.request("generate", missing)["error"]
+    assert err["code"] == -32012 and "no cached track" in err["message"]  # TRACK_NOT_FOUND

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.ace_step_helpers import FIXTURE, fixed_inputs, rel_err
-from tests.tolerances import ace_latents, ace_wave, f32_tol
+from tests.tolerances import ace_dcae_encoder, ace_latents, ace_wave, f32_tol
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch
@@ -65,3 +65,26 @@ def test_full_export_path_from_checkpoint_layout(tmp_path):
     assert rel_err(a, b) < f32_tol(ace_latents(4)), rel_err(a, b)
     wave_err = rel_err(pipe.waveform(pipe.mel(a)), ref.waveform(ref.mel(b)))
     assert wave_err < f32_tol(ace_wave(4, 13)), wave_err
+    audio = np.random.default_rng(2).uniform(-0.5, 0.5, (20000, 2)).astype(np.float32)
+    enc_err = rel_err(pipe.encode_audio(audio, 44100), ref.encode_audio(audio, 44100))
+    assert enc_err < f32_tol(ace_dcae_encoder(5)), enc_err
+
+
+def test_encoder_only_adds_the_encoder_to_an_older_export(tmp_path):
+    """`--encoder-only` on a directory without dcae_encoder.onnx (tiny: from its torch/ weights) writes the same
+    graph the full export writes."""
+    import shutil
+
+    from lofi_daemon.backends.ace_step.encode import encode_mel, log_mel
+    from lofi_daemon.backends.ace_step.sessions import session_factory
+
+    from scripts.export_ace_step import main
+
+    shutil.copytree(FIXTURE / "torch", tmp_path / "torch")
+    main(["--size", "tiny", "--out", str(tmp_path), "--encoder-only"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dcae_encoder.onnx", "torch"]
+    mel = log_mel(np.random.default_rng(4).uniform(-0.5, 0.5, (2, 8 * 4096)))
+    make = session_factory(threads=1)
+    new = encode_mel(mel, make(str(tmp_path / "dcae_encoder.onnx"), None))
+    committed = encode_mel(mel, make(str(FIXTURE / "dcae_encoder.onnx"), None))
+    assert rel_err(new, committed) < f32_tol(ace_dcae_encoder(8)), rel_err(new, committed)

@@ -571,3 +571,74 @@ def test_a_requested_restart_also_says_what_it_lost(nvim, tmp_path):
     nvim.command("Lofi resubmit")
     poll(lambda: len(received(record, "generate")) == 2)
     assert received(record, "generate")[1]["params"]["seed"] == 8
+
+
+# --- issue 13: :Lofi vary / repaint / extend act on the current or a given track ----------------------------------
+
+
+def test_vary_repaint_extend_send_ace_step_editing_tasks(nvim, tmp_path):
+    record = use_fake(nvim, tmp_path)
+    tid = make_track(nvim, "keeper")  # the fake daemon's tracks are 30 s
+    wait_for(nvim, "return require('lofi').is_playing()")
+    nvim.command("Lofi vary")  # the playing track, its prompt
+    nvim.command("Lofi repaint 12-20 variance=0.3")
+    nvim.command(f"Lofi extend {tid} left=5 right=0:30")
+    nvim.command(f"Lofi repaint {tid} 1:00-1:10 jazzier drums")
+    poll(lambda: len(received(record, "generate")) == 5)
+    sent = [m["params"] for m in received(record, "generate")[1:]]
+    common = {"backend": "ace_step", "source_track": tid}
+    assert sent[0] == {**sent[0], **common, "task": "retake", "prompt": "keeper", "duration_sec": 30}
+    assert sent[1] == {
+        **sent[1],
+        **common,
+        "task": "repaint",
+        "repaint_start": 12,
+        "repaint_end": 20,
+        "retake_variance": 0.3,
+    }
+    assert sent[2] == {
+        **sent[2],
+        **common,
+        "task": "extend",
+        "extend_left": 5,
+        "extend_right": 30,
+        "duration_sec": 65,
+    }
+    assert sent[3]["prompt"] == "jazzier drums" and sent[3]["repaint_start"] == 60
+    assert "repaint_start" not in sent[0] and "extend_right" not in sent[1]
+    # the track picker's action on the selected track
+    nvim.exec_lua("require('lofi.picker').track_actions.vary(require('lofi.state').current.tracks[...])", tid)
+    poll(lambda: len(received(record, "generate")) == 6)
+    picked = received(record, "generate")[5]["params"]
+    assert (
+        picked["task"] == "retake" and picked["source_track"] == tid and picked["seed"] != sent[0].get("seed")
+    )
+
+
+def test_editing_commands_name_what_is_wrong_and_send_nothing(nvim, tmp_path):
+    record = use_fake(nvim, tmp_path)
+    nvim.command("Lofi vary")
+    assert poll(lambda: notes(nvim, INFO) + notes(nvim, ERROR))[-1].startswith(
+        "lofi: retake: nothing is playing"
+    )
+    nvim.command("Lofi repaint 0123456789abcdef")
+    nvim.command("Lofi repaint 20-12")
+    nvim.command("Lofi extend right=soon")
+    poll(lambda: len(notes(nvim, ERROR)) >= 4)
+    errors = notes(nvim, ERROR)[-3:]
+    assert (
+        errors[0]
+        == errors[1]
+        == ("lofi: repaint: give the range to regenerate as START-END seconds (12-20 or 1:00-1:30)")
+    )
+    assert errors[2] == "lofi: extend: `right` expects seconds (30, 30s or 1:30), got `soon`"
+    assert received(record, "generate") == []
+    parse = "return {require('lofi.args').parse_edit(...)}"
+    assert nvim.exec_lua(parse, "extend", []) == [None, {"task": "extend", "extend_right": 30}]
+    assert nvim.exec_lua(parse, "vary", ["ABCDEF0123456789", "seed=4"]) == [
+        "abcdef0123456789",
+        {"task": "retake", "seed": 4},
+    ]
+    completions = nvim.funcs.getcompletion("Lofi extend ", "cmdline")
+    assert "left=" in completions and "right=" in completions
+    assert nvim.funcs.getcompletion("Lofi extend 0123456789abcdef r", "cmdline") == ["right="]

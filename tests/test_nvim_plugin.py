@@ -342,7 +342,7 @@ def test_picker_pure_functions(nvim):
         "return vim.tbl_map(function(k) return k.key end, require('lofi.picker').track_keymaps)"
     )
     # <C-d>/<C-u> stay Telescope's preview scrolling.
-    assert keys == ["<CR>", "<C-a>", "<M-d>", "<C-y>", "<C-s>", "<M-f>"]
+    assert keys == ["<CR>", "<C-a>", "<M-d>", "<C-y>", "<C-s>", "<M-f>", "<M-v>"]
 
 
 def test_optional_integrations_load_only_with_their_plugins(nvim):

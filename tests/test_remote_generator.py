@@ -211,6 +211,8 @@ def test_local_paths_are_never_sent():
     with pytest.raises(LofiError, match="names a local file"):
         backend.validate({"init_audio": "/home/me/song.flac"})
     assert backend.validate({"lora": "lofi-rain", "scheduler": "euler"})
+    with pytest.raises(LofiError, match="cannot read"):
+        backend.validate({"task": "repaint", "source_track": "0123456789abcdef"})
     assert _names_local_file("~/x.wav") and _names_local_file("../x") and not _names_local_file("lofi rain")
 
 

@@ -59,3 +59,13 @@ def audio_tol(frames: int, reference) -> float:
     import numpy as np
 
     return f32_tol(musicgen_audio(frames)) * float(np.abs(reference).max())
+
+
+# The encode path: a log-mel frame is a length-2048 FFT, then a sum over ≤ 1025 bins (the mel filters);
+# dcae_encoder.onnx's convolutions sum over 2396 (counted as above), its norms over 8 × 32 channels, and its
+# linear attention over all 16 × frames latent positions.
+ACE_LOG_MEL = 2048 + 1025
+
+
+def ace_dcae_encoder(frames: int) -> int:
+    return ACE_LOG_MEL + 2396 + 8 * 32 + 2 * 16 * frames

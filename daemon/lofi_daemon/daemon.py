@@ -84,13 +84,14 @@ class Daemon:
         self.downloads: dict[str, CancelToken] = {}
         self.dispatcher = dispatcher if dispatcher is not None else Dispatcher()
         self.queue = JobQueue()
-        self.backends: dict[str, Backend] = create_backends(settings, self.notify)
+        # eviction never removes what the player holds (asked at eviction time; the player is built below)
+        self.store = TrackStore(settings.tracks_dir, protect=self._player_holds)
+        # backends with editing tasks (ACE-Step) read their source tracks from the store
+        self.backends: dict[str, Backend] = create_backends(settings, self.notify, tracks=self.store)
         # backends that run on a remote generator are wrapped in place (remote/); the rest stay local
         self.generator: RemoteLink | None = apply_generator(
             self.backends, settings.generator, self.notify, None
         )
-        # eviction never removes what the player holds (asked at eviction time; the player is built below)
-        self.store = TrackStore(settings.tracks_dir, protect=self._player_holds)
         self.prefetch = Prefetcher(
             jobs_api.make_enqueue(self.backends, settings, self.store, self.queue, self.notify),
             track_info=self._track_info,

@@ -83,6 +83,20 @@ opt({ "negative_prompt", "negative" }, "negative_prompt", str, "text")
 opt({ "cfg_scale" }, "cfg_scale", number, "a number")
 opt({ "denoising" }, "denoising", number, "a number between 0 and 1")
 opt({ "interpolate_to" }, "interpolate_to", str, "text")
+-- ace_step editing tasks (:Lofi vary / repaint / extend set task and source_track themselves)
+M.TASKS = { "text2music", "retake", "repaint", "extend", "audio2audio", "edit" }
+opt({ "task" }, "task", enum(M.TASKS))
+opt({ "source_track", "source" }, "source_track", function(v)
+  return type(v) == "string" and v:match("^%x+$") and #v == 16 and v:lower() or nil
+end, "a track id (16 hex digits)")
+opt({ "variance", "retake_variance" }, "retake_variance", number, "a number between 0 and 1")
+opt({ "repaint_start" }, "repaint_start", M.seconds, "seconds (30, 30s or 1:30)")
+opt({ "repaint_end" }, "repaint_end", M.seconds, "seconds (30, 30s or 1:30)")
+opt({ "left", "extend_left" }, "extend_left", M.seconds, "seconds (30, 30s or 1:30)")
+opt({ "right", "extend_right" }, "extend_right", M.seconds, "seconds (30, 30s or 1:30)")
+opt({ "strength", "ref_audio_strength" }, "ref_audio_strength", number, "a number between 0 and 1")
+opt({ "edit_n_min" }, "edit_n_min", number, "a number between 0 and 1")
+opt({ "edit_n_max" }, "edit_n_max", number, "a number between 0 and 1")
 opt({ "format" }, "format", enum({ "flac", "wav", "ogg", "mp3" }))
 opt({ "allow_download" }, "allow_download", boolean, "true or false")
 M.GENERATE = GENERATE
@@ -158,6 +172,58 @@ function M.parse_generate(words)
     out.prompt = table.concat(prompt, " ")
   end
   return out
+end
+
+--- A time range "12-20", "1:00-1:30" or "12s-20s" → start, end seconds (start < end), or nil.
+---@return number|nil start, number|nil stop
+function M.range(v)
+  if type(v) ~= "string" then
+    return nil
+  end
+  local a, b = v:match("^([%d:%.s]+)%-([%d:%.s]+)$")
+  local start, stop = M.seconds(a), M.seconds(b)
+  if start and stop and start < stop then
+    return start, stop
+  end
+  return nil
+end
+
+local EDIT = { vary = "retake", repaint = "repaint", extend = "extend" }
+
+--- Words of :Lofi vary / repaint / extend → track id (nil: the current track), generate params, or nil and an
+--- error. An optional first word is the track id; repaint takes a range (START-END); the rest are generate
+--- options, and plain words replace the source's prompt.
+---@param command "vary"|"repaint"|"extend"
+---@param words string[]
+---@return string|nil track_id, table|nil params, string|nil err
+function M.parse_edit(command, words)
+  words = vim.deepcopy(words)
+  local track_id
+  if words[1] and #words[1] == 16 and words[1]:match("^%x+$") then
+    track_id = table.remove(words, 1):lower()
+  end
+  local start, stop
+  if command == "repaint" then
+    for i, w in ipairs(words) do
+      start, stop = M.range(w)
+      if start then
+        table.remove(words, i)
+        break
+      end
+    end
+    if not start then
+      return nil, nil, "repaint: give the range to regenerate as START-END seconds (12-20 or 1:00-1:30)"
+    end
+  end
+  local params, err = M.parse_generate(words)
+  if not params then
+    return nil, nil, (err:gsub("^generate:", command .. ":"))
+  end
+  params.task, params.repaint_start, params.repaint_end = EDIT[command], start, stop
+  if command == "extend" and not params.extend_left and not params.extend_right then
+    params.extend_right = 30
+  end
+  return track_id, params
 end
 
 --- Check a generate params table from Lua (API, pickers): same names and checks as the command line.

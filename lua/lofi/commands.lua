@@ -80,9 +80,37 @@ local function generate_complete(arglead)
   return out
 end
 
+local function edit_command(name)
+  return {
+    run = function(args)
+      local track_id, params, err = require("lofi.args").parse_edit(name, args)
+      if not params then
+        return require("lofi.ui").error(err)
+      end
+      local task = params.task
+      params.task = nil
+      lofi().edit(task, track_id, params)
+    end,
+    -- the track id first, then the task's options
+    complete = function(_arglead, args)
+      local keys = ({
+        vary = { "variance=", "seed=" },
+        repaint = { "variance=", "seed=", "steps=" },
+        extend = { "left=", "right=", "seed=", "steps=" },
+      })[name]
+      if #args == 0 then
+        return vim.list_extend(known_track_ids(), keys)
+      end
+      return keys
+    end,
+    multi = true,
+  }
+end
+
 ---@class lofi.Subcommand
 ---@field run fun(args: string[], opts: table)
 ---@field complete? fun(arglead: string, args: string[]): string[]
+---@field multi? boolean completes every argument, not only the first
 ---@field desc string
 
 ---@type table<string, lofi.Subcommand>
@@ -204,6 +232,15 @@ M.subcommands = {
     end,
     complete = known_track_ids,
   },
+  vary = vim.tbl_extend("force", edit_command("vary"), {
+    desc = "vary [track_id] [variance=0.5 seed=N]: a variation of an ace_step track (the current one by default)",
+  }),
+  repaint = vim.tbl_extend("force", edit_command("repaint"), {
+    desc = "repaint [track_id] START-END [variance=0.5] [prompt]: regenerate that time range, keep the rest",
+  }),
+  extend = vim.tbl_extend("force", edit_command("extend"), {
+    desc = "extend [track_id] [left=N] [right=N]: add seconds before/after the track (right=30 by default)",
+  }),
   resubmit = {
     desc = "queue again the generations lost when the daemon died",
     run = function()
@@ -301,7 +338,7 @@ function M.complete(arglead, cmdline, _cursorpos)
     return {}
   end
   -- Subcommands with a single argument complete only that argument.
-  if words[1] ~= "generate" and #words > 1 then
+  if words[1] ~= "generate" and not sub.multi and #words > 1 then
     return {}
   end
   local args = vim.list_slice(words, 2)

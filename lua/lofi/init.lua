@@ -485,6 +485,51 @@ function M.favourite(track_id, cb, opts)
   end)
 end
 
+--- Edit a cached track with ACE-Step (upstream's editing tasks; the track may come from any backend except for
+--- "retake"): "retake" (:Lofi vary, a variation), "repaint" (regenerate repaint_start–repaint_end seconds) or
+--- "extend" (add extend_left / extend_right seconds). The current track unless `track_id` is given; the source's
+--- prompt unless opts.prompt is given. The result is a new track, queued like any generation.
+---@param task "retake"|"repaint"|"extend"|"audio2audio"|"edit"
+---@param track_id? string
+---@param opts? lofi.GenerateOpts task params: retake_variance, repaint_start, repaint_end, extend_left, ...
+---@param cb? lofi.Callback
+function M.edit(task, track_id, opts, cb)
+  local checked, perr = args.check_generate(vim.tbl_extend("force", opts or {}, { task = task }))
+  if perr then
+    return usage_error(perr, cb)
+  end
+  local id = track_id or state.current.playback.track_id
+  if not id then
+    return usage_error(string.format("%s: nothing is playing; give a track id (<Tab> lists them)", task), cb)
+  end
+  local function submit(t)
+    local extra = (checked.extend_left or 0) + (checked.extend_right or 0)
+    local params = vim.tbl_extend("force", {
+      prompt = t.prompt,
+      backend = "ace_step",
+      -- the daemon takes the length from the source; this keeps the request's own duration truthful
+      duration_sec = math.max(5, math.min(240, (t.duration_sec or 30) + extra)),
+    }, checked, { source_track = id })
+    M.generate(params, cb)
+  end
+  local known = state.current.tracks[id]
+  if known and known.prompt and known.duration_sec then
+    return submit(known)
+  end
+  client.request("cache_list", { limit = 10000 }, function(err, res)
+    if err then
+      return (cb or default_cb(nil, "cache_list"))(err)
+    end
+    for _, t in ipairs(res and res.tracks or {}) do
+      if t.track_id == id then
+        state.remember_track(t)
+        return submit(t)
+      end
+    end
+    usage_error(string.format("%s: no cached track %s", task, id), cb)
+  end)
+end
+
 ---@param cb? lofi.Callback
 function M.cache_stats(cb)
   client.request("cache_stats", nil, cb or default_cb(function(s)

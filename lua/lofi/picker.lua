@@ -199,6 +199,13 @@ M.track_actions = {
       require("lofi").generate(req, one_done)
     end, done)
   end,
+  -- A variation of each ACE-Step track (:Lofi vary): a new seed mixed into its own noise.
+  vary = function(tracks, done)
+    tracks = as_list(tracks)
+    run_all(tracks, function(t, one_done)
+      require("lofi").edit("retake", t.track_id, { seed = M.new_seed(t.seed) }, one_done)
+    end, done)
+  end,
   -- Toggle each track's favourite mark (favourites are never evicted nor cleared).
   favourite = function(tracks, done)
     tracks = as_list(tracks)
@@ -228,6 +235,7 @@ M.track_keymaps = {
   { key = "<C-y>", action = "yank", label = "Yank track id" },
   { key = "<C-s>", action = "regenerate", label = "Regenerate (new seed, same settings)" },
   { key = "<M-f>", action = "favourite", label = "Toggle favourite" },
+  { key = "<M-v>", action = "vary", label = "Variation (ACE-Step tracks, :Lofi vary)" },
 }
 
 --- Shown instead of an empty picker.

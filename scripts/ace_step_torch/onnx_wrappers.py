@@ -144,3 +144,16 @@ class VocoderWrapper(nn.Module):
 
     def forward(self, mel):
         return self.vocoder(mel)
+
+
+class DcaeEncoderWrapper(nn.Module):
+    """Log-mel [B,2,128,M] (M a multiple of 8) -> latent [B,8,16,M/8], with the mel normalisation and latent
+    shift/scale of upstream `MusicDCAE.encode` inside the graph (the mirror of DcaeDecoderWrapper)."""
+
+    def __init__(self, dcae) -> None:
+        super().__init__()
+        self.encoder = dcae.encoder
+
+    def forward(self, mel_spectrogram):
+        mel = ((mel_spectrogram - MEL_MIN) / (MEL_MAX - MEL_MIN) - 0.5) / 0.5
+        return (self.encoder(mel) - LATENT_SHIFT) * LATENT_SCALE

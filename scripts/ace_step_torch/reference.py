@@ -49,9 +49,10 @@ def decoder_q_modules(dit):
     ]
 
 
-def torch_schedule(kind: str, n: int, shift: float = 3.0):
-    """Sigmas/timesteps exactly as the upstream scheduler classes build them."""
-    train = torch.from_numpy(np.linspace(1.0, 1000, 1000, dtype=np.float32)[::-1].copy())
+def torch_schedule(kind: str, n: int, shift: float = 3.0, sigma_max: float = 1.0):
+    """Sigmas/timesteps exactly as the upstream scheduler classes build them (`sigma_max` < 1: the
+    audio2audio scheduler, whose training timesteps end at sigma_max·1000)."""
+    train = torch.from_numpy(np.linspace(1.0, sigma_max * 1000, 1000, dtype=np.float32)[::-1].copy())
     s = train / 1000
     s = shift * s / (1 + (shift - 1) * s)
     smax, smin = s[0].item(), s[-1].item()
@@ -109,14 +110,21 @@ def sample(
     min_scale=3.0,
     erg_diffusion=True,
     step_noise=None,
+    sigma_max=1.0,
+    repaint=None,
 ):
+    """`repaint` = (x0, z0, mask [F] bool, n_min): upstream's repaint/extend branch."""
     dit = models["transformer"]
     x = torch.as_tensor(noise).clone()
-    timesteps, sigmas = torch_schedule(scheduler, steps)
+    timesteps, sigmas = torch_schedule(scheduler, steps, sigma_max=sigma_max)
+    if repaint is not None:
+        x0, z0 = torch.as_tensor(repaint[0]), torch.as_tensor(repaint[1])
+        keep = ~torch.as_tensor(repaint[2])
+        n_min = repaint[3]
     w = omega_w(omega)
     start = int(steps * ((1 - guidance_interval) / 2))  # from N, also for Heun (upstream quirk)
     end = int(steps * (guidance_interval / 2 + 0.5))
-    amask = torch.ones(1, x.shape[-1])
+    amask = torch.ones(1, (x if repaint is None else x0).shape[-1])  # extend: the padded length
     running = 0
     heun_state = None
     evals = 0
@@ -129,6 +137,13 @@ def sample(
         return dit.decode(xx, amask, enc, cmask, tt)
 
     for i, t in enumerate(timesteps):
+        if repaint is not None:
+            if i < n_min:
+                continue
+            if i == n_min:
+                t_i = t / 1000
+                zt_src = (1 - t_i) * x0 + t_i * z0
+                x = x0.clone() + zt_src - x0
         if guidance_scale not in (0.0, 1.0) and start <= i < end:
             s = guidance_scale
             if decay > 0:
@@ -160,7 +175,12 @@ def sample(
         else:
             v = model(x, cond, t)
             evals += 1
-        if scheduler == "euler":
+        if repaint is not None:
+            t_i = t / 1000
+            t_im1 = timesteps[i + 1] / 1000 if i + 1 < len(timesteps) else torch.zeros_like(t_i)
+            x = x + (t_im1 - t_i) * v
+            x = torch.where(keep, (1 - t_im1) * x0 + t_im1 * z0, x)
+        elif scheduler == "euler":
             dx = (sigmas[i + 1] - sigmas[i]) * v
             x = x + ((dx - dx.mean()) * w + dx.mean())
         elif scheduler == "pingpong":
@@ -194,3 +214,141 @@ def latents_to_wave(models, latents):
     left = voc(mel[:, 0]).squeeze(1)
     right = voc(mel[:, 1]).squeeze(1)
     return torch.cat([left, right], dim=0)
+
+
+# ---------------------------------------------------------------- the encode path (upstream MusicDCAE.encode)
+
+
+def _hz_to_mel(f: torch.Tensor) -> torch.Tensor:
+    """Slaney's mel scale (torchaudio `mel_scale="slaney"`): linear below 1 kHz, logarithmic above."""
+    mel = 3.0 * f / 200.0
+    log_part = 15.0 + torch.log(f / 1000.0) / (np.log(6.4) / 27.0)
+    return torch.where(f >= 1000.0, log_part, mel)
+
+
+def _mel_to_hz(m: torch.Tensor) -> torch.Tensor:
+    hz = 200.0 * m / 3.0
+    log_part = 1000.0 * torch.exp((np.log(6.4) / 27.0) * (m - 15.0))
+    return torch.where(m >= 15.0, log_part, hz)
+
+
+def mel_filterbank(n_freqs=1025, f_min=40.0, f_max=16000.0, n_mels=128, sample_rate=44100) -> torch.Tensor:
+    """[n_freqs, n_mels]: torchaudio's `melscale_fbanks(..., norm="slaney", mel_scale="slaney")`, the filters of
+    the vocoder's `mel_transform` (upstream LogMelSpectrogram), in float32 as torchaudio builds them."""
+    freqs = torch.linspace(0, sample_rate // 2, n_freqs)
+    # the end points in float64, as torchaudio computes them with Python's math
+    m_min, m_max = (float(_hz_to_mel(torch.tensor(f, dtype=torch.float64))) for f in (f_min, f_max))
+    m_pts = torch.linspace(m_min, m_max, n_mels + 2)
+    f_pts = _mel_to_hz(m_pts)
+    f_diff = f_pts[1:] - f_pts[:-1]
+    slopes = f_pts.unsqueeze(0) - freqs.unsqueeze(1)
+    down = -slopes[:, :-2] / f_diff[:-1]
+    up = slopes[:, 2:] / f_diff[1:]
+    fb = torch.clamp(torch.minimum(down, up), min=0.0)
+    return fb * (2.0 / (f_pts[2 : n_mels + 2] - f_pts[:n_mels]))
+
+
+@torch.no_grad()
+def log_mel(audio: torch.Tensor) -> torch.Tensor:
+    """[C, n] at 44.1 kHz → [C, 128, frames]: upstream LogMelSpectrogram (reflect pad (win-hop)/2 each side,
+    uncentred STFT n_fft 2048 / hop 512 / periodic Hann, sqrt(|X|² + 1e-6), slaney mels 40 Hz–16 kHz,
+    log of clamp 1e-5)."""
+    n_fft, hop = 2048, 512
+    y = F.pad(audio.unsqueeze(1), ((n_fft - hop) // 2, (n_fft - hop + 1) // 2), mode="reflect").squeeze(1)
+    spec = torch.stft(
+        y,
+        n_fft,
+        hop_length=hop,
+        win_length=n_fft,
+        window=torch.hann_window(n_fft),
+        center=False,
+        return_complex=True,
+    )
+    mag = torch.sqrt(torch.view_as_real(spec).pow(2).sum(-1) + 1e-6)
+    mel = torch.matmul(mag.transpose(-1, -2), mel_filterbank()).transpose(-1, -2)
+    return torch.log(torch.clamp(mel, min=1e-5))
+
+
+@torch.no_grad()
+def audio_to_latents(dcae, audio: torch.Tensor) -> torch.Tensor:
+    """Upstream `MusicDCAE.encode` from 44.1 kHz stereo [2, n] (after its resampler): pad to a multiple of
+    4096 samples, log-mel, normalise (mel+11)/14 then Normalize(0.5, 0.5), DCAE encoder, (z − shift)·scale
+    → [1, 8, 16, n'/4096]."""
+    n = audio.shape[-1]
+    if n % 4096:
+        audio = F.pad(audio, (0, 4096 - n % 4096))
+    mel = log_mel(audio).unsqueeze(0)
+    mel = (mel - (-11.0)) / (3.0 - (-11.0))
+    mel = (mel - 0.5) / 0.5
+    z = dcae.encoder(mel)
+    return (z - (-1.9091)) * 0.1786
+
+
+@torch.no_grad()
+def flowedit(models, src_text, tar_text, x_src, steps, guidance_scale, n_min, n_max, n_avg, noise):
+    """Upstream `flowedit_diffusion_process` (Euler): `src_text`/`tar_text` = (ids, mask, lyric_ids, lyric_mask),
+    conditioned through the transformer's full forward with a zeroed unconditional half, no ERG; `noise(shape)`
+    supplies the forward noises in upstream's order."""
+    te, dit = models["text_encoder"], models["transformer"]
+    spk = torch.zeros(1, dit.speaker_embedder.in_features)
+
+    def conds(ids, mask, lyric_ids, lyric_mask):
+        ids, mask = torch.as_tensor(ids), torch.as_tensor(mask)
+        lyric_ids, lyric_mask = torch.as_tensor(lyric_ids), torch.as_tensor(lyric_mask)
+        text = te(input_ids=ids, attention_mask=mask).last_hidden_state
+        return (
+            dit.encode(text, mask, spk, lyric_ids, lyric_mask),
+            dit.encode(
+                torch.zeros_like(text), mask, spk, torch.zeros_like(lyric_ids), torch.zeros_like(lyric_mask)
+            ),
+        )
+
+    src, tar = conds(*src_text), conds(*tar_text)
+    x_src = torch.as_tensor(x_src)
+    amask = torch.ones(1, x_src.shape[-1])
+
+    class Buffer:
+        def __init__(self):
+            self.running = 0
+
+    def apg(c, u, buf):
+        diff = c - u
+        if buf is not None:
+            buf.running = diff + (-0.75) * buf.running
+            diff = buf.running
+        diff = diff * torch.minimum(torch.ones_like(diff), 2.5 / diff.norm(p=2, dim=[-1, -2], keepdim=True))
+        v0, v1 = diff.double(), F.normalize(c.double(), dim=[-1, -2])
+        par = (v0 * v1).sum(dim=[-1, -2], keepdim=True) * v1
+        return c + (guidance_scale - 1) * ((v0 - par).float() + 0.0 * par.float())
+
+    def v(x, cond, t, buf):
+        (c_states, c_mask), (u_states, u_mask) = cond
+        tt = t.expand(1)
+        c = dit.decode(x, amask, c_states, c_mask, tt)
+        if guidance_scale in (0.0, 1.0):
+            return c
+        return apg(c, dit.decode(x, amask, u_states, u_mask, tt), buf)
+
+    timesteps, sigmas = torch_schedule("euler", steps)
+    buf_src, buf_tar = Buffer(), Buffer()
+    zt_edit, xt_tar = x_src.clone(), None
+    lo, hi = int(steps * n_min), int(steps * n_max)
+    for i, t in enumerate(timesteps):
+        if i < lo:
+            continue
+        t_i = t / 1000
+        t_im1 = timesteps[i + 1] / 1000 if i + 1 < len(timesteps) else torch.zeros_like(t_i)
+        if i < hi:
+            delta = torch.zeros_like(x_src)
+            for _ in range(n_avg):
+                zt_src = (1 - t_i) * x_src + t_i * torch.as_tensor(noise(tuple(x_src.shape)))
+                zt_tar = zt_edit + zt_src - x_src
+                delta += (1 / n_avg) * (v(zt_tar, tar, t, None) - v(zt_src, src, t, buf_src))
+            zt_edit = zt_edit + (t_im1 - t_i) * delta
+        else:
+            if i == hi:
+                sigma = sigmas[i]
+                xt_src = sigma * torch.as_tensor(noise(tuple(x_src.shape))) + (1.0 - sigma) * x_src
+                xt_tar = zt_edit + xt_src - x_src
+            xt_tar = xt_tar + (t_im1 - t_i) * v(xt_tar, tar, t, buf_tar)
+    return zt_edit if xt_tar is None else xt_tar

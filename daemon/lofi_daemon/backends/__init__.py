@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..config import Settings
-from ..ports import Backend
+from ..ports import Backend, Store
 
 if TYPE_CHECKING:
     from .ace_step.backend import AceStepBackend
@@ -41,8 +41,13 @@ def _load_class(spec: str) -> type:
 
 
 def create_backends(
-    settings: Settings, notify: Callable[[str, dict[str, Any]], None], environ: dict[str, str] | None = None
+    settings: Settings,
+    notify: Callable[[str, dict[str, Any]], None],
+    environ: dict[str, str] | None = None,
+    tracks: Store | None = None,
 ) -> dict[str, Backend]:
+    """One instance of every backend. Those whose class sets `reads_tracks` (editing tasks on cached tracks) get
+    the track cache as `tracks=`; without one (CLI tools, health) they refuse such requests."""
     env = os.environ if environ is None else environ
     specs = dict(BUILTIN)
     for spec in filter(None, (s.strip() for s in env.get(ENV_PLUGINS, "").split(","))):
@@ -56,6 +61,10 @@ def create_backends(
                 log.warning("backend %s is not available in this build (%s)", key, exc)
                 continue
             raise
-        backend = cls(settings, notify)
+        backend = (
+            cls(settings, notify, tracks=tracks)
+            if getattr(cls, "reads_tracks", False)
+            else cls(settings, notify)
+        )
         backends[backend.name] = backend
     return backends

@@ -51,6 +51,13 @@ class RemoteBackend:
     # -- what the intake needs ------------------------------------------------------------------------------
     def validate(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         params = self.local.validate(raw)
+        if params.get("source_track"):
+            raise LofiError(
+                ErrorCode.INVALID_PARAMS,
+                f"{params.get('task', 'editing')} acts on a track in this machine's cache, which the remote "
+                f"generator {self.link.host} cannot read; leave {self.name} out of generator.backends to edit tracks",
+                param="source_track",
+            )
         for key, value in params.items():
             if isinstance(value, str) and _names_local_file(value):
                 raise LofiError(

@@ -13,31 +13,45 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pydantic import Field
 
+from ...cache.index import Track
 from ...cancel import CancelToken
 from ...config import Settings
 from ...errors import Cancelled, ErrorCode, LofiError
 from ...models import download as hub
 from ...models.local import files_fingerprint
 from ...models.registry import ACE_STEP_VARIANTS, ModelVariant, default_variant
+from ...ports import Store
 from ..base import AudioChunkFn, GeneratedAudio, GenerationRequest, ProgressFn
 from ..model_backend import ModelBackend, NotifyFn
 from ..params import BackendParams, one_of, parse_params
+from . import decode as dec
 from . import lora as lora_mod
-from . import memory
+from . import memory, tasks
 from .decode import OUTPUT_RATE, Windowing
+from .encode import ENCODER_FILE, SAMPLES_PER_LATENT
 from .guidance import CFG_TYPES
 from .layout import DECODER_FILES, DTYPE_ALIASES, ModelLayout, choose_decoder, detect, missing_files
-from .pipeline import STAGES, AceStepPipeline, SamplingParams, frame_count, planned_evaluations
-from .schedulers import SCHEDULERS
+from .pipeline import (
+    STAGES,
+    AceStepPipeline,
+    Conditions,
+    SamplingParams,
+    flowedit_evaluations,
+    frame_count,
+    planned_evaluations,
+)
+from .schedulers import SCHEDULERS, Scheduler
 from .sessions import session_factory
 
 log = logging.getLogger(__name__)
@@ -64,6 +78,40 @@ DECODE_EVALS_PRIOR = {"fp32": 8.0, "int8": 23.0, "fp16": 8.0}
 available_memory_bytes = memory.available_memory_bytes  # tests replace it here
 
 
+# Upstream's editing tasks (tasks.py). Each acts on a cached track, `source_track`; the params each one takes:
+TASKS = ("text2music", "retake", "repaint", "extend", "audio2audio", "edit")
+TASK_PARAMS: dict[str, tuple[str, ...]] = {
+    "text2music": (),
+    "retake": ("retake_variance",),
+    "repaint": ("retake_variance", "repaint_start", "repaint_end"),
+    "extend": ("retake_variance", "extend_left", "extend_right"),
+    "audio2audio": ("ref_audio_strength",),
+    "edit": ("edit_n_min", "edit_n_max", "edit_n_avg"),
+}
+# retake/repaint/extend of an ACE-Step track start from its noise: they inherit how it was sampled unless the
+# request says otherwise (upstream's UI passes the source's settings along the same way)
+INHERITED = (
+    "inference_steps",
+    "guidance_scale",
+    "omega",
+    "guidance_interval",
+    "scheduler",
+    "cfg_type",
+    "lyrics",
+    "lora",
+    "lora_weight",
+)
+# upstream's defaults: retake_variance 0.5 (`__call__`), 1.0 for extend (its UI: new frames start from noise);
+# ref_audio_strength 0.5; edit_n_min/max 0.6/1.0 (its UI's "only_lyrics" edit), n_avg 1
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "retake": {"retake_variance": 0.5},
+    "repaint": {"retake_variance": 0.5},
+    "extend": {"retake_variance": 1.0},
+    "audio2audio": {"ref_audio_strength": 0.5},
+    "edit": {"edit_n_min": 0.6, "edit_n_max": 1.0, "edit_n_avg": 1},
+}
+
+
 class AceStepParams(BackendParams):
     inference_steps: int = Field(default=DEFAULTS["inference_steps"], ge=1, le=200)
     guidance_scale: float = Field(default=DEFAULTS["guidance_scale"], ge=1, le=30)
@@ -74,6 +122,17 @@ class AceStepParams(BackendParams):
     lyrics: str | None = Field(default=None, max_length=MAX_LYRICS_CHARS)
     lora: str | None = None  # a style name or a path: every value gets one answer from _canonical_lora
     lora_weight: float | None = Field(default=None, ge=0, le=2)
+    task: str | None = None  # one of TASKS, case-insensitive
+    source_track: str | None = Field(default=None, pattern=r"^[0-9a-f]{16}$")
+    retake_variance: float | None = Field(default=None, ge=0, le=1)
+    repaint_start: float | None = Field(default=None, ge=0, le=240)
+    repaint_end: float | None = Field(default=None, gt=0, le=240)
+    extend_left: float | None = Field(default=None, ge=0, le=240)
+    extend_right: float | None = Field(default=None, ge=0, le=240)
+    ref_audio_strength: float | None = Field(default=None, ge=0, lt=1)
+    edit_n_min: float | None = Field(default=None, ge=0, lt=1)
+    edit_n_max: float | None = Field(default=None, gt=0, le=1)
+    edit_n_avg: int | None = Field(default=None, ge=1, le=8)
 
 
 PARAM_CODES = {
@@ -81,6 +140,24 @@ PARAM_CODES = {
     "guidance_scale": ErrorCode.INVALID_GUIDANCE_SCALE,
     "scheduler": ErrorCode.INVALID_SCHEDULER,
 }
+
+
+@dataclass
+class TaskRun:
+    """How one generation samples: its starting latents (their frames = the output's), params, noise source
+    (PingPong's step noise; FlowEdit's forward noise), planned evaluations, and the repaint plan or the FlowEdit
+    source/target conditions."""
+
+    start: np.ndarray
+    p: SamplingParams
+    noise: Callable[[tuple[int, ...]], np.ndarray]
+    evaluations: int
+    repaint: tasks.Repaint | None = None
+    edit: tuple[Conditions, Conditions] | None = None
+    # output samples at 48 kHz for tasks on audio: the encoder pads the source to whole latent frames (a lofi
+    # track re-encoded comes back a fraction of a sample longer, so one frame more), and upstream trims the
+    # decoded audio to the source's duration the same way
+    length: int | None = None
 
 
 class AceStepBackend(ModelBackend[AceStepPipeline]):
@@ -94,14 +171,22 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
     default_duration_sec = 60.0
     streams_audio = False  # audio comes out of the DCAE decoder only once diffusion has finished
 
+    reads_tracks = True  # create_backends passes the track cache: editing tasks read their source there
+
     def __init__(
-        self, settings: Settings, notify: NotifyFn | None = None, *, windowing: Windowing | None = None
+        self,
+        settings: Settings,
+        notify: NotifyFn | None = None,
+        *,
+        windowing: Windowing | None = None,
+        tracks: Store | None = None,
     ) -> None:
         super().__init__(settings, notify)
         self.windowing = windowing
         self._lora_key: tuple[str, float] | None = None
         self._plan: memory.MemoryPlan | None = None
         self._decode_evals: float | None = None  # measured DCAE + vocoder cost in evaluations
+        self.tracks = tracks  # the track cache the editing tasks read their source from (None: no tasks)
 
     # ---- parameters -------------------------------------------------------------------------------------
     def defaults(self) -> dict[str, Any]:
@@ -109,6 +194,10 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
         return dict(CPU_DEFAULTS if self.provider == "cpu" else DEFAULTS)
 
     def validate(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        source = self._source(raw)
+        task = str(raw.get("task", "")).strip().lower()
+        if source is not None and source.backend == self.name and task in ("retake", "repaint", "extend"):
+            raw = {**{k: v for k, v in source.params.items() if k in INHERITED}, **raw}
         raw = {
             **self.defaults(),
             **raw,
@@ -128,7 +217,111 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
             params["lora_weight"] = 1.0 if p.lora_weight is None else p.lora_weight
         elif p.lora_weight is not None:
             raise LofiError(ErrorCode.INVALID_PARAMS, "lora_weight needs a lora", param="lora_weight")
+        params.update(self._task_params(p, source))
         return params
+
+    # ---- editing tasks ------------------------------------------------------------------------------------
+    def _source(self, raw: Mapping[str, Any]) -> Track | None:
+        """The cached track `source_track` names (None when the request names none or names it badly: the
+        params check then says what is wrong)."""
+        track_id = raw.get("source_track")
+        if not isinstance(track_id, str) or not re.fullmatch(r"[0-9a-f]{16}", track_id):
+            return None
+        if self.tracks is None:
+            raise LofiError(
+                ErrorCode.INVALID_PARAMS, "editing tasks need the daemon's track cache", param="source_track"
+            )
+        track = self.tracks.get(track_id)
+        if track is None:
+            raise LofiError(
+                ErrorCode.TRACK_NOT_FOUND,
+                f"no cached track {track_id}: editing tasks act on tracks in the cache",
+                track_id=track_id,
+                param="source_track",
+            )
+        return track
+
+    def _task_params(self, p: AceStepParams, source: Track | None) -> dict[str, Any]:
+        """The task and its params with upstream's defaults filled in (all part of the track identity); nothing
+        for text2music, so its track ids are unchanged."""
+        task = one_of(p.task or "text2music", TASKS, "task", self.name)
+        given = [k for names in TASK_PARAMS.values() for k in names if getattr(p, k) is not None]
+        for name in given:
+            if name not in TASK_PARAMS[task]:
+                raise LofiError(
+                    ErrorCode.INVALID_PARAMS, f"{name} is not a param of the {task} task", param=name
+                )
+        if task == "text2music":
+            if p.source_track is not None:
+                raise LofiError(
+                    ErrorCode.INVALID_PARAMS,
+                    f"source_track needs a task ({', '.join(TASKS[1:])})",
+                    param="source_track",
+                )
+            return {}
+        if source is None:
+            raise LofiError(
+                ErrorCode.INVALID_PARAMS,
+                f"the {task} task needs source_track, the id of a cached track",
+                param="source_track",
+            )
+        out: dict[str, Any] = {"task": task, "source_track": source.track_id}
+        out.update({k: v for k, v in TASK_DEFAULTS[task].items()})
+        out.update({k: getattr(p, k) for k in given})
+        if task == "retake" and source.backend != self.name:
+            raise LofiError(
+                ErrorCode.INVALID_PARAMS,
+                f"retake makes variations of an ace_step track (its seed and settings); {source.track_id} is "
+                f"a {source.backend} track: repaint it instead",
+                param="source_track",
+            )
+        made_by = source.params.get("task", "text2music")
+        if task == "retake" and made_by not in ("text2music", "retake"):
+            raise LofiError(
+                ErrorCode.INVALID_PARAMS,
+                f"retake varies generated tracks and their variations; {source.track_id} was made by {made_by}: "
+                "repaint it instead",
+                param="source_track",
+            )
+        if task == "repaint":
+            start = out.setdefault("repaint_start", 0.0)
+            end = out.setdefault("repaint_end", round(source.duration_sec, 3))
+            if not start < end <= source.duration_sec + 0.5:
+                raise LofiError(
+                    ErrorCode.INVALID_PARAMS,
+                    f"repaint range {start:g}–{end:g} s must be a non-empty part of the track "
+                    f"(0–{source.duration_sec:.1f} s)",
+                    param="repaint_end",
+                )
+        if task == "extend":
+            left, right = out.setdefault("extend_left", 0.0), out.setdefault("extend_right", 0.0)
+            total = source.duration_sec + left + right
+            if left + right <= 0:
+                raise LofiError(
+                    ErrorCode.INVALID_PARAMS,
+                    "extend needs extend_left or extend_right seconds",
+                    param="extend_right",
+                )
+            if total > self.max_duration_sec:
+                raise LofiError(
+                    ErrorCode.INVALID_DURATION,
+                    f"the extended track would be {total:.1f} s; ace_step makes at most {self.max_duration_sec:g} s",
+                    max_duration_sec=self.max_duration_sec,
+                )
+        if (
+            task == "audio2audio"
+            and tasks.audio2audio_steps(p.inference_steps, out["ref_audio_strength"]) < 1
+        ):
+            raise LofiError(
+                ErrorCode.INVALID_PARAMS,
+                f"ref_audio_strength {out['ref_audio_strength']:g} leaves no step of {p.inference_steps}",
+                param="ref_audio_strength",
+            )
+        if task == "edit" and not out["edit_n_min"] < out["edit_n_max"]:
+            raise LofiError(
+                ErrorCode.INVALID_PARAMS, "edit_n_min must be below edit_n_max", param="edit_n_min"
+            )
+        return out
 
     # ---- LoRA styles --------------------------------------------------------------------------------------
     def lora_dir(self) -> Path:
@@ -430,6 +623,122 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
         return {"lora_modules": len(used_e | used_d), "lora_merge_sec": round(time.monotonic() - started, 3)}
 
     # ---- generation -------------------------------------------------------------------------------------------
+    def _prepare(
+        self,
+        params: dict[str, Any],
+        request: GenerationRequest,
+        pipe: AceStepPipeline,
+        p: SamplingParams,
+        check: Callable[[], None],
+    ) -> TaskRun:
+        """The starting latents, noise source and loop of the request's task (tasks.py). retake, repaint and
+        extend of an ACE-Step track start from the source's own noise (its seed), mixed with retake noise from
+        the request's seed; text2music, audio2audio and edit draw from the request's seed."""
+        task = params.get("task", "text2music")
+        rng = np.random.default_rng(request.seed)
+
+        def draw(gen: np.random.Generator) -> Callable[[tuple[int, ...]], np.ndarray]:
+            return lambda shape: gen.standard_normal(shape, dtype=np.float32)
+
+        if task == "text2music":
+            start = draw(rng)((1, 8, 16, frame_count(request.duration_sec)))
+            return TaskRun(start, p, draw(rng), planned_evaluations(p))
+        assert self.tracks is not None
+        source = self.tracks.require(params["source_track"])
+        if task == "retake":
+            frames = int(source.info.get("latent_frames") or round(source.duration_sec * 44100 / 4096))
+            noise, src_rng = self._source_noise(source, frames, strict=True)
+            retake = draw(rng)(noise.shape)
+            start = tasks.mix(noise, retake, params["retake_variance"])
+            return TaskRun(start, p, draw(src_rng), planned_evaluations(p))
+        if not pipe.has_encoder:
+            raise LofiError(
+                ErrorCode.MODEL_NOT_FOUND,
+                f"the {task} task needs the DCAE encoder ({ENCODER_FILE}) in {pipe.layout.dir}: add it with "
+                f"`python scripts/export_ace_step.py --size full --checkpoint CKPT --out {pipe.layout.dir} "
+                "--encoder-only` (the reference layout has none)",
+                dir=str(pipe.layout.dir),
+            )
+        audio, rate = self.tracks.read_audio(source.track_id)
+        src = pipe.encode_audio(audio, rate, check)
+        # A last latent frame less than half full of audio is dropped: a lofi track comes back from 48 kHz a
+        # fraction of a sample longer than its frames, and upstream's extra, nearly silent frame would sit
+        # between the track and a right extension (93 ms of silence).
+        whole = max(1, round(audio.shape[0] * dec.MODEL_RATE / rate / SAMPLES_PER_LATENT))
+        src = src[..., :whole]
+        frames = src.shape[-1]
+        length = round(audio.shape[0] * OUTPUT_RATE / rate)
+        if task == "audio2audio":
+            strength = params["ref_audio_strength"]
+            pa = replace(p, steps=tasks.audio2audio_steps(p.steps, strength), sigma_max=1 - strength)
+            top = Scheduler(pa.scheduler, pa.steps, pa.omega, sigma_max=pa.sigma_max).start_sigma
+            start = tasks.noised_reference(src, draw(rng)(src.shape), top)
+            return TaskRun(start, pa, draw(rng), planned_evaluations(pa), length=length)
+        if task == "edit":
+            source_prompt = source.prompt
+            source_lyrics = source.params.get("lyrics") if source.backend == self.name else None
+            edit = (
+                pipe.edit_conditions(source_prompt, source_lyrics),
+                pipe.edit_conditions(request.prompt, params.get("lyrics")),
+            )
+            n = flowedit_evaluations(p, params["edit_n_min"], params["edit_n_max"], params["edit_n_avg"])
+            return TaskRun(src, p, draw(rng), n, edit=edit, length=length)
+        noise, src_rng = self._source_noise(source, frames)
+        variance = params["retake_variance"]
+        plan: tasks.Repaint | None
+        if task == "repaint":
+            hi = min(frame_count(params["repaint_end"]), frames)
+            plan = tasks.repaint(
+                src,
+                noise,
+                draw(rng)(noise.shape),
+                frame_count(params["repaint_start"]),
+                hi,
+                variance,
+                p.steps,
+            )
+            if plan is None:  # the whole track: upstream makes it a retake
+                return TaskRun(
+                    tasks.mix(noise, draw(rng)(noise.shape), variance),
+                    p,
+                    draw(src_rng),
+                    planned_evaluations(p),
+                    length=length,
+                )
+        else:
+            left, right = frame_count(params["extend_left"]), frame_count(params["extend_right"])
+            retake = draw(rng)((1, 8, 16, max(frames, left, right)))
+            plan = tasks.extend(src, noise, retake, left, right, variance, p.steps)
+            length += round((left + right) * SAMPLES_PER_LATENT * OUTPUT_RATE / dec.MODEL_RATE)
+        return TaskRun(
+            plan.x0, p, draw(src_rng), planned_evaluations(p, plan.n_min), repaint=plan, length=length
+        )
+
+    def _source_noise(
+        self, source: Track, frames: int, strict: bool = False
+    ) -> tuple[np.ndarray, np.random.Generator]:
+        """The initial noise `source` was sampled from and the generator its step noise continued from: its
+        seed's for a text2music track, its source's mixed with its own retake noise for a retake (so a variation
+        of a variation starts where that variation started). Tracks of other backends or tasks give their seed's
+        noise (any Gaussian noise is a valid start for repaint and extend). `strict` (retake): a retake whose
+        source was evicted cannot be reproduced, which is an error."""
+        assert self.tracks is not None
+        if source.backend == self.name and source.params.get("task") == "retake":
+            parent = self.tracks.get(source.params["source_track"])
+            if parent is not None:
+                base, step_rng = self._source_noise(parent, frames, strict)
+                own = np.random.default_rng(source.seed).standard_normal(base.shape, dtype=np.float32)
+                return tasks.mix(base, own, source.params["retake_variance"]), step_rng
+            if strict:
+                raise LofiError(
+                    ErrorCode.TRACK_NOT_FOUND,
+                    f"{source.track_id} is a variation of {source.params['source_track']}, which is no longer "
+                    "cached: its starting noise cannot be rebuilt (repaint it instead)",
+                    track_id=source.params["source_track"],
+                )
+        gen = np.random.default_rng(source.seed)
+        return gen.standard_normal((1, 8, 16, frames), dtype=np.float32), gen
+
     def generate(
         self,
         request: GenerationRequest,
@@ -451,20 +760,21 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
         )
         p = pipe.effective(p)
         timings: dict[str, float] = {}
-        # Progress counts transformer evaluations, then the DCAE + vocoder decode as its cost in evaluations, so
-        # the reporter's ETA (elapsed / done × remaining) covers the decode too.
         dtype = self.decoder_dtype(pipe.layout)
-        evals = planned_evaluations(p)
         decode_evals = self._decode_evals or DECODE_EVALS_PRIOR[dtype]
-        total = evals + decode_evals
         try:
             t0 = time.monotonic()
             info = self._apply_lora(params.get("lora"), params.get("lora_weight", 1.0))
-            frames = frame_count(request.duration_sec)
-            rng = np.random.default_rng(request.seed)
-            noise = rng.standard_normal((1, 8, 16, frames), dtype=np.float32)
             cancel.check()
-            cond = pipe.conditions(request.prompt, params.get("lyrics"), p)
+            run = self._prepare(params, request, pipe, p, cancel.check)
+            p = run.p
+            frames = run.start.shape[-1]
+            # Progress counts transformer evaluations, then the DCAE + vocoder decode as its cost in evaluations,
+            # so the reporter's ETA (elapsed / done × remaining) covers the decode too.
+            evals = run.evaluations
+            total = evals + decode_evals
+            cancel.check()
+            cond = pipe.conditions(request.prompt, params.get("lyrics"), p) if run.edit is None else None
             timings["conditions"] = time.monotonic() - t0
 
             def on_step(step: int, steps: int, evaluations: int) -> None:
@@ -478,14 +788,25 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
                 )
 
             t1 = time.monotonic()
-            latents = pipe.sample(
-                cond,
-                noise,
-                p,
-                step_noise=lambda shape: rng.standard_normal(shape, dtype=np.float32),
-                check=cancel.check,
-                on_step=on_step,
-            )
+            if run.edit is not None:
+                src, tar = run.edit
+                latents = pipe.flowedit(
+                    src,
+                    tar,
+                    run.start,
+                    p,
+                    params["edit_n_min"],
+                    params["edit_n_max"],
+                    params["edit_n_avg"],
+                    run.noise,
+                    check=cancel.check,
+                    on_step=on_step,
+                )
+            else:
+                assert cond is not None
+                latents = pipe.sample(
+                    cond, run.start, p, run.noise, check=cancel.check, on_step=on_step, repaint=run.repaint
+                )
             timings["diffusion"] = time.monotonic() - t1
 
             def on_decode(fraction: float) -> None:
@@ -500,7 +821,7 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
                 )
 
             t2 = time.monotonic()
-            audio = pipe.latents_to_audio(latents, cancel.check, on_decode)
+            audio = pipe.latents_to_audio(latents, cancel.check, on_decode)[: run.length]
             timings["decode"] = time.monotonic() - t2
             if timings["diffusion"] > 0 and evals:
                 self._decode_evals = timings["decode"] / (timings["diffusion"] / evals)
@@ -512,6 +833,8 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
         finally:
             if not pipe.graphs.resident:
                 pipe.graphs.close()
+        if "task" in params:
+            info.update(task=params["task"], source_track=params["source_track"])
         info.update(
             latent_frames=frames,
             steps=p.steps,

@@ -32,6 +32,8 @@ class Windowing:
     dcae_margin: int = 128
     vocoder_core: int = 1024
     vocoder_margin: int = 96
+    encoder_core: int = 256  # the DCAE encoder (encode.py) with the decoder's geometry: one pass up to 47.5 s
+    encoder_margin: int = 128
 
 
 def windowed(

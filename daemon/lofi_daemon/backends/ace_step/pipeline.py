@@ -10,15 +10,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
 from . import decode as dec
+from .encode import ENCODER_FILE, encode_audio
 from .guidance import MomentumBuffer, apg, cfg, cfg_zero_star, guidance_window, scale_at
 from .layout import ModelLayout
 from .schedulers import Scheduler
+from .tasks import Repaint
 from .text import LyricTokenizer, PromptTokenizer
 
 log = logging.getLogger(__name__)
@@ -27,6 +30,13 @@ ERG_TAU = 0.01
 # the DCAE's share of the DCAE + vocoder time for a 30 s track at full size (8.6 s of 29 s, docs/benchmarks.md)
 DCAE_SHARE = 0.3
 SessionFactory = Callable[[str, Mapping[str, np.ndarray] | None], ort.InferenceSession]
+
+
+def flowedit_evaluations(p: SamplingParams, n_min: float, n_max: float, n_avg: int) -> int:
+    """Transformer evaluations `flowedit` runs: two guided predictions per average while editing, one after."""
+    per_eval = 1 if p.guidance_scale in (0.0, 1.0) else 2
+    lo, hi = min(int(p.steps * n_min), p.steps), min(int(p.steps * n_max), p.steps)
+    return per_eval * (2 * n_avg * max(0, hi - lo) + p.steps - max(hi, lo))
 
 
 def frame_count(duration_sec: float) -> int:
@@ -49,23 +59,31 @@ class SamplingParams:
     use_erg_diffusion: bool = True
     zero_steps: int = 1
     use_zero_init: bool = True
+    sigma_max: float = 1.0  # audio2audio's shortened schedule (tasks.py)
 
 
-def planned_evaluations(p: SamplingParams) -> int:
-    """Transformer evaluations `sample` will run for p (cond + uncond inside the guidance window)."""
-    sched = Scheduler(p.scheduler, p.steps, p.omega)
+def planned_evaluations(p: SamplingParams, first: int = 0) -> int:
+    """Transformer evaluations `sample` will run for p (cond + uncond inside the guidance window), starting at
+    evaluation `first` (a repaint's n_min)."""
+    sched = Scheduler(p.scheduler, p.steps, p.omega, sigma_max=p.sigma_max)
     n = sched.num_evaluations
+    first = min(max(first, 0), n)
     if p.guidance_scale in (0.0, 1.0):
-        return n
+        return n - first
     start, end = guidance_window(sched.num_inference_steps, p.guidance_interval)
-    return n + max(0, min(end, n) - max(start, 0))
+    return n - first + max(0, min(end, n) - max(start, first))
 
 
 @dataclass
 class Conditions:
     cond: np.ndarray  # [1, S, D] encoder_hidden_states
     uncond: np.ndarray  # [1, S, D]
-    mask: np.ndarray  # [1, S] float32 (shared by both, as upstream)
+    mask: np.ndarray  # [1, S] float32 (shared by both in text2music, as upstream)
+    uncond_mask: np.ndarray | None = None  # FlowEdit's unconditional pass has its own (lyric mask zeroed)
+
+    @property
+    def null_mask(self) -> np.ndarray:
+        return self.mask if self.uncond_mask is None else self.uncond_mask
 
 
 def _inputs(sess: ort.InferenceSession) -> dict[str, Any]:
@@ -95,6 +113,7 @@ class Graphs:
         self.layout = layout
         self._session = session
         self.files = {stage: layout.path(f"{stage}.onnx") for stage in STAGES}
+        self.files["dcae_encoder"] = layout.path(ENCODER_FILE)  # optional: only the editing tasks open it
         self.files.update(files or {})
         self.resident = resident
         self._open: dict[str, ort.InferenceSession] = {}
@@ -115,9 +134,9 @@ class Graphs:
             self._learn(stage, sess)
         return sess
 
-    def release(self, stage: str) -> None:
-        """Done with `stage` for this generation: close it unless the sessions stay resident."""
-        if not self.resident:
+    def release(self, stage: str, always: bool = False) -> None:
+        """Done with `stage` for this generation: close it unless the sessions stay resident (or `always`)."""
+        if always or not self.resident:
             self._open.pop(stage, None)
 
     def close(self) -> None:
@@ -317,24 +336,36 @@ class AceStepPipeline:
         step_noise: Callable[[tuple[int, ...]], np.ndarray] | None = None,
         check: Callable[[], None] | None = None,
         on_step: Callable[[int, int, int], None] | None = None,
+        repaint: Repaint | None = None,
     ) -> np.ndarray:
-        """Flow-matching loop. `check()` runs before every transformer evaluation (cancellation);
-        `on_step(user_step, total_steps, evaluations_done)` after every scheduler step."""
+        """Flow-matching loop from `noise` (the initial latents). `check()` runs before every transformer
+        evaluation (cancellation); `on_step(user_step, total_steps, evaluations_done)` after every scheduler
+        step. With `repaint` (tasks.py: repaint, extend) it is upstream's repaint branch: `noise` is ignored, the
+        first n_min steps are skipped, and every step is a plain Euler step followed by putting the re-noised
+        source back outside the mask."""
         try:
-            return self._sample(c, noise, p, step_noise, check, on_step)
+            return self._sample(c, noise, p, step_noise, check, on_step, repaint)
         finally:
             self.graphs.release("transformer_decoder")  # also when cancelled: a "low" plan never keeps it
 
-    def _sample(self, c, noise, p, step_noise, check, on_step) -> np.ndarray:
+    def _sample(self, c, noise, p, step_noise, check, on_step, repaint) -> np.ndarray:
         g = self.graphs
-        sched = Scheduler(p.scheduler, p.steps, p.omega, step_noise)
+        sched = Scheduler(p.scheduler, p.steps, p.omega, step_noise, sigma_max=p.sigma_max)
         do_cfg = p.guidance_scale not in (0.0, 1.0)
         start, end = guidance_window(sched.num_inference_steps, p.guidance_interval)
         buffer = MomentumBuffer()
         uncond_q = ERG_TAU if p.use_erg_diffusion else 1.0
         x = noise.astype(np.float32)
         evaluations = 0
+        thousand = np.float32(1000)
         for i, t in enumerate(sched.timesteps):
+            if repaint is not None:
+                if i < repaint.n_min:
+                    continue
+                if i == repaint.n_min:  # upstream: zt_edit + zt_src − x0, with zt_edit = x0
+                    t_i = t / thousand
+                    zt_src = (1 - t_i) * repaint.x0 + t_i * repaint.z0
+                    x = (repaint.x0 + zt_src - repaint.x0).astype(np.float32)
             if do_cfg and start <= i < end:
                 scale = scale_at(
                     i, start, end, p.guidance_scale, p.guidance_interval_decay, p.min_guidance_scale
@@ -345,7 +376,7 @@ class AceStepPipeline:
                     both = g.velocity(
                         np.concatenate([x, x]),
                         np.concatenate([c.cond, c.uncond]),
-                        np.concatenate([c.mask, c.mask]),
+                        np.concatenate([c.mask, c.null_mask]),
                         t,
                         [1.0, uncond_q],
                     )
@@ -356,7 +387,7 @@ class AceStepPipeline:
                     v_cond = g.velocity(x, c.cond, c.mask, t, [1.0])
                     if check:
                         check()
-                    v_uncond = g.velocity(x, c.uncond, c.mask, t, [uncond_q])
+                    v_uncond = g.velocity(x, c.uncond, c.null_mask, t, [uncond_q])
                 evaluations += 2
                 if p.cfg_type == "apg":
                     v = apg(v_cond, v_uncond, scale, buffer)
@@ -371,10 +402,128 @@ class AceStepPipeline:
                     check()
                 v = g.velocity(x, c.cond, c.mask, t, [1.0])
                 evaluations += 1
-            x = sched.step(v, x)
+            if repaint is not None:
+                t_i = t / thousand
+                t_next = sched.timesteps[i + 1] / thousand if i + 1 < len(sched.timesteps) else np.float32(0)
+                x = x + (t_next - t_i) * v.astype(np.float32)
+                zt_src = (1 - t_next) * repaint.x0 + t_next * repaint.z0
+                x = np.where(repaint.mask, x, zt_src).astype(np.float32)
+            else:
+                x = sched.step(v, x)
             if on_step and (sched.kind != "heun" or i % 2 == 0):
                 on_step(sched.user_step(i), p.steps, evaluations)
         return x
+
+    # ---- FlowEdit (upstream `flowedit_diffusion_process`: new tags/lyrics, same structure)
+
+    def edit_conditions(self, prompt: str, lyrics: str | None) -> Conditions:
+        """FlowEdit's conditioning: upstream runs the transformer's full forward with no ERG, its unconditional
+        half on zero text, zero speaker and zero lyric ids with a zero lyric mask (so its own encoder mask)."""
+        g = self.graphs
+        ids, tmask = self.prompt_tokenizer(prompt)
+        lyric_ids, lyric_mask = self.lyric_tokenizer(lyrics)
+        text = g.text(ids, tmask, 1.0)
+        g.release("text_encoder")
+        speaker = np.zeros((1, self.speaker_dim), np.float32)
+        cond, mask = g.encode(text, tmask, speaker, lyric_ids, lyric_mask, 1.0)
+        zeros = np.zeros_like(lyric_ids)
+        uncond, null_mask = g.encode(
+            np.zeros_like(text), tmask, speaker, zeros, np.zeros_like(lyric_mask), 1.0
+        )
+        g.release("transformer_encoder")
+        return Conditions(cond, uncond, mask, null_mask)
+
+    def flowedit(
+        self,
+        src: Conditions,
+        tar: Conditions,
+        x_src: np.ndarray,
+        p: SamplingParams,
+        n_min: float,
+        n_max: float,
+        n_avg: int,
+        noise: Callable[[tuple[int, ...]], np.ndarray],
+        check: Callable[[], None] | None = None,
+        on_step: Callable[[int, int, int], None] | None = None,
+    ) -> np.ndarray:
+        """Edit the source latents `x_src` from conditions `src` towards `tar`. Steps below ⌊steps·n_min⌋ are
+        skipped; up to ⌊steps·n_max⌋ the edit follows the mean of `n_avg` velocity differences V_tar − V_src
+        (each from fresh forward noise); after that it samples the target from the edit's noised state. Every
+        step is plain Euler on the Euler schedule and guidance is APG on every step (upstream's flowedit
+        ignores scheduler_type except for its broken pingpong branch, the guidance interval and cfg_type)."""
+        try:
+            return self._flowedit(src, tar, x_src, p, n_min, n_max, n_avg, noise, check, on_step)
+        finally:
+            self.graphs.release("transformer_decoder")
+
+    def _guided(self, x, c: Conditions, t, p: SamplingParams, buffer: MomentumBuffer, check) -> np.ndarray:
+        g = self.graphs
+        if check:
+            check()
+        v_cond = g.velocity(x, c.cond, c.mask, t, [1.0])
+        if p.guidance_scale in (0.0, 1.0):
+            return v_cond
+        if check:
+            check()
+        v_uncond = g.velocity(x, c.uncond, c.null_mask, t, [1.0])
+        return apg(v_cond, v_uncond, p.guidance_scale, buffer)
+
+    def _flowedit(self, src, tar, x_src, p, n_min, n_max, n_avg, noise, check, on_step) -> np.ndarray:
+        sched = Scheduler("euler", p.steps, p.omega)
+        ts, thousand = sched.timesteps, np.float32(1000)
+        per_eval = 1 if p.guidance_scale in (0.0, 1.0) else 2
+        buffer_src, buffer_tar = MomentumBuffer(), MomentumBuffer()
+        no_momentum = MomentumBuffer(0.0)  # upstream passes no buffer for the target while editing
+        lo, hi = int(p.steps * n_min), int(p.steps * n_max)
+        x_src = x_src.astype(np.float32)
+        zt_edit = x_src.copy()
+        xt_tar: np.ndarray | None = None
+        evaluations = 0
+        for i, t in enumerate(ts):
+            if i < lo:
+                continue
+            t_i = t / thousand
+            t_next = ts[i + 1] / thousand if i + 1 < len(ts) else np.float32(0)
+            if i < hi:
+                delta = np.zeros_like(x_src)
+                for _ in range(n_avg):
+                    zt_src = (1 - t_i) * x_src + t_i * noise(x_src.shape).astype(np.float32)
+                    zt_tar = zt_edit + zt_src - x_src
+                    v_src = self._guided(zt_src, src, t, p, buffer_src, check)
+                    v_tar = self._guided(zt_tar, tar, t, p, no_momentum, check)
+                    delta = delta + (1 / n_avg) * (v_tar - v_src)
+                    evaluations += 2 * per_eval
+                zt_edit = (zt_edit + (t_next - t_i) * delta).astype(np.float32)
+            else:
+                if xt_tar is None:  # i == hi: noise the source to this step's sigma
+                    sigma = sched.sigmas[i]
+                    xt_src = sigma * noise(x_src.shape).astype(np.float32) + (1 - sigma) * x_src
+                    xt_tar = zt_edit + xt_src - x_src
+                v_tar = self._guided(xt_tar, tar, t, p, buffer_tar, check)
+                evaluations += per_eval
+                xt_tar = (xt_tar + (t_next - t_i) * v_tar).astype(np.float32)
+            if on_step:
+                on_step(i + 1, p.steps, evaluations)
+        return zt_edit if xt_tar is None else xt_tar
+
+    # ---- the encode path (editing tasks)
+
+    @property
+    def has_encoder(self) -> bool:
+        return Path(self.graphs.files["dcae_encoder"]).exists()
+
+    def encode_audio(
+        self, audio: np.ndarray, sample_rate: int, check: Callable[[], None] | None = None
+    ) -> np.ndarray:
+        """Audio ([n] or [n, channels], any rate) → latents [1, 8, 16, F] (encode.py), in windows for tracks
+        longer than one. The encoder session is always closed afterwards: editing tasks are occasional, and
+        the memory plan (memory.py) counts the five generation stages only."""
+        w = self.windowing
+        try:
+            session = self.graphs.session("dcae_encoder")
+            return encode_audio(audio, sample_rate, session, w.encoder_core, w.encoder_margin, check)
+        finally:
+            self.graphs.release("dcae_encoder", always=True)
 
     # ---- stage 3: audio
 

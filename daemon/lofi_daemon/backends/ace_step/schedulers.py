@@ -20,10 +20,12 @@ def _shift(s, shift: float = SHIFT):
     return shift * s / (1 + (shift - 1) * s)
 
 
-def base_sigmas(num_steps: int, shift: float = SHIFT) -> np.ndarray:
+def base_sigmas(num_steps: int, shift: float = SHIFT, sigma_max: float = 1.0) -> np.ndarray:
     """Upstream `set_timesteps(N)`: linspace between the shifted training extremes, shifted once more.
-    Returns float32 sigmas of length N (no trailing zero)."""
-    train = np.linspace(1.0, NUM_TRAIN_TIMESTEPS, NUM_TRAIN_TIMESTEPS, dtype=np.float32)[::-1].copy()
+    Returns float32 sigmas of length N (no trailing zero). `sigma_max` < 1 is upstream's audio2audio schedule
+    (the scheduler's training timesteps end at sigma_max · 1000 instead of 1000)."""
+    top = sigma_max * NUM_TRAIN_TIMESTEPS
+    train = np.linspace(1.0, top, NUM_TRAIN_TIMESTEPS, dtype=np.float32)[::-1].copy()
     train_sigmas = _shift(train / np.float32(NUM_TRAIN_TIMESTEPS), shift).astype(np.float32)
     sigma_max, sigma_min = float(train_sigmas[0]), float(train_sigmas[-1])
     t = np.linspace(sigma_max * NUM_TRAIN_TIMESTEPS, sigma_min * NUM_TRAIN_TIMESTEPS, num_steps)
@@ -50,13 +52,14 @@ class Scheduler:
     num_inference_steps: int
     omega: float
     noise: Callable[[tuple[int, ...]], np.ndarray] | None = None  # PingPong's fresh noise per step
+    sigma_max: float = 1.0  # audio2audio: 1 − ref_audio_strength
     timesteps: np.ndarray = field(init=False)
     sigmas: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         if self.kind not in SCHEDULERS:
             raise ValueError(f"unknown scheduler {self.kind!r}")
-        s = base_sigmas(self.num_inference_steps)
+        s = base_sigmas(self.num_inference_steps, sigma_max=self.sigma_max)
         if self.kind == "heun":
             t = s * np.float32(NUM_TRAIN_TIMESTEPS)
             self.timesteps = np.concatenate([t[:1], np.repeat(t[1:], 2)]).astype(np.float32)
@@ -68,6 +71,13 @@ class Scheduler:
         self._w = omega_factor(self.omega)
         self._i = 0
         self._prev: tuple[np.ndarray, np.float32, np.ndarray] | None = None  # Heun: derivative, dt, sample
+
+    @property
+    def start_sigma(self) -> np.float32:
+        """Upstream's `scheduler.sigma_max`: the shifted top training sigma (audio2audio noises the reference
+        to this level; the first timestep is shifted once more, an upstream quirk kept here)."""
+        top = np.float32(self.sigma_max * NUM_TRAIN_TIMESTEPS) / np.float32(NUM_TRAIN_TIMESTEPS)
+        return np.float32(_shift(top))
 
     @property
     def num_evaluations(self) -> int:
