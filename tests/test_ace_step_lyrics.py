@@ -108,6 +108,21 @@ def test_lyrics_longer_than_the_position_table_are_refused_naming_the_limit(real
     assert "at most 8" in e.value.message and e.value.data["max_tokens"] == 8 and e.value.data["tokens"] > 8
 
 
+def test_the_limit_is_the_exported_lyric_encoders_position_table():
+    # The rel-pos table holds positions -(n-1)..(n-1): 2n-1 rows. Past n tokens the graph reads outside it
+    # (n+1 tokens still run, on wrong positions; n+1000 fail in onnxruntime), so n is the limit.
+    onnx = pytest.importorskip("onnx")
+    graph = onnx.load(str(FIXTURE / "transformer_encoder.onnx"), load_external_data=False).graph
+    tables = [
+        list(a.t.dims)
+        for node in graph.node
+        if node.op_type == "Constant"
+        for a in node.attribute
+        if a.t is not None and len(a.t.dims) == 3 and a.t.dims[1] > 1000
+    ]
+    assert tables == [[1, 2 * text.LYRIC_MAX_TOKENS - 1, tables[0][2]]]
+
+
 def test_generate_validation_refuses_too_long_lyrics(tmp_path, monkeypatch):
     monkeypatch.setattr(text, "LYRIC_MAX_TOKENS", 40)
     settings = Settings.from_env({"LOFI_ACE_STEP_DIR": str(FIXTURE), "LOFI_CACHE_DIR": str(tmp_path)})

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import importlib.util
 import re
-from functools import cache
+import threading
+from functools import cache, lru_cache
 from typing import Any
 
 from .lyric_rules import LANGUAGE_NAMES, LANGUAGE_TOKEN_IDS, MULTILINGUAL
@@ -81,6 +82,9 @@ def languages() -> dict[str, dict[str, Any]]:
     return out
 
 
+_SEGMENTER_LOCK = threading.Lock()
+
+
 @cache
 def _segmenter():
     from LangSegment import LangSegment
@@ -94,10 +98,20 @@ def detect(line: str) -> str:
     """The line's language code among LANGUAGE_TOKEN_IDS (upstream `get_lang` + `tokenize_lyrics`' mapping)."""
     if not all(installed(m) for m in DETECTOR):
         return "en"
+    return _detect(line)
+
+
+# py3langid takes ≈ 25 ms a segment on a loaded 2-core machine; songs repeat lines, and `generate` tokenises the
+# lyrics that validation already did.
+@lru_cache(maxsize=4096)
+def _detect(line: str) -> str:
     try:
-        segmenter = _segmenter()
-        segmenter.getTexts(line)
-        counts = segmenter.getCounts()
+        with (
+            _SEGMENTER_LOCK
+        ):  # the segmenter keeps the last text's counts; validation and generation share it
+            segmenter = _segmenter()
+            segmenter.getTexts(line)
+            counts = segmenter.getCounts()
         lang = counts[0][0]
         if len(counts) > 1 and lang == "en":
             lang = counts[1][0]
