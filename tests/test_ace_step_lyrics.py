@@ -168,3 +168,13 @@ def test_health_lists_lyric_languages(without_extra):
 @needs_extra
 def test_health_with_the_extra_has_every_language():
     assert all(info["available"] for info in lyric_lang.languages().values())
+
+
+def test_daemon_answers_too_long_lyrics_with_a_json_rpc_error(daemon):
+    d = daemon(LOFI_ACE_STEP_DIR=str(FIXTURE), LOFI_THREADS="1")
+    params = {"prompt": "lofi", "backend": "ace_step", "duration_sec": 5, "lyrics": "la la la la la la\n" * 1000}
+    reply = d.request("generate", params)
+    error = reply["error"]
+    assert error["code"] == ErrorCode.INVALID_PARAMS and error["data"]["param"] == "lyrics"
+    assert "at most 5000" in error["message"] and error["data"]["tokens"] > 5000
+    assert d.call("status") is not None  # the daemon goes on
