@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from lofi_daemon.backends.ace_step import lyric_lang, text
 from lofi_daemon.backends.ace_step.backend import AceStepBackend
 from lofi_daemon.backends.ace_step.lyric_rules import LANGUAGE_TOKEN_IDS
@@ -172,9 +174,40 @@ def test_health_with_the_extra_has_every_language():
 
 def test_daemon_answers_too_long_lyrics_with_a_json_rpc_error(daemon):
     d = daemon(LOFI_ACE_STEP_DIR=str(FIXTURE), LOFI_THREADS="1")
-    params = {"prompt": "lofi", "backend": "ace_step", "duration_sec": 5, "lyrics": "la la la la la la\n" * 1000}
+    params = {
+        "prompt": "lofi",
+        "backend": "ace_step",
+        "duration_sec": 5,
+        "lyrics": "la la la la la la\n" * 1000,
+    }
     reply = d.request("generate", params)
     error = reply["error"]
     assert error["code"] == ErrorCode.INVALID_PARAMS and error["data"]["param"] == "lyrics"
     assert "at most 5000" in error["message"] and error["data"]["tokens"] > 5000
     assert d.call("status") is not None  # the daemon goes on
+
+
+def test_a_line_the_cleaner_cannot_take_is_left_out_as_upstream_does(real, monkeypatch):
+    real_clean = text.lyric_clean.clean
+
+    def clean(line, lang):
+        if "boom" in line:
+            raise ValueError("cannot romanise")
+        return real_clean(line, lang)
+
+    monkeypatch.setattr(text.lyric_clean, "clean", clean)
+    out = real.tokens("[verse]\nboom\n[chorus]")
+    assert out.ids == [START, *real.tokens("[verse]").ids[1:], *real.tokens("[chorus]").ids[1:]]
+    assert out.languages == ["en", None, "en"] and "lyric line 2 was left out" in out.notes[0]
+
+
+@needs_extra
+@settings(max_examples=40, deadline=None)
+@given(st.text(st.characters(blacklist_categories=("Cs",)), max_size=60))
+def test_any_text_tokenises_within_the_vocabulary(real, lyrics):
+    out = real.tokens(lyrics)
+    assert out.ids[0] == START and out.ids.count(LINE_END) >= lyrics.count("\n") + 1 - out.languages.count(
+        None
+    )
+    assert len(out.languages) == lyrics.count("\n") + 1
+    assert all(0 <= i < real._tok.get_vocab_size() for i in out.ids)

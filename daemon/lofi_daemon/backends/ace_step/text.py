@@ -10,6 +10,7 @@ A lyric longer than the lyric encoder's position table is refused, never cut.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,8 @@ from ...errors import ErrorCode, LofiError
 from . import lyric_clean, lyric_lang
 from .layout import ModelLayout
 from .lyric_rules import LANGUAGE_NAMES
+
+log = logging.getLogger(__name__)
 
 TEXT_MAX_LENGTH = 256
 # The lyric encoder's relative position table (upstream EspnetRelPositionalEncoding max_len, the size the ONNX
@@ -46,7 +49,7 @@ class PromptTokenizer:
 @dataclass
 class LyricTokens:
     ids: list[int]
-    languages: list[str | None] = field(default_factory=list)  # per line; None for a blank line
+    languages: list[str | None] = field(default_factory=list)  # per line; None for a blank or left-out line
     notes: list[str] = field(default_factory=list)  # what this install did differently from upstream, and why
 
 
@@ -86,7 +89,15 @@ class LyricTokenizer:
                 fallbacks.setdefault(key, []).append(number)
             if lyric_lang.missing_modules(lang, detect=False) and lang in lyric_lang.CLEANER_MODULES:
                 lang = "en"  # its romaniser is missing: the line's own characters, as English
-            out.ids += self._encode_line(line, lang) + [self.line_end_id]
+            try:
+                out.ids += self._encode_line(line, lang) + [self.line_end_id]
+            except Exception as exc:  # noqa: BLE001 - as upstream: a line its cleaner cannot take is left out
+                log.warning("lyric line %d (%s) left out: %s", number, lang, exc)
+                out.notes.append(
+                    f"lyric line {number} was left out: the {LANGUAGE_NAMES[lang]} cleaner failed ({exc})"
+                )
+                out.languages.append(None)
+                continue
             out.languages.append(lang)
         for (lang, instead), lines in fallbacks.items():
             packages = sorted({lyric_lang.PACKAGES[m] for m in lyric_lang.missing_modules(lang)})
