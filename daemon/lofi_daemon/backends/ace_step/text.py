@@ -29,9 +29,8 @@ TEXT_MAX_LENGTH = 256
 # The lyric encoder's relative position table (upstream EspnetRelPositionalEncoding max_len, the size the ONNX
 # export bakes in); `lyric_max_tokens` in ace_step.json overrides it.
 LYRIC_MAX_TOKENS = 5000
-STRUCTURE = re.compile(
-    r"\[.*?\]"
-)  # upstream matches it at the start of a line: "[verse] words" is English too
+# A structure tag; upstream matches it at the start of a line, so "[verse] words" is English too.
+STRUCTURE = re.compile(r"\[.*?\]")
 
 
 class PromptTokenizer:
