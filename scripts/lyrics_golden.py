@@ -1,4 +1,4 @@
-"""Golden lyric token ids from upstream ACE-Step's own tokenizer code, for tests/test_ace_step_lyrics_golden.py.
+"""Golden lyric token ids from upstream ACE-Step's own tokenizer code, for tests/test_ace_step_lyrics.py.
 
 How the committed fixture was made:
 
@@ -8,6 +8,10 @@ How the committed fixture was made:
     scripts/setup --lyrics                                                       # the language packages
     python scripts/lyrics_golden.py --upstream build/upstream/ACE-Step \\
         --out tests/fixtures/ace-step-lyrics/golden.json
+    python scripts/lyrics_golden.py --upstream build/upstream/ACE-Step --random 800 --seed 1   # and seeds 2-4
+
+`--random N` also runs N random lines of words, numbers and symbols through upstream and lofi's tokenizer and
+prints those that differ (3,200 over seeds 1-4: none).
 
 Upstream's `VoiceBpeTokenizer` (lyric_tokenizer.py, with its vocab.json), its `LangSegment` copy and the two
 pipeline methods `get_lang` / `tokenize_lyrics` (taken out of pipeline_ace_step.py by name, so the diffusion
@@ -22,6 +26,7 @@ import ast
 import importlib.util
 import json
 import logging
+import random
 import re
 import sys
 import types
@@ -63,6 +68,7 @@ CORPUS: list[str] = [
     "2008年8月8日晚上8点, 一共12345个人, 电话13812345678",
     "他有2个孩子和22本书, 200块钱, 两千零二",
     "P2P B2B 第1名",
+    "打给我+86 13812345678, 或者座机010-12345678",
     "東京で2人、100円のコーヒー",
     "오늘 1번째 노래, 10% 할인 & 무료",
     "Dra. García pagó 5,50€ y $3 el 2º día",
@@ -133,12 +139,69 @@ def upstream_tokenize(root: Path):
     return pipe.tokenize_lyrics, namespace["SUPPORT_LANGUAGES"]
 
 
+# Words per language and number/symbol forms that random lines are made of (--random).
+WORDS = {
+    "en": "love night baby dance rain fire heart street dream Mr. Dr. St. Jr. Co.",
+    "es": "amor noche corazón bailar Sr. Sra. Dra. fuego",
+    "fr": "amour nuit cœur danser Mme. Mr. Dr. feu",
+    "de": "Liebe Nacht Herz tanzen Fr. Dr. St. Feuer",
+    "ru": "любовь ночь сердце танцевать г-н д-р",
+    "zh": "我 爱 你 夜晚 星星 月亮 心 跳舞 元 块 个 朵 年 月 日 号",
+    "ja": "愛 夜 星 月 心 踊る 東京 君 僕 です ね",
+    "ko": "사랑 밤 별 달 마음 춤 너 나 번째 번",
+    "pt": "amor noite coração dançar Sr. Sra.",
+    "it": "amore notte cuore ballare Sig. Dr.",
+    "pl": "miłość noc serce tańczyć",
+    "tr": "aşk gece kalp dans İstanbul",
+    "nl": "liefde nacht hart dansen dhr. mevr.",
+    "hu": "szerelem éjszaka szív tánc dr.",
+    "ar": "حب ليل قلب رقص",
+    "hi": "प्यार रात दिल नाच",
+    "cs": "láska noc srdce tančit",
+}
+NUMBERS = (
+    "1 2 3 10 12 22 100 1000 2024 1,000 1.000 3.5 3,5 $5 £3 20€ $1,000.50 50% 1st 2nd 3rd 4th 1º 2ª 1er 3. 25-го "
+    '12:30 3/4 #1 @home & ° "q" 1990s 0 007 99.99 13812345678 010-12345678 0755-1234567 1234567'
+).split()
+
+
+def compare_random(tokenize, count: int, seed: int) -> int:
+    """Random lines of words, numbers, symbols and structure tags through upstream and lofi; prints the lines
+    that differ and returns how many did."""
+    root = Path(__file__).resolve().parent.parent
+    sys.path.insert(0, str(root / "daemon"))  # this checkout's daemon, not an installed one
+    from lofi_daemon.backends.ace_step.text import LyricTokenizer
+
+    vocab = root / "tests" / "fixtures" / "ace-step-lyrics" / "vocab.json"
+    ours = LyricTokenizer(vocab, 261, 2)
+    rng = random.Random(seed)
+    differ = 0
+    for _ in range(count):
+        words = WORDS[rng.choice(sorted(WORDS))].split()
+        line = " ".join(
+            rng.choice(words if rng.random() < 0.7 else NUMBERS) for _ in range(rng.randint(1, 8))
+        )
+        if rng.random() < 0.2:
+            line = f"[{rng.choice(['verse', 'chorus', 'Bridge 2'])}] {line}"
+        if tokenize(line) != ours.tokens(line).ids:
+            differ += 1
+            print(f"differs: {line!r}")
+    print(f"{count - differ} of {count} random lines equal")
+    return differ
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--upstream", type=Path, required=True, help="an ACE-Step v1 checkout (ignored folder)")
-    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--out", type=Path, help="write the golden fixture here")
+    ap.add_argument("--random", type=int, default=0, help="also compare N random lines with lofi's tokenizer")
+    ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     tokenize, languages = upstream_tokenize(args.upstream.resolve())
+    if args.random and compare_random(tokenize, args.random, args.seed):
+        raise SystemExit(1)
+    if args.out is None:
+        return
     cases = [{"lyrics": lyric, "ids": tokenize(lyric)} for lyric in CORPUS]
     doc = {
         "source": "ACE-Step v1 commit d612523f50e252c0e138e68ae75b06223f96e934, scripts/lyrics_golden.py",

@@ -98,6 +98,8 @@ def test_chinese_normaliser_dates_percent_digit_strings_and_punctuation():
     assert normalize_chinese("1000个") == "一千个"  # before a measure word: a number
     assert normalize_chinese("1000朵") == "一零零零朵"  # 朵 is not in the list: 4+ digits are read one by one
     assert normalize_chinese("编号1234!") == "编号一二三四,"
+    assert normalize_chinese("+86 13812345678") == "八六一三八一二三四五六七八"  # a mobile number: digits
+    assert normalize_chinese("0755-1234567") == "零七五五一二三四五六七"  # a landline: the "-" is not read
 
 
 def test_lyrics_longer_than_the_position_table_are_refused_naming_the_limit(real):

@@ -1,8 +1,7 @@
 """Chinese numbers read out in characters, as upstream ACE-Step's Chinese lyric cleaner does (its zh_num2words
-TextNorm with default options): dates, money, fractions, percentages, numbers before a measure word, digit strings
-of 4+ digits (read digit by digit), other numbers (read with 十百千万亿), then every punctuation mark becomes ",".
-
-Not reproduced: telephone numbers with a "+86 " prefix or a "-" inside (read digit by digit like any long number).
+TextNorm with default options): dates, money, telephone numbers, fractions, percentages, numbers before a measure
+word, digit strings of 4+ digits (read digit by digit), other numbers (read with 十百千万亿), then every punctuation
+mark becomes ",".
 """
 
 from __future__ import annotations
@@ -33,6 +32,8 @@ TO_COMMA = str.maketrans(PUNCTUATION, "," * len(PUNCTUATION))
 
 DATE = re.compile(r"\D+((([089]\d|(19|20)\d{2})年)?(\d{1,2}月(\d{1,2}[日号])?)?)")
 MONEY = re.compile(r"\D+((\d+(\.\d+)?)[多余几]?" + CURRENCY_UNITS + r"(\d" + CURRENCY_UNITS + r"?)?)")
+MOBILE = re.compile(r"\D((\+?86 ?)?1([38]\d|5[0-35-9]|7[678]|9[89])\d{8})\D")  # Chinese mobile numbers
+LANDLINE = re.compile(r"\D((0(10|2[1-3]|[3-9]\d{2})-?)?[1-9]\d{6,7})\D")
 FRACTION = re.compile(r"(\d+/\d+)")
 PERCENT = re.compile(r"(\d+(\.\d+)?%)")
 MEASURED = re.compile(r"(\d+(\.\d+)?)[多余几]?" + MEASURE_WORDS)
@@ -108,6 +109,10 @@ def normalize_chinese(text: str) -> str:
     text = "^" + text + "$"
     text = _replace_each(text, DATE, _read_date)
     text = _replace_each(text, MONEY, lambda m: NUMBER.sub(lambda n: read_number(n.group(1)), m))
+    text = _replace_each(
+        text, MOBILE, lambda t: "".join(read_number(p, units=False) for p in t.strip("+").split())
+    )
+    text = _replace_each(text, LANDLINE, lambda t: "".join(read_number(p, units=False) for p in t.split("-")))
     text = _replace_each(
         text, FRACTION, lambda f: read_number(f.split("/")[1]) + "分之" + read_number(f.split("/")[0])
     )
