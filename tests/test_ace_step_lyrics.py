@@ -213,3 +213,14 @@ def test_any_text_tokenises_within_the_vocabulary(real, lyrics):
     )
     assert len(out.languages) == lyrics.count("\n") + 1
     assert all(0 <= i < real._tok.get_vocab_size() for i in out.ids)
+
+
+def test_generate_validation_warns_which_language_needs_the_extra(tmp_path, without_extra):
+    sent = []
+    settings = Settings.from_env({"LOFI_ACE_STEP_DIR": str(FIXTURE), "LOFI_CACHE_DIR": str(tmp_path)})
+    backend = AceStepBackend(settings, lambda method, params: sent.append((method, params)))
+    backend.validate({"lyrics": "[verse]\n夜空に輝く星たちよ"})
+    assert [m for m, _ in sent] == ["log"] and sent[0][1]["level"] == "warning"
+    assert sent[0][1]["message"].startswith(
+        "Japanese lyrics (line 2) need the lyrics extra (scripts/setup --lyrics"
+    )
