@@ -295,6 +295,14 @@ def main() -> int:
                     "audio": {"ok": False, "devices": [], "error": "no output device"},
                     "cache": {"dir": "/tmp/fake-cache", "size_mb": 12.5, "count": 3},
                     "log_file": "/tmp/fake-lofi.log",
+                    "lyrics": {
+                        "setup": "scripts/setup --lyrics",
+                        "languages": {
+                            "en": {"name": "English", "available": True, "missing": []},
+                            "ja": {"name": "Japanese", "available": False, "missing": ["cutlet", "fugashi"]},
+                            "ko": {"name": "Korean", "available": False, "missing": ["hangul-romanize"]},
+                        },
+                    },
                 }
                 | (
                     {

@@ -84,6 +84,9 @@ def test_health_json(tmp_path):
     assert data["packages"]["onnxruntime"] and "CPUExecutionProvider" in data["providers"]
     assert any(b["name"] == "tone" and b["installed"] for b in data["backends"])
     assert "ok" in data["audio"] and data["cache"]["dir"].endswith("tracks")
+    lyrics = data["lyrics"]["languages"]
+    assert lyrics["ja"]["name"] == "Japanese" and set(lyrics["ja"]) == {"name", "available", "missing"}
+    assert len(lyrics) == 17 and data["lyrics"]["setup"] == "scripts/setup --lyrics"
 
 
 MAJOR = {"wav": "WAV", "flac": "FLAC", "ogg": "OGG", "mp3": "MP3"}

@@ -46,6 +46,7 @@ def report(settings: Settings) -> dict[str, Any]:
         out["providers"] = []
         out["providers_error"] = str(exc)
     out["backends"] = _backends(settings)
+    out["lyrics"] = _lyrics()
     out["audio"] = _audio()
     out["cache"] = _cache(settings)
     return out
@@ -70,6 +71,13 @@ def _backends(settings: Settings) -> list[dict[str, Any]]:
             row.update(installed=False, error=str(exc))
         rows.append(row)
     return rows
+
+
+def _lyrics() -> dict[str, Any]:
+    """ACE-Step lyric languages: which this install cleans as upstream does, and what the others need."""
+    from .backends.ace_step import lyric_lang
+
+    return {"languages": lyric_lang.languages(), "setup": lyric_lang.SETUP_HINT}
 
 
 def _verify_cheap(backend: Any) -> dict[str, Any]:

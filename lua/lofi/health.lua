@@ -182,6 +182,42 @@ local function check_daemon()
     h.warn("no model is installed yet; generation needs one", { "Run :Lofi download musicgen" })
   end
 
+  local lyrics = nn(report.lyrics)
+  if type(lyrics) == "table" and type(nn(lyrics.languages)) == "table" then
+    h.start("lofi: lyrics (ACE-Step)")
+    local ready, missing, packages = {}, {}, {}
+    for _, code in ipairs(vim.tbl_keys(lyrics.languages)) do
+      local lang = lyrics.languages[code]
+      if lang.available == true then
+        ready[#ready + 1] = tostring(lang.name)
+      else
+        missing[#missing + 1] = tostring(lang.name)
+        for _, p in ipairs(nn(lang.missing) or {}) do
+          packages[p] = true
+        end
+      end
+    end
+    table.sort(ready)
+    table.sort(missing)
+    if #ready > 0 then
+      h.ok("lyric languages: " .. table.concat(ready, ", "))
+    end
+    if #missing > 0 then
+      local names = vim.tbl_keys(packages)
+      table.sort(names)
+      -- Optional: without the extra these lines are sung as English text, which the daemon says when it happens.
+      h.info(
+        string.format(
+          "lyrics in %s need the lyrics extra (%s): cd %s && ./%s",
+          table.concat(missing, ", "),
+          table.concat(names, ", "),
+          cfg_mod().plugin_root(),
+          tostring(nn(lyrics.setup) or "scripts/setup --lyrics")
+        )
+      )
+    end
+  end
+
   h.start("lofi: audio")
   local audio = nn(report.audio) or {}
   if audio.ok == true then

@@ -53,6 +53,7 @@ from .pipeline import (
 )
 from .schedulers import SCHEDULERS, Scheduler
 from .sessions import session_factory
+from .text import LyricTokenizer, lyric_tokenizer_for
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,9 @@ DEFAULTS: dict[str, Any] = {
 # (docs/benchmarks.md "CPU preset" gives its time and its drift against the 60-step default). An explicit
 # inference_steps always wins.
 CPU_DEFAULTS: dict[str, Any] = {**DEFAULTS, "inference_steps": 30}
-MAX_LYRICS_CHARS = 4096
+# A bound on the work one request can ask of the lyric cleaner; the real limit is in tokens (the lyric encoder's
+# position table, text.LYRIC_MAX_TOKENS), checked once the lyrics are tokenised.
+MAX_LYRICS_CHARS = 20_000
 GB = 1e9
 # DCAE + vocoder time in transformer evaluations (both scale with the frames, so the ratio is per model and
 # machine, not per duration); the ETA starts from these (full size, docs/benchmarks.md) and then uses what the
@@ -187,6 +190,9 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
         self._plan: memory.MemoryPlan | None = None
         self._decode_evals: float | None = None  # measured DCAE + vocoder cost in evaluations
         self.tracks = tracks  # the track cache the editing tasks read their source from (None: no tasks)
+        self._lyric_tokenizer: tuple[Path, LyricTokenizer] | None = (
+            None  # for validate before the model loads
+        )
 
     # ---- parameters -------------------------------------------------------------------------------------
     def defaults(self) -> dict[str, Any]:
@@ -211,7 +217,8 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
         )
         params["cfg_type"] = one_of(p.cfg_type, CFG_TYPES, "cfg_type", self.name)
         if p.lyrics and p.lyrics.strip():
-            params["lyrics"] = p.lyrics.strip()
+            params["lyrics"] = p.lyrics  # whole: upstream keeps leading and trailing blank lines
+            self._check_lyrics(p.lyrics)
         if p.lora is not None:
             params["lora"] = self._canonical_lora(p.lora)
             params["lora_weight"] = 1.0 if p.lora_weight is None else p.lora_weight
@@ -322,6 +329,22 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
                 ErrorCode.INVALID_PARAMS, "edit_n_min must be below edit_n_max", param="edit_n_min"
             )
         return out
+    def _check_lyrics(self, lyrics: str) -> None:
+        """Refuse lyrics longer than the lyric encoder takes and say what the missing `lyrics` extra changes, before
+        the job is queued (with no model yet, `generate` tokenises with the same checks)."""
+        if self._pipeline is not None:
+            tokenizer = self._pipeline.lyric_tokenizer
+        else:
+            try:
+                layout = self.layout()
+            except LofiError:
+                return
+            if self._lyric_tokenizer is None or self._lyric_tokenizer[0] != layout.dir:
+                self._lyric_tokenizer = (layout.dir, lyric_tokenizer_for(layout))
+            tokenizer = self._lyric_tokenizer[1]
+        if tokenizer.available:
+            for note in tokenizer.tokens(lyrics).notes:
+                self._warn(note)
 
     # ---- LoRA styles --------------------------------------------------------------------------------------
     def lora_dir(self) -> Path:

@@ -22,7 +22,7 @@ from .guidance import MomentumBuffer, apg, cfg, cfg_zero_star, guidance_window, 
 from .layout import ModelLayout
 from .schedulers import Scheduler
 from .tasks import Repaint
-from .text import LyricTokenizer, PromptTokenizer
+from .text import PromptTokenizer, lyric_tokenizer_for
 
 log = logging.getLogger(__name__)
 
@@ -283,10 +283,7 @@ class AceStepPipeline:
         self.prompt_tokenizer = PromptTokenizer(
             layout.path("tokenizer.json"), cfg_.get("text_max_length", 256)
         )
-        lyric_path = layout.path("lyric_tokenizer.json")
-        self.lyric_tokenizer = LyricTokenizer(
-            lyric_path if lyric_path.exists() else None, cfg_["lyric_start_id"], cfg_["lyric_line_end_id"]
-        )
+        self.lyric_tokenizer = lyric_tokenizer_for(layout)
         self.windowing = windowing or dec.Windowing()
         self.batch_cfg = False  # cond and uncond as one batch-2 call (useful on GPU; measured no gain on CPU)
 
