@@ -329,6 +329,7 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
                 ErrorCode.INVALID_PARAMS, "edit_n_min must be below edit_n_max", param="edit_n_min"
             )
         return out
+
     def _check_lyrics(self, lyrics: str) -> None:
         """Refuse lyrics longer than the lyric encoder takes and say what the missing `lyrics` extra changes, before
         the job is queued (with no model yet, `generate` tokenises with the same checks)."""
