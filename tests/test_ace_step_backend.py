@@ -123,6 +123,58 @@ def test_batched_cond_uncond_equals_separate_calls():
     assert rel_err(two, one) < f32_tol(8 * ACE_VELOCITY), rel_err(two, one)
 
 
+@pytest.mark.parametrize("negative_len", [4, 15])  # shorter and longer than the prompt's 9 tokens
+def test_negative_prompt_is_the_unconditional_branch(negative_len):
+    """The negative prompt's text states replace the unconditional branch's null text, with their own mask: that
+    branch is then exactly the negative prompt's own conditional encoding with the lyrics zeroed (upstream's
+    unconditional branch zeroes the lyrics). Batched with the conditional branch (the shorter one padded under a
+    zero mask) it samples what the separate calls do, and it changes the result."""
+    from lofi_daemon.backends.ace_step.pipeline import SamplingParams
+
+    from tests.ace_step_helpers import fixed_inputs
+
+    pipe = tiny_pipeline()
+    ids, mask, lyric_ids, lyric_mask, noise = fixed_inputs(frames=17)
+    neg_ids = np.random.default_rng(5).integers(3, 300, size=(1, negative_len)).astype(np.int64)
+    negative = (neg_ids, np.ones_like(neg_ids))
+    plain_p = SamplingParams(steps=6, use_erg_tag=False, use_erg_lyric=False, use_erg_diffusion=False)
+    c = pipe.conditions_from_ids(ids, mask, lyric_ids, lyric_mask, plain_p, negative)
+    as_cond = pipe.conditions_from_ids(neg_ids, negative[1], np.zeros_like(lyric_ids), lyric_mask, plain_p)
+    without = pipe.conditions_from_ids(ids, mask, lyric_ids, lyric_mask, plain_p)
+    np.testing.assert_array_equal(c.cond, without.cond)
+    np.testing.assert_array_equal(c.uncond, as_cond.cond)
+    np.testing.assert_array_equal(c.null_mask, as_cond.mask)
+    assert c.uncond.shape[1] != c.cond.shape[1]
+
+    p = SamplingParams(steps=6)  # upstream's ERG on: the negative text stays at full strength
+    c = pipe.conditions_from_ids(ids, mask, lyric_ids, lyric_mask, p, negative)
+    one = pipe.sample(c, noise, p)
+    pipe.batch_cfg = True
+    two = pipe.sample(c, noise, p)
+    assert rel_err(two, one) < f32_tol(6 * ACE_VELOCITY), rel_err(two, one)
+    plain = pipe.sample(pipe.conditions_from_ids(ids, mask, lyric_ids, lyric_mask, p), noise, p)
+    assert rel_err(one, plain) > 1e-3
+
+
+def test_negative_prompt_param_and_identity(backend):
+    base = backend.validate({})
+    assert "negative_prompt" not in base  # none: requests without one keep their ids
+    assert backend.validate({"negative_prompt": "  \n "}) == base
+    neg = backend.validate({"negative_prompt": " vocals,\n  drums "})
+    assert neg == {**base, "negative_prompt": "vocals, drums"}
+    ids = {
+        track_id_for(GenerationRequest("ace_step", "lofi", 5.0, 1, params), "v")
+        for params in (base, neg, backend.validate({"negative_prompt": "vocals"}))
+    }
+    assert len(ids) == 3
+    with pytest.raises(LofiError) as err:
+        backend.validate({"negative_prompt": "x" * 1001})
+    assert err.value.data["param"] == "negative_prompt"
+    out = backend.generate(request(backend, negative_prompt="vocals"), lambda *a, **k: None, CancelToken())
+    plain = backend.generate(request(backend), lambda *a, **k: None, CancelToken())
+    assert rel_err(out.samples, plain.samples) > 1e-3
+
+
 def test_defaults_and_identity(tmp_path):
     b = make_backend(tmp_path)
     params = b.validate({})

@@ -7,7 +7,9 @@ import json
 
 import pytest
 from lofi_daemon.backends.ace_step.backend import AceStepBackend
+from lofi_daemon.backends.base import GenerationRequest, track_id_for
 from lofi_daemon.backends.musicgen.backend import MusicGenBackend
+from lofi_daemon.backends.riffusion.backend import RiffusionBackend
 from lofi_daemon.config import Settings
 from lofi_daemon.errors import ErrorCode, LofiError
 
@@ -93,6 +95,24 @@ def test_valid_params_still_pass_and_are_canonical(tmp_path):
     with pytest.raises(LofiError) as exc:
         mg.validate({"top_p": float("inf")})
     assert exc.value.code == ErrorCode.INVALID_PARAMS and exc.value.data["param"] == "top_p"
+
+
+@pytest.mark.parametrize("make", [MusicGenBackend, AceStepBackend, RiffusionBackend])
+def test_every_backend_takes_a_negative_prompt_as_part_of_the_identity(tmp_path, make):
+    b = make(Settings(cache_dir=tmp_path))
+    base = b.validate({})
+    neg = b.validate({"negative_prompt": "  vocals,\n\tdistorted  drums "})
+    assert neg["negative_prompt"] == "vocals, distorted drums"  # one spelling, one id
+    assert b.validate({"negative_prompt": "vocals, distorted drums"}) == neg
+    assert b.validate({"negative_prompt": " \n "}) == base  # blank = none
+    ids = {track_id_for(GenerationRequest(b.name, "rain", 10.0, 1, p), "v") for p in (base, neg)}
+    assert len(ids) == 2
+    with pytest.raises(LofiError) as exc:
+        b.validate({"negative_prompt": "x" * 1001})
+    assert exc.value.data["param"] == "negative_prompt" and "1000" in exc.value.message
+    with pytest.raises(LofiError) as exc:
+        b.validate({"negative_prompt": 3})
+    assert exc.value.data["param"] == "negative_prompt"
 
 
 def test_the_plugin_words_a_backend_param_error(daemon, tmp_path):

@@ -82,6 +82,20 @@ def test_backend_constants(backend):
     assert (backend.min_duration_sec, backend.max_duration_sec, backend.default_duration_sec) == (5, 120, 30)
 
 
+def test_negative_prompt_reaches_the_guidance_batch(backend):
+    """Through the backend, a negative prompt changes the audio (the pipeline's equality with transformers is
+    in test_musicgen_reference.py); blank is none, the same audio as without."""
+    params = {"top_k": 1}
+
+    def audio(**extra):
+        request = GenerationRequest("musicgen", "lofi", 5.0, 42, backend.validate({**params, **extra}))
+        return backend.generate(request, lambda *a, **k: None, CancelToken()).samples
+
+    plain = audio()
+    assert not np.array_equal(audio(negative_prompt="drums"), plain)
+    assert np.array_equal(audio(negative_prompt="  "), plain)
+
+
 # ---- local directory --------------------------------------------------------------------------------------
 def test_local_dir_generates_without_network(backend, no_network):
     assert backend.is_installed()

@@ -32,15 +32,29 @@ def reference():
 
     model.audio_encoder.decode = capture
 
-    def run(ids: list[int], new_frames: int, prompt_frames: np.ndarray | None = None):
+    def run(
+        ids: list[int],
+        new_frames: int,
+        prompt_frames: np.ndarray | None = None,
+        negative_ids: list[int] | None = None,
+    ):
         input_ids = torch.tensor([ids])
-        kwargs = {}
+        kwargs = {"attention_mask": torch.ones_like(input_ids)}
         if prompt_frames is not None:
             kwargs["decoder_input_ids"] = torch.tensor(np.ascontiguousarray(prompt_frames.T))
+        if negative_ids is not None:
+            # the guidance batch built by hand: transformers' T5 over [prompt, negative] as one padded batch,
+            # handed to generate as the encoder outputs (generate then adds no zero row of its own)
+            width = max(len(ids), len(negative_ids))
+            rows = [ids, negative_ids]
+            batch = torch.tensor([r + [0] * (width - len(r)) for r in rows])
+            mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+            with torch.inference_mode():
+                hidden = model.text_encoder(input_ids=batch, attention_mask=mask).last_hidden_state
+            kwargs = {**kwargs, "encoder_outputs": (hidden,), "attention_mask": mask}
         with torch.inference_mode():
             audio = model.generate(
-                input_ids=input_ids,
-                attention_mask=torch.ones_like(input_ids),
+                input_ids,
                 do_sample=False,
                 guidance_scale=3.0,
                 max_new_tokens=new_frames + 3,  # the delay pattern costs 3 extra steps
@@ -74,6 +88,22 @@ def test_greedy_codes_and_audio_match_transformers(pipe, reference, frames):
         outputs.append(ours)
     # the test is only meaningful if different prompts lead to different codes
     assert not all(np.array_equal(outputs[0], o) for o in outputs[1:])
+
+
+@pytest.mark.parametrize("negative", ["distorted noisy drums, harsh, loud, out of tune vocals", "vocals"])
+def test_negative_prompt_is_the_unconditional_row_like_transformers(pipe, reference, negative):
+    """The negative prompt's T5 states replace the zero row of the guidance batch; a negative prompt longer or
+    shorter than the prompt pads the other row under a zero mask. Greedy codes equal transformers' generate
+    with that batch as its encoder outputs, and differ from generating without it."""
+    prompt = PROMPTS[1]
+    params = SamplingParams(guidance_scale=3.0, top_k=1, negative_prompt=negative)
+    ours = pipe.generate_frames(prompt, 0.8, seed=0, params=params)[0]
+    ref_codes, _ = reference(
+        pipe.tokenizer.encode(prompt).ids, 40, negative_ids=pipe.tokenizer.encode(negative).ids
+    )
+    assert np.array_equal(ours, ref_codes), f"{(ours != ref_codes).sum()} code mismatches"
+    without = pipe.generate_frames(prompt, 0.8, seed=0, params=GREEDY)[0]
+    assert not np.array_equal(ours, without)
 
 
 def test_without_the_tail_rule_the_last_frames_would_differ(pipe, reference, monkeypatch):

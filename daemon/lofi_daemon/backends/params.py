@@ -7,9 +7,9 @@ number is an error that names the parameter, never silently ignored or converted
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import ErrorCode, LofiError
 
@@ -19,6 +19,17 @@ class BackendParams(BaseModel):
 
 
 P = TypeVar("P", bound=BackendParams)
+
+# What the classifier-free guidance steers away from (every backend takes it; "" = none, the model's own
+# unconditional branch). The same limit as the prompt.
+MAX_NEGATIVE_PROMPT_CHARS = 1000
+NegativePrompt = Annotated[str, Field(max_length=MAX_NEGATIVE_PROMPT_CHARS)]
+
+
+def clean_text(value: str) -> str:
+    """Runs of whitespace (newlines included) as one space, none at the ends: spellings that give the same
+    tokens give the same track id."""
+    return " ".join(value.split())
 
 
 def _short(value: Any) -> str:

@@ -34,7 +34,7 @@ from ...models.registry import ACE_STEP_VARIANTS, ModelVariant, default_variant
 from ...ports import Store
 from ..base import AudioChunkFn, GeneratedAudio, GenerationRequest, ProgressFn
 from ..model_backend import ModelBackend, NotifyFn
-from ..params import BackendParams, one_of, parse_params
+from ..params import BackendParams, NegativePrompt, clean_text, one_of, parse_params
 from . import decode as dec
 from . import lora as lora_mod
 from . import memory, tasks
@@ -136,6 +136,7 @@ class AceStepParams(BackendParams):
     edit_n_min: float | None = Field(default=None, ge=0, lt=1)
     edit_n_max: float | None = Field(default=None, gt=0, le=1)
     edit_n_avg: int | None = Field(default=None, ge=1, le=8)
+    negative_prompt: NegativePrompt = ""
 
 
 PARAM_CODES = {
@@ -219,6 +220,8 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
         if p.lyrics and p.lyrics.strip():
             params["lyrics"] = p.lyrics  # whole: upstream keeps leading and trailing blank lines
             self._check_lyrics(p.lyrics)
+        if clean_text(p.negative_prompt):  # none: the track id of a request without one, as before it existed
+            params["negative_prompt"] = clean_text(p.negative_prompt)
         if p.lora is not None:
             params["lora"] = self._canonical_lora(p.lora)
             params["lora_weight"] = 1.0 if p.lora_weight is None else p.lora_weight
@@ -798,7 +801,11 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
             evals = run.evaluations
             total = evals + decode_evals
             cancel.check()
-            cond = pipe.conditions(request.prompt, params.get("lyrics"), p) if run.edit is None else None
+            cond = (
+                pipe.conditions(request.prompt, params.get("lyrics"), p, params.get("negative_prompt", ""))
+                if run.edit is None
+                else None
+            )
             timings["conditions"] = time.monotonic() - t0
 
             def on_step(step: int, steps: int, evaluations: int) -> None:

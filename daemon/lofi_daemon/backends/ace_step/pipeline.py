@@ -79,11 +79,24 @@ class Conditions:
     cond: np.ndarray  # [1, S, D] encoder_hidden_states
     uncond: np.ndarray  # [1, S, D]
     mask: np.ndarray  # [1, S] float32 (shared by both in text2music, as upstream)
-    uncond_mask: np.ndarray | None = None  # FlowEdit's unconditional pass has its own (lyric mask zeroed)
+    # its own: FlowEdit's unconditional pass (lyric mask zeroed), or a negative prompt of another length
+    uncond_mask: np.ndarray | None = None
 
     @property
     def null_mask(self) -> np.ndarray:
         return self.mask if self.uncond_mask is None else self.uncond_mask
+
+    def batch(self) -> tuple[np.ndarray, np.ndarray]:
+        """(cond + uncond states [2, S, D], masks [2, S]) for one batch-2 evaluation: the shorter branch padded
+        with zero states under a zero mask."""
+        width = max(self.cond.shape[1], self.uncond.shape[1])
+
+        def pad(states: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            extra = width - states.shape[1]
+            return np.pad(states, ((0, 0), (0, extra), (0, 0))), np.pad(mask, ((0, 0), (0, extra)))
+
+        (cs, cm), (us, um) = pad(self.cond, self.mask), pad(self.uncond, self.null_mask)
+        return np.concatenate([cs, us]), np.concatenate([cm, um])
 
 
 def _inputs(sess: ort.InferenceSession) -> dict[str, Any]:
@@ -296,28 +309,44 @@ class AceStepPipeline:
 
     # ---- stage 1: conditions
 
-    def conditions(self, prompt: str, lyrics: str | None, p: SamplingParams) -> Conditions:
+    def conditions(
+        self, prompt: str, lyrics: str | None, p: SamplingParams, negative_prompt: str = ""
+    ) -> Conditions:
         ids, tmask = self.prompt_tokenizer(prompt)
         lyric_ids, lyric_mask = self.lyric_tokenizer(lyrics)
-        return self.conditions_from_ids(ids, tmask, lyric_ids, lyric_mask, p)
+        negative = self.prompt_tokenizer(negative_prompt) if negative_prompt else None
+        return self.conditions_from_ids(ids, tmask, lyric_ids, lyric_mask, p, negative)
 
-    def conditions_from_ids(self, ids, tmask, lyric_ids, lyric_mask, p: SamplingParams) -> Conditions:
-        """Upstream `get_text_embeddings(_null)` + the encode calls at the top of the diffusion process."""
+    def conditions_from_ids(
+        self,
+        ids,
+        tmask,
+        lyric_ids,
+        lyric_mask,
+        p: SamplingParams,
+        negative: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> Conditions:
+        """Upstream `get_text_embeddings(_null)` + the encode calls at the top of the diffusion process.
+        `negative` (a negative prompt's ids and mask): its text states, at full strength and with its own mask,
+        take the place of the unconditional branch's null text (zeros, or the ERG-tempered prompt); the rest of
+        that branch is upstream's."""
         g = self.graphs
         text = g.text(ids, tmask, 1.0)
-        text_null = g.text(ids, tmask, ERG_TAU) if p.use_erg_tag else None
+        if negative is not None:
+            null, null_mask = g.text(*negative, 1.0), negative[1]
+        elif p.use_erg_tag and p.use_erg_lyric:
+            null, null_mask = g.text(ids, tmask, ERG_TAU), tmask
+        else:
+            null, null_mask = np.zeros_like(text), tmask
         g.release("text_encoder")
         speaker = np.zeros((1, self.speaker_dim), np.float32)
         cond, mask = g.encode(text, tmask, speaker, lyric_ids, lyric_mask, 1.0)
         if p.use_erg_lyric:
-            base = text_null if text_null is not None else np.zeros_like(text)
-            uncond, _ = g.encode(base, tmask, speaker, lyric_ids, lyric_mask, ERG_TAU)
+            uncond, umask = g.encode(null, null_mask, speaker, lyric_ids, lyric_mask, ERG_TAU)
         else:
-            uncond, _ = g.encode(
-                np.zeros_like(text), tmask, speaker, np.zeros_like(lyric_ids), lyric_mask, 1.0
-            )
+            uncond, umask = g.encode(null, null_mask, speaker, np.zeros_like(lyric_ids), lyric_mask, 1.0)
         g.release("transformer_encoder")
-        return Conditions(cond, uncond, mask)
+        return Conditions(cond, uncond, mask, None if negative is None else umask)
 
     @property
     def speaker_dim(self) -> int:
@@ -352,6 +381,7 @@ class AceStepPipeline:
         start, end = guidance_window(sched.num_inference_steps, p.guidance_interval)
         buffer = MomentumBuffer()
         uncond_q = ERG_TAU if p.use_erg_diffusion else 1.0
+        batch = c.batch() if self.batch_cfg and g.batch_timestep else None
         x = noise.astype(np.float32)
         evaluations = 0
         thousand = np.float32(1000)
@@ -367,13 +397,12 @@ class AceStepPipeline:
                 scale = scale_at(
                     i, start, end, p.guidance_scale, p.guidance_interval_decay, p.min_guidance_scale
                 )
-                if self.batch_cfg and g.batch_timestep:
+                if batch is not None:
                     if check:
                         check()
                     both = g.velocity(
                         np.concatenate([x, x]),
-                        np.concatenate([c.cond, c.uncond]),
-                        np.concatenate([c.mask, c.null_mask]),
+                        *batch,
                         t,
                         [1.0, uncond_q],
                     )

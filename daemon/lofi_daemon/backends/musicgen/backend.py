@@ -24,7 +24,7 @@ from ...models.local import files_fingerprint, resolve_local
 from ...models.registry import MUSICGEN_VARIANTS
 from ..base import AudioChunkFn, GeneratedAudio, GenerationRequest, ProgressFn
 from ..model_backend import ModelBackend, NotifyFn
-from ..params import BackendParams, parse_params
+from ..params import BackendParams, NegativePrompt, clean_text, parse_params
 from . import static_kv
 from .files import DTYPE_ALIASES, decoder_dtype, local_layouts, pick_decoder
 from .pipeline import MusicGenPipeline, SamplingParams
@@ -40,6 +40,7 @@ class MusicGenParams(BackendParams):
     top_k: int = Field(default=250, ge=1, le=2048)
     top_p: float = Field(default=0.0, ge=0, le=1)
     temperature: float = Field(default=1.0, ge=0.1, le=2)
+    negative_prompt: NegativePrompt = ""
 
 
 class MusicGenBackend(ModelBackend[MusicGenPipeline]):
@@ -69,7 +70,11 @@ class MusicGenBackend(ModelBackend[MusicGenPipeline]):
     # ---- parameters ---------------------------------------------------------------------------------------
     def validate(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         codes = {"guidance_scale": ErrorCode.INVALID_GUIDANCE_SCALE}
-        return parse_params(MusicGenParams, raw, self.name, codes).model_dump()
+        out = parse_params(MusicGenParams, raw, self.name, codes).model_dump()
+        out["negative_prompt"] = clean_text(out["negative_prompt"])
+        if not out["negative_prompt"]:
+            del out["negative_prompt"]  # none: the track id of a request without one, as before it existed
+        return out
 
     # ---- model files ----------------------------------------------------------------------------------------
     def variant_alias(self, name: str) -> str | None:

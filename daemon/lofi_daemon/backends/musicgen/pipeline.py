@@ -58,6 +58,7 @@ class SamplingParams:
     top_k: int = 250
     top_p: float = 0.0
     temperature: float = 1.0
+    negative_prompt: str = ""  # in place of the unconditional row of the guidance batch; "" = none
 
 
 @dataclass
@@ -284,17 +285,27 @@ class MusicGenPipeline:
         )
 
     # ---- text -------------------------------------------------------------------------------------------
-    def encode_text(self, prompt: str) -> tuple[np.ndarray, np.ndarray]:
-        """→ CFG batch (hidden [2, S, D] in the decoder's dtype, mask int64 [2, S]): conditional row, then the
-        unconditional row (zero states and zero mask, as transformers does for guidance)."""
-        ids = np.array([self.tokenizer.encode(prompt).ids], dtype=np.int64)
+    def encode_text(self, prompt: str, negative_prompt: str = "") -> tuple[np.ndarray, np.ndarray]:
+        """→ CFG batch (hidden [2, S, D] in the decoder's dtype, mask int64 [2, S]): the conditional row, then the
+        unconditional one: zero states and zero mask as transformers does for guidance, or the encoded negative
+        prompt in their place (same batch, same cost). Rows of different lengths are padded with zero states under
+        a zero mask, which the cross-attention ignores."""
+        rows = [self._encode(prompt)]
+        if negative_prompt:
+            rows.append(self._encode(negative_prompt))
+        else:
+            rows.append((np.zeros_like(rows[0][0]), np.zeros_like(rows[0][1])))
+        length = max(h.shape[1] for h, _ in rows)
+        hidden = np.concatenate([np.pad(h, ((0, 0), (0, length - h.shape[1]), (0, 0))) for h, _ in rows])
+        mask = np.concatenate([np.pad(m, ((0, 0), (0, length - m.shape[1]))) for _, m in rows])
+        return hidden, mask
+
+    def _encode(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """T5 over one text: hidden [1, S, D] in the decoder's dtype, mask int64 [1, S]."""
+        ids = np.array([self.tokenizer.encode(text).ids], dtype=np.int64)
         mask = np.ones_like(ids)
         (hidden,) = self.text_encoder.run(["last_hidden_state"], {"input_ids": ids, "attention_mask": mask})
-        hidden = hidden.astype(self.decoder.hidden_dtype, copy=False)
-        return (
-            np.concatenate([hidden, np.zeros_like(hidden)], axis=0),
-            np.concatenate([mask, np.zeros_like(mask)], axis=0),
-        )
+        return hidden.astype(self.decoder.hidden_dtype, copy=False), mask
 
     # ---- windows ----------------------------------------------------------------------------------------
     def frames_for(self, duration_sec: float) -> int:
@@ -338,7 +349,7 @@ class MusicGenPipeline:
         total_steps = sum(w["steps"] for w in plan)
         rng = np.random.default_rng(seed)
         t0 = time.perf_counter()
-        hidden, mask = self.encode_text(prompt)
+        hidden, mask = self.encode_text(prompt, params.negative_prompt)
         timings["text_encode_sec"] = time.perf_counter() - t0
         frames = np.zeros((0, self.config.num_codebooks), dtype=np.int64)
         state = {"done": 0}

@@ -38,25 +38,30 @@ from ...models.registry import RIFFUSION_VARIANTS
 from ..ace_step.sessions import session_factory
 from ..base import AudioChunkFn, GeneratedAudio, GenerationRequest, ProgressFn
 from ..model_backend import ModelBackend
-from ..params import BackendParams, one_of, parse_params
+from ..params import (
+    MAX_NEGATIVE_PROMPT_CHARS,
+    BackendParams,
+    NegativePrompt,
+    clean_text,
+    one_of,
+    parse_params,
+)
 from . import spectrogram
 from .pipeline import REQUIRED, RiffusionPipeline, Sampling, img2img_start, missing_files
 from .schedulers import SCHEDULERS
 
 log = logging.getLogger(__name__)
 
-MAX_NEGATIVE_CHARS = 1000
-
 
 class RiffusionParams(BackendParams):
-    negative_prompt: str = Field(default="", max_length=MAX_NEGATIVE_CHARS)
+    negative_prompt: NegativePrompt = ""
     cfg_scale: float = Field(default=7.0, ge=1, le=20)
     steps: int = Field(default=30, ge=1, le=100)
     scheduler: str = (
         "dpmsolver++"  # case-insensitive, with SCHEDULER_ALIASES: one_of(…, SCHEDULERS) in validate
     )
     denoising: float = Field(default=1.0, ge=0, le=1)
-    interpolate_to: str = Field(default="", max_length=MAX_NEGATIVE_CHARS)
+    interpolate_to: str = Field(default="", max_length=MAX_NEGATIVE_PROMPT_CHARS)
 
 
 DEFAULTS: dict[str, Any] = RiffusionParams().model_dump()
@@ -146,7 +151,7 @@ class RiffusionBackend(ModelBackend[RiffusionPipeline]):
             p.scheduler, SCHEDULERS, "scheduler", self.name, ErrorCode.INVALID_SCHEDULER, SCHEDULER_ALIASES
         )
         for key in ("negative_prompt", "interpolate_to"):
-            out[key] = " ".join(out[key].split())
+            out[key] = clean_text(out[key])
         return out
 
     # ---- model files ----------------------------------------------------------------------------------------
