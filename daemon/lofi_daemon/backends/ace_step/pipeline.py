@@ -400,9 +400,11 @@ class AceStepPipeline:
                 if batch is not None:
                     if check:
                         check()
+                    states, masks = batch
                     both = g.velocity(
                         np.concatenate([x, x]),
-                        *batch,
+                        states,
+                        masks,
                         t,
                         [1.0, uncond_q],
                     )
