@@ -41,6 +41,10 @@ def error_of(reply):
         ({"backend": "ace_step", "inference_steps": "60"}, "INVALID_INFERENCE_STEPS", "inference_steps"),
         ({"backend": "ace_step", "scheduler": "dpm"}, "INVALID_SCHEDULER", "scheduler"),
         ({"backend": "ace_step", "lora_weight": 0.5}, "INVALID_PARAMS", "lora_weight"),
+        # the shaping params every backend takes
+        ({"loop": "yes"}, "INVALID_PARAMS", "loop"),
+        ({"bpm": 300}, "INVALID_PARAMS", "bpm"),
+        ({"bpm": "90"}, "INVALID_PARAMS", "bpm"),
         # an empty backend name fell back to the default backend
         ({"backend": ""}, "INVALID_PARAMS", "backend"),
         # a lone surrogate in a text param other than the prompt

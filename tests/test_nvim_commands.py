@@ -78,6 +78,13 @@ def test_generate_accepts_key_value_and_cli_flags_alike(nvim):
     assert parse(nvim, ["x", "--steps", "30", "--guidance=4.5", "--allow-download"]) == [
         {"prompt": "x", "inference_steps": 30, "guidance_scale": 4.5, "allow_download": True}
     ]
+    # every true/false option is a bare switch too, and takes a value
+    assert parse(nvim, ["x", "--loop", "negative=vocals", "bpm=84"]) == [
+        {"prompt": "x", "loop": True, "negative_prompt": "vocals", "bpm": 84}
+    ]
+    assert parse(nvim, ["x", "loop=false", "--allow-download", "no"]) == [
+        {"prompt": "x", "loop": False, "allow_download": False}
+    ]
 
 
 def test_generate_names_what_it_cannot_parse(nvim):

@@ -99,6 +99,8 @@ opt({ "edit_n_min" }, "edit_n_min", number, "a number between 0 and 1")
 opt({ "edit_n_max" }, "edit_n_max", number, "a number between 0 and 1")
 opt({ "format" }, "format", enum({ "flac", "wav", "ogg", "mp3" }))
 opt({ "allow_download" }, "allow_download", boolean, "true or false")
+opt({ "loop" }, "loop", boolean, "true or false")
+opt({ "bpm" }, "bpm", number, "a tempo in BPM (40–240)")
 M.GENERATE = GENERATE
 
 --- Option names for completion (the short spelling of each).
@@ -150,8 +152,8 @@ function M.parse_generate(words)
     elseif long then
       local o = GENERATE[norm(long)]
       local nxt = words[i + 1]
-      if o and o.param == "allow_download" and (nxt == nil or boolean(nxt) == nil) then
-        out.allow_download = true -- a bare switch
+      if o and o.parse == boolean and (nxt == nil or boolean(nxt) == nil) then
+        out[o.param] = true -- a bare switch (--allow-download, --loop)
       elseif nxt == nil then
         err = o and string.format("`--%s` needs a value (%s)", long, o.expect) or set(out, long, "")
       else

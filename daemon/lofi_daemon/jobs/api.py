@@ -7,6 +7,7 @@ import unicodedata
 from collections.abc import Callable
 from typing import Any
 
+from ..backends import shaping
 from ..backends.api import resolve_backend
 from ..backends.base import GenerationRequest, track_id_for
 from ..backends.install import require_installed
@@ -62,7 +63,7 @@ def build_job(backends: dict[str, Backend], settings: Settings, p: GenerateParam
             min_duration_sec=backend.min_duration_sec,
             max_duration_sec=backend.max_duration_sec,
         )
-    params = backend.validate(p.backend_params)
+    params = {**backend.validate(p.backend_params), **shaping.from_request(p.loop, p.bpm)}
     seed = p.seed if p.seed is not None else secrets.randbelow(MAX_SEED + 1)
     request = GenerationRequest(backend=name, prompt=prompt, duration_sec=duration, seed=seed, params=params)
     try:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ..backends import shaping
 from ..backends.install import ensure_installed
 from ..errors import Cancelled, ErrorCode, LofiError
 from ..models.verify import repair_hint
@@ -103,7 +104,7 @@ class Worker:
 
             reporter = ProgressReporter(job.track_id, lambda p: self.notify("generation_progress", p))
             with self._stream_to_player(job, backend) as on_audio:
-                audio = backend.generate(req, on_progress, job.cancel, on_audio=on_audio)
+                audio = shaping.generate(backend, req, on_progress, job.cancel, on_audio=on_audio)
             job.cancel.check()
             elapsed = time.monotonic() - started
             track = self.store.put(
@@ -134,8 +135,9 @@ class Worker:
         self.notify("generation_complete", complete_payload(track, elapsed, cached=False))
 
     def _stream_to_player(self, job: Job, backend: Backend) -> contextlib.AbstractContextManager:
-        """Play while generating when the backend can stream and the player wants it (auto-play)."""
-        if self.player is None or not backend.streams_audio:
+        """Play while generating when the backend can stream, the track is not shaped afterwards (loop…) and
+        the player wants it (auto-play)."""
+        if self.player is None or not backend.streams_audio or shaping.active(job.request):
             return contextlib.nullcontext(None)
         req = job.request
         return self.player.streaming(job.track_id, backend.sample_rate, backend.channels, req.duration_sec)
@@ -197,4 +199,5 @@ def complete_payload(track: Track, generation_time_sec: float, cached: bool) -> 
         "generation_time_sec": round(generation_time_sec, 3),
         "cached": cached,
         "track": data,
+        **shaping.report(track.info),  # what loop / bpm did to the audio
     }

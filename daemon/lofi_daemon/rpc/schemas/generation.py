@@ -22,6 +22,8 @@ class GenerateParams(Strict):
     priority: Literal["high", "normal"] = "normal"
     allow_download: bool = False
     format: Literal["flac", "wav", "ogg", "mp3"] | None = None
+    loop: bool = False  # a seamless loop (backends/shaping.py)
+    bpm: float | None = Field(default=None, ge=40, le=240)  # tempo lock (backends/shaping.py)
 
     @property
     def backend_params(self) -> dict[str, Any]:
