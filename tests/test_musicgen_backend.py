@@ -96,6 +96,21 @@ def test_negative_prompt_reaches_the_guidance_batch(backend):
     assert np.array_equal(audio(negative_prompt="  "), plain)
 
 
+def test_a_loop_continues_the_token_stream_past_its_end(tmp_path):
+    """loop=true: MusicGen generates on past the wanted length (its continuation windows go on from the tail),
+    and the loop's head is crossfaded from that continuation. A short window makes the extra audio a window of
+    its own that re-reads the tail's codes."""
+    from lofi_daemon.backends import shaping
+
+    b = MusicGenBackend(tiny_settings(tmp_path), window_sec=5.0, stride_sec=3.0)
+    request = GenerationRequest("musicgen", "lofi", 5.0, 42, {**b.validate({}), "loop": True})
+    audio = shaping.generate(b, request, lambda *a, **k: None, CancelToken())
+    loop = audio.info["loop"]
+    assert audio.info["windows"] >= 2, loop  # 5 s + the extra: more windows, continuing from the tail
+    assert abs(audio.duration_sec - 5.0) <= 0.5 + 1 / 32000 and loop["length_sec"] == audio.duration_sec
+    assert 0 < loop["seam"]["score"] <= 1 and loop["crossfade_sec"] == 0.625
+
+
 # ---- local directory --------------------------------------------------------------------------------------
 def test_local_dir_generates_without_network(backend, no_network):
     assert backend.is_installed()

@@ -3,13 +3,18 @@ known tempo; and through a real daemon."""
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 from lofi_daemon.audio import seam, tempo
 from lofi_daemon.backends import shaping
+from lofi_daemon.cache.store import TrackStore
 from lofi_daemon.cancel import CancelToken
 from lofi_daemon.config import Settings
 from lofi_daemon.jobs.api import build_job
+from lofi_daemon.jobs.queue import JobQueue
+from lofi_daemon.jobs.worker import Worker
 from lofi_daemon.rpc.schemas.generation import GenerateParams
 
 from tests.doubles.beat_backend import BeatBackend
@@ -109,3 +114,29 @@ def test_a_daemon_generates_a_loop(daemon):
     assert cached["loop"] == done["loop"]  # kept with the track
     plain = d.call("generate", {"prompt": "rain", "duration_sec": 2, "seed": 7})
     assert plain["track_id"] != r["track_id"]
+
+
+class RecordingSink:
+    """A PlaybackSink double: which tracks were streamed to it."""
+
+    def __init__(self) -> None:
+        self.streamed: list[str] = []
+
+    @contextlib.contextmanager
+    def streaming(self, track_id, sample_rate, channels, duration_sec):
+        self.streamed.append(track_id)
+        yield lambda chunk: None
+
+
+def test_the_worker_streams_plain_tracks_but_not_shaped_ones(tmp_path):
+    b, sink, notes = BeatBackend(), RecordingSink(), []
+    store = TrackStore(tmp_path / "tracks")
+    worker = Worker(JobQueue(), {"beat": b}, store, lambda m, p: notes.append((m, p)), player=sink)
+    plain, looped = job(b, duration_sec=4.0), job(b, duration_sec=4.0, loop=True)
+    for j in (plain, looped):
+        worker.run_job(j)
+    assert sink.streamed == [plain.track_id]
+    done = {p["track_id"]: p for m, p in notes if m == "generation_complete"}
+    assert set(done) == {plain.track_id, looped.track_id}
+    assert "loop" not in done[plain.track_id] and done[looped.track_id]["loop"]["seam"]["score"] > 0.9
+    assert store.get(looped.track_id).params["loop"] is True

@@ -57,6 +57,18 @@ class BeatBackend:
     def model_version(self) -> str:
         return "beat-v1"
 
+    # the rest of the Backend protocol, as the worker uses it: always installed, loading costs nothing
+    loaded = True
+
+    def is_installed(self) -> bool:
+        return True
+
+    def load(self) -> None:
+        pass
+
+    def unload(self) -> None:
+        pass
+
     def generate(self, request: GenerationRequest, progress: Any, cancel: Any, on_audio: Any = None):
         self.requests.append(request)
         p = self.validate(request.params)
