@@ -307,3 +307,23 @@ def test_pause_during_a_crossfade_resumes_it_where_it_was():
     expected = run(straight, 1.0)
     # once the resume ramp is done, the output is exactly the uninterrupted crossfade
     np.testing.assert_allclose(after[d:], expected[d:], atol=SAMPLE_TOL)
+
+
+@pytest.mark.parametrize("how", ["end_policy", "queued_again"])
+def test_a_seamless_loop_repeats_sample_for_sample(how):
+    """A track made as a loop (generate's `loop`) wraps end to start with no crossfade and no de-click: the output
+    is the track tiled. An ordinary track under the same policy crossfades into itself (the test above)."""
+    m = Mixer(RATE, volume=1.0)
+    x = np.random.default_rng(0).uniform(-0.5, 0.5, size=(int(2.5 * RATE), 2)).astype(np.float32)
+    a = Source("a", x, seamless=True)
+    m.play(a)
+    if how == "end_policy":
+        m.end_policy = END_LOOP
+    else:
+        m.queue_next(a)  # loop mode: the current track queued as its own next
+    # the queued copy is used up by its wrap (the player queues it again): look at one wrap there, two here
+    out = run(m, 4.0 if how == "queued_again" else 6.0, [37, 1000, 4096])
+    tiled = np.concatenate([x, x, x])[: len(out)]
+    d = int(DECLICK_SEC * RATE)
+    np.testing.assert_allclose(out[d:], tiled[d:], atol=SAMPLE_TOL)
+    assert ("looped", "a") in events(m)

@@ -357,3 +357,26 @@ def test_release_all_keeps_what_sounds_and_the_playlist(env):
     assert removed == 1 and keep == {a.track_id, b.track_id}
     assert store.get(c.track_id) is None and store.get(b.track_id) is not None
     assert player.playlist_get()["tracks"] == [a.track_id, b.track_id]
+
+
+def test_a_loop_track_repeats_seamlessly_and_an_ordinary_one_crossfades(env):
+    """A track made with generate's `loop` is one period of a loop: in loop mode it wraps end to start with no
+    crossfade (the sine runs on at its level, continuous across the wrap, resampled 32 → 16 kHz circularly); an
+    ordinary track with the same audio crossfades into itself (equal power: correlated audio swells there)."""
+    store, player, out, rec = env
+    samples = sine(250.0, 3.0, TRACK_RATE, amp=0.5)  # 750 whole cycles: a perfect loop
+    looped = put_track(store, "loop", samples, TRACK_RATE, params={"guidance_scale": 3.0, "loop": True})
+    plain = put_track(store, "plain", samples, TRACK_RATE)
+    player.set_loop("track")
+    level = {}
+    for t in (looped, plain):
+        player.play(t.track_id)
+        audio = out.pump(5.0, player.poll)[:, 0]
+        wrap = audio[int(2.0 * DEV_RATE) : int(4.5 * DEV_RATE)]  # the first repeat, and a margin
+        level[t.track_id] = float(np.abs(wrap).max())
+        if t is looped:
+            step = 2 * np.pi * 250.0 / DEV_RATE * 0.5  # the largest sample-to-sample step of this sine
+            assert np.abs(np.diff(wrap)).max() <= step * 1.01
+        player.stop()
+    assert level[looped.track_id] == pytest.approx(0.5, abs=0.01)
+    assert level[plain.track_id] > 0.6

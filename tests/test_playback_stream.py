@@ -230,3 +230,20 @@ def test_a_track_being_generated_can_be_played_and_queued_by_id(tmp_path):
     assert sim.player.playlist_get()["tracks"][0] == "5" * 16
     st = sim.player.play("5" * 16)
     assert st["track_id"] == "5" * 16 and st["duration_sec"] == 4.0
+
+
+def test_circular_resampling_keeps_a_loop_seamless():
+    """One period of a loop resampled circularly equals the middle period of the loop tiled and resampled: the
+    filter saw the loop's own end before its start, not silence."""
+    from lofi_daemon.audio.resample import resample, to_device
+
+    rng = np.random.default_rng(0)
+    period = rng.standard_normal((44100, 1)).astype(np.float32) * 0.3
+    one = to_device(period, 44100, 48000, 1, circular=True)
+    tiled = resample(np.concatenate([period] * 3), 44100, 48000)
+    assert one.shape == (48000, 1)
+    np.testing.assert_allclose(one, tiled[48000:96000], atol=1e-5)
+    edge = to_device(period, 44100, 48000, 1)
+    assert (
+        np.abs(edge[:20] - tiled[48000:48020]).max() > 1e-3
+    )  # without it the edges are filtered from silence

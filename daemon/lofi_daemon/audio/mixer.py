@@ -45,8 +45,13 @@ class Source:
     """Audio of one track at the device rate, float32 [frames, channels]. A streaming source grows with `push`
     until `finish`; the mixer never reads past the frames it has."""
 
-    def __init__(self, track_id: str, samples: np.ndarray | None = None, *, channels: int = 2) -> None:
+    def __init__(
+        self, track_id: str, samples: np.ndarray | None = None, *, channels: int = 2, seamless: bool = False
+    ) -> None:
         self.track_id = track_id
+        # a seamless loop (generate's `loop`): its end already flows into its start, so repeating it splices
+        # end to start with no crossfade (one would blur the seam the loop was cut for)
+        self.seamless = seamless
         if samples is None:
             self._buf = np.zeros((0, channels), dtype=np.float32)
             self.length = 0
@@ -281,6 +286,9 @@ class Mixer:
             return
         self._plan_voice = cur
         length = cur.source.length
+        if cur.source.seamless and self._repeats_next():
+            self._transition_at = length  # spliced at its very end, without even a de-click overlap
+            return
         if self._upcoming:
             n = crossfade_frames(self.rate, self.crossfade_sec, *_known(cur.source, self._upcoming[0]))
         elif self.end_policy == END_LOOP:
@@ -289,6 +297,14 @@ class Mixer:
             n = 0  # the last track: a de-click fade to silence at its very end
         n = max(n, min(self._declick, length))  # never a hard splice: at least a 10 ms de-click overlap
         self._transition_at = max(length - n, 0) if length > 0 else None
+
+    def _repeats_next(self) -> bool:
+        """The current track is what plays after it (loop mode, or no next track under END_LOOP)."""
+        cur = self._current
+        assert cur is not None
+        if self._upcoming:
+            return self._upcoming[0] is cur.source
+        return self.end_policy == END_LOOP
 
     def _transition(self) -> None:
         """The current voice reached its transition point."""
@@ -317,6 +333,10 @@ class Mixer:
             self.events.append(("ended", cur.source.track_id, "finished"))
             self.events.append(("started", nxt.track_id))
         n = length - cur.pos
+        if nxt is cur.source and nxt.seamless and n <= 0:
+            self._current = _Voice(nxt)  # a seamless loop wraps: sample after sample, no fades
+            self._plan_transition()
+            return
         self._cut_fading()
         if n > 0:
             cur.fade_out, cur.fade_out_done, cur.equal_power = n, 0, True

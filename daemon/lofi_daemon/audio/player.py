@@ -196,7 +196,9 @@ class Player:
             return self._streams[track_id].source
         track = self.store.require(track_id)
         samples, sr = self.store.read_audio(track_id)
-        src = Source(track_id, to_device(samples, sr, self.mixer.rate, CHANNELS))
+        seamless = bool(track.params.get("loop"))  # made as a loop: it repeats without a crossfade
+        audio = to_device(samples, sr, self.mixer.rate, CHANNELS, circular=seamless)
+        src = Source(track_id, audio, seamless=seamless)
         self._sources[track_id] = src
         self._durations[track_id] = track.duration_sec
         return src

@@ -30,9 +30,21 @@ def resample(samples: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:
     return np.ascontiguousarray(y, dtype=np.float32)
 
 
-def to_device(samples: np.ndarray, src_rate: int, dst_rate: int, channels: int = 2) -> np.ndarray:
+def to_device(
+    samples: np.ndarray, src_rate: int, dst_rate: int, channels: int = 2, *, circular: bool = False
+) -> np.ndarray:
+    """`circular`: the audio is one period of a loop (generate's `loop`), so the filter reads across the wrap
+    (its end before its start, its start after its end) instead of silence, and the loop stays seamless."""
     # resample before duplicating channels: half the work for mono tracks
     x = samples if samples.ndim == 2 else samples[:, None]
+    if circular and src_rate != dst_rate:
+        g = gcd(int(src_rate), int(dst_rate))
+        down, up = int(src_rate) // g, int(dst_rate) // g
+        pad = down * -(-256 // down)  # ≥ 256 frames of context, a whole number of resampling periods
+        if pad <= x.shape[0]:
+            y = resample(np.concatenate([x[-pad:], x, x[:pad]]), src_rate, dst_rate)
+            cut = pad // down * up
+            return np.ascontiguousarray(to_channels(y[cut : y.shape[0] - cut], channels))
     return np.ascontiguousarray(to_channels(resample(x, src_rate, dst_rate), channels))
 
 
