@@ -235,3 +235,15 @@ def test_without_a_track_cache_or_an_encoder_tasks_are_refused(tmp_path, env):
     with pytest.raises(LofiError) as e:
         b.generate(req, lambda *a, **k: None, CancelToken())
     assert e.value.code == ErrorCode.MODEL_NOT_FOUND and "--encoder-only" in e.value.message
+
+
+def test_a_negative_prompt_is_inherited_like_the_lyrics_and_refused_by_flowedit(env):
+    """A retake of a track made with a negative prompt keeps it (the unconditional branch the source was
+    generated with); FlowEdit's unconditional pass stays upstream's, so `edit` refuses one instead of ignoring it."""
+    b, _, _ = env
+    source = run(b, "rainy night lofi piano", inference_steps=2, negative_prompt="vocals", seed=12)[0]
+    params = b.validate({"task": "retake", "source_track": source})
+    assert params["negative_prompt"] == "vocals"
+    with pytest.raises(LofiError) as exc:
+        b.validate({"task": "edit", "source_track": source, "negative_prompt": "drums"})
+    assert exc.value.data["param"] == "negative_prompt"

@@ -103,6 +103,7 @@ INHERITED = (
     "lyrics",
     "lora",
     "lora_weight",
+    "negative_prompt",
 )
 # upstream's defaults: retake_variance 0.5 (`__call__`), 1.0 for extend (its UI: new frames start from noise);
 # ref_audio_strength 0.5; edit_n_min/max 0.6/1.0 (its UI's "only_lyrics" edit), n_avg 1
@@ -221,6 +222,12 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
             params["lyrics"] = p.lyrics  # whole: upstream keeps leading and trailing blank lines
             self._check_lyrics(p.lyrics)
         if clean_text(p.negative_prompt):  # none: the track id of a request without one, as before it existed
+            if task == "edit":
+                raise LofiError(
+                    ErrorCode.INVALID_PARAMS,
+                    "task edit (FlowEdit) takes no negative_prompt: its unconditional pass stays upstream's",
+                    param="negative_prompt",
+                )
             params["negative_prompt"] = clean_text(p.negative_prompt)
         if p.lora is not None:
             params["lora"] = self._canonical_lora(p.lora)
