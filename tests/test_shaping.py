@@ -114,6 +114,11 @@ def test_a_daemon_generates_a_loop(daemon):
     assert cached["loop"] == done["loop"]  # kept with the track
     plain = d.call("generate", {"prompt": "rain", "duration_sec": 2, "seed": 7})
     assert plain["track_id"] != r["track_id"]
+    # a steady tone has no beat to lock: the tempo is reported, nothing is stretched, the length is kept
+    timed = d.call("generate", {"prompt": "rain", "duration_sec": 2, "seed": 7, "bpm": 90})
+    done = d.wait_notification("generation_complete", track_id=timed["track_id"])
+    assert done["tempo"]["target_bpm"] == 90.0 and done["tempo"]["stretched"] is False
+    assert done["prompt"] == "rain" and done["duration_sec"] == pytest.approx(2.0)
 
 
 class RecordingSink:
