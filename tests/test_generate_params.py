@@ -91,7 +91,10 @@ def test_valid_params_still_pass_and_are_canonical(tmp_path):
     }
     ace = AceStepBackend(Settings(cache_dir=tmp_path))
     params = ace.validate({"scheduler": " Heun ", "lyrics": "  la la  ", "inference_steps": 8})
-    assert params["scheduler"] == "heun" and params["lyrics"] == "la la" and params["inference_steps"] == 8
+    # lyrics are kept whole (upstream keeps leading and trailing blank lines; ace-lyrics)
+    assert (
+        params["scheduler"] == "heun" and params["lyrics"] == "  la la  " and params["inference_steps"] == 8
+    )
     assert "lora" not in params and "lora_weight" not in params
     with pytest.raises(LofiError) as exc:
         mg.validate({"guidance_scale": float("nan")})
