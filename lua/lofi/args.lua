@@ -77,6 +77,7 @@ opt({ "guidance_interval" }, "guidance_interval", number, "a number")
 opt({ "lyrics" }, "lyrics", function(v)
   return type(v) == "string" and v or nil
 end, "text")
+opt({ "preset" }, "preset", str, "a style preset name (:Lofi generate preset=<Tab>)")
 opt({ "lora" }, "lora", str, "a LoRA name or path")
 opt({ "lora_weight" }, "lora_weight", number, "a number")
 opt({ "negative_prompt", "negative" }, "negative_prompt", str, "text")
@@ -102,6 +103,23 @@ opt({ "allow_download" }, "allow_download", boolean, "true or false")
 opt({ "loop" }, "loop", boolean, "true or false")
 opt({ "bpm" }, "bpm", number, "a tempo in BPM (40–240)")
 M.GENERATE = GENERATE
+
+local style_presets
+--- Style preset names, read once from the data file the daemon expands them with (sorted).
+---@return string[]
+function M.style_presets()
+  if not style_presets then
+    local path = require("lofi.config").plugin_root() .. "/daemon/lofi_daemon/presets/styles.json"
+    local ok, data = pcall(function()
+      return vim.json.decode(table.concat(vim.fn.readfile(path), "\n"))
+    end)
+    style_presets = (ok and type(data) == "table" and type(data.presets) == "table")
+        and vim.tbl_keys(data.presets)
+      or {}
+    table.sort(style_presets)
+  end
+  return style_presets
+end
 
 --- Option names for completion (the short spelling of each).
 function M.generate_keys()

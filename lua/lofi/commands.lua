@@ -66,6 +66,10 @@ local function generate_complete(arglead)
     end, backends())
   elseif key == "priority" then
     return { "priority=high", "priority=normal" }
+  elseif key == "preset" then
+    return vim.tbl_map(function(s)
+      return "preset=" .. s
+    end, require("lofi.args").style_presets())
   elseif key == "scheduler" then
     return vim.tbl_map(function(s)
       return "scheduler=" .. s

@@ -6,6 +6,7 @@ local M = {}
 
 ---@class lofi.GenerateOpts
 ---@field prompt? string
+---@field preset? string a style preset (daemon/lofi_daemon/presets/styles.json); the prompt, if any, is added after its tags
 ---@field backend? string "musicgen" | "ace_step" (default: config `backend`)
 ---@field duration_sec? number nil = the backend's default
 ---@field seed? integer
@@ -85,8 +86,8 @@ function M.generate(opts, cb)
   end
   opts = opts or {}
   local c = cfg()
-  if not opts.prompt or vim.trim(opts.prompt) == "" then
-    opts.prompt = c.generate.prompt
+  if (not opts.prompt or vim.trim(opts.prompt) == "") and not opts.preset then
+    opts.prompt = c.generate.prompt -- a preset alone is a whole prompt
   end
   opts.backend = opts.backend or c.backend
   opts.duration_sec = opts.duration_sec or c.generate.duration_sec

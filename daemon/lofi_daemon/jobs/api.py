@@ -49,11 +49,24 @@ def check_prompt(raw: str) -> str:
     return prompt
 
 
+def with_preset(preset: str | None, prompt: str) -> str:
+    """A preset's tags, then the user's words (presets.json is shared with lofi-lora's training prompts)."""
+    if preset is None:
+        return prompt
+    from .. import presets
+
+    try:
+        tags = presets.get(preset).prompt
+    except KeyError as e:
+        raise LofiError(ErrorCode.INVALID_PROMPT, e.args[0], preset=preset) from None
+    return f"{tags}, {prompt.strip()}" if prompt.strip() else tags
+
+
 def build_job(backends: dict[str, Backend], settings: Settings, p: GenerateParams, priority: Priority) -> Job:
     """Validate a generate request into a Job (nothing is queued yet). Raises LofiError with product codes."""
     name = resolve_backend(backends, settings, p.backend)
     backend = backends[name]
-    prompt = check_prompt(p.prompt)
+    prompt = check_prompt(with_preset(p.preset, p.prompt))
     duration = float(p.duration_sec if p.duration_sec is not None else backend.default_duration_sec)
     if not backend.min_duration_sec <= duration <= backend.max_duration_sec:
         raise LofiError(

@@ -15,7 +15,8 @@ class GenerateParams(Strict):
 
     model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
 
-    prompt: str
+    prompt: str = ""  # may be empty when a preset gives the words
+    preset: str | None = Field(default=None, min_length=1)  # a style preset's tags, then the prompt's words
     backend: str | None = Field(default=None, min_length=1)  # null = the default backend; "" is an error
     duration_sec: float | None = None
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
