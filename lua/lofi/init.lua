@@ -6,7 +6,7 @@ local M = {}
 
 ---@class lofi.GenerateOpts
 ---@field prompt? string
----@field preset? string a style preset (daemon/lofi_daemon/presets/styles.json); the prompt, if any, is added after its tags
+---@field preset? string a style preset (presets/styles.json); the prompt, if any, goes after its tags
 ---@field backend? string "musicgen" | "ace_step" (default: config `backend`)
 ---@field duration_sec? number nil = the backend's default
 ---@field seed? integer
