@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tomllib
@@ -41,6 +42,7 @@ def test_runs_as_a_module_without_torch_for_help():
             "import sys, scripts.lofi_lora.cli as c; c.main(['--help']); print('torch' in sys.modules)",
         ],
         cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "daemon"), str(ROOT)])},
         capture_output=True,
         text=True,
         check=True,
@@ -84,3 +86,21 @@ def test_json_error_shape(monkeypatch, capsys):
     assert cli.main(["prepare", "--json"]) == 1
     out = json.loads(capsys.readouterr().out)
     assert out == {"ok": False, "error": "bad input", "exit_code": 1}
+
+
+def test_a_subcommand_missing_a_package_says_so_and_the_others_still_run(monkeypatch, capsys):
+    real = cli.importlib.import_module
+
+    def without_pyarrow(name, *a, **kw):
+        if name.endswith(".dataset"):
+            raise ModuleNotFoundError("No module named 'pyarrow'", name="pyarrow")
+        return real(name, *a, **kw)
+
+    monkeypatch.setattr(cli.importlib, "import_module", without_pyarrow)
+    assert cli.main(["dataset", "--repeat", "2"]) == ENVIRONMENT
+    assert "needs the pyarrow package: run scripts/setup --train" in capsys.readouterr().err
+    assert cli.main(["prompts", "--list", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["presets"]) == 38
+    # unknown flags stay usage errors where the module is there
+    assert cli.main(["prompts", "--bogus"]) == USAGE
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err

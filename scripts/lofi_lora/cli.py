@@ -25,6 +25,7 @@ COMMANDS = {
     "prepare": "prepare",
     "validate": "prepare",
     "prompts": "prompts",
+    "metadata": "metadata",
     "dataset": "dataset",
     "train": "train",
     "evaluate": "evaluate",
@@ -37,16 +38,31 @@ COMMANDS = {
 log = logging.getLogger("lofi_lora")
 
 
-def _module(name: str) -> ModuleType | None:
+class Unavailable:
+    """A subcommand whose module needs a package this install lacks: listed, and its run says what to install
+    (the other subcommands keep working)."""
+
+    def __init__(self, name: str, package: str) -> None:
+        self.message = f"`{name}` needs the {package} package: run scripts/setup --train"
+        self.HELP = {name: f"(unavailable: needs {package})"}
+
+    def add_arguments(self, parser: argparse.ArgumentParser, command: str) -> None:
+        pass  # whatever follows is left unparsed: run() only reports what is missing
+
+    def run(self, args: argparse.Namespace) -> dict[str, Any]:
+        raise LoraError(self.message, ENVIRONMENT)
+
+
+def _module(name: str) -> ModuleType | Unavailable | None:
     try:
         return importlib.import_module(f"{__package__}.{COMMANDS[name]}")
     except ModuleNotFoundError as e:
         if e.name == f"{__package__}.{COMMANDS[name]}":
             return None  # not written yet
-        raise LoraError(f"`{name}` needs {e.name}: run scripts/setup --train", ENVIRONMENT) from e
+        return Unavailable(name, (e.name or "a").split(".")[0])
 
 
-def build_parser(commands: dict[str, ModuleType]) -> argparse.ArgumentParser:
+def build_parser(commands: dict[str, ModuleType | Unavailable]) -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--verbose", "-v", action="store_true", help="log details to stderr")
     common.add_argument("--quiet", "-q", action="store_true", help="log only errors; no progress bars")
@@ -82,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         return e.code
     parser = build_parser(commands)
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra and not isinstance(commands[args.command], Unavailable):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as e:  # --help, --version (0) or a usage error (2)
         return int(e.code or OK) if e.code in (0, None) else USAGE
     level = logging.DEBUG if args.verbose else logging.ERROR if args.quiet else logging.INFO

@@ -12,7 +12,7 @@ import difflib
 import json
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -20,6 +20,7 @@ DATA = Path(__file__).with_name("styles.json")
 SCHEMA = Path(__file__).with_name("styles.schema.json")
 TAG_FIELDS = ("genre", "mood", "instruments", "tempo", "production", "atmosphere", "vocal_type")
 Category = Literal["core", "seasonal", "thematic", "instrumental", "vocal"]
+CATEGORIES: tuple[str, ...] = get_args(Category)
 INSTRUMENTAL_LYRICS = "[instrumental]"
 
 
