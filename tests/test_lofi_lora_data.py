@@ -245,3 +245,28 @@ def test_loads_in_hugging_face_datasets_when_installed(data, capsys):
     run_json(capsys, "dataset", "--repeat", "2")
     ds = datasets.load_from_disk(str(data / "dataset" / "train"))
     assert len(ds) == 8 and ds[0]["recaption"] == {}
+
+
+def test_features_hook_gets_the_training_tracks_only(data, tmp_path, capsys, monkeypatch):
+    """`--features` hands the trainer's precompute (features.build) the training rows, never the held-out ones."""
+    import sys
+    import types
+
+    import scripts.lofi_lora as pkg
+
+    calls = []
+    fake = types.ModuleType("scripts.lofi_lora.features")
+    fake.build = lambda rows, root, base, out, progress: (
+        calls.append((list(progress(rows)), root, base, out))
+        or [out / f"{r['keys']}.safetensors" for r in rows]
+    )
+    monkeypatch.setitem(sys.modules, "scripts.lofi_lora.features", fake)
+    monkeypatch.setattr(pkg, "features", fake, raising=False)
+    (tmp_path / "base").mkdir()
+    monkeypatch.setenv("LOFI_ACE_STEP_DIR", str(tmp_path / "base"))
+    run_json(capsys, "prompts", "--preset", "lofi_hiphop")
+    code, res = run_json(capsys, "dataset", "--features", "--repeat", "5")
+    assert code == 0 and res["features"] == 4 and res["features_dir"] == str(data / "features")
+    ((rows, root, base, out),) = calls
+    assert sorted(r["keys"] for r in rows) == sorted(set("abcde") - set(res["validation_keys"]))
+    assert (root, base, out) == (data, tmp_path / "base", data / "features")

@@ -164,7 +164,8 @@ def write_hf_dataset(out: Path, rows: list[dict[str, Any]], fingerprint: str) ->
 
 
 def _precompute(rows: list[dict[str, Any]], data_dir: Path, base: Path, out: Path, quiet: bool) -> int:
-    """The hook to the trainer's feature precompute (scripts/lofi_lora/features.py: DCAE latents, text states)."""
+    """The hook to the trainer's feature precompute (scripts/lofi_lora/features.py: DCAE latents, text states),
+    for the training tracks only (validation stays unseen), into `out` (where `train` looks by default)."""
     try:
         from . import features
     except ModuleNotFoundError as e:
@@ -174,7 +175,7 @@ def _precompute(rows: list[dict[str, Any]], data_dir: Path, base: Path, out: Pat
             "--features needs scripts/lofi_lora/features.py, which this install lacks", ENVIRONMENT
         ) from e
     written = features.build(
-        rows, data_dir, base, out / "features", progress=lambda it: tqdm(it, desc="features", disable=quiet)
+        rows, data_dir, base, out, progress=lambda it: tqdm(it, desc="features", disable=quiet)
     )
     return len(written)
 
@@ -227,7 +228,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     else:
         shutil.rmtree(out / "validation", ignore_errors=True)
     if base is not None:
-        result["features"] = _precompute(rows, data_dir, base, out, args.quiet)
+        features_dir = data_dir / "features"
+        train_unique = [by_name[n] for n in train_names]
+        result["features"] = _precompute(train_unique, data_dir, base, features_dir, args.quiet)
+        result["features_dir"] = str(features_dir)
     manifest = out / "manifest.json"
     tmp = out / ".manifest.json.tmp"
     tmp.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
