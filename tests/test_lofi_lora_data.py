@@ -270,3 +270,9 @@ def test_features_hook_gets_the_training_tracks_only(data, tmp_path, capsys, mon
     ((rows, root, base, out),) = calls
     assert sorted(r["keys"] for r in rows) == sorted(set("abcde") - set(res["validation_keys"]))
     assert (root, base, out) == (data, tmp_path / "base", data / "features")
+
+
+def test_prompts_dry_run_writes_nothing(data, capsys):
+    code, res = run_json(capsys, "prompts", "--preset", "rainy_night", "--dry-run")
+    assert code == 0 and res["counts"] == {"would write": 5}
+    assert not list((data / "audio").glob("*.txt")) and not (data / "metadata").exists()

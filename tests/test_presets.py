@@ -119,3 +119,11 @@ def test_neovim_completes_and_sends_preset_names(tmp_path):
         assert "preset=" in nvim.funcs.getcompletion("Lofi generate ", "cmdline")
         parsed = nvim.exec_lua("return require('lofi.args').parse_generate('preset=lofi_rap late night')")
         assert parsed == {"preset": "lofi_rap", "prompt": "late night"}
+        # a preset alone is the whole prompt: the configured default prompt is not added to it
+        sent = nvim.exec_lua(
+            "local client = require('lofi.client') "
+            "local sent = {} client.request = function(m, p) sent[#sent + 1] = p end "
+            "require('lofi').generate('preset=rainy_night') require('lofi').generate('seed=1') return sent"
+        )
+        assert sent[0]["preset"] == "rainy_night" and "prompt" not in sent[0]
+        assert sent[1]["prompt"]  # without a preset the default prompt still fills in
