@@ -222,3 +222,17 @@ def test_ffmpeg_failure_is_reported(tmp_path, capsys, monkeypatch):
 def test_silent_file_is_silence_not_a_crash():
     out, rep = quality.process(np.zeros((31 * 48_000, 2), np.float32))
     assert rep.verdict == "silence" and rep.silent_fraction == 1.0 and rep.components["level"] == 0.0
+
+
+def test_real_ffmpeg_decodes_an_aac_m4a(tmp_path, capsys):
+    import shutil
+    import subprocess
+
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        pytest.skip("ffmpeg is not installed (the fake-ffmpeg tests above cover the command and the stream)")
+    wav = write(tmp_path / "src.wav", tone(31, sr=44_100), sr=44_100)
+    m4a = tmp_path / "song.m4a"
+    subprocess.run([ffmpeg, "-v", "error", "-i", str(wav), "-c:a", "aac", str(m4a)], check=True)
+    code, res = run_json(capsys, "validate", str(m4a))
+    assert code == 0 and res["verdict"] == "ok" and res["duration_sec"] == pytest.approx(31, abs=0.1)

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from . import env
 from .audio_io import AUDIO_SUFFIXES, OUTPUT_FORMATS, is_audio, read_audio, to_stereo_48k, write_audio
 from .errors import FAILED_INPUT, USAGE, LoraError
-from .quality import process
+from .quality import head_seconds, process
 
 HELP = {
     "prepare": "resample audio to 48 kHz stereo, trim, normalise, score it and write training files",
@@ -48,7 +48,8 @@ def analyse(path: Path) -> tuple[Any, dict[str, Any]]:
         raw, sr = read_audio(path)
     except LoraError as e:
         return None, {"verdict": "unreadable", "usable": False, "notes": [e.message], "exit_code": e.code}
-    audio, report = process(to_stereo_48k(raw, sr), clipped_source=raw)
+    head = raw[: int(head_seconds() * sr)]  # a long track is cut before 240 s: resample only what can be kept
+    audio, report = process(to_stereo_48k(head, sr), clipped_source=raw, duration=len(raw) / sr)
     return audio, {"source_sample_rate": sr, "source_channels": int(raw.shape[1]), **asdict(report)}
 
 

@@ -62,6 +62,12 @@ def frame_rms(audio: np.ndarray) -> np.ndarray:
     return np.sqrt(np.mean(blocks * blocks, axis=1))
 
 
+def head_seconds() -> float:
+    """How much of a long source the rules can use: the cut is never after MAX_SECONDS, so resampling more than
+    this (plus a second for the filter's edge) would be wasted work and memory."""
+    return MAX_SECONDS + 1.0
+
+
 def quiet_cut(audio: np.ndarray) -> int:
     """The sample where to cut a too-long track: the quietest 50 ms frame in the last stretch before the limit."""
     n = int(FRAME_SECONDS * SAMPLE_RATE)
@@ -98,14 +104,17 @@ def score(clipped: float, silent: float, peak_dbfs: float) -> dict[str, float]:
     }
 
 
-def process(audio: np.ndarray, clipped_source: np.ndarray | None = None) -> tuple[np.ndarray, Report]:
+def process(
+    audio: np.ndarray, clipped_source: np.ndarray | None = None, duration: float | None = None
+) -> tuple[np.ndarray, Report]:
     """Apply the rules to 48 kHz stereo audio: the training-ready audio (empty when skipped) and its report.
 
     Clipping is counted on `clipped_source` (the decoded file before resampling, whose filter overshoots would
-    hide or invent full-scale samples); it defaults to `audio`.
+    hide or invent full-scale samples); it defaults to `audio`. `duration` is the source's length when `audio` is
+    only its head (see `head_seconds`); it defaults to the length of `audio`.
     """
     src = audio if clipped_source is None else clipped_source
-    duration = len(audio) / SAMPLE_RATE
+    duration = len(audio) / SAMPLE_RATE if duration is None else duration
     clipped = float(np.mean(np.abs(src) >= FULL_SCALE)) if src.size else 0.0
     peak_dbfs = _dbfs(float(np.max(np.abs(src))) if src.size else 0.0)
     flags: list[str] = []
