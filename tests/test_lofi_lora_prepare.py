@@ -150,6 +150,8 @@ def test_data_dir_default_and_bad_arguments(raw, tmp_path, capsys, monkeypatch):
     (raw / "tone.flac").write_bytes((raw / "noise.flac").read_bytes())
     code, res = run_json(capsys, "prepare", str(raw), "--out", str(tmp_path / "x"))
     assert code == USAGE and "rename one" in res["error"]
+    code, res = run_json(capsys, "prepare", str(raw / "noise.flac"), "--out", str(raw))
+    assert code == USAGE and "replace its source" in res["error"]
 
 
 def test_nothing_usable_fails_with_the_report(raw, tmp_path, capsys):

@@ -67,7 +67,7 @@ def _inputs(root: Path) -> list[Path]:
         return [root]
     if not root.is_dir():
         raise LoraError(f"{root} does not exist", USAGE)
-    return sorted(p for p in root.rglob("*") if is_audio(p))
+    return sorted(p for p in root.rglob("*") if is_audio(p) and not p.name.startswith("."))
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -91,6 +91,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if (other := by_name.setdefault(src.stem, src)) is not src:
             raise LoraError(f"{other} and {src} would both become {src.stem}{suffix}: rename one", USAGE)
     jobs = [(s, out / f"{s.stem}{suffix}", args.format, args.keep_flagged, args.dry_run) for s in sources]
+    if same := [str(src) for src, dest, *_ in jobs if dest.resolve() == src.resolve()]:
+        raise LoraError(
+            f"the output would replace its source ({', '.join(same)}): choose another --out", USAGE
+        )
     bar = tqdm(total=len(jobs), desc="prepare", unit="track", disable=args.quiet)
     tracks: list[dict[str, Any]] = []
     if args.workers == 1:
