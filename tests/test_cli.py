@@ -77,6 +77,14 @@ def test_generate_errors_clearly(tmp_path):
     assert out.returncode == 1 and "BACKEND_NOT_INSTALLED" in out.stderr and "--allow-download" in out.stderr
 
 
+def test_generate_with_a_preset_alone(tmp_path):
+    out = run(tmp_path, "generate", "--preset", "rainy_night", "--backend", "tone", "--duration", "1")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["prompt"].startswith("lofi hip hop, melancholic")
+    out = run(tmp_path, "generate", "--backend", "tone")
+    assert out.returncode == 1 and "INVALID_PROMPT" in out.stderr
+
+
 def test_health_json(tmp_path):
     out = run(tmp_path, "health", "--json")
     assert out.returncode == 0, out.stderr

@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
         )
 
     gen = sub.add_parser("generate", help="generate one track and print where it is")
-    gen.add_argument("prompt", nargs="+")
+    gen.add_argument("prompt", nargs="*", help="the words (may be left out with --preset)")
+    gen.add_argument("--preset", help="a style preset: its tags come before the words")
     gen.add_argument("--duration", type=float)
     gen.add_argument("--seed", type=int)
     gen.add_argument("--backend")
@@ -178,6 +179,7 @@ def _generate(settings: Settings, args: argparse.Namespace, log_file: Path | Non
         out_fmt = output_format(args.output, args.format)
     raw = {
         "prompt": " ".join(args.prompt),
+        "preset": args.preset,
         "duration_sec": args.duration,
         "seed": args.seed,
         "backend": args.backend,
@@ -254,6 +256,7 @@ def _generate(settings: Settings, args: argparse.Namespace, log_file: Path | Non
                 "track_id": job.track_id,
                 **written,
                 "seed": job.request.seed,
+                "prompt": job.request.prompt,  # as generated: a --preset's tags included
                 "generation_time_sec": round(elapsed, 2),
             }
         )
