@@ -183,6 +183,11 @@ def test_each_task_has_its_own_identity(env):
             ErrorCode.INVALID_PARAMS,
             "non-empty",
         ),
+        (
+            {"task": "repaint", "source_track": "SRC", "repaint_start": 1.03, "repaint_end": 1.1},
+            ErrorCode.INVALID_PARAMS,
+            "spanning a latent frame",
+        ),
         ({"task": "extend", "source_track": "SRC"}, ErrorCode.INVALID_PARAMS, "extend_left or extend_right"),
         ({"task": "extend", "source_track": "SRC", "extend_right": 238.0}, ErrorCode.INVALID_DURATION, "240"),
         (
@@ -265,6 +270,6 @@ def test_progress_counts_the_encode_so_the_eta_covers_it(env):
     diffusion = [c for c in calls if c[2] == "diffusion"]
     encode_evals = calls[0][0]
     # 6 steps at variance 0.5: steps 3, 4, 5 run; step 3 lies in the guidance window [1, 4), so 2 + 1 + 1
-    assert diffusion[-1][0] - encode_evals == 4
+    assert diffusion[-1][0] - encode_evals == pytest.approx(4)
     # the provisional total (before the task's evaluations are known) is the text2music count
     assert calls[0][1] != diffusion[0][1]

@@ -309,11 +309,12 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
         if task == "repaint":
             start = out.setdefault("repaint_start", 0.0)
             end = out.setdefault("repaint_end", round(source.duration_sec, 3))
-            if not start < end <= source.duration_sec + 0.5:
+            # frames are upstream's ⌊s · 44100 / 4096⌋: a range inside one 93 ms frame would repaint nothing
+            if not (start < end <= source.duration_sec + 0.5 and frame_count(end) > frame_count(start)):
                 raise LofiError(
                     ErrorCode.INVALID_PARAMS,
                     f"repaint range {start:g}–{end:g} s must be a non-empty part of the track "
-                    f"(0–{source.duration_sec:.1f} s)",
+                    f"(0–{source.duration_sec:.1f} s) spanning a latent frame (93 ms)",
                     param="repaint_end",
                 )
         if task == "extend":
