@@ -183,6 +183,11 @@ def test_each_task_has_its_own_identity(env):
             ErrorCode.INVALID_PARAMS,
             "non-empty",
         ),
+        (
+            {"task": "repaint", "source_track": "SRC", "repaint_start": 1.03, "repaint_end": 1.1},
+            ErrorCode.INVALID_PARAMS,
+            "spanning a latent frame",
+        ),
         ({"task": "extend", "source_track": "SRC"}, ErrorCode.INVALID_PARAMS, "extend_left or extend_right"),
         ({"task": "extend", "source_track": "SRC", "extend_right": 238.0}, ErrorCode.INVALID_DURATION, "240"),
         (
@@ -247,3 +252,24 @@ def test_a_negative_prompt_is_inherited_like_the_lyrics_and_refused_by_flowedit(
     with pytest.raises(LofiError) as exc:
         b.validate({"task": "edit", "source_track": source, "negative_prompt": "drums"})
     assert exc.value.data["param"] == "negative_prompt"
+
+
+def test_progress_counts_the_encode_so_the_eta_covers_it(env):
+    """A repaint reports its source's encode first (as ENCODE_SHARE of the decode's cost), then the evaluations it
+    runs (the skipped steps are not counted), then the decode; the fraction done only grows and ends at 1."""
+    b, source, _ = env
+    calls = []
+    params = b.validate({"task": "repaint", "source_track": source, "repaint_start": 1.0, "repaint_end": 3.0})
+    req = GenerationRequest("ace_step", "p", 5.0, 1, params)
+    b.generate(req, lambda done, total, **f: calls.append((done, total, f["stage"])), CancelToken())
+    stages = [c[2] for c in calls]
+    assert stages[0] == "encode" and stages[-1] == "decode" and "diffusion" in stages
+    assert stages == sorted(stages, key=["encode", "diffusion", "decode"].index)
+    fractions = [done / total for done, total, _ in calls]
+    assert fractions == sorted(fractions) and fractions[0] > 0 and fractions[-1] == pytest.approx(1.0)
+    diffusion = [c for c in calls if c[2] == "diffusion"]
+    encode_evals = calls[0][0]
+    # 6 steps at variance 0.5: steps 3, 4, 5 run; step 3 lies in the guidance window [1, 4), so 2 + 1 + 1
+    assert diffusion[-1][0] - encode_evals == pytest.approx(4)
+    # the provisional total (before the task's evaluations are known) is the text2music count
+    assert calls[0][1] != diffusion[0][1]

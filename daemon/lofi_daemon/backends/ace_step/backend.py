@@ -43,6 +43,7 @@ from .encode import ENCODER_FILE, SAMPLES_PER_LATENT
 from .guidance import CFG_TYPES
 from .layout import DECODER_FILES, DTYPE_ALIASES, ModelLayout, choose_decoder, detect, missing_files
 from .pipeline import (
+    DCAE_SHARE,
     STAGES,
     AceStepPipeline,
     Conditions,
@@ -78,6 +79,11 @@ GB = 1e9
 # machine, not per duration); the ETA starts from these (full size, docs/benchmarks.md) and then uses what the
 # last generation measured.
 DECODE_EVALS_PRIOR = {"fp32": 8.0, "int8": 23.0, "fp16": 8.0}
+# The editing tasks that encode their source's audio first, and that encode's cost as a share of the DCAE +
+# vocoder decode: the encoder takes ≈ 0.8× the DCAE decoder's time (docs/benchmarks.md, "Encode path"), which
+# is DCAE_SHARE of the decode.
+ENCODING_TASKS = ("repaint", "extend", "audio2audio", "edit")
+ENCODE_SHARE = 0.8 * DCAE_SHARE
 available_memory_bytes = memory.available_memory_bytes  # tests replace it here
 
 
@@ -303,11 +309,12 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
         if task == "repaint":
             start = out.setdefault("repaint_start", 0.0)
             end = out.setdefault("repaint_end", round(source.duration_sec, 3))
-            if not start < end <= source.duration_sec + 0.5:
+            # frames are upstream's ⌊s · 44100 / 4096⌋: a range inside one 93 ms frame would repaint nothing
+            if not (start < end <= source.duration_sec + 0.5 and frame_count(end) > frame_count(start)):
                 raise LofiError(
                     ErrorCode.INVALID_PARAMS,
                     f"repaint range {start:g}–{end:g} s must be a non-empty part of the track "
-                    f"(0–{source.duration_sec:.1f} s)",
+                    f"(0–{source.duration_sec:.1f} s) spanning a latent frame (93 ms)",
                     param="repaint_end",
                 )
         if task == "extend":
@@ -664,6 +671,7 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
         pipe: AceStepPipeline,
         p: SamplingParams,
         check: Callable[[], None],
+        on_encode: Callable[[int, int], None] | None = None,
     ) -> TaskRun:
         """The starting latents, noise source and loop of the request's task (tasks.py). retake, repaint and
         extend of an ACE-Step track start from the source's own noise (its seed), mixed with retake noise from
@@ -694,7 +702,7 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
                 dir=str(pipe.layout.dir),
             )
         audio, rate = self.tracks.read_audio(source.track_id)
-        src = pipe.encode_audio(audio, rate, check)
+        src = pipe.encode_audio(audio, rate, check, on_encode)
         # A last latent frame less than half full of audio is dropped: a lofi track comes back from 48 kHz a
         # fraction of a sample longer than its frames, and upstream's extra, nearly silent frame would sit
         # between the track and a right extension (93 ms of silence).
@@ -800,13 +808,20 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
             t0 = time.monotonic()
             info = self._apply_lora(params.get("lora"), params.get("lora_weight", 1.0))
             cancel.check()
-            run = self._prepare(params, request, pipe, p, cancel.check)
+            # Progress counts the source's encode (editing tasks), transformer evaluations, then the DCAE +
+            # vocoder decode, each as its cost in evaluations, so the reporter's ETA (elapsed / done × remaining)
+            # covers all three. Until the task's evaluations are known the text2music count stands in.
+            encode_evals = ENCODE_SHARE * decode_evals if params.get("task") in ENCODING_TASKS else 0.0
+
+            def on_encode(done: int, windows: int) -> None:
+                provisional = encode_evals + planned_evaluations(p) + decode_evals
+                progress(done / windows * encode_evals, provisional, stage="encode", encode_windows=windows)
+
+            run = self._prepare(params, request, pipe, p, cancel.check, on_encode)
             p = run.p
             frames = run.start.shape[-1]
-            # Progress counts transformer evaluations, then the DCAE + vocoder decode as its cost in evaluations,
-            # so the reporter's ETA (elapsed / done × remaining) covers the decode too.
             evals = run.evaluations
-            total = evals + decode_evals
+            total = encode_evals + evals + decode_evals
             cancel.check()
             cond = (
                 pipe.conditions(request.prompt, params.get("lyrics"), p, params.get("negative_prompt", ""))
@@ -817,7 +832,7 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
 
             def on_step(step: int, steps: int, evaluations: int) -> None:
                 progress(
-                    evaluations,
+                    encode_evals + evaluations,
                     total,
                     current_step=step,
                     total_steps=steps,
@@ -849,7 +864,7 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
 
             def on_decode(fraction: float) -> None:
                 progress(
-                    evals + fraction * decode_evals,
+                    encode_evals + evals + fraction * decode_evals,
                     total,
                     current_step=p.steps,
                     total_steps=p.steps,

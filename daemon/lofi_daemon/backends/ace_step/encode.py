@@ -104,6 +104,7 @@ def encode_mel(
     core: int | None = None,
     margin: int = 0,
     check: Callable[[], None] | None = None,
+    on_window: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Log-mel [2, 128, 8F] → latents [1, 8, 16, F]: one pass (upstream), or windows of `core` latent frames
     with `margin` frames of context on each side (decode.windowed) when the track is longer than one window,
@@ -118,8 +119,11 @@ def encode_mel(
         return np.asarray(out[0], np.float32)
 
     if core is None:
-        return run(latent_major)[None]
-    return windowed(run, latent_major, core, margin, 1, check=check)[None]
+        out = run(latent_major)[None]
+        if on_window is not None:
+            on_window(1, 1)
+        return out
+    return windowed(run, latent_major, core, margin, 1, check=check, on_window=on_window)[None]
 
 
 def encode_audio(
@@ -129,11 +133,13 @@ def encode_audio(
     core: int | None = None,
     margin: int = 0,
     check: Callable[[], None] | None = None,
+    on_window: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Audio ([n] or [n, channels], any rate) → latents [1, 8, 16, ceil(n₄₄ / 4096)] float32, where n₄₄ is the
     length at 44.1 kHz (upstream pads the end to whole latent frames; its `latent_lengths` is the floor).
-    `encoder` is the `dcae_encoder.onnx` session; `core`/`margin` window long tracks (`encode_mel`)."""
+    `encoder` is the `dcae_encoder.onnx` session; `core`/`margin` window long tracks (`encode_mel`);
+    `on_window(done, total)` after each window."""
     x = to_model_audio(audio, sample_rate)
     n = x.shape[-1]
     x = np.pad(x, ((0, 0), (0, -n % SAMPLES_PER_LATENT)))
-    return encode_mel(log_mel(x), encoder, core, margin, check)
+    return encode_mel(log_mel(x), encoder, core, margin, check, on_window)

@@ -541,7 +541,11 @@ class AceStepPipeline:
         return Path(self.graphs.files["dcae_encoder"]).exists()
 
     def encode_audio(
-        self, audio: np.ndarray, sample_rate: int, check: Callable[[], None] | None = None
+        self,
+        audio: np.ndarray,
+        sample_rate: int,
+        check: Callable[[], None] | None = None,
+        on_window: Callable[[int, int], None] | None = None,
     ) -> np.ndarray:
         """Audio ([n] or [n, channels], any rate) → latents [1, 8, 16, F] (encode.py), in windows for tracks
         longer than one. The encoder session is always closed afterwards: editing tasks are occasional, and
@@ -549,7 +553,9 @@ class AceStepPipeline:
         w = self.windowing
         try:
             session = self.graphs.session("dcae_encoder")
-            return encode_audio(audio, sample_rate, session, w.encoder_core, w.encoder_margin, check)
+            return encode_audio(
+                audio, sample_rate, session, w.encoder_core, w.encoder_margin, check, on_window
+            )
         finally:
             self.graphs.release("dcae_encoder", always=True)
 
