@@ -1,6 +1,7 @@
-"""Riffusion CPU benchmark (short): spectrogram image → audio (riffusion v1 parameters, 512 × 512 image = 5.12 s)
-and audio → image, wall and CPU time with the foreign load measured meanwhile; and the tiny fixture end to end
-(10 s = 2 clips) through the backend. Full-size SD-1.5 UNet timings are not taken here (no weights, ~8 GB export).
+"""Riffusion CPU benchmark (short): spectrogram image → audio (riffusion v1 parameters, 512 × 512 image = 5.12 s),
+the product's Griffin–Lim on the 22 kHz grid against the full-rate iteration in the same run (time, difference,
+spectral convergence), and audio → image, wall and CPU time with the foreign load measured meanwhile; and the tiny
+fixture end to end (10 s = 2 clips) through the backend. Full-size SD-1.5 UNet timings are not taken here (no weights, ~8 GB export).
 
     python scripts/bench_riffusion.py [--repeats 3] [--threads 2] [--json out.json]
 """
@@ -41,11 +42,29 @@ def main(argv: list[str] | None = None) -> None:
 
     from lofi_daemon.backends.riffusion import spectrogram as S
 
-    S.WORKERS = args.threads
+    S.THREADS = args.threads
     results: dict[str, object] = {"threads": args.threads, "cores": os.cpu_count()}
     results["converter_setup"] = timed(S.converter)
+    conv = S.converter()
     img = np.random.default_rng(0).integers(0, 256, size=(512, 512), dtype=np.uint8)
+    mag = conv.linear_from_mel(S.mel_from_image(img))
+    full = S.RIFFUSION_V1.sample_rate
+    # the product (22 kHz grid, full-rate edges) and the full-rate iteration riffusion runs, same run
     results["image_to_audio"] = [timed(lambda: S.audio_from_image(img)) for _ in range(args.repeats)]
+    results["image_to_audio_full_rate"] = [
+        timed(lambda: conv.griffin_lim(conv.linear_from_mel(S.mel_from_image(img)), rate=full))
+        for _ in range(args.repeats)
+    ]
+    grid_out, full_out = conv.griffin_lim(mag), conv.griffin_lim(mag, rate=full)
+
+    def convergence(y: np.ndarray) -> float:
+        return float(np.linalg.norm(np.abs(conv.stft(y)) - mag) / np.linalg.norm(mag))
+
+    results["grid_vs_full_rate"] = {
+        "rel_diff": float(np.linalg.norm(grid_out - full_out) / np.linalg.norm(full_out)),
+        "spectral_convergence_grid": round(convergence(grid_out), 6),
+        "spectral_convergence_full_rate": round(convergence(full_out), 6),
+    }
     audio = S.audio_from_image(img)
     results["audio_to_image"] = [timed(lambda: S.image_from_audio(audio)) for _ in range(args.repeats)]
 
@@ -68,6 +87,32 @@ def main(argv: list[str] | None = None) -> None:
     print(text)
     if args.json:
         args.json.write_text(text + "\n")
+    print_table(results)
+
+
+def print_table(r: dict) -> None:
+    def span(runs: list[dict], key: str) -> str:
+        lo, hi = min(x[key] for x in runs), max(x[key] for x in runs)
+        return f"{lo:.2f}–{hi:.2f} s"
+
+    print("\n| phase | wall | own CPU | foreign cores |", file=sys.stderr)
+    print("|---|---|---|---|", file=sys.stderr)
+    for key, label in (
+        ("image_to_audio", "image → audio, 22 kHz grid (product)"),
+        ("image_to_audio_full_rate", "image → audio, full rate (riffusion's iteration)"),
+        ("audio_to_image", "audio → image"),
+    ):
+        runs = r[key]
+        foreign = max(x["foreign_cores"] for x in runs)
+        print(
+            f"| {label} | {span(runs, 'wall_s')} | {span(runs, 'cpu_s')} | ≤ {foreign:.2f} |", file=sys.stderr
+        )
+    g = r["grid_vs_full_rate"]
+    print(
+        f"\ngrid vs full rate: relative difference {g['rel_diff']:.1e}; spectral convergence "
+        f"{g['spectral_convergence_grid']} vs {g['spectral_convergence_full_rate']}",
+        file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":

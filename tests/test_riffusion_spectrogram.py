@@ -81,15 +81,82 @@ def test_griffin_lim_matches_torch_reference_with_same_initial_phase(ref):
     angles = rng.random(lin.shape) + 1j * rng.random(lin.shape)  # torchaudio's rand_init draw
     want = ref.griffin_lim(lin, ref.torch.from_numpy(angles)).numpy()
     c64 = S.converter(dtype=np.float64)
-    got64 = c64.griffin_lim(c64.linear_from_mel(mel), angles=angles)
-    assert got64.shape == want.shape == (S.RIFFUSION_V1.samples_for_width(width),)
-    assert rel_err(got64, want) < 1e-8  # same algorithm in float64: rounding only
-    # the product runs in float32: 32 momentum iterations keep the drift at float32 rounding × a few hundred
+    full64 = c64.griffin_lim(c64.linear_from_mel(mel), angles=angles, rate=S.RIFFUSION_V1.sample_rate)
+    assert full64.shape == want.shape == (S.RIFFUSION_V1.samples_for_width(width),)
+    assert rel_err(full64, want) < 1e-8  # the same algorithm at full rate in float64: rounding only
+    # the product iterates on the 22 kHz grid in float32: 32 momentum iterations keep the drift at float32
+    # rounding × a few hundred (the grid's own error is below that: test_grid_griffin_lim_equals_full_rate)
     got32 = S.audio_from_mel(mel, angles=angles)
     assert rel_err(got32, want) < 1e-4
     # and the phase matters: another initial phase gives another waveform
     other = S.audio_from_mel(mel, angles=rng.random(lin.shape) + 1j * rng.random(lin.shape))
     assert rel_err(other, want) > 0.1
+
+
+def test_grid_samples_the_same_signal_and_spectra():
+    """The 22 kHz grid sees the full-rate signal at its own sample times: both grids sample every hop boundary,
+    where the ISTFTs agree to rounding (and a constant scale); the STFT of it equals the full rate's but for aliasing of the windowed
+    spectrum's tails above 11 kHz (interior frames), and differs in the 5 frames at each end that read the
+    reflected padding, the ones Griffin–Lim redoes at full rate."""
+    c = S.converter(dtype=np.float64)
+    grid = c.grid(S.GL_RATE)
+    assert (grid.hop, grid.win, grid.n_fft) == (220, 2200, 8800)
+    rng = np.random.default_rng(4)
+    width = 40
+    mag = c.linear_from_mel(S.mel_from_image(rng.integers(0, 256, size=(512, width), dtype=np.uint8)))
+    spec = (mag * np.exp(2j * np.pi * rng.random(mag.shape))).T  # frames-major
+    y_full, y_grid = c.full.istft(spec), grid.istft(spec)
+    assert y_grid.shape == (S.GL_RATE // 100 * (width - 1),)
+    # the inverse FFT divides by n_fft: the same sums over half the points give twice the samples (and the
+    # forward FFT sums half as many: STFT(ISTFT) is the same on both grids)
+    scale = c.full.n_fft / grid.n_fft
+    assert rel_err(y_grid[:: grid.hop], scale * y_full[:: c.full.hop]) < 1e-12
+    want = c.full.stft(y_full)
+    got = grid.stft(y_grid)
+    per_frame = np.linalg.norm(got - want, axis=1) / np.linalg.norm(want, axis=1)
+    edge = c.edge
+    assert edge == 5
+    assert per_frame[edge:-edge].max() < 1e-7  # aliasing only (float32 rounding is 6e-8)
+    assert per_frame[:edge].min() > 1e-5 and per_frame[-edge:].min() > 1e-5  # hence the full-rate edges
+
+
+@pytest.mark.parametrize("kind", ["tones", "random"])
+def test_grid_griffin_lim_equals_full_rate(kind):
+    """Griffin–Lim on the 22 kHz grid (the product) against the full-rate iteration, both in float64: the grid
+    moves the result less than float32 rounding moves the full-rate one, and the spectral convergence
+    ‖ |STFT(y)| − magnitude ‖ / ‖magnitude‖ is the same to 1e-5."""
+    rng = np.random.default_rng(5)
+    width = 64
+    if kind == "tones":
+        t = np.arange(S.RIFFUSION_V1.samples_for_width(width)) / SR
+        audio = sum(0.2 * np.sin(2 * np.pi * f * t) for f in (220, 440, 1234, 5000, 9500))
+        img = S.image_from_audio(audio + 0.05 * rng.standard_normal(t.size))
+    else:
+        img = rng.integers(0, 256, size=(512, width), dtype=np.uint8)
+    c64, c32 = S.converter(dtype=np.float64), S.converter()
+    mag = c64.linear_from_mel(S.mel_from_image(img))
+    angles = rng.random(mag.shape) + 1j * rng.random(mag.shape)
+    full = S.RIFFUSION_V1.sample_rate
+    want = c64.griffin_lim(mag, angles=angles, rate=full)
+    grid64 = c64.griffin_lim(mag, angles=angles)
+    full32 = c32.griffin_lim(mag, angles=angles, rate=full)
+    assert rel_err(grid64, want) < rel_err(full32, want)
+
+    def convergence(y):
+        return np.linalg.norm(np.abs(c64.stft(y)) - mag) / np.linalg.norm(mag)
+
+    assert abs(convergence(grid64) - convergence(want)) < 1e-5 * convergence(want)
+    assert abs(convergence(c32.griffin_lim(mag, angles=angles)) - convergence(want)) < 1e-4 * convergence(
+        want
+    )
+
+
+def test_on_grid_keeps_times_and_bins():
+    g = S.RIFFUSION_V1.on_grid(22000)
+    assert (g.hop_length, g.win_length, g.n_fft) == (220, 2200, 8800)
+    assert g.sample_rate / g.n_fft == S.RIFFUSION_V1.sample_rate / S.RIFFUSION_V1.n_fft  # 2.5 Hz bins
+    with pytest.raises(ValueError):
+        S.RIFFUSION_V1.on_grid(22050)  # a hop of 220.5 samples
 
 
 @pytest.mark.torch

@@ -18,17 +18,29 @@ ReLU: the same answer as current torchaudio, to rounding. Riffusion itself ran t
 ran 200 SGD steps from a random start; that leaves part of the random start in the null space of the filter bank
 (a faint broadband floor), so outputs differ from the hobby app's in that floor, not in the mel content.
 
-Speed: only the bins below f_max carry magnitude (the filter bank is zero above 10 kHz, bin 4000 of 8821), so the
-phase update works on those bins only; each frame's FFT is taken from the 4410 windowed samples with the centring
-offset applied as a phase ramp, and the inverse keeps only the window's support, so no 17640-sample frame is ever
-built. Overlap-add is ten strided slice additions (window = 10 hops).
+Speed: only the bins below f_max carry magnitude (the filter bank is zero above 10 kHz, bin 4000 of 8821), so
+Griffin–Lim works on those bins only, and it iterates on a coarser time grid. Every frame of the inverse STFT is a
+periodic signal made of those bins alone (< 10 kHz), and the window, its place and the bins are the same functions
+of time at any sample rate; so sampling at GL_RATE = 22 kHz instead of 44.1 kHz (hop 220, window 2200, n_fft 8800:
+the same 10 ms, 100 ms, 400 ms and 2.5 Hz bins) yields the same signal samples on a coarser grid, and the forward
+STFT's sums at 22 kHz equal those at 44.1 kHz but for aliasing of what lies above 11 kHz: the tails of the
+windowed spectrum past the 10 kHz band, ~1e-8 relative per iteration (measured; float32 rounding is 6e-8). The
+exception is the first and last 5 frames, whose windows reach the reflected padding: its kink at each end is not
+band-limited and the end of torch's ISTFT falls one full-rate sample short of the last frame, so those frames are
+recomputed at full rate each iteration from the ISTFT of the 15 frames at that end. The final ISTFT is at full
+rate. This halves every FFT and keeps the output equal to the full-rate iteration within its float32 rounding
+(tests/test_riffusion_spectrogram.py measures both and the spectral convergence). Frames go through in chunks of
+CHUNK whose buffers stay in the CPU's cache, split between THREADS workers; overlap-add is by whole hops.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from fractions import Fraction
 
 import numpy as np
 import scipy.fft
@@ -58,9 +70,28 @@ class SpectrogramParams:
         """Samples the inverse STFT yields for `width` frames (torch.istft with center=True, length=None)."""
         return self.hop_length * (width - 1)
 
+    def on_grid(self, rate: int) -> SpectrogramParams:
+        """The same frame times, window and frequency bins sampled at `rate` instead (hop, window and n_fft
+        scaled by rate / sample_rate, which must keep them whole)."""
+        sizes = [Fraction(v * rate, self.sample_rate) for v in (self.hop_length, self.win_length, self.n_fft)]
+        if any(v.denominator != 1 for v in sizes):
+            raise ValueError(f"{rate} Hz does not put hop, window and n_fft on whole samples")
+        hop, win, n_fft = (int(v) for v in sizes)
+        return replace(self, sample_rate=rate, hop_length=hop, win_length=win, n_fft=n_fft)
+
 
 RIFFUSION_V1 = SpectrogramParams()
-WORKERS = 2  # scipy.fft threads: the target machines have two cores or more
+THREADS = min(2, os.cpu_count() or 1)  # Griffin–Lim workers: the target machines have two cores or more
+GL_RATE = 22000  # Griffin–Lim's working grid (module doc): above 2 × 10 kHz with a margin, on whole samples
+CHUNK = 32  # frames per FFT batch: a chunk's buffers stay in a core's cache
+
+
+def rfft(frames: np.ndarray) -> np.ndarray:
+    return scipy.fft.rfft(frames, axis=-1)
+
+
+def irfft(spectra: np.ndarray, n: int) -> np.ndarray:
+    return scipy.fft.irfft(spectra, n=n, axis=-1)
 
 
 def _hz_to_mel(f: np.ndarray) -> np.ndarray:
@@ -92,16 +123,10 @@ def hann_window(length: int) -> np.ndarray:
     return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(length) / length)
 
 
-class Converter:
-    """Everything that depends only on the parameters, computed once (see `converter()`). `dtype` is the real
-    precision of the STFT work: float32 in the product (twice as fast), float64 for exactness checks."""
+class MelBank:
+    """The filter bank and its minimum-norm inverse, computed once (the Cholesky factor of the Gram matrix)."""
 
-    def __init__(self, p: SpectrogramParams = RIFFUSION_V1, dtype: type = np.float32) -> None:
-        if p.win_length % p.hop_length:
-            raise ValueError("win_length must be a multiple of hop_length (overlap-add by whole hops)")
-        self.p = p
-        self.real = np.dtype(dtype)
-        self.complex = np.result_type(self.real, np.complex64)
+    def __init__(self, p: SpectrogramParams) -> None:
         fb = mel_filterbank(p)
         nz = np.flatnonzero(fb.any(axis=1))
         # bins above the last one any filter touches never carry magnitude
@@ -110,14 +135,7 @@ class Converter:
         self.fb_sparse = scipy.sparse.csr_matrix(fb[: self.n_active])
         gram = fb.T @ fb  # [n_mels, n_mels], banded and positive definite when fb.T has full row rank
         self.gram_cho = scipy.linalg.cho_factor(gram)
-        self.offset = (p.n_fft - p.win_length) // 2  # where torch puts the window inside the n_fft frame
-        self.window = hann_window(p.win_length).astype(self.real)
-        k = np.arange(self.n_active)
-        # frame content starts `offset` samples into the n_fft frame: a phase ramp over the active bins
-        self.ramp = np.exp(-2j * np.pi * k * self.offset / p.n_fft).astype(self.complex)
-        self._envelopes: dict[int, np.ndarray] = {}
 
-    # ---- mel ⇄ linear ----------------------------------------------------------------------------------------
     def mel_from_linear(self, mag: np.ndarray) -> np.ndarray:
         """[..., n_freqs or active, T] magnitudes → [..., n_mels, T]."""
         return np.einsum("fm,...ft->...mt", self.fb, mag[..., : self.n_active, :].astype(np.float32))
@@ -127,51 +145,130 @@ class Converter:
         coeffs = scipy.linalg.cho_solve(self.gram_cho, mel.astype(np.float64))
         return np.maximum(self.fb_sparse @ coeffs, 0.0)
 
-    # ---- STFT ------------------------------------------------------------------------------------------------
-    def _envelope(self, frames: int) -> np.ndarray:
-        if frames not in self._envelopes:
-            env = self._overlap_add(
-                np.broadcast_to(self.window.astype(np.float64) ** 2, (frames, self.p.win_length))
-            )
-            start = self.p.n_fft // 2 - self.offset
-            self._envelopes[frames] = env[start : start + self.p.samples_for_width(frames)].astype(self.real)
-        return self._envelopes[frames]
 
-    def _overlap_add(self, segments: np.ndarray) -> np.ndarray:
-        """[T, win] segments placed every hop → signal of hop·(T − 1) + win samples."""
-        hop = self.p.hop_length
-        t = segments.shape[0]
-        per = self.p.win_length // hop
-        out = np.zeros((t - 1 + per, hop), dtype=segments.dtype)
-        blocks = segments.reshape(t, per, hop)
+class StftGrid:
+    """torch.stft / torch.istft (centre, reflect, periodic Hann window in the middle of n_fft) on one sampling
+    grid, frames-major: spectra are [T, n_active] (bins above are zero). Work goes in chunks of frames whose
+    buffers stay in a core's cache; overlap-add is by whole hops (the window is 10 hops, 15 hops into n_fft)."""
+
+    def __init__(self, p: SpectrogramParams, n_active: int, dtype: type | np.dtype) -> None:
+        if p.win_length % p.hop_length or (p.n_fft - p.win_length) % (2 * p.hop_length):
+            raise ValueError("the window must span whole hops and sit on whole hops inside n_fft")
+        self.p = p
+        self.n_active = n_active
+        self.real = np.dtype(dtype)
+        self.complex = np.result_type(self.real, np.complex64)
+        self.hop, self.win, self.n_fft = p.hop_length, p.win_length, p.n_fft
+        self.offset = (p.n_fft - p.win_length) // 2  # where torch puts the window inside the n_fft frame
+        self.pad = p.n_fft // 2  # centre padding
+        self.window = hann_window(p.win_length).astype(self.real)
+        self._inv_envelopes: dict[int, np.ndarray] = {}
+
+    def buffers(self, n: int = CHUNK) -> tuple[np.ndarray, np.ndarray]:
+        """Zero-padded frame and spectrum buffers for n frames (one set per thread; the padding stays zero)."""
+        return (
+            np.zeros((n, self.n_fft), dtype=self.real),
+            np.zeros((n, self.n_fft // 2 + 1), dtype=self.complex),
+        )
+
+    def length(self, frames: int) -> int:
+        return self.p.samples_for_width(frames)
+
+    def padded_length(self, frames: int) -> int:
+        return self.length(frames) + 2 * self.pad
+
+    def inv_envelope(self, frames: int) -> np.ndarray:
+        """1 / Σ window² over the frames (torch.istft's normalisation), on the output samples."""
+        if frames not in self._inv_envelopes:
+            acc = np.zeros(self.padded_length(frames))
+            self.overlap_add(np.broadcast_to(hann_window(self.win) ** 2, (frames, self.win)), 0, acc)
+            env = acc[self.pad : self.pad + self.length(frames)]
+            self._inv_envelopes[frames] = (1.0 / env).astype(self.real)
+        return self._inv_envelopes[frames]
+
+    # ---- chunks -------------------------------------------------------------------------------------------
+    def spectra(self, padded: np.ndarray, start: int, stop: int, frame_buf: np.ndarray) -> np.ndarray:
+        """Frames [start, stop) of the STFT of a centre-padded signal: [stop − start, n_active]."""
+        n = stop - start
+        first = start * self.hop + self.offset
+        span = padded[first : first + (n - 1) * self.hop + self.win]
+        view = np.lib.stride_tricks.sliding_window_view(span, self.win)[:: self.hop]
+        buf = frame_buf[:n]
+        np.multiply(view, self.window, out=buf[:, self.offset : self.offset + self.win])
+        return rfft(buf)[:, : self.n_active]
+
+    def segments(self, spec_buf: np.ndarray) -> np.ndarray:
+        """Windowed inverse FFT of full-width spectra [n, n_fft // 2 + 1]: the window's support, [n, win]."""
+        seg = irfft(spec_buf, self.n_fft)[:, self.offset : self.offset + self.win]
+        seg *= self.window
+        return seg
+
+    def overlap_add(self, segments: np.ndarray, start: int, acc: np.ndarray) -> None:
+        """Add frames start, start + 1, … (each [win]) into the centre-padded signal `acc`, in place."""
+        hop, per = self.hop, self.win // self.hop
+        n = segments.shape[0]
+        blocks = segments.reshape(n, per, hop)
+        at = acc.reshape(-1, hop)
+        first = start + self.offset // hop
         for j in range(per):
-            out[j : j + t] += blocks[:, j]
-        return out.reshape(-1)
+            at[first + j : first + j + n] += blocks[:, j]
+
+    def finish(self, acc: np.ndarray, frames: int) -> np.ndarray:
+        """Overlap-added segments (centre-padded) → the istft output: padding dropped, envelope divided."""
+        return acc[self.pad : self.pad + self.length(frames)] * self.inv_envelope(frames)
+
+    # ---- whole signals ------------------------------------------------------------------------------------
+    def stft(self, audio: np.ndarray) -> np.ndarray:
+        """torch.stft(center=True, reflect) of a 1-D signal: [T, n_active] complex."""
+        padded = np.pad(np.asarray(audio, dtype=self.real), self.pad, mode="reflect")
+        frames = 1 + (padded.shape[0] - self.n_fft) // self.hop
+        frame_buf, _ = self.buffers(min(CHUNK, frames))
+        chunks = range(0, frames, CHUNK)
+        return np.concatenate([self.spectra(padded, a, min(a + CHUNK, frames), frame_buf) for a in chunks])
+
+    def istft(self, spec: np.ndarray) -> np.ndarray:
+        """torch.istft(center=True, length=None) of [T, n_active]: hop·(T − 1) samples."""
+        frames = spec.shape[0]
+        _, spec_buf = self.buffers(min(CHUNK, frames))
+        acc = np.zeros(self.padded_length(frames), dtype=self.real)
+        for a in range(0, frames, CHUNK):
+            n = min(CHUNK, frames - a)
+            spec_buf[:n, : self.n_active] = spec[a : a + n]
+            self.overlap_add(self.segments(spec_buf[:n]), a, acc)
+        return self.finish(acc, frames)
+
+
+class Converter:
+    """Everything that depends only on the parameters, computed once (see `converter()`). `dtype` is the real
+    precision of the STFT work: float32 in the product, float64 for exactness checks."""
+
+    def __init__(self, p: SpectrogramParams = RIFFUSION_V1, dtype: type = np.float32) -> None:
+        self.p = p
+        self.mel = MelBank(p)
+        self.n_active = self.mel.n_active
+        self.full = StftGrid(p, self.n_active, dtype)
+        self.grids = {p.sample_rate: self.full}
+        self.real, self.complex = self.full.real, self.full.complex
+        self.edge = p.win_length // (2 * p.hop_length)  # frames whose analysis window reaches the padding
+
+    def mel_from_linear(self, mag: np.ndarray) -> np.ndarray:
+        return self.mel.mel_from_linear(mag)
+
+    def linear_from_mel(self, mel: np.ndarray) -> np.ndarray:
+        return self.mel.linear_from_mel(mel)
+
+    def grid(self, rate: int) -> StftGrid:
+        if rate not in self.grids:
+            self.grids[rate] = StftGrid(self.p.on_grid(rate), self.n_active, self.real)
+        return self.grids[rate]
 
     def stft(self, audio: np.ndarray) -> np.ndarray:
         """torch.stft(center=True, reflect) of a 1-D signal, active bins only: [active, T] complex."""
-        p = self.p
-        x = np.pad(np.asarray(audio, dtype=self.real), p.n_fft // 2, mode="reflect")
-        frames = 1 + (x.shape[0] - p.n_fft) // p.hop_length
-        view = np.lib.stride_tricks.sliding_window_view(x[self.offset :], p.win_length)[:: p.hop_length][
-            :frames
-        ]
-        buf = np.zeros((frames, p.n_fft), dtype=self.real)  # zero padding written once, not copied per call
-        np.multiply(view, self.window, out=buf[:, : p.win_length])
-        spec = scipy.fft.rfft(buf, axis=-1, workers=WORKERS)[:, : self.n_active]
-        spec *= self.ramp
-        return spec.T
+        return self.full.stft(audio).T
 
     def istft(self, spec: np.ndarray) -> np.ndarray:
         """torch.istft(center=True, length=None) of [active, T] (bins above are zero): hop·(T − 1) samples."""
-        p = self.p
-        frames = spec.shape[1]
-        full = np.zeros((frames, p.n_freqs), dtype=self.complex)
-        np.multiply(spec.T, np.conj(self.ramp), out=full[:, : self.n_active])
-        seg = scipy.fft.irfft(full, n=p.n_fft, axis=-1, workers=WORKERS)[:, : p.win_length]
-        y = self._overlap_add(seg * self.window)
-        start = p.n_fft // 2 - self.offset  # drop the centre padding (the signal starts `offset` samples in)
-        return y[start : start + p.samples_for_width(frames)] / self._envelope(frames)
+        return self.full.istft(np.asarray(spec)[: self.n_active].T)
 
     def griffin_lim(
         self,
@@ -179,25 +276,124 @@ class Converter:
         angles: np.ndarray | None = None,
         seed: int | Sequence[int] = 0,
         check: Callable[[], None] | None = None,
+        rate: int = GL_RATE,
     ) -> np.ndarray:
         """torchaudio's `griffinlim` (power 1, momentum, length None) on [active, T] magnitudes. `angles` is the
-        initial complex phase estimate (torchaudio draws real and imaginary parts uniform in [0, 1))."""
-        p = self.p
-        mag = np.asarray(mag)[: self.n_active].astype(self.real)
+        initial complex phase estimate (torchaudio draws real and imaginary parts uniform in [0, 1)). The
+        iterations run on the `rate` grid with the edge frames at full rate (module doc; `p.sample_rate` runs
+        everything at full rate); the output is the full-rate ISTFT."""
+        mag = np.ascontiguousarray(np.asarray(mag)[: self.n_active].T, dtype=self.real)  # [T, active]
+        frames = mag.shape[0]
         if angles is None:
             rng = np.random.default_rng(seed)
-            angles = rng.random(mag.shape, dtype=np.float32) + 1j * rng.random(mag.shape, dtype=np.float32)
-        angles = np.asarray(angles)[: self.n_active].astype(self.complex)
-        prev = None
-        k = p.momentum / (1.0 + p.momentum)
-        for _ in range(p.griffin_lim_iters):
-            if check is not None:
-                check()  # a cancel lands within one iteration
-            rebuilt = self.stft(self.istft(mag * angles))
-            angles = rebuilt - k * prev if (p.momentum and prev is not None) else rebuilt.copy()
-            angles /= np.abs(angles) + 1e-16
-            prev = rebuilt
-        return self.istft(mag * angles)
+            shape = (self.n_active, frames)
+            angles = rng.random(shape, dtype=np.float32) + 1j * rng.random(shape, dtype=np.float32)
+        spec = mag * np.asarray(angles)[: self.n_active].T.astype(self.complex)
+        # the edge frames are redone from the 3 × edge frames at each end: shorter clips run at full rate
+        grid = self.grid(rate) if frames >= 6 * self.edge else self.full
+        return _GriffinLim(self, grid, mag, edges=grid is not self.full)(spec, check)
+
+
+class _GriffinLim:
+    """One Griffin–Lim run. Each iteration is one pass over the frames in chunks: STFT of the current signal,
+    momentum and magnitude update, inverse FFT and overlap-add into the next signal. The frames are split
+    between THREADS workers (numpy and scipy.fft release the GIL), each with its own buffers and partial signal.
+    With `edges`, the first and last `edge` frames are first redone at full rate (two more tasks)."""
+
+    def __init__(self, conv: Converter, grid: StftGrid, mag: np.ndarray, edges: bool) -> None:
+        self.conv, self.grid, self.mag = conv, grid, mag
+        self.frames = frames = mag.shape[0]
+        self.edge = conv.edge if edges else 0
+        self.near = (
+            3 * self.edge
+        )  # the frames whose synthesis windows reach the edge frames' analysis windows
+        self.prev = np.zeros(mag.shape, dtype=conv.complex)  # the previous iteration's rebuilt spectra
+        self.momentum = conv.real.type(conv.p.momentum / (1.0 + conv.p.momentum))
+        step = -(-frames // (THREADS * CHUNK)) * CHUNK
+        self.ranges = [(a, min(a + step, frames)) for a in range(0, frames, step)]
+        self.buffers = [grid.buffers() for _ in self.ranges]
+        self.accs = [np.zeros(grid.padded_length(frames), dtype=conv.real) for _ in self.ranges]
+        self.scratch = [
+            (np.empty((CHUNK, grid.n_active), conv.complex), np.empty((CHUNK, grid.n_active), conv.real))
+            for _ in self.ranges
+        ]
+
+    def __call__(self, spec: np.ndarray, check: Callable[[], None] | None) -> np.ndarray:
+        grid, frames, iters = self.grid, self.frames, self.conv.p.griffin_lim_iters
+        signal = np.pad(grid.istft(spec), grid.pad, mode="reflect")
+        # `spec` holds each iteration's new spectra at the edges (read by the next one) and all of the last's
+        with ThreadPoolExecutor(max_workers=max(2, THREADS), thread_name_prefix="griffin-lim") as pool:
+            for i in range(iters):
+                if check is not None:
+                    check()  # a cancel lands within one iteration
+                head = tail = None
+                if self.edge:
+                    near = spec[: self.near], spec[-self.near :]
+                    head, tail = pool.map(self._full_rate, near, (range(self.edge), range(-self.edge, 0)))
+                last = i == iters - 1
+                jobs = [
+                    pool.submit(self._pass, w, signal, spec, i > 0, last, head, tail)
+                    for w in range(len(self.ranges))
+                ]
+                for job in jobs:
+                    job.result()
+                if not last:
+                    acc = self.accs[0] if len(self.accs) == 1 else np.sum(self.accs, axis=0)
+                    signal = np.pad(grid.finish(acc, frames), grid.pad, mode="reflect")
+        return self.conv.full.istft(spec)
+
+    def _full_rate(self, spec: np.ndarray, keep: range) -> np.ndarray:
+        """Frames `keep` of STFT(ISTFT(spec)) at full rate, `spec` being the 3 × edge frames at one end: the
+        synthesis windows overlapping the edge frames' analysis windows are 2 × edge + 4 of them, so the short
+        ISTFT is exact wherever those frames read it."""
+        full = self.conv.full
+        padded = np.pad(full.istft(spec), full.pad, mode="reflect")
+        start = keep.start % len(spec)
+        frame_buf, _ = full.buffers(len(keep))
+        return full.spectra(padded, start, start + len(keep), frame_buf)
+
+    def _pass(
+        self,
+        worker: int,
+        signal: np.ndarray,
+        spec: np.ndarray,
+        momentum: bool,
+        last: bool,
+        head: np.ndarray | None,
+        tail: np.ndarray | None,
+    ) -> None:
+        grid, frames, mag, prev = self.grid, self.frames, self.mag, self.prev
+        frame_buf, spec_buf = self.buffers[worker]
+        acc, (update, scale) = self.accs[worker], self.scratch[worker]
+        acc[:] = 0
+        start, stop = self.ranges[worker]
+        tiny = grid.real.type(1e-16)
+        for a in range(start, stop, CHUNK):
+            b = min(a + CHUNK, stop)
+            n = b - a
+            rebuilt = grid.spectra(signal, a, b, frame_buf)
+            if head is not None and a < len(head):
+                rebuilt[: len(head) - a] = head[a:]
+            if tail is not None and b > frames - len(tail):
+                lo = max(a, frames - len(tail))
+                rebuilt[lo - a :] = tail[lo - frames + len(tail) :]
+            # torchaudio's update: angles = rebuilt − m/(1 + m)·previous rebuilt, normalised; × magnitude
+            u, r = update[:n], scale[:n]
+            if momentum:
+                np.multiply(prev[a:b], -self.momentum, out=u)
+                u += rebuilt
+            else:
+                u[:] = rebuilt
+            prev[a:b] = rebuilt
+            np.abs(u, out=r)
+            r += tiny
+            np.divide(mag[a:b], r, out=r)
+            new = spec_buf[:n, : grid.n_active]
+            np.multiply(u, r, out=new)
+            if last or a < self.near or b > frames - self.near:
+                spec[a:b] = new
+            if not last:
+                grid.overlap_add(grid.segments(spec_buf[:n]), a, acc)
 
 
 @functools.cache
