@@ -31,6 +31,9 @@ def test_validate_fills_defaults_and_is_strict(tmp_path):
         "scheduler": "dpmsolver++",
         "denoising": 1.0,
         "interpolate_to": "",
+        "init": "",
+        "init_strength": 0.5,
+        "init_sha256": "",
     }
     got = b.validate(
         {
@@ -49,6 +52,9 @@ def test_validate_fills_defaults_and_is_strict(tmp_path):
         "scheduler": "dpmsolver++",
         "denoising": 0.5,
         "interpolate_to": "rainy jazz",
+        "init": "",
+        "init_strength": 0.5,
+        "init_sha256": "",
     }
     assert b.validate({"scheduler": "ddim"})["scheduler"] == "ddim"
     with pytest.raises(LofiError):  # strict like the other backends: no float for a whole number

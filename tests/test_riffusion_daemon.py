@@ -33,6 +33,9 @@ def test_daemon_generates_with_tiny_riffusion(daemon):
         "negative_prompt": "harsh",
         "denoising": 1.0,
         "interpolate_to": "",
+        "init": "",
+        "init_strength": 0.5,
+        "init_sha256": "",
     }
     again = d.call("generate", params)
     assert again["track_id"] == r["track_id"] and again["status"] == "cached"
@@ -40,3 +43,11 @@ def test_daemon_generates_with_tiny_riffusion(daemon):
         "generate", {**params, "negative_prompt": "drums"}
     )  # every output-affecting param is identity
     assert other["track_id"] != r["track_id"]
+    # init audio by track id: the cached track just made is the source, its bytes part of the new identity
+    from_track = d.call("generate", {**params, "init": r["track_id"]})
+    assert from_track["track_id"] not in (r["track_id"], other["track_id"])
+    done = d.wait_notification("generation_complete", track_id=from_track["track_id"], timeout=600)
+    track = next(t for t in d.call("cache_list")["tracks"] if t["track_id"] == from_track["track_id"])
+    assert track["params"]["init"] == f"track:{r['track_id']}" and len(track["params"]["init_sha256"]) == 64
+    err = d.request("generate", {**params, "init": "0123456789abcdef"})["error"]
+    assert err["data"]["error_code"] == "TRACK_NOT_FOUND"

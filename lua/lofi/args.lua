@@ -98,6 +98,8 @@ opt({ "right", "extend_right" }, "extend_right", M.seconds, "seconds (30, 30s or
 opt({ "strength", "ref_audio_strength" }, "ref_audio_strength", number, "a number between 0 and 1")
 opt({ "edit_n_min" }, "edit_n_min", number, "a number between 0 and 1")
 opt({ "edit_n_max" }, "edit_n_max", number, "a number between 0 and 1")
+opt({ "init" }, "init", str, "a track id or an audio file's path")
+opt({ "init_strength" }, "init_strength", number, "a number between 0 and 1")
 opt({ "format" }, "format", enum({ "flac", "wav", "ogg", "mp3" }))
 opt({ "allow_download" }, "allow_download", boolean, "true or false")
 opt({ "loop" }, "loop", boolean, "true or false")

@@ -46,12 +46,13 @@ from ..params import (
     one_of,
     parse_params,
 )
-from . import spectrogram
+from . import init_audio, spectrogram
 from .pipeline import REQUIRED, RiffusionPipeline, Sampling, img2img_start, missing_files
 from .schedulers import SCHEDULERS
 
 log = logging.getLogger(__name__)
 
+MAX_PATH_CHARS = 4096
 
 class RiffusionParams(BackendParams):
     negative_prompt: NegativePrompt = ""
@@ -62,9 +63,12 @@ class RiffusionParams(BackendParams):
     )
     denoising: float = Field(default=1.0, ge=0, le=1)
     interpolate_to: str = Field(default="", max_length=MAX_NEGATIVE_PROMPT_CHARS)
+    init: str = Field(default="", max_length=MAX_PATH_CHARS)  # a cached track id or an audio file's path
+    init_strength: float = Field(default=0.5, gt=0, le=1)
 
 
 DEFAULTS: dict[str, Any] = RiffusionParams().model_dump()
+DERIVED = "init_sha256"  # added by validate (the init audio's fingerprint), never given by a client
 # the other backends' names for the same knobs (what `:Lofi generate steps=… guidance=…` sends); the canonical
 # name is what enters the track identity
 PARAM_ALIASES = {"inference_steps": "steps", "guidance_scale": "cfg_scale"}
@@ -140,13 +144,27 @@ class RiffusionBackend(ModelBackend[RiffusionPipeline]):
             "cfg_scale": ErrorCode.INVALID_GUIDANCE_SCALE,
         }
         p = parse_params(RiffusionParams, raw, self.name, codes)
-        if int(p.steps * p.denoising) < 1:
-            raise LofiError(
-                ErrorCode.INVALID_PARAMS,
-                f"denoising {p.denoising:g} runs no step out of {p.steps}: it must be at least 1/steps",
-                param="denoising",
-            )
+        for key in ("denoising", "init_strength"):
+            strength = getattr(p, key)
+            if int(p.steps * strength) < 1:
+                raise LofiError(
+                    ErrorCode.INVALID_PARAMS,
+                    f"{key} {strength:g} runs no step out of {p.steps}: it must be at least 1/steps",
+                    param=key,
+                )
         out = p.model_dump()
+        out[DERIVED] = ""
+        if p.init.strip():
+            if p.denoising < 1:
+                raise LofiError(
+                    ErrorCode.INVALID_PARAMS,
+                    "init and denoising < 1 both choose where each clip starts: give one of them",
+                    param="init",
+                )
+            source = init_audio.resolve(p.init, self.settings.tracks_dir)
+            out.update(init=source.canonical, **{DERIVED: source.sha256})
+        else:
+            out["init"] = ""
         out["scheduler"] = one_of(
             p.scheduler, SCHEDULERS, "scheduler", self.name, ErrorCode.INVALID_SCHEDULER, SCHEDULER_ALIASES
         )
@@ -260,6 +278,21 @@ class RiffusionBackend(ModelBackend[RiffusionPipeline]):
         peak = float(np.max(np.abs(audio)))
         return audio * (CLIP_PEAK / peak) if peak > 0 else audio
 
+    def _init_images(
+        self, params: dict[str, Any], clips: int, width: int, step: int
+    ) -> list[np.ndarray] | None:
+        """The init audio's spectrogram image for each clip, or None without init."""
+        if not params["init"]:
+            return None
+        if "vae_encoder" not in self.pipeline.sessions:
+            raise LofiError(
+                ErrorCode.MODEL_NOT_FOUND,
+                f"init audio needs the VAE encoder, and {self.pipeline.folder} has no vae_encoder/model.onnx; "
+                "export the model again with scripts/export_riffusion.py",
+            )
+        source = init_audio.reopen(params["init"], params[DERIVED], self.settings.tracks_dir)
+        return init_audio.clip_images(init_audio.load(source), clips, width, step)
+
     def generate(
         self,
         request: GenerationRequest,
@@ -267,7 +300,13 @@ class RiffusionBackend(ModelBackend[RiffusionPipeline]):
         cancel: CancelToken,
         on_audio: AudioChunkFn | None = None,
     ) -> GeneratedAudio:
-        params = self.validate(request.params)
+        params = self.validate({k: v for k, v in request.params.items() if k != DERIVED})
+        if params[DERIVED] != request.params.get(DERIVED, params[DERIVED]):
+            raise LofiError(
+                ErrorCode.INVALID_PARAMS,
+                f"init: {params['init']} changed since the request was made; generate again",
+                param="init",
+            )
         pipe = self.pipeline
         p = Sampling(steps=params["steps"], guidance_scale=params["cfg_scale"], scheduler=params["scheduler"])
         height, width = pipe.image_size
@@ -275,9 +314,13 @@ class RiffusionBackend(ModelBackend[RiffusionPipeline]):
         crossfade = int(CROSSFADE_SEC * MODEL_RATE)
         n = clip_plan(request.duration_sec, clip_samples, crossfade)
         strength = params["denoising"]
-        # clip 0 runs every step; with denoising < 1 each later clip is img2img from the previous clip's latents
-        later = p.steps - img2img_start(p.steps, strength) if strength < 1 else p.steps
-        runs = [p.steps] + [later] * (n - 1)
+        init_images = self._init_images(params, n, width, clip_samples - crossfade)
+        if init_images is not None:  # every clip is img2img from the init audio at its place
+            runs = [p.steps - img2img_start(p.steps, params["init_strength"])] * n
+        else:
+            # clip 0 runs every step; with denoising < 1 each later clip is img2img from the previous clip's
+            later = p.steps - img2img_start(p.steps, strength) if strength < 1 else p.steps
+            runs = [p.steps] + [later] * (n - 1)
         total = sum(runs)
         timings = {"diffusion": 0.0, "decode": 0.0, "griffin_lim": 0.0}
         try:
@@ -317,9 +360,22 @@ class RiffusionBackend(ModelBackend[RiffusionPipeline]):
                             )
 
                         init: np.ndarray | None = latents if (i > 0 and strength < 1) else None
+                        clip_strength = strength
                         t0 = time.monotonic()
+                        if init_images is not None:
+                            posterior = np.random.default_rng([request.seed, i, 3]).standard_normal(
+                                shape, dtype=np.float32
+                            )
+                            init = pipe.encode_image(init_images[i], noise=posterior)
+                            clip_strength = params["init_strength"]
                         latents = pipe.sample(
-                            ctx, noise, p, check=cancel.check, on_step=on_step, init=init, strength=strength
+                            ctx,
+                            noise,
+                            p,
+                            check=cancel.check,
+                            on_step=on_step,
+                            init=init,
+                            strength=clip_strength,
                         )
                         t1 = time.monotonic()
                         image = pipe.image(latents)
@@ -347,6 +403,7 @@ class RiffusionBackend(ModelBackend[RiffusionPipeline]):
             "cfg_scale": p.guidance_scale,
             "denoising": strength,
             "interpolated": bool(params["interpolate_to"]),
+            "init": params["init"],
             "image_size": [height, width],
             "timings": {k: round(v, 3) for k, v in timings.items()},
         }
