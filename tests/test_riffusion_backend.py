@@ -108,7 +108,9 @@ def test_model_sources(tmp_path, monkeypatch):
     (torch_layout / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"x")
     with pytest.raises(LofiError) as err:
         make(tmp_path, torch_layout).model_dir()
-    assert err.value.code == ErrorCode.MODEL_NOT_FOUND and "export_riffusion.py" in err.value.message
+    assert (
+        err.value.code == ErrorCode.MODEL_NOT_FOUND and "lofi-daemon convert riffusion" in err.value.message
+    )
 
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     hub_backend = rb.RiffusionBackend(Settings(cache_dir=tmp_path / "cache"))
@@ -118,6 +120,12 @@ def test_model_sources(tmp_path, monkeypatch):
     assert err.value.code == ErrorCode.BACKEND_NOT_INSTALLED
     assert "riffusion/riffusion-model-v1" in err.value.message and "export" in err.value.message
     assert hub_backend.status()["needs_export"] is True
+    # `lofi-daemon convert riffusion` writes into lofi's model folder, found there without any setting
+    import shutil
+
+    shutil.copytree(FIXTURE, hub_backend.converted_dir(), ignore=shutil.ignore_patterns("torch"))
+    assert hub_backend.is_installed() and hub_backend.local_dir == hub_backend.converted_dir()
+    assert hub_backend.status()["source"] == "local"
 
 
 def test_clip_plan_covers_the_duration_with_no_spare_clip():

@@ -1,5 +1,6 @@
 """Command line: `lofi-daemon` serves JSON-RPC on stdio (the default); `generate` runs one job through the
-same code path as the RPC; `health --json` reports the installation; `download` fetches a backend's model."""
+same code path as the RPC; `health --json` reports the installation; `download` fetches a backend's model;
+`convert riffusion` exports downloaded PyTorch weights to ONNX once."""
 
 from __future__ import annotations
 
@@ -88,6 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="fetch again the files that fail verification (all if none fails)",
     )
 
+    conv = sub.add_parser(
+        "convert",
+        help="export downloaded PyTorch weights to ONNX once (riffusion; needs scripts/setup --export)",
+    )
+    conv.add_argument("backend", choices=["riffusion"])
+    conv.add_argument(
+        "--model", type=Path, help="a diffusers-layout folder (default: the downloaded weights)"
+    )
+    conv.add_argument("--out", type=Path, help="where to write the export (default: lofi's model folder)")
+
     ver = sub.add_parser("verify", help="check the model files (sizes, hashes, ONNX structure); no network")
     ver.add_argument("backend", nargs="?", help="one backend (default: every backend with model files)")
     ver.add_argument("--json", action="store_true")
@@ -112,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
             return _download(settings, args)
         if command == "verify":
             return _verify(settings, args)
+        if command == "convert":
+            return _convert(settings, args)
     except LofiError as exc:
         print(f"lofi-daemon: {exc.message} [{exc.code.name}]", file=sys.stderr)
         hint = exc.data.get("hint")
@@ -318,6 +331,27 @@ def _download(settings: Settings, args: argparse.Namespace) -> int:
 
     backend.download(_print_progress, CancelToken())
     print(f"\n{name} installed", file=sys.stderr)
+    return 0
+
+
+def _convert(settings: Settings, args: argparse.Namespace) -> int:
+    from .backends.riffusion import convert
+    from .backends.riffusion.backend import RiffusionBackend
+    from .errors import ErrorCode
+
+    backend = RiffusionBackend(settings)
+    src = args.model.expanduser() if args.model else backend.downloaded_dir()
+    if src is None:
+        raise LofiError(
+            ErrorCode.BACKEND_NOT_INSTALLED,
+            "there are no Riffusion weights to convert: download them first with `lofi-daemon download "
+            "riffusion` (your consent), or give --model DIR",
+        )
+    out = args.out.expanduser().absolute() if args.out else backend.converted_dir()
+    convert.convert(src, out)
+    print(f"riffusion converted to ONNX: {out}")
+    if out != backend.converted_dir():
+        print(f"  use it with LOFI_RIFFUSION_DIR={out} (or models.riffusion.dir)")
     return 0
 
 

@@ -4,8 +4,9 @@ audio with riffusion v1's converter, clips chained with equal-power crossfades i
 Construct with `RiffusionBackend(settings, notify)`. Model source:
 1. `settings.models["riffusion"].dir` (LOFI_RIFFUSION_DIR): an ONNX export in optimum's text-to-image layout
    (scripts/export_riffusion.py); never any network;
-2. the hub repo riffusion/riffusion-model-v1 (models/registry.py): PyTorch weights only, downloaded with consent,
-   then exported once with scripts/export_riffusion.py --model <download> --out <dir> and used through 1.
+2. else `<cache_dir>/models/riffusion-onnx`, once `lofi-daemon convert riffusion` (convert.py) has exported the
+   hub repo riffusion/riffusion-model-v1 there: its PyTorch weights (the only form published), downloaded with
+   consent (models/registry.py).
 
 Each clip has its own noise and Griffin–Lim phase, both drawn from (seed, clip index), so a track is reproducible
 and no two clips of it, or of neighbouring seeds, share noise. With `denoising` < 1 every clip after the first is
@@ -173,9 +174,26 @@ class RiffusionBackend(ModelBackend[RiffusionPipeline]):
         return out
 
     # ---- model files ----------------------------------------------------------------------------------------
+    def converted_dir(self) -> Path:
+        """Where `lofi-daemon convert riffusion` puts its ONNX export, used without any setting."""
+        return self.settings.cache_dir / "models" / "riffusion-onnx"
+
+    def downloaded_dir(self) -> Path | None:
+        """The downloaded hub weights (diffusers layout), when every file is here."""
+        files = hub.cached_files(self.variant())
+        return None if files is None else files["model_index"].parent
+
+    @property
+    def local_dir(self) -> Path | None:
+        """models.riffusion.dir / LOFI_RIFFUSION_DIR, else the converted export once it is complete."""
+        chosen = super().local_dir
+        if chosen is not None:
+            return chosen
+        converted = self.converted_dir()
+        return converted if not missing_files(converted) else None
+
     def model_dir(self) -> Path:
         """The ONNX export in use; raises MODEL_NOT_FOUND / BACKEND_NOT_INSTALLED (never downloads)."""
-        convert = "python scripts/export_riffusion.py --model {src} --out DIR (needs `scripts/setup --export`), then set models.riffusion.dir / LOFI_RIFFUSION_DIR to DIR"
         if self.local_dir is not None:
             d = self.local_dir
             absent = missing_files(d)
@@ -184,8 +202,9 @@ class RiffusionBackend(ModelBackend[RiffusionPipeline]):
             if (d / "unet").is_dir() and any((d / "unet").glob("diffusion_pytorch_model.*")):
                 raise LofiError(
                     ErrorCode.MODEL_NOT_FOUND,
-                    f"riffusion model directory {d} holds PyTorch weights; export it to ONNX once: "
-                    + convert.format(src=d),
+                    f"riffusion model directory {d} holds PyTorch weights; export it to ONNX once with "
+                    f"`lofi-daemon convert riffusion --model {d}` (needs `scripts/setup --export`) and unset "
+                    "models.riffusion.dir / LOFI_RIFFUSION_DIR (the export is found in lofi's model folder)",
                     dir=str(d),
                 )
             raise LofiError(
@@ -195,13 +214,12 @@ class RiffusionBackend(ModelBackend[RiffusionPipeline]):
                 missing=absent,
             )
         v = self.variant()
-        files = hub.cached_files(v)
-        if files is not None:
-            src = files["model_index"].parent
+        src = self.downloaded_dir()
+        if src is not None:
             raise LofiError(
                 ErrorCode.BACKEND_NOT_INSTALLED,
                 f"the Riffusion weights are downloaded ({src}) but only as PyTorch files; export them "
-                "to ONNX once: " + convert.format(src=src),
+                "to ONNX once: `lofi-daemon convert riffusion` (needs `scripts/setup --export`)",
                 backend=self.name,
                 variant=v.name,
             )
@@ -209,7 +227,8 @@ class RiffusionBackend(ModelBackend[RiffusionPipeline]):
             ErrorCode.BACKEND_NOT_INSTALLED,
             f"the Riffusion model is not installed: about {v.approx_total / GB:.1f} GB of PyTorch weights from "
             f'{v.repo_id}, then a one-time ONNX export. Consent with `download_backend {{backend: "riffusion"}}` '
-            "(:Lofi download riffusion), then " + convert.format(src="<download>") + "; or point "
+            "(:Lofi download riffusion), then `lofi-daemon convert riffusion` (needs `scripts/setup --export`); "
+            "or point "
             "models.riffusion.dir / LOFI_RIFFUSION_DIR at an existing export",
             backend=self.name,
             variant=v.name,
