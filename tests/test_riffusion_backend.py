@@ -252,3 +252,29 @@ def test_interpolate_to_starts_at_the_prompt_and_walks_away(tmp_path):
     )
     assert np.array_equal(out[""][:first], out["funky drum break"][:first])  # alpha 0: the plain first clip
     assert not np.allclose(out[""][-48000:], out["funky drum break"][-48000:], atol=1e-3)
+
+
+def test_a_stereo_image_makes_a_stereo_track(tmp_path, monkeypatch):
+    """A model that draws riffusion's stereo layout (R black, left in G, right in B) gets both channels decoded:
+    a 440 Hz left and a 1000 Hz right picture come out as those tones on those sides."""
+    b = make(tmp_path)
+    S = rb.spectrogram
+    t = np.arange(S.RIFFUSION_V1.samples_for_width(512)) / rb.MODEL_RATE
+    left, right = (S.image_from_audio(0.4 * np.sin(2 * np.pi * f * t)) for f in (440.0, 1000.0))
+    stereo = np.stack([np.zeros_like(left), left, right], axis=2)
+    b.load()
+    monkeypatch.setattr(b.pipeline, "image", lambda latents: stereo)
+    req = GenerationRequest("riffusion", "lofi", 5.0, 1, b.validate({"steps": 1}))
+    out = b.generate(req, lambda *a, **k: None, CancelToken()).samples
+    assert out.shape == (240000, 2)
+    freqs = np.fft.rfftfreq(out.shape[0], 1 / 48000)
+    peaks = [freqs[np.argmax(np.abs(np.fft.rfft(out[:, c] * np.hanning(out.shape[0]))))] for c in (0, 1)]
+    assert abs(peaks[0] - 440.0) < 5 and abs(peaks[1] - 1000.0) < 10
+    assert np.max(np.abs(out)) <= rb.CLIP_PEAK * 1.05  # one peak for both channels
+
+
+def test_chain_crossfades_every_channel():
+    a, c = np.ones((1000, 2)), -np.ones((1000, 2))
+    out = rb.chain([a, c], 100)
+    assert out.shape == (1900, 2) and np.array_equal(out[:, 0], out[:, 1])
+    assert np.array_equal(out[:, 0], rb.chain([a[:, 0], c[:, 0]], 100))

@@ -86,6 +86,7 @@ def test_a_cached_track_by_id(tmp_path):
     with pytest.raises(LofiError) as err:
         b.validate({"init": "0123456789abcdef", "steps": 10, "init_strength": 0.05})
     assert err.value.data["param"] == "init_strength"
+    assert b.validate({"steps": 1})["init_strength"] == 0.5  # only an init's strength must run a step
 
 
 def test_clip_images_follow_the_source_and_loop_it(tmp_path):

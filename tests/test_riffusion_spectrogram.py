@@ -206,3 +206,22 @@ def test_chirp_keeps_its_path():
     ok = np.abs(track - inst) <= tol
     assert ok.mean() > 0.95, (ok.mean(), np.abs(track - inst).max())
     assert track[-1] - track[0] > 0.8 * (f_end - f_start)  # it really rises
+
+
+def test_channel_images_follow_riffusions_layout():
+    rng = np.random.default_rng(6)
+    left, right = (rng.integers(0, 256, size=(512, 16), dtype=np.uint8) for _ in range(2))
+    mono = np.repeat(left[..., None], 3, axis=2)
+    assert [c.tolist() for c in S.channel_images(mono)] == [left.tolist()]
+    assert [c.tolist() for c in S.channel_images(left)] == [left.tolist()]
+    stereo = np.stack(
+        [np.zeros_like(left), left, right], axis=2
+    )  # riffusion writes R = 0, G = left, B = right
+    assert [c.tolist() for c in S.channel_images(stereo)] == [left.tolist(), right.tolist()]
+    same = np.stack([np.zeros_like(left), left, left], axis=2)
+    assert [c.tolist() for c in S.channel_images(same)] == [left.tolist()]  # equal channels: mono
+    # a VAE's near-gray output (channels a level apart) is mono; unrelated channels decode R as riffusion does
+    near = np.clip(mono.astype(int) + rng.integers(-1, 2, size=mono.shape), 0, 255).astype(np.uint8)
+    assert [c.tolist() for c in S.channel_images(near)] == [near[..., 0].tolist()]
+    unrelated = np.stack([left, right, left[::-1]], axis=2)
+    assert [c.tolist() for c in S.channel_images(unrelated)] == [left.tolist()]

@@ -1,5 +1,6 @@
 """The Riffusion backend: text → 5.12 s spectrogram images (Stable Diffusion 1.5 fine-tune on ONNX Runtime) →
-audio with riffusion v1's converter, clips chained with equal-power crossfades into 5–240 s, 48 kHz mono.
+audio with riffusion v1's converter, clips chained with equal-power crossfades into 5–240 s, 48 kHz mono (stereo
+when the model draws riffusion's stereo layout: spectrogram.channel_images).
 
 Construct with `RiffusionBackend(settings, notify)`. Model source:
 1. `settings.models["riffusion"].dir` (LOFI_RIFFUSION_DIR): an ONNX export in optimum's text-to-image layout
@@ -109,10 +110,11 @@ def clip_plan(duration_sec: float, clip_samples: int, crossfade: int) -> int:
 
 
 def chain(clips: list[np.ndarray], crossfade: int) -> np.ndarray:
-    """Concatenate 1-D clips, each seam an equal-power crossfade (cos/sin: constant power for uncorrelated
-    clips) of `crossfade` samples."""
+    """Concatenate clips along their first axis (samples, then any channels), each seam an equal-power crossfade
+    (cos/sin: constant power for uncorrelated clips) of `crossfade` samples."""
     out = clips[0]
     t = (np.arange(crossfade) + 0.5) / crossfade
+    t = t.reshape((-1,) + (1,) * (out.ndim - 1))
     fade_out, fade_in = np.cos(0.5 * np.pi * t), np.sin(0.5 * np.pi * t)
     for clip in clips[1:]:
         seam = out[-crossfade:] * fade_out + clip[:crossfade] * fade_in
@@ -145,7 +147,7 @@ class RiffusionBackend(ModelBackend[RiffusionPipeline]):
             "cfg_scale": ErrorCode.INVALID_GUIDANCE_SCALE,
         }
         p = parse_params(RiffusionParams, raw, self.name, codes)
-        for key in ("denoising", "init_strength"):
+        for key in ("denoising", "init_strength") if p.init.strip() else ("denoising",):
             strength = getattr(p, key)
             if int(p.steps * strength) < 1:
                 raise LofiError(
@@ -290,9 +292,18 @@ class RiffusionBackend(ModelBackend[RiffusionPipeline]):
     def _clip_audio(
         image: np.ndarray, seed: list[int], cancel: CancelToken, timings: dict[str, float]
     ) -> np.ndarray:
-        """One clip's audio at a fixed peak (riffusion normalises every clip)."""
+        """One clip's audio [samples, channels] at a fixed peak (riffusion normalises every clip): one channel, or
+        two when the image holds stereo (spectrogram.channel_images), each with its own Griffin–Lim phase."""
         t0 = time.monotonic()
-        audio = spectrogram.audio_from_image(image, seed=seed, check=cancel.check)
+        pictures = spectrogram.channel_images(image)
+        seeds = [seed] if len(pictures) == 1 else [[*seed, c] for c in range(len(pictures))]
+        audio = np.stack(
+            [
+                spectrogram.audio_from_image(pic, seed=s, check=cancel.check)
+                for pic, s in zip(pictures, seeds, strict=True)
+            ],
+            axis=1,
+        )
         timings["griffin_lim"] += time.monotonic() - t0
         peak = float(np.max(np.abs(audio)))
         return audio * (CLIP_PEAK / peak) if peak > 0 else audio
@@ -407,8 +418,10 @@ class RiffusionBackend(ModelBackend[RiffusionPipeline]):
                 except BaseException:
                     cancel_pending(pending)
                     raise
+            channels = max(c.shape[1] for c in clips)  # a stereo clip makes the track stereo
+            clips = [np.repeat(c, channels // c.shape[1], axis=1) for c in clips]
             track = chain(clips, crossfade)[: math.ceil(request.duration_sec * MODEL_RATE)]
-            out = resample(track.astype(np.float32)[:, None], MODEL_RATE, OUTPUT_RATE)
+            out = resample(track.astype(np.float32), MODEL_RATE, OUTPUT_RATE)
             out = np.ascontiguousarray(out[: round(request.duration_sec * OUTPUT_RATE)], dtype=np.float32)
         except (LofiError, Cancelled):
             raise

@@ -402,6 +402,24 @@ def converter(p: SpectrogramParams = RIFFUSION_V1, dtype: type = np.float32) -> 
 
 
 # ---- images --------------------------------------------------------------------------------------------------
+STEREO_TOL = 2.0  # mean difference, in 8-bit levels, below which two channels hold the same picture
+
+
+def channel_images(image: np.ndarray) -> list[np.ndarray]:
+    """The pictures to decode, by riffusion's channel layout: mono writes one picture to R, G and B; stereo writes
+    the left channel to G, the right one to B and black (0) to R. So [G, B] when R is black and G and B differ
+    (a model that draws stereo), [G] when R is black and they agree, else [R] (riffusion's mono decoding; v1)."""
+    data = np.asarray(image)
+    if data.ndim == 2:
+        return [data]
+    r, g, b = (data[..., c].astype(np.float32) for c in range(3))
+    if r.mean() > STEREO_TOL or np.abs(g - r).mean() <= STEREO_TOL:
+        return [data[..., 0]]
+    if np.abs(g - b).mean() <= STEREO_TOL:
+        return [data[..., 1]]
+    return [data[..., 1], data[..., 2]]
+
+
 def mel_from_image(image: np.ndarray, p: SpectrogramParams = RIFFUSION_V1) -> np.ndarray:
     """uint8 image [H = n_mels, W] or [H, W, 3] (mono uses the first channel, as riffusion does) → mel
     magnitudes [n_mels, W]: flip Y, invert, /255, power 1/0.25, × max_value."""
