@@ -282,7 +282,7 @@ RIFFUSION_VARIANTS: dict[str, ModelVariant] = {
         "riffusion",
         "v1-diffusers",
         "Riffusion v1 (SD-1.5 fine-tune), PyTorch weights in the diffusers layout; needs a one-time ONNX export "
-        "(scripts/export_riffusion.py) — about 4.3 GB",
+        "(lofi-daemon convert riffusion) — about 4.3 GB",
         RIFFUSION_REPO,
         REVISION,
         (

@@ -36,7 +36,7 @@ from ...cancel import CancelToken
 from ...errors import Cancelled, ErrorCode, LofiError
 from ...models import download as hub
 from ...models.local import files_fingerprint
-from ...models.registry import RIFFUSION_VARIANTS
+from ...models.registry import RIFFUSION_VARIANTS, ModelVariant, default_variant
 from ..ace_step.sessions import session_factory
 from ..base import AudioChunkFn, GeneratedAudio, GenerationRequest, ProgressFn
 from ..model_backend import ModelBackend
@@ -49,7 +49,7 @@ from ..params import (
     parse_params,
 )
 from . import init_audio, spectrogram
-from .pipeline import REQUIRED, RiffusionPipeline, Sampling, img2img_start, missing_files
+from .pipeline import REQUIRED, UNET_FILES, RiffusionPipeline, Sampling, img2img_start, missing_files
 from .schedulers import SCHEDULERS
 
 log = logging.getLogger(__name__)
@@ -199,6 +199,15 @@ class RiffusionBackend(ModelBackend[RiffusionPipeline]):
         if self.local_dir is not None:
             d = self.local_dir
             absent = missing_files(d)
+            unet = UNET_FILES[self.unet_precision()]
+            if not absent and not (d / unet).is_file():
+                raise LofiError(
+                    ErrorCode.MODEL_NOT_FOUND,
+                    f"the int8 UNet ({unet}) is not in {d}: make it once with "
+                    f"`python scripts/quantize_riffusion.py {d}`, or choose the fp32 variant",
+                    dir=str(d),
+                    missing=[unet],
+                )
             if not absent:
                 return d
             if (d / "unet").is_dir() and any((d / "unet").glob("diffusion_pytorch_model.*")):
@@ -241,14 +250,28 @@ class RiffusionBackend(ModelBackend[RiffusionPipeline]):
     def check_model(self) -> None:
         self.model_dir()
 
+    def unet_precision(self) -> str:
+        """ "int8" when models.riffusion.variant asks for it (scripts/quantize_riffusion.py's UNet), else "fp32"."""
+        name = (self.requested_variant or "").strip().lower()
+        return "int8" if name == "int8" else "fp32"
+
+    def variant(self) -> ModelVariant:
+        if (
+            self.requested_variant or ""
+        ).strip().lower() in UNET_FILES:  # a UNet precision, not a hub variant
+            return default_variant(self.name, self.provider)
+        return super().variant()
+
     def local_model_version(self, local_dir: Path) -> str:
-        if missing_files(local_dir):
+        files = [*REQUIRED, UNET_FILES[self.unet_precision()]]
+        if missing_files(local_dir) or not (local_dir / files[-1]).is_file():
             return f"riffusion-local-missing-{local_dir.name}"
-        return f"riffusion-onnx-{files_fingerprint({rel: local_dir / rel for rel in REQUIRED})}"
+        tag = "" if self.unet_precision() == "fp32" else "-int8"
+        return f"riffusion-onnx{tag}-{files_fingerprint({rel: local_dir / rel for rel in files})}"
 
     def status(self) -> dict[str, Any]:
         out = super().status()
-        out.update(defaults=dict(DEFAULTS), schedulers=list(SCHEDULERS))
+        out.update(defaults=dict(DEFAULTS), schedulers=list(SCHEDULERS), unet=self.unet_precision())
         if self.local_dir is not None:
             out.update(variant="local-onnx", missing_files=missing_files(self.local_dir))
         else:
@@ -271,7 +294,9 @@ class RiffusionBackend(ModelBackend[RiffusionPipeline]):
             return
         folder = self.model_dir()
         try:
-            pipe = RiffusionPipeline(folder, session_factory(self.settings, self._warn))
+            pipe = RiffusionPipeline(
+                folder, session_factory(self.settings, self._warn), self.unet_precision()
+            )
         except LofiError:
             raise
         except Exception as exc:

@@ -54,8 +54,14 @@ class Sampling:
     scheduler: str = "dpmsolver++"
 
 
+UNET_FILES = {
+    "fp32": "unet/model.onnx",
+    "int8": "unet/model_int8.onnx",
+}  # int8: scripts/quantize_riffusion.py
+
+
 class RiffusionPipeline:
-    def __init__(self, folder: Path, make_session: SessionFactory) -> None:
+    def __init__(self, folder: Path, make_session: SessionFactory, precision: str = "fp32") -> None:
         absent = missing_files(folder)
         if absent:
             raise LofiError(
@@ -63,7 +69,8 @@ class RiffusionPipeline:
             )
         self.folder = folder
         self.tokenizer = ClipTokenizer(folder / "tokenizer")
-        self.sessions = {g: make_session(str(folder / g / "model.onnx"), None) for g in GRAPHS}
+        files = {g: f"{g}/model.onnx" for g in GRAPHS} | {"unet": UNET_FILES[precision]}
+        self.sessions = {g: make_session(str(folder / rel), None) for g, rel in files.items()}
         encoder = folder / "vae_encoder" / "model.onnx"  # img2img only; optional
         if encoder.is_file():
             self.sessions["vae_encoder"] = make_session(str(encoder), None)
