@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 
 MAX_PATH_CHARS = 4096
 
+
 class RiffusionParams(BackendParams):
     negative_prompt: NegativePrompt = ""
     cfg_scale: float = Field(default=7.0, ge=1, le=20)
