@@ -306,7 +306,11 @@ class ConformerEncoder(nn.Module):
 
 class ACEStepTransformer2DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
     """Same config keys as the checkpoint's `ace_step_transformer/config.json`; the `lyric_encoder_*` keys are
-    this project's additions so tiny models can shrink the Conformer (upstream hard-codes 1024/16/4096/6)."""
+    this project's additions so tiny models can shrink the Conformer (upstream hard-codes 1024/16/4096/6).
+    Gradient checkpointing (diffusers' `enable_gradient_checkpointing`) recomputes each DiT block in backward:
+    training keeps one block's activations instead of all of them."""
+
+    _supports_gradient_checkpointing = True
 
     @register_to_config
     def __init__(
@@ -336,6 +340,7 @@ class ACEStepTransformer2DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         **kwargs,
     ) -> None:
         super().__init__()
+        self.gradient_checkpointing = False
         inner = num_attention_heads * attention_head_dim
         self.head_dim = attention_head_dim
         self.rope_theta = rope_theta
@@ -393,6 +398,8 @@ class ACEStepTransformer2DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         dev = x.device
         rope = rope_tables(x.shape[1], self.head_dim, self.rope_theta, dev)
         enc_rope = rope_tables(encoder_hidden_states.shape[1], self.head_dim, self.rope_theta, dev)
+        checkpointed = self.gradient_checkpointing and torch.is_grad_enabled()
         for block in self.transformer_blocks:
-            x = block(x, attention_mask, encoder_hidden_states, encoder_hidden_mask, rope, enc_rope, temb)
+            args = (x, attention_mask, encoder_hidden_states, encoder_hidden_mask, rope, enc_rope, temb)
+            x = self._gradient_checkpointing_func(block, *args) if checkpointed else block(*args)
         return self.final_layer(x, embedded_timestep)
