@@ -44,12 +44,17 @@ def write_features(folder: Path, n: int = 2, frames: int = 6, seed: int = 0) -> 
     return folder
 
 
-def lofi_lora(capsys, *argv: str) -> tuple[int, dict]:
+def lofi_lora(*argv: str) -> tuple[int, dict]:
     """Run `lofi-lora ARGV --json --quiet` in-process: (exit code, the JSON result)."""
+    import contextlib
+    import io
+
     from scripts.lofi_lora import cli
 
-    code = cli.main([*argv, "--json", "--quiet"])
-    out = capsys.readouterr().out.strip().splitlines()
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = cli.main([*argv, "--json", "--quiet"])
+    out = buf.getvalue().strip().splitlines()
     return code, json.loads(out[-1]) if out else {}
 
 

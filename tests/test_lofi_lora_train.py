@@ -110,10 +110,10 @@ def test_overfits_a_fixed_batch(tmp_path):
     assert losses[0] / losses[-1] > 1.4
 
 
-def test_trains_writes_checkpoints_metrics_and_an_adapter(tmp_path, capsys):
+def test_trains_writes_checkpoints_metrics_and_an_adapter(tmp_path):
     feats = write_features(tmp_path / "f")
     out = tmp_path / "run"
-    code, res = lofi_lora(capsys, *train_args(feats, out, "--steps", "4", "--checkpoint-every", "2"))
+    code, res = lofi_lora(*train_args(feats, out, "--steps", "4", "--checkpoint-every", "2"))
     assert code == 0, res
     assert res["step"] == 4 and res["precision"] == "fp32" and res["resume_from"] is None
     manifest = json.loads((out / "checkpoints" / checkpoints.MANIFEST).read_text())["checkpoints"]
@@ -140,11 +140,11 @@ def final_adapter(out: Path) -> dict:
     return load_file(str(out / train.ADAPTER_FILE))
 
 
-def test_resume_is_bit_for_bit_and_skips_a_torn_checkpoint(tmp_path, capsys):
+def test_resume_is_bit_for_bit_and_skips_a_torn_checkpoint(tmp_path):
     feats = write_features(tmp_path / "f")
     straight = tmp_path / "straight"
     args = ("--steps", "6", "--checkpoint-every", "2")
-    assert lofi_lora(capsys, *train_args(feats, straight, *args))[0] == 0
+    assert lofi_lora(*train_args(feats, straight, *args))[0] == 0
     straight_rows = (straight / "metrics.jsonl").read_text().splitlines()
 
     # a run that died after writing step 6's checkpoint but with step 6's adapter torn, and step 4 unlisted
@@ -158,7 +158,7 @@ def test_resume_is_bit_for_bit_and_skips_a_torn_checkpoint(tmp_path, capsys):
     manifest = json.loads((ckpts / checkpoints.MANIFEST).read_text())
     del manifest["checkpoints"]["step-00000004"]
     (ckpts / checkpoints.MANIFEST).write_text(json.dumps(manifest))
-    code, res = lofi_lora(capsys, *train_args(feats, torn, *args))
+    code, res = lofi_lora(*train_args(feats, torn, *args))
     assert code == 0, res
     assert res["resume_from"].endswith("step-00000002")
     assert [s["checkpoint"] for s in res["skipped_checkpoints"]] == ["step-00000006", "step-00000004"]
@@ -168,36 +168,34 @@ def test_resume_is_bit_for_bit_and_skips_a_torn_checkpoint(tmp_path, capsys):
     assert (torn / "metrics.jsonl").read_text().splitlines() == straight_rows  # losses too, step for step
 
 
-def test_ckpt_path_resumes_from_the_named_checkpoint_and_refuses_a_torn_one(tmp_path, capsys):
+def test_ckpt_path_resumes_from_the_named_checkpoint_and_refuses_a_torn_one(tmp_path):
     feats = write_features(tmp_path / "f")
     run = tmp_path / "run"
-    assert lofi_lora(capsys, *train_args(feats, run, "--steps", "4", "--checkpoint-every", "2"))[0] == 0
+    assert lofi_lora(*train_args(feats, run, "--steps", "4", "--checkpoint-every", "2"))[0] == 0
     step2 = run / "checkpoints" / "step-00000002"
-    code, res = lofi_lora(
-        capsys, *train_args(feats, run, "--steps", "4", "--ckpt-path", str(step2), "--dry-run")
-    )
+    code, res = lofi_lora(*train_args(feats, run, "--steps", "4", "--ckpt-path", str(step2), "--dry-run"))
     assert code == 0 and res["resume_from"] == str(step2)
     (step2 / train.STATE_FILE).write_bytes(b"torn")
-    code, res = lofi_lora(capsys, *train_args(feats, run, "--steps", "4", "--ckpt-path", str(step2)))
+    code, res = lofi_lora(*train_args(feats, run, "--steps", "4", "--ckpt-path", str(step2)))
     assert code == FAILED_INPUT and "torn" in res["error"]
 
 
-def test_missing_or_wrong_base_model_fails_fast(tmp_path, capsys):
+def test_missing_or_wrong_base_model_fails_fast(tmp_path):
     feats = write_features(tmp_path / "f")
-    code, res = lofi_lora(capsys, *train_args(feats, tmp_path / "run", "--base", str(tmp_path / "nope")))
+    code, res = lofi_lora(*train_args(feats, tmp_path / "run", "--base", str(tmp_path / "nope")))
     assert code == ENVIRONMENT and "does not exist" in res["error"]
     empty = tmp_path / "empty"
     empty.mkdir()
-    code, res = lofi_lora(capsys, *train_args(feats, tmp_path / "run", "--base", str(empty)))
+    code, res = lofi_lora(*train_args(feats, tmp_path / "run", "--base", str(empty)))
     assert code == ENVIRONMENT and "ace_step_transformer/config.json" in res["error"]
     wrong = tmp_path / "wrong"
     shutil.copytree(FIXTURE / "torch", wrong / "torch")
     shutil.copy(wrong / "torch" / "vocoder.safetensors", wrong / "torch" / "transformer.safetensors")
-    code, res = lofi_lora(capsys, *train_args(feats, tmp_path / "run", "--base", str(wrong), "--steps", "1"))
+    code, res = lofi_lora(*train_args(feats, tmp_path / "run", "--base", str(wrong), "--steps", "1"))
     assert code == ENVIRONMENT and "do not fit" in res["error"]
 
 
-def test_no_features_is_a_clear_input_error(tmp_path, capsys):
+def test_no_features_is_a_clear_input_error(tmp_path):
     (tmp_path / "f").mkdir()
-    code, res = lofi_lora(capsys, *train_args(tmp_path / "f", tmp_path / "run"))
+    code, res = lofi_lora(*train_args(tmp_path / "f", tmp_path / "run"))
     assert code == FAILED_INPUT and "lofi-lora dataset" in res["error"]

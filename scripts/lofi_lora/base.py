@@ -67,7 +67,7 @@ def load(base: Path, parts: tuple[str, ...] = ("transformer",)) -> dict:
             raise LoraError(
                 f"{base}: the {part} weights do not fit the ACE-Step model: {e}", ENVIRONMENT
             ) from e
-        out[part].float().eval().requires_grad_(False)
+        out[part].eval().requires_grad_(False)  # float32: every loader builds or casts to it
     return out
 
 
