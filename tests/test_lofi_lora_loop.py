@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 pytest.importorskip("tensorboardX")
 
-pytestmark = pytest.mark.torch
+pytestmark = [pytest.mark.torch, pytest.mark.slow]
 
 WEIGHT = 0.8
 STEPS = 8  # sampler steps

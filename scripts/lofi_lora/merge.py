@@ -134,7 +134,7 @@ def write_merged(base: Path, kind: str, state: dict, out: Path) -> Path:
         for part in PARTS:
             if part != "transformer":
                 _link(base / "torch" / f"{part}.safetensors", d / f"{part}.safetensors")
-        for f in ("tokenizer.json", "lyric_tokenizer.json"):
+        for f in ("tokenizer.json", "lyric_tokenizer.json", "ace_step.json"):
             _link(base / f, out / f)
         dst = d / "transformer.safetensors"
     else:
