@@ -54,6 +54,24 @@ local function backends()
   return #names > 0 and names or BUILTIN_BACKENDS
 end
 
+-- LoRA styles of the ACE-Step backend: asked of the running daemon (briefly; styles installed since it started
+-- count), else what it announced in `initialize`. Never starts the daemon just to complete.
+local function lora_styles()
+  local client = require("lofi.client")
+  local list
+  if client.is_ready() then
+    local err, res = client.request_sync("get_backends", nil, 300)
+    list = not err and res and res.backends or nil
+  end
+  list = list or (client.server_info() or {}).backends or {}
+  for _, b in ipairs(list) do
+    if type(b) == "table" and b.name == "ace_step" and type(b.lora_styles) == "table" then
+      return b.lora_styles
+    end
+  end
+  return {}
+end
+
 local function presets()
   return require("lofi.config").get().prefetch.presets
 end
@@ -64,6 +82,10 @@ local function generate_complete(arglead)
     return vim.tbl_map(function(b)
       return "backend=" .. b
     end, backends())
+  elseif key == "lora" then
+    return vim.tbl_map(function(s)
+      return "lora=" .. s
+    end, lora_styles())
   elseif key == "priority" then
     return { "priority=high", "priority=normal" }
   elseif key == "preset" then

@@ -108,6 +108,9 @@ function M.backends(res)
       b.sample_rate or "?",
       b.installed and "" or ("  — :Lofi download " .. b.name)
     )
+    if type(b.lora_styles) == "table" and #b.lora_styles > 0 then
+      lines[#lines + 1] = "    LoRA styles (lora=): " .. table.concat(b.lora_styles, ", ")
+    end
   end
   return lines
 end
