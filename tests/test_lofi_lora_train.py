@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.ace_step_helpers import FIXTURE
@@ -199,3 +200,32 @@ def test_no_features_is_a_clear_input_error(tmp_path):
     (tmp_path / "f").mkdir()
     code, res = lofi_lora(*train_args(tmp_path / "f", tmp_path / "run"))
     assert code == FAILED_INPUT and "lofi-lora dataset" in res["error"]
+
+
+def test_sample_audio_every_n_steps(tmp_path):
+    import soundfile as sf
+
+    feats = write_features(tmp_path / "f")
+    out = tmp_path / "run"
+    extra = ("--steps", "2", "--sample-every", "2", "--sample-seconds", "0.2", "--sample-steps", "2")
+    code, res = lofi_lora(*train_args(feats, out, *extra))
+    assert code == 0, res
+    audio, sr = sf.read(str(out / "samples" / "step-00000002.wav"), dtype="float32")
+    # 0.2 s → ceil(0.2·44100/4096) = 3 latent frames of 4096 samples each, stereo
+    assert sr == 44100 and audio.shape == (3 * 4096, 2)
+    assert float(abs(audio).max()) > 0 and bool(np.isfinite(audio).all())
+
+
+@pytest.mark.skipif(not train.cpu_has_bf16(), reason="this CPU has no native bf16")
+def test_bf16_autocast_trains_with_fp32_master_weights(tmp_path):
+    samples = features.load_samples(write_features(tmp_path / "f"))
+    model = base.load(FIXTURE)["transformer"]
+    model.transformer_blocks = model.transformer_blocks[:2]
+    trainer = train.Trainer(model, samples, train.TrainConfig(steps=3, rank=4, alpha=4, precision="auto"))
+    assert trainer.precision == "bf16"
+    rows = [trainer.train_step() for _ in range(3)]
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)
+    assert all(p.dtype == torch.float32 for p in trainer.params)
+    assert any(
+        p.abs().sum() > 0 for n, p in trainer.model.named_parameters() if "lora_B" in n
+    )  # B moved off 0
