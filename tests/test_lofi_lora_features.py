@@ -1,6 +1,7 @@
 """features.py: records in upstream's dataset format become the per-sample features the trainer reads — UMT5
 states of the tags, lyric ids by the daemon's tokenizer (`[instrumental]` → the daemon's no-lyrics convention),
-speaker embeddings, and latents from the audio encoder (a stand-in here until the DCAE encoder is on main)."""
+speaker embeddings, and DCAE latents from the daemon's audio encoder (or the PyTorch reference for an upstream
+checkpoint folder)."""
 
 from __future__ import annotations
 
@@ -14,15 +15,10 @@ torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch
 
 
-def stand_in_encoder(audio: np.ndarray, sr: int) -> np.ndarray:
-    """Shape-true stand-in for `encode_audio`: one latent frame per 4096 samples at 44.1 kHz, values from the
-    audio's frame energies so different audio gives different latents."""
-    frames = max(1, int(np.ceil(audio.shape[1] * 44100 / sr / 4096)))
-    energy = np.array([np.abs(c).mean() for c in np.array_split(audio.mean(0), frames)], np.float32)
-    return np.broadcast_to(energy, (8, 16, frames)).copy()
-
-
 def test_records_become_training_features(tmp_path):
+    import onnxruntime as ort
+    import soundfile as sf
+    from lofi_daemon.backends.ace_step import encode as enc
     from lofi_daemon.backends.ace_step.text import PromptTokenizer
 
     from scripts.lofi_lora import features, train
@@ -48,7 +44,7 @@ def test_records_become_training_features(tmp_path):
             "recaption": {},
         },
     ]
-    written = features.build(records, audio, FIXTURE, tmp_path / "features", encode=stand_in_encoder)
+    written = features.build(records, audio, FIXTURE, tmp_path / "features")
     assert [p.name for p in written] == ["a.safetensors", "b.safetensors"]
     samples = {s["key"]: s for s in features.load_samples(tmp_path / "features")}
 
@@ -63,9 +59,12 @@ def test_records_become_training_features(tmp_path):
         samples["b"]["lyric_ids"][0].item() == 3 and samples["b"]["lyric_mask"].sum() > 4
     )  # start id, tokens
     assert torch.equal(samples["b"]["speaker_emb"], torch.arange(16, dtype=torch.float32))
-    assert samples["a"]["latents"].shape == (8, 16, 4) and not torch.equal(
-        samples["a"]["latents"], samples["b"]["latents"]
-    )
+    # 0.3 s at 48 kHz → 13230 samples at 44.1 kHz → 4 latent frames; the daemon's encoder made them
+    clip, sr = sf.read(str(audio / "clip0.wav"), dtype="float32")
+    session = ort.InferenceSession(str(FIXTURE / enc.ENCODER_FILE))
+    assert np.array_equal(samples["a"]["latents"].numpy(), enc.encode_audio(clip, sr, session)[0])
+    assert samples["a"]["latents"].shape == (8, 16, 4)
+    assert not torch.equal(samples["a"]["latents"], samples["b"]["latents"])
     batch = train.collate(list(samples.values()))  # and they batch for the trainer
     assert batch["lyric_ids"].shape[0] == 2 and batch["attention_mask"].sum() == 8
 
@@ -78,3 +77,22 @@ def test_a_foreign_file_in_the_features_folder_is_named(tmp_path):
     with pytest.raises(LoraError) as e:
         features.load_samples(tmp_path)
     assert e.value.code == FAILED_INPUT and "x.safetensors" in e.value.message
+
+
+def test_an_upstream_style_base_without_the_onnx_encoder_uses_the_torch_reference(tmp_path):
+    """Same latents from the PyTorch reference on the base's DCAE as from the daemon's ONNX encoder, to float32
+    rounding (the encoder's chain, tests/tolerances.py)."""
+    import shutil
+
+    from scripts.lofi_lora import features
+    from tests.ace_step_helpers import rel_err
+    from tests.tolerances import ace_dcae_encoder, f32_tol
+
+    torch_only = tmp_path / "base"
+    shutil.copytree(FIXTURE / "torch", torch_only / "torch")
+    clip, sr = tone_set(1, seconds=0.5, sr=48000)[0]
+    onnx_latents = features.audio_encoder(FIXTURE)(clip, sr)
+    torch_latents = features.audio_encoder(torch_only)(clip, sr)
+    frames = onnx_latents.shape[-1]
+    assert torch_latents.shape == onnx_latents.shape == (1, 8, 16, 6)
+    assert rel_err(torch_latents, onnx_latents) < f32_tol(ace_dcae_encoder(frames))

@@ -7,6 +7,8 @@ One `features/<key>.safetensors` per sample (written atomically), holding
   speaker_emb [S]         the speaker embedding (zeros when the record has none)
 and the prompt and lyrics as metadata. The trainer reads nothing else, so it never loads the text encoder or the
 DCAE. The prompt is the record's tags joined by ", " (upstream's `{name}_prompt.txt` form), frozen per sample.
+Latents come from the daemon's audio encoder (backends/ace_step/encode.py) or, for an upstream checkpoint folder,
+the PyTorch reference of the same maths.
 """
 
 from __future__ import annotations
@@ -139,17 +141,32 @@ def speaker_of(record: dict, root: Path, dim: int) -> np.ndarray:
     return emb
 
 
-def daemon_encoder() -> Callable[[np.ndarray, int], np.ndarray]:
-    """The daemon's ACE-Step audio encoder (`encode_audio(audio, sample_rate) -> latents`)."""
-    try:
-        from lofi_daemon.backends.ace_step.encode import encode_audio  # type: ignore[import-not-found]
-    except ImportError as e:
-        raise LoraError(
-            "DCAE latents need the ACE-Step audio encoder (lofi_daemon.backends.ace_step.encode), which this "
-            "checkout lacks",
-            ENVIRONMENT,
-        ) from e
-    return encode_audio
+def audio_encoder(base: Path) -> Callable[[np.ndarray, int], np.ndarray]:
+    """audio ([samples, channels], any rate) → DCAE latents [1, 8, 16, T], as upstream's `MusicDCAE.encode`: the
+    daemon's own path (encode.py with the base model's `dcae_encoder.onnx`) when the base has the graph, else the
+    project's PyTorch reference on the base's DCAE (an upstream checkpoint folder)."""
+    from lofi_daemon.backends.ace_step import encode as enc
+
+    graph = Path(base) / enc.ENCODER_FILE
+    if graph.is_file():
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+        return lambda audio, sr: enc.encode_audio(audio, sr, session)
+
+    import torch
+
+    from scripts.ace_step_torch import reference
+
+    from . import base as base_mod
+
+    dcae = base_mod.load(base, ("dcae",))["dcae"]
+
+    def encode(audio: np.ndarray, sr: int) -> np.ndarray:
+        x = torch.from_numpy(enc.to_model_audio(audio, sr).astype(np.float32))
+        return reference.audio_to_latents(dcae, x).numpy()
+
+    return encode
 
 
 def build(
@@ -161,10 +178,11 @@ def build(
     progress: Callable[[Iterable], Iterable] = lambda it: it,
 ) -> list[Path]:
     """Features for records in upstream's dataset format (keys, filename, tags, speaker_emb_path, norm_lyrics,
-    recaption). `encode(audio [channels, samples], sample_rate) -> latents [8, 16, T]` (or [1, 8, 16, T])."""
+    recaption). `encode(audio [samples, channels], sample_rate) -> latents [8, 16, T]` (or [1, 8, 16, T]);
+    by default `audio_encoder(base)`."""
     import soundfile as sf
 
-    encode = encode or daemon_encoder()
+    encode = encode or audio_encoder(base)
     text = TextFeatures(base)
     from . import base as base_mod
 
@@ -173,7 +191,7 @@ def build(
     for rec in progress(list(records)):
         key = str(rec["keys"])
         audio, sr = sf.read(str(Path(audio_root) / rec["filename"]), dtype="float32", always_2d=True)
-        latents = np.asarray(encode(audio.T, sr), np.float32)
+        latents = np.asarray(encode(audio, sr), np.float32)
         latents = latents[0] if latents.ndim == 4 else latents
         states, mask = text.text(prompt_of(rec))
         lyric_ids, lyric_mask = text.lyric(lyrics_of(rec))
