@@ -142,3 +142,18 @@ def test_compare_names_the_best_checkpoint_and_skips_a_torn_one(judged):
     judged_ok = [e for e in res["checkpoints"] if e["integrity"]["ok"]]
     assert len(judged_ok) == 2 and judged_ok[0]["fad"] != judged_ok[1]["fad"]
     assert res["best"] == min(judged_ok, key=lambda e: e["fad"])["adapter"]
+
+
+@pytest.mark.torch
+def test_each_adapter_is_judged_on_the_base_alone(judged):
+    """The generator loads each adapter into its one base model and removes it after: the base renders the same
+    before and after, and an adapter renders differently from the base."""
+    from scripts.lofi_lora.evaluate import Generator
+
+    tmp, _, _ = judged
+    gen = Generator(FIXTURE, seconds=0.1, steps=2, seed=0)
+    prompts = [{"category": "core", "prompt": "lofi piano"}]
+    before = gen.clips(None, 1.0, prompts)[0]
+    styled = gen.clips(random_adapter(tmp / "g", seed=9, scale=0.1), 1.0, prompts)[0]
+    after = gen.clips(None, 1.0, prompts)[0]
+    assert np.array_equal(before, after) and not np.allclose(before, styled)

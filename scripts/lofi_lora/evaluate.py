@@ -115,45 +115,45 @@ class Generator:
     defaults otherwise), always from the same noise."""
 
     def __init__(self, base: Path, seconds: float, steps: int, seed: int) -> None:
-        import copy
-
         from lofi_daemon.backends.ace_step.text import PromptTokenizer
 
         from . import base as base_mod
 
         self.models = base_mod.load(base, ("text_encoder", "transformer", "dcae", "vocoder"))
-        self.base_transformer = copy.deepcopy(self.models["transformer"])
         self.tokenizer = PromptTokenizer(base_mod.tokenizer_file(base))
         self.frames = max(1, math.ceil(seconds * SAMPLE_RATE / 4096))
         self.steps = steps
         self.seed = seed
 
     def clips(self, adapter: Path | None, weight: float, prompts: list[dict]) -> list[np.ndarray]:
-        import copy
-
+        """One clip per prompt ([samples, 2] at 44.1 kHz). The adapter is loaded into the one base transformer
+        and deleted afterwards (no second copy of a 14 GB model)."""
         import torch
         from diffusers.utils.peft_utils import set_weights_and_activate_adapters
 
         from scripts.ace_step_torch import reference as ref
 
-        dit = copy.deepcopy(self.base_transformer)
+        dit = self.models["transformer"]
         if adapter is not None:
             file = adapter_file(adapter)
             dit.load_lora_adapter(
                 str(file.parent), weight_name=file.name, adapter_name="evaluated", prefix=None
             )
             set_weights_and_activate_adapters(dit, ["evaluated"], [weight])
-        models = dict(self.models, transformer=dit)
-        out = []
-        for i, item in enumerate(prompts):
-            ids, mask = self.tokenizer(item["prompt"])
-            no_lyrics = np.zeros((1, 1), np.int64)
-            cond, uncond, cmask = ref.conditions(models, ids, mask, no_lyrics, no_lyrics)
-            g = torch.Generator().manual_seed(self.seed + i)
-            noise = torch.randn((1, 8, 16, self.frames), generator=g)
-            latents, _ = ref.sample(models, cond, uncond, cmask, noise, self.steps)
-            out.append(ref.latents_to_wave(models, latents).numpy().T)  # [samples, 2]
-        return out
+        try:
+            out = []
+            for i, item in enumerate(prompts):
+                ids, mask = self.tokenizer(item["prompt"])
+                no_lyrics = np.zeros((1, 1), np.int64)
+                cond, uncond, cmask = ref.conditions(self.models, ids, mask, no_lyrics, no_lyrics)
+                g = torch.Generator().manual_seed(self.seed + i)
+                noise = torch.randn((1, 8, 16, self.frames), generator=g)
+                latents, _ = ref.sample(self.models, cond, uncond, cmask, noise, self.steps)
+                out.append(ref.latents_to_wave(self.models, latents).numpy().T)  # [samples, 2]
+            return out
+        finally:
+            if adapter is not None:
+                dit.delete_adapters("evaluated")
 
 
 # ---------------------------------------------------------------- scoring
