@@ -120,7 +120,12 @@ class TextFeatures:
     def lyric(self, lyrics: str) -> tuple[np.ndarray, np.ndarray]:
         if lyrics and not self.lyrics.available:
             raise LoraError("the base model has no lyric tokenizer (lyric_tokenizer.json)", ENVIRONMENT)
-        ids, mask = self.lyrics(lyrics)
+        from lofi_daemon.errors import LofiError
+
+        try:
+            ids, mask = self.lyrics(lyrics)
+        except LofiError as e:  # e.g. longer than the lyric encoder's position table
+            raise LoraError(e.message, FAILED_INPUT) from e
         return ids[0], mask[0]
 
 
