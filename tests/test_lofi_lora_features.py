@@ -96,3 +96,21 @@ def test_an_upstream_style_base_without_the_onnx_encoder_uses_the_torch_referenc
     frames = onnx_latents.shape[-1]
     assert torch_latents.shape == onnx_latents.shape == (1, 8, 16, 6)
     assert rel_err(torch_latents, onnx_latents) < f32_tol(ace_dcae_encoder(frames))
+
+
+def test_a_dataset_made_by_lofi_lora_dataset_trains(tmp_path):
+    """The two halves meet: `dataset --features` precomputes through features.build into DATA_DIR/features, and
+    `train --data-dir` trains on exactly the training tracks."""
+    from tests.lofi_lora_helpers import lofi_lora
+
+    audio = write_wavs(tmp_path / "data" / "audio", tone_set(3, seconds=0.3, sr=48000))
+    for i in range(3):
+        (audio / f"clip{i}_prompt.txt").write_text("lofi, piano, rain")
+        (audio / f"clip{i}_lyrics.txt").write_text("[instrumental]")
+    data = ["--data-dir", str(tmp_path / "data"), "--base", str(FIXTURE)]
+    code, res = lofi_lora("dataset", "--features", *data)
+    assert code == 0, res
+    assert res["features"] == res["counts"]["train_tracks"] == 2
+    code, res = lofi_lora("train", *data, "--out", str(tmp_path / "run"), "--steps", "2", "--rank", "2")
+    assert code == 0, res
+    assert res["samples"] == 2 and res["step"] == 2 and res["last_loss"] > 0
