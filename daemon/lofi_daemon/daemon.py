@@ -36,6 +36,8 @@ from .jobs.prefetch import Prefetcher
 from .jobs.queue import JobQueue
 from .jobs.worker import Worker
 from .ports import Backend
+from .radio import api as radio_api
+from .radio.session import Radio
 from .remote.link import RemoteLink
 from .remote.wiring import apply_generator
 from .rpc.dispatch import Dispatcher
@@ -57,6 +59,9 @@ NOTIFICATIONS = [
     "playback_resumed",
     "playback_ended",
     "playback_position",
+    "radio_started",
+    "radio_window",
+    "radio_stopped",
     "log",
 ]
 
@@ -105,10 +110,18 @@ class Daemon:
             self.notify,
             lock=PlayerLock(lambda: settings.cache_dir),
             more_coming=self._more_coming,
-            progress_listeners=[self.prefetch.on_progress],
+            progress_listeners=[self.prefetch.on_progress, self._radio_progress],
         )
         self.worker = Worker(
             self.queue, self.backends, self.store, self.notify, settings.idle_unload_sec, player=self.player
+        )
+        self.radio = Radio(
+            queue=self.queue,
+            backends=self.backends,
+            settings=settings,
+            store=self.store,
+            player=self.player,
+            notify=self.notify,
         )
         self.subscribe("generation_started", self.player.on_generation_started)
         self.subscribe("generation_complete", self.player.on_generation_complete)
@@ -129,6 +142,9 @@ class Daemon:
 
     def _player_has_next(self) -> bool:
         return self.player.has_next()
+
+    def _radio_progress(self, track_id: str, position_sec: float, duration_sec: float) -> None:
+        self.radio.on_progress(track_id, position_sec, duration_sec)
 
     def _track_info(self, track_id: str) -> dict[str, Any] | None:
         track = self.store.get(track_id)
@@ -163,6 +179,10 @@ class Daemon:
         for token in self.downloads.values():
             token.cancel()
         try:
+            self.radio.stop("the daemon is closing")
+        except Exception:
+            log.exception("stopping the radio failed")
+        try:
             self.player.close()
         except Exception:
             log.exception("closing the player failed")
@@ -185,7 +205,12 @@ class Daemon:
         return time.monotonic() - self.last_activity
 
     def is_idle(self) -> bool:
-        return not self.queue.busy and not self.downloads and not self.player.is_playing
+        return (
+            not self.queue.busy
+            and not self.downloads
+            and not self.player.is_playing
+            and not self.radio.status()["on"]
+        )
 
     def status(self) -> dict[str, Any]:
         running = self.queue.running
@@ -252,6 +277,7 @@ class Daemon:
         )
         cache_api.register(d, store=self.store, player=self.player)
         audio_api.register(d, player=self.player, prefetch=self.prefetch)
+        radio_api.register(d, radio=self.radio)
 
     def _check_options(self, options: InitializeOptions) -> None:
         """What the schema cannot know: the backend names this daemon has."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -79,6 +79,28 @@ class Backend(Protocol):
         cancel: CancelToken,
         on_audio: AudioChunkFn | None = None,
     ) -> GeneratedAudio: ...
+
+
+@runtime_checkable
+class ContinuingBackend(Backend, Protocol):
+    """A backend that continues one stream window after window (the radio): each window starts from the last
+    codes of the one before, and its audio follows the previous window's without a seam."""
+
+    def continuation_windows(self) -> tuple[float, float]:
+        """(seconds of the first window, seconds every next window adds)."""
+        ...
+
+    def start_continuation(self, params: Mapping[str, Any], seed: int) -> Any:
+        """A new stream's state (validated `params`, as `validate` returns them). Holds no model: the backend
+        may be unloaded and loaded again between windows."""
+        ...
+
+    def continue_window(
+        self, state: Any, prompt: str, cancel: CancelToken, on_audio: AudioChunkFn
+    ) -> dict[str, Any]:
+        """Generate the next window of `state` with `prompt`, streaming its audio through `on_audio`; returns
+        {index, context_frames, new_frames, seconds}. Call only while loaded, from the worker."""
+        ...
 
 
 class Store(Protocol):

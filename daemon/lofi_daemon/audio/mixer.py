@@ -43,37 +43,63 @@ def crossfade_frames(rate: int, crossfade_sec: float, *lengths: int) -> int:
 
 class Source:
     """Audio of one track at the device rate, float32 [frames, channels]. A streaming source grows with `push`
-    until `finish`; the mixer never reads past the frames it has."""
+    until `finish`; the mixer never reads past the frames it has.
+
+    A live source (`forget_played=True`, the radio's endless stream) keeps memory bounded: whenever it grows it
+    drops the frames the mixer has already played (`played`), so frame positions stay absolute while the
+    buffer holds only [base, length)."""
 
     def __init__(
-        self, track_id: str, samples: np.ndarray | None = None, *, channels: int = 2, seamless: bool = False
+        self,
+        track_id: str,
+        samples: np.ndarray | None = None,
+        *,
+        channels: int = 2,
+        seamless: bool = False,
+        forget_played: bool = False,
     ) -> None:
         self.track_id = track_id
         # a seamless loop (generate's `loop`): its end already flows into its start, so repeating it splices
         # end to start with no crossfade (one would blur the seam the loop was cut for)
         self.seamless = seamless
+        self.forget_played = forget_played
+        self.played = 0  # the furthest frame any voice has read (the mixer advances it)
         if samples is None:
-            self._buf = np.zeros((0, channels), dtype=np.float32)
+            buf = np.zeros((0, channels), dtype=np.float32)
             self.length = 0
             self.complete = False
         else:
-            self._buf = np.ascontiguousarray(samples, dtype=np.float32)
-            self.length = self._buf.shape[0]
+            buf = np.ascontiguousarray(samples, dtype=np.float32)
+            self.length = buf.shape[0]
             self.complete = True
-        self.channels = self._buf.shape[1]
+        # (buffer, frame index of its first row): one attribute, so a reader never sees a mismatched pair
+        self._data: tuple[np.ndarray, int] = (buf, 0)
+        self.channels = buf.shape[1]
+
+    @property
+    def base(self) -> int:
+        """The first frame still held (0 unless a live source forgot what was played)."""
+        return self._data[1]
 
     @property
     def samples(self) -> np.ndarray:
-        return self._buf[: self.length]
+        buf, base = self._data
+        return buf[: self.length - base]
 
     def push(self, chunk: np.ndarray) -> None:
         """Append frames (already at the device rate and channel count). Called from one producer thread."""
         n = chunk.shape[0]
-        if self.length + n > self._buf.shape[0]:
-            grown = np.zeros((max(2 * self._buf.shape[0], self.length + n, 4096), self.channels), np.float32)
-            grown[: self.length] = self._buf[: self.length]
-            self._buf = grown  # readers hold the old array until they re-read the attribute: still valid
-        self._buf[self.length : self.length + n] = chunk
+        buf, base = self._data
+        if self.length + n - base > buf.shape[0]:
+            # a live source keeps a little before the play head: a voice fading out may still read there
+            keep = min(self.played, self.length) - 4096 if self.forget_played else 0
+            new_base = max(base, keep)
+            held = self.length - new_base
+            grown = np.zeros((max(2 * held, held + n, 4096), self.channels), np.float32)
+            grown[:held] = buf[new_base - base : self.length - base]
+            buf, base = grown, new_base
+            self._data = (grown, new_base)  # readers hold the old pair until they re-read it: still valid
+        buf[self.length - base : self.length - base + n] = chunk
         self.length += n  # publish after the data is in place
 
     def finish(self) -> None:
@@ -169,8 +195,10 @@ class Mixer:
 
     # ----------------------------------------------------------------------------------------- commands
 
-    def play(self, source: Source, *, crossfade: bool = True) -> None:
-        """Start `source` now. If something is playing, crossfade into it (like skip); else start at once."""
+    def play(self, source: Source, *, crossfade: bool = True, at: int = 0) -> None:
+        """Start `source` now (at frame `at`: a live source resumes where it was left). If something is playing,
+        crossfade into it (like skip); else start at once."""
+        at = max(int(at), source.base)
         with self.lock:
             old = self._current
             if old is not None and self._paused and self._run_gain == 0.0:
@@ -182,12 +210,12 @@ class Mixer:
                 n = crossfade_frames(self.rate, self.crossfade_sec, *_known(old.source, source))
                 n = max(n, self._declick)
                 self._fade_out(old, min(n, max(old.source.length - old.pos, 1)), True, "skipped")
-                self._current = _Voice(source, fade_in=n)
+                self._current = _Voice(source, pos=at, fade_in=n)
             else:
                 self._cut_fading()
                 if old is not None:
                     self._fade_out(old, self._declick, False, "skipped")
-                self._current = _Voice(source, fade_in=self._declick, equal_power=False)
+                self._current = _Voice(source, pos=at, fade_in=self._declick, equal_power=False)
             self._paused = False  # the pause gain ramps back up from wherever it was: no jump
             self._plan_transition()
             self.events.append(("started", source.track_id))
@@ -238,7 +266,7 @@ class Mixer:
             if cur is None:
                 return
             limit = cur.source.length - 1 if cur.source.complete else cur.source.length
-            frame = int(min(max(frame, 0), max(limit, 0)))
+            frame = int(min(max(frame, cur.source.base), max(limit, 0)))
             self._fade_out(cur, self._declick, False, "seek")
             self._current = _Voice(cur.source, pos=frame, fade_in=self._declick, equal_power=False)
             self._plan_transition()
@@ -291,7 +319,7 @@ class Mixer:
             return
         if self._upcoming:
             n = crossfade_frames(self.rate, self.crossfade_sec, *_known(cur.source, self._upcoming[0]))
-        elif self.end_policy == END_LOOP:
+        elif self.end_policy == END_LOOP and not cur.source.forget_played:
             n = crossfade_frames(self.rate, self.crossfade_sec, length)
         else:
             n = 0  # the last track: a de-click fade to silence at its very end
@@ -312,7 +340,8 @@ class Mixer:
         assert cur is not None  # the transition point is only set while a voice plays
         nxt = self._upcoming[0] if self._upcoming else None
         length = cur.source.length
-        if nxt is None and self.end_policy != END_LOOP:
+        # a live source has forgotten its beginning: it never loops
+        if nxt is None and (self.end_policy != END_LOOP or cur.source.forget_played):
             # nothing follows: fade out whatever is left (at most the de-click length) and stop
             left = length - cur.pos
             if left > 0:
@@ -353,7 +382,7 @@ class Mixer:
         # length before buffer: a streaming source publishes its length after the data, possibly in a grown
         # buffer that holds everything up to that length, so this pair is always consistent
         length = src.length
-        buf = src._buf
+        buf, base = src._data
         avail = min(n, max(length - v.pos, 0))
         if v.fade_out:
             avail = min(avail, v.fade_out - v.fade_out_done)
@@ -361,7 +390,7 @@ class Mixer:
             avail = min(avail, v.cut - v.cut_done)
         if avail <= 0:
             return 0
-        chunk = buf[v.pos : v.pos + avail]
+        chunk = buf[v.pos - base : v.pos - base + avail]
         gain = None
         if v.fade_in and v.fade_in_done < v.fade_in:
             k = min(avail, v.fade_in - v.fade_in_done)
@@ -382,6 +411,8 @@ class Mixer:
         else:
             out[:avail] += chunk * gain[:, None]
         v.pos += avail
+        if v.pos > src.played:
+            src.played = v.pos
         return avail
 
     def render(self, out: np.ndarray) -> None:

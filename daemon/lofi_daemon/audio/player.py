@@ -23,6 +23,7 @@ import numpy as np
 
 from ..errors import ErrorCode, LofiError
 from ..ports import Store
+from .live import LiveStream
 from .mixer import DEFAULT_CROSSFADE_SEC, END_LOOP, END_STOP, Mixer, Source
 from .output import CHANNELS, DeviceOutput, Render
 from .player_lock import PlayerLock
@@ -37,6 +38,7 @@ POLL_SEC = 0.05
 POSITION_EVERY_SEC = 1.0
 IDLE_STOP_SEC = 0.5  # stop pulling from the device this long after the last audible sample
 UPCOMING = 2  # tracks decoded and queued ahead of the current one
+LIVE_LOW_WATER_SEC = 0.5  # a live stream this close to running dry (beyond the crossfade) is bridged
 
 
 class Player:
@@ -83,6 +85,13 @@ class Player:
         self._streams: dict[str, TrackStream] = {}
         self.clock: Callable[[], float] = time.monotonic  # wall clock for stream pacing (tests simulate it)
         self._autostart: str | None = None  # a stream to start as soon as it can
+        # the radio's endless stream (live.py) and what the player does with it: "waiting" to start, "playing",
+        # "bridging" (a cached track plays while the generator catches up); on_user_end: the user took playback
+        # away from it (stop, or played something else)
+        self._live: LiveStream | None = None
+        self._live_state = "waiting"
+        self._live_on_user_end: Callable[[], None] | None = None
+        self._live_warned = False
         self._durations: dict[str, float] = {}
         # A user's stop is final until the user plays again: auto-play, prefetch completions and failed commands
         # never clear it. Only `play`/`resume`/`toggle`/`skip` that succeed do, and a track the user asked to
@@ -214,7 +223,7 @@ class Player:
         ):
             self.index = self.playlist.index(cur)  # the mixer moved on before its event was handled
         wanted: list[Source] = []
-        for tid in self._upcoming_ids():
+        for tid in self._upcoming_ids() if self._live is None else []:
             stream = self._streams.get(tid)
             if stream is not None and not stream.can_start():
                 break  # not safe to move on to it yet: the current track repeats meanwhile
@@ -228,7 +237,11 @@ class Player:
             a is not b for a, b in zip(wanted, self.mixer.upcoming, strict=False)
         ):
             self.mixer.queue_next(*wanted)
-        policy = END_LOOP if (self.loop != "off" or self._streams or self._more_coming()) else END_STOP
+        policy = (
+            END_LOOP
+            if (self.loop != "off" or self._streams or self._live is not None or self._more_coming())
+            else END_STOP
+        )
         if self.mixer.end_policy != policy:
             self.mixer.end_policy = policy
         keep = {s.track_id for s in wanted} | set(filter(None, [self.mixer.track_id, self._autostart]))
@@ -321,7 +334,15 @@ class Player:
         self.mixer = new  # before loading: sources are resampled to self.mixer.rate
         for stream in self._streams.values():
             stream.retarget(rate)
-        if tid is not None:
+        live = self._live
+        if live is not None:
+            live.retarget(old.rate, rate)
+        if live is not None and tid == live.stream_id:
+            new.play(live.source, crossfade=False)
+            new.events.clear()
+            if paused:
+                new.pause()
+        elif tid is not None:
             src = self._load(tid)
             new.play(src, crossfade=False)
             new.seek(int(pos_sec * rate))
@@ -342,6 +363,7 @@ class Player:
                 track_id = self._pick_start()
             if track_id not in self._streams:  # a track still being generated is not in the cache yet
                 self.store.require(track_id)
+            self._end_live_by_user()  # the user chose another track over the radio
             if track_id in self.playlist:
                 self.index = self.playlist.index(track_id)
             else:
@@ -387,6 +409,7 @@ class Player:
 
     def stop(self) -> dict[str, Any]:
         with self._lock:
+            self._end_live_by_user()
             self._user_stopped = True
             self._requested.clear()  # silence wanted: tracks asked for earlier do not start by themselves either
             self.mixer.stop()
@@ -487,6 +510,8 @@ class Player:
     def _may_autostart(self, track_id: str) -> bool:
         """Auto-play may start `track_id` now: nothing plays, and no user stop is in force (or the user asked
         for this very track after stopping)."""
+        if self._live is not None:
+            return False  # the radio has the sound: finished tracks wait in the playlist
         return self.mixer.state == "stopped" and (not self._user_stopped or track_id in self._requested)
 
     def stream(
@@ -610,6 +635,123 @@ class Player:
             except LofiError as e:
                 self.notify("log", {"level": "warning", "message": f"auto-play of {tid} failed: {e.message}"})
 
+    # ------------------------------------------------------------------------- live stream (the radio)
+
+    def live_start(
+        self, stream_id: str, sample_rate: int, on_user_end: Callable[[], None] | None = None
+    ) -> LiveStream:
+        """An endless stream (the radio) that takes over the sound as soon as it can play without a gap,
+        crossfading from whatever plays. Replaces any live stream there was. `on_user_end()` is called (under the
+        player lock) when the user stops playback or plays a track instead."""
+        with self._lock:
+            self._drop_live()
+            self._live = LiveStream(
+                stream_id, sample_rate, device_rate=lambda: self.mixer.rate, clock=lambda: self.clock()
+            )
+            self._live_state = "waiting"
+            self._live_on_user_end = on_user_end
+            self._live_warned = False
+            self._user_stopped = False  # starting the radio is the user's request to hear it
+            self._autostart = None
+            self._refresh()
+            return self._live
+
+    def live_stop(self) -> None:
+        """End the live stream now (a de-click fade if it sounds); the playlist is left as it was."""
+        with self._lock:
+            self._drop_live()
+            self._refresh()
+
+    def live_status(self) -> dict[str, Any] | None:
+        with self._lock:
+            live = self._live
+            if live is None:
+                return None
+            return {"state": self._live_state, "buffered_sec": round(live.ahead_sec, 2)}
+
+    def _drop_live(self) -> None:
+        live = self._live
+        if live is None:
+            return
+        self._live = None
+        self._live_on_user_end = None
+        live.end()
+        if self.mixer.current_source is live.source:
+            self.mixer.stop()
+            self._poll_events()
+        elif self._live_state == "bridging" and self.mixer.track_id is not None:
+            self.mixer.stop()  # the bridge was only there for the radio
+            self._poll_events()
+
+    def _end_live_by_user(self) -> None:
+        if self._live is None:
+            return
+        callback = self._live_on_user_end
+        self._drop_live()
+        if callback is not None:
+            try:
+                callback()
+            except Exception:  # noqa: BLE001 - a hook must never break a command
+                log.exception("live stream end hook failed")
+
+    def _live_step(self) -> None:
+        """Start the live stream once it can play through; bridge with a cached track before it runs dry, and
+        come back (where it was left: the radio's music goes on from there) once it can play through again."""
+        live = self._live
+        if live is None:
+            return
+        sounding = self.mixer.current_source is live.source
+        if self._live_state == "playing" and not sounding:
+            if live.ended and self.mixer.track_id is None:
+                self._live = None  # played out to the end
+            return
+        low = self.mixer.crossfade_sec + LIVE_LOW_WATER_SEC
+        if self._live_state == "playing":
+            if not live.ended and self.mixer.state != "paused" and live.ahead_sec < low:
+                self._bridge(live)
+            return
+        # twice the low-water mark ahead before (re)starting: no flapping between the radio and a bridge
+        if not live.can_play() or (not live.ended and live.ahead_sec < 2 * low):
+            return
+        if self.lock is not None and not self.lock.try_acquire():
+            return  # another daemon has the sound; the user's play there wins
+        self.mixer.play(live.source, crossfade=self.mixer.state == "playing", at=live.source.played)
+        self._live_state = "playing"
+        self._refresh()
+        try:
+            self._ensure_output()
+        except LofiError as e:
+            self.notify("log", {"level": "warning", "message": f"cannot play the radio: {e.message}"})
+
+    def _bridge(self, live: LiveStream) -> None:
+        """The generator fell behind: crossfade into a cached track (said once) instead of running dry."""
+        source = None
+        for track in self.store.list_tracks(limit=5, sort="created"):
+            try:
+                source = self._load(track.track_id)
+                break
+            except LofiError:
+                continue
+        if not self._live_warned:
+            self._live_warned = True
+            self.notify(
+                "log",
+                {
+                    "level": "warning",
+                    "message": "the radio is generating slower than real time"
+                    + (
+                        "; bridging with a cached track until it catches up"
+                        if source
+                        else " and there is no cached track to bridge with"
+                    ),
+                },
+            )
+        if source is None:
+            return
+        self.mixer.play(source, crossfade=True)
+        self._live_state = "bridging"
+        self._refresh()
+
     # --------------------------------------------------------------------------------- control loop
 
     def _run(self) -> None:
@@ -653,6 +795,8 @@ class Player:
     def _record_play(self, track_id: str) -> None:
         """A play counts when the track starts sounding, however it started (play, auto-play, playlist
         advance, loop or repeat)."""
+        if self._live is not None and track_id == self._live.stream_id:
+            return  # the radio is no track of the cache
         try:
             if not self.store.mark_played(track_id):  # still being generated (or deleted meanwhile)
                 self._unrecorded_plays[track_id] = self._unrecorded_plays.get(track_id, 0) + 1
@@ -667,6 +811,7 @@ class Player:
                 self._on_device_failure()
             self._give_way_if_asked()
             self._start_pending_stream()
+            self._live_step()
             if self._poll_events() or self.mixer.track_id:
                 self._refresh()
             tid = self.mixer.track_id

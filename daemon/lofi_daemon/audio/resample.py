@@ -51,15 +51,20 @@ def to_device(
 class StreamResampler:
     """`resample` for audio that arrives in chunks, with output identical to resampling the whole signal at
     once: each push emits only the output frames whose filter support lies inside the input received so far
-    (re-filtering a little context from a `down`-aligned start); `finish` emits the rest."""
+    (re-filtering a little context from a `down`-aligned start); `finish` emits the rest.
 
-    def __init__(self, src_rate: int, dst_rate: int) -> None:
+    `keep_input=False` (an endless stream) forgets input once no later output needs it: memory stays bounded,
+    and `received()` then returns only what is still held."""
+
+    def __init__(self, src_rate: int, dst_rate: int, *, keep_input: bool = True) -> None:
         g = gcd(int(src_rate), int(dst_rate))
         self.up, self.down = int(dst_rate) // g, int(src_rate) // g
         # scipy's default filter spans 10 * max(up, down) taps at the upsampled rate on each side
         self.context = -(-10 * max(self.up, self.down) // self.up) + 2
         self._chunks: list[np.ndarray] = []
         self._buf: np.ndarray | None = None
+        self._base = 0  # input frame index of self._buf's first row
+        self.keep_input = keep_input
         self.frames_in = 0
         self.frames_out = 0
 
@@ -77,10 +82,12 @@ class StreamResampler:
 
     def push(self, chunk: np.ndarray) -> np.ndarray:
         x = chunk if chunk.ndim == 2 else chunk[:, None]
-        self._chunks.append(np.asarray(x, dtype=np.float32))  # kept: a device change may need it again
         if self.up == self.down:
+            if self.keep_input:
+                self._chunks.append(np.asarray(x, dtype=np.float32))  # a device change may need it again
             self.frames_in += x.shape[0]
             return np.ascontiguousarray(x, dtype=np.float32)
+        self._chunks.append(np.asarray(x, dtype=np.float32))  # kept: a device change may need it again
         self.frames_in += x.shape[0]
         ready = max(0, (self.frames_in - self.context) * self.up // self.down)
         return self._emit(ready)
@@ -101,8 +108,14 @@ class StreamResampler:
         start -= start % self.down  # output frame (start * up / down) is then an integer: same phase
         from scipy.signal import resample_poly
 
-        y = resample_poly(x[start:], self.up, self.down, axis=0)
+        y = resample_poly(x[start - self._base :], self.up, self.down, axis=0)
         offset = start * self.up // self.down
         out = y[self.frames_out - offset : until - offset]
         self.frames_out = until
+        if not self.keep_input:  # the next emit starts no earlier than this (same rule as `start` above)
+            forget = max(0, until * self.down // self.up - self.context)
+            forget -= forget % self.down
+            if forget > self._base:
+                self._buf = x[forget - self._base :].copy()
+                self._base = forget
         return np.ascontiguousarray(out, dtype=np.float32)

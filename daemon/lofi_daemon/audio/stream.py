@@ -96,11 +96,17 @@ class TrackStream:
             return False
         if not self.duration_sec:
             return False  # unknown length: wait for the end
-        elapsed = max((now if now is not None else self._clock()) - self.started, 1e-6)
-        speed = self.produced_sec / elapsed  # audio seconds per wall second
-        remaining = max(self.duration_sec - self.produced_sec, 0.0)
-        if speed <= 0:
-            return False
-        # playing starts now; the generator is done after remaining/speed s; we reach its end of audio after
-        # `buffered + (generated meanwhile)` s: safe if buffered ≥ remaining * (1/speed - 1), with a margin
-        return buffered >= STREAM_SAFETY * remaining * max(1.0 / speed - 1.0, 0.0)
+        elapsed = (now if now is not None else self._clock()) - self.started
+        return can_play_through(buffered, self.produced_sec, elapsed, self.duration_sec)
+
+
+def can_play_through(buffered_sec: float, produced_sec: float, elapsed_sec: float, total_sec: float) -> bool:
+    """The start rule: playing `buffered_sec` from now on will not catch up with a generator that has produced
+    `produced_sec` of `total_sec` in `elapsed_sec` of wall time."""
+    speed = produced_sec / max(elapsed_sec, 1e-6)  # audio seconds per wall second
+    remaining = max(total_sec - produced_sec, 0.0)
+    if speed <= 0:
+        return False
+    # playing starts now; the generator is done after remaining/speed s; we reach its end of audio after
+    # `buffered + (generated meanwhile)` s: safe if buffered ≥ remaining * (1/speed - 1), with a margin
+    return buffered_sec >= STREAM_SAFETY * remaining * max(1.0 / speed - 1.0, 0.0)

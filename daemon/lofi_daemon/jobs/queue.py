@@ -1,5 +1,8 @@
 """The single-worker priority queue: high > normal > prefetch, FIFO within a priority, at most
-MAX_WAITING jobs waiting (the running job does not count)."""
+MAX_WAITING jobs waiting (the running job does not count).
+
+A job is a track to generate, or a `task` that is no track (a radio window: radio/session.py). Both go through
+the one worker, so two models never run at once."""
 
 from __future__ import annotations
 
@@ -8,15 +11,29 @@ import itertools
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ..backends.base import GenerationRequest
 from ..cancel import CancelToken
 from ..errors import ErrorCode, LofiError
 
+if TYPE_CHECKING:
+    from ..ports import Backend
+
 Priority = Literal["high", "normal", "prefetch"]
 PRIORITY_RANK: dict[str, int] = {"high": 0, "normal": 1, "prefetch": 2}
 MAX_WAITING = 10
+
+
+class Task(Protocol):
+    """Work for the worker that is not a track: it gets the job's backend made resident and runs in the worker
+    thread; the worker sends no generation_* notification for it (the task reports itself)."""
+
+    def run(self, backend: Backend, cancel: CancelToken) -> None: ...
+
+    def failed(self, error: LofiError | None) -> None:
+        """The task ended without finishing: cancelled (None) or with this error."""
+        ...
 
 
 @dataclass
@@ -31,6 +48,7 @@ class Job:
     started_at: float | None = None
     percent: int = 0
     seq: int = 0
+    task: Task | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -95,8 +113,13 @@ class JobQueue:
         return None
 
     def clear(self, include_prefetch: bool = True) -> list[Job]:
+        """Remove waiting track jobs (tasks belong to their owner: the radio stops with radio_stop)."""
         with self._cond:
-            removed = [j for _, _, j in self._heap if include_prefetch or j.priority != "prefetch"]
+            removed = [
+                j
+                for _, _, j in self._heap
+                if j.task is None and (include_prefetch or j.priority != "prefetch")
+            ]
             self._heap = [e for e in self._heap if e[2] not in removed]
             heapq.heapify(self._heap)
             return removed

@@ -17,7 +17,7 @@ from ..errors import Cancelled, ErrorCode, LofiError
 from ..models.verify import repair_hint
 from ..ports import Backend, PlaybackSink, Store
 from .progress import ProgressReporter
-from .queue import Job, JobQueue
+from .queue import Job, JobQueue, Task
 
 if TYPE_CHECKING:
     from ..cache.index import Track
@@ -88,6 +88,8 @@ class Worker:
     def run_job(self, job: Job) -> None:
         """Run one job to its terminal notification. Public so the CLI runs the exact same path."""
         req = job.request
+        if job.task is not None:
+            return self._run_task(job)
         self.notify("generation_started", {**job.summary(), "started_at": job.started_at})
         started = time.monotonic()
         try:
@@ -133,6 +135,37 @@ class Worker:
             return
         log.info("job %s done in %.1f s -> %s", job.track_id, elapsed, track.path)
         self.notify("generation_complete", complete_payload(track, elapsed, cached=False))
+
+    def _run_task(self, job: Job) -> None:
+        """A job that is no track (a radio window): its backend resident, then the task; every way it can end
+        reaches the task once (`failed`), and nothing it raises stops the worker."""
+        task = job.task
+        assert task is not None
+        try:
+            backend = self.backends[job.request.backend]
+            ensure_installed(backend, False, self._download_progress(job.request.backend), job.cancel)
+            job.cancel.check()
+            self._make_resident(backend)
+            job.cancel.check()
+            task.run(backend, job.cancel)
+        except Cancelled:
+            self._task_failed(task, None)
+        except LofiError as exc:
+            log.warning("task %s failed: %s", job.track_id, exc.message)
+            self._task_failed(task, exc)
+        except MemoryError:
+            log.exception("task %s ran out of memory", job.track_id)
+            self._task_failed(task, LofiError(ErrorCode.MODEL_INFERENCE_FAILED, "out of memory"))
+        except Exception as exc:
+            log.exception("task %s failed", job.track_id)
+            self._task_failed(task, LofiError(ErrorCode.MODEL_INFERENCE_FAILED, f"failed: {exc}"))
+
+    @staticmethod
+    def _task_failed(task: Task, error: LofiError | None) -> None:
+        try:
+            task.failed(error)
+        except Exception:
+            log.exception("task failure handler failed")
 
     def _stream_to_player(self, job: Job, backend: Backend) -> contextlib.AbstractContextManager:
         """Play while generating when the backend can stream, the track is not shaped afterwards (loop…) and

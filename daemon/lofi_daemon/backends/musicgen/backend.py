@@ -26,6 +26,7 @@ from ..base import AudioChunkFn, GeneratedAudio, GenerationRequest, ProgressFn
 from ..model_backend import ModelBackend, NotifyFn
 from ..params import BackendParams, NegativePrompt, clean_text, parse_params
 from . import static_kv
+from .continuation import MusicGenContinuation
 from .files import DTYPE_ALIASES, decoder_dtype, local_layouts, pick_decoder
 from .pipeline import MusicGenPipeline, SamplingParams
 
@@ -159,6 +160,24 @@ class MusicGenBackend(ModelBackend[MusicGenPipeline]):
             files, self.settings, warn=self._warn, window_sec=self.window_sec, stride_sec=self.stride_sec
         )
         log.info("musicgen loaded in %.1fs on %s", self._pipeline.load_sec, self._pipeline.provider)
+
+    # ---- the radio: one stream, window after window -------------------------------------------------------
+    def continuation_windows(self) -> tuple[float, float]:
+        return self.window_sec, self.stride_sec
+
+    def start_continuation(self, params: Mapping[str, Any], seed: int) -> MusicGenContinuation:
+        return MusicGenContinuation(SamplingParams(**params), np.random.default_rng(seed))
+
+    def continue_window(
+        self, state: Any, prompt: str, cancel: CancelToken, on_audio: AudioChunkFn
+    ) -> dict[str, Any]:
+        try:
+            return state.next_window(self.pipeline, prompt, cancel, on_audio)
+        except (LofiError, Cancelled):
+            raise
+        except Exception as exc:
+            log.exception("musicgen continuation failed")
+            raise LofiError(ErrorCode.MODEL_INFERENCE_FAILED, f"musicgen inference failed: {exc}") from exc
 
     # ---- generation ---------------------------------------------------------------------------------------
     def generate(

@@ -373,6 +373,31 @@ class MusicGenPipeline:
         timings["decoder_steps"] = float(total_steps)
         return frames, plan
 
+    def continue_window(
+        self,
+        prompt: str,
+        context: np.ndarray,
+        new_frames: int,
+        rng: np.random.Generator,
+        params: SamplingParams,
+        *,
+        cancel: CancelToken | None = None,
+        on_frames: Callable[[np.ndarray], None] | None = None,
+    ) -> np.ndarray:
+        """One window of the extend-stride scheme for a caller that keeps the sequence itself (the radio):
+        `new_frames` frames [new, K] after `context` ([P, K] codes of what came before, P ≤ window - new; empty
+        to begin). `generate_frames` is this, window after window, with one prompt."""
+        limit = max(1, int(round(self.window_sec * self.config.frame_rate)))
+        if len(context) + new_frames > limit:
+            raise LofiError(
+                ErrorCode.INTERNAL_ERROR,
+                f"a window holds {limit} frames; {len(context)} of context + {new_frames} new do not fit",
+            )
+        hidden, mask = self.encode_text(prompt)
+        return self._window(
+            context, new_frames, hidden, mask, rng, params, cancel, lambda _n: None, on_frames
+        )
+
     def _window(
         self,
         prompt_frames: np.ndarray,

@@ -66,6 +66,13 @@ class ChunkedDecoder:
                 return
             self._decode(self.done, self.done + size)
 
+    def forget(self) -> None:
+        """Drop the frames no later chunk needs (all but `left` before `done`): an endless stream stays bounded."""
+        drop = max(0, self.done - self.left)
+        if drop:
+            self.frames = self.frames[drop:]
+            self.done -= drop
+
     def finish(self) -> None:
         """Emit the rest: the true end of the track needs no lookahead (the caller trims to the exact length)."""
         if self.done < len(self.frames):
