@@ -4,10 +4,15 @@ can see that every window re-reads the previous one's last codes and that nothin
 
 `tick(seconds)` is called after every chunk with the wall time the chunk took at `speed` × real time: a test
 advances its simulated clock (and renders the device) there, so slow and fast machines run in fast-forward.
-Prompts containing "high" sound at 440 Hz, others at 220 Hz (a steer is audible)."""
+Prompts containing "high" sound at 440 Hz, others at 220 Hz (a steer is audible).
+
+In a daemon (LOFI_BACKEND_PLUGINS=tests.doubles.radio_backend:RadioToneBackend) it sleeps instead, at
+LOFI_RADIO_TONE_SPEED × real time (default 8)."""
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -29,13 +34,16 @@ class RadioToneBackend:
 
     def __init__(
         self,
+        settings: Any = None,
+        notify: Any = None,
         *,
         window_sec: float = 6.0,
         stride_sec: float = 4.0,
-        speed: float = 4.0,
-        tick: Callable[[float], None] = lambda _s: None,
+        speed: float | None = None,
+        tick: Callable[[float], None] = time.sleep,
         chunk_sec: float = 0.5,
     ) -> None:
+        speed = speed if speed is not None else float(os.environ.get("LOFI_RADIO_TONE_SPEED", "8"))
         self.window_sec, self.stride_sec = window_sec, stride_sec
         self.speed, self.tick, self.chunk_sec = speed, tick, chunk_sec
         self._loaded = False
