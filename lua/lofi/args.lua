@@ -135,14 +135,31 @@ function M.generate_keys()
   return out
 end
 
+-- :Lofi radio [prompt] options: the radio's own, and MusicGen's sampling params
+local RADIO = {}
+local function radio_opt(names, param, parse, expect)
+  for _, n in ipairs(names) do
+    RADIO[n] = { param = param, parse = parse, expect = expect }
+  end
+end
+radio_opt({ "prompt" }, "prompt", str, "text")
+radio_opt({ "plan" }, "plan", str, "a plan name (focus, pomodoro, late_night)")
+radio_opt({ "adaptive" }, "adaptive", boolean, "true or false")
+radio_opt({ "save" }, "save", boolean, "true or false")
+for _, name in ipairs({ "seed", "backend", "guidance", "guidance_scale", "top_k", "top_p", "temperature" }) do
+  RADIO[name] = GENERATE[name]
+end
+M.RADIO = RADIO
+
 local function norm(key)
   return (key:gsub("%-", "_"))
 end
 
-local function set(out, key, raw)
-  local o = GENERATE[norm(key)]
+local function set(out, key, raw, options)
+  options = options or GENERATE
+  local o = options[norm(key)]
   if not o then
-    local near = require("lofi.messages").suggest(norm(key), vim.tbl_keys(GENERATE))
+    local near = require("lofi.messages").suggest(norm(key), vim.tbl_keys(options))
     return string.format("unknown option `%s`%s", key, near and (" (did you mean `" .. near .. "`?)") or "")
   end
   local v = o.parse(raw)
@@ -152,10 +169,8 @@ local function set(out, key, raw)
   out[o.param] = v
 end
 
---- Parse generate words (or one string) into generate params. Returns params, or nil and an error text.
----@param words string|string[]
----@return table|nil params, string|nil err
-function M.parse_generate(words)
+--- Parse words into params: `key=value`, `--key value`, `--key=value`, the rest is the prompt.
+local function parse(words, options, what)
   if type(words) == "string" then
     words = vim.split(vim.trim(words), "%s+", { trimempty = true })
   end
@@ -168,25 +183,25 @@ function M.parse_generate(words)
     local key, kv_value = w:match("^([%a][%w_]*)=(.*)$")
     local err
     if flag then
-      err = set(out, flag, flag_value)
+      err = set(out, flag, flag_value, options)
     elseif long then
-      local o = GENERATE[norm(long)]
+      local o = options[norm(long)]
       local nxt = words[i + 1]
       if o and o.parse == boolean and (nxt == nil or boolean(nxt) == nil) then
-        out[o.param] = true -- a bare switch (--allow-download, --loop)
+        out[o.param] = true -- a bare switch (--allow-download, --loop, --adaptive)
       elseif nxt == nil then
-        err = o and string.format("`--%s` needs a value (%s)", long, o.expect) or set(out, long, "")
+        err = o and string.format("`--%s` needs a value (%s)", long, o.expect) or set(out, long, "", options)
       else
         i = i + 1
-        err = set(out, long, nxt)
+        err = set(out, long, nxt, options)
       end
     elseif key then
-      err = set(out, key, kv_value)
+      err = set(out, key, kv_value, options)
     else
       prompt[#prompt + 1] = w
     end
     if err then
-      return nil, "generate: " .. err
+      return nil, what .. ": " .. err
     end
     i = i + 1
   end
@@ -194,6 +209,46 @@ function M.parse_generate(words)
     out.prompt = table.concat(prompt, " ")
   end
   return out
+end
+
+--- Parse generate words (or one string) into generate params. Returns params, or nil and an error text.
+---@param words string|string[]
+---@return table|nil params, string|nil err
+function M.parse_generate(words)
+  return parse(words, GENERATE, "generate")
+end
+
+--- Parse `:Lofi radio` words: `stop`, `status`, `steer <prompt>`, `plan <name>`, or a start with an optional
+--- prompt and options (plan=, adaptive=, save=, seed=, guidance=, …).
+---@param words string|string[]
+---@return {action: "start"|"stop"|"status"|"steer"|"plan", params: table}|nil, string|nil err
+function M.parse_radio(words)
+  if type(words) == "string" then
+    words = vim.split(vim.trim(words), "%s+", { trimempty = true })
+  end
+  local action = words[1]
+  if action == "stop" or action == "status" then
+    if #words > 1 then
+      return nil, string.format("radio %s: takes no arguments, got `%s`", action, words[2])
+    end
+    return { action = action, params = {} }
+  elseif action == "steer" then
+    local prompt = table.concat(vim.list_slice(words, 2), " ")
+    if prompt == "" then
+      return nil, "radio steer: needs the new prompt"
+    end
+    return { action = "steer", params = { prompt = prompt } }
+  elseif action == "plan" then
+    if #words ~= 2 then
+      return nil, "radio plan: needs one plan name (focus, pomodoro, late_night)"
+    end
+    return { action = "plan", params = { plan = words[2] } }
+  end
+  local params, err = parse(words, RADIO, "radio")
+  if not params then
+    return nil, err
+  end
+  return { action = "start", params = params }
 end
 
 --- A time range "12-20", "1:00-1:30" or "12s-20s" → start, end seconds (start < end), or nil.
@@ -257,7 +312,7 @@ function M.check_generate(opts)
     if type(k) ~= "string" then
       return nil, "generate: options must be named (got a list entry)"
     end
-    local err = set(out, k, v)
+    local err = set(out, k, v, GENERATE)
     if err then
       return nil, "generate: " .. err
     end

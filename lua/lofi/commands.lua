@@ -41,6 +41,7 @@ local function generating_ids()
 end
 
 local BUILTIN_BACKENDS = { "musicgen", "ace_step", "riffusion" }
+local RADIO_PLANS = { "focus", "pomodoro", "late_night" } -- the daemon's shipped plans (radio/plans.py)
 
 -- Backend names: what the running daemon announced in `initialize`, else the built-in ones.
 local function backends()
@@ -151,6 +152,37 @@ M.subcommands = {
       lofi().generate(params)
     end,
     complete = generate_complete,
+  },
+  radio = {
+    desc = "radio [prompt] [plan=NAME adaptive=true save=true] | radio stop|status | steer <prompt> | plan <name>",
+    multi = true,
+    run = function(args)
+      local parsed, err = require("lofi.args").parse_radio(args)
+      if not parsed then
+        return require("lofi.ui").error(err)
+      end
+      local p = parsed.params
+      if parsed.action == "start" then
+        lofi().radio(p)
+      elseif parsed.action == "stop" then
+        lofi().radio_stop()
+      elseif parsed.action == "status" then
+        lofi().radio_status()
+      else
+        lofi().radio_steer(p)
+      end
+    end,
+    complete = function(arglead, args)
+      if #args == 0 and not arglead:find("=") then
+        return { "stop", "steer", "plan", "status", "plan=", "adaptive=true", "save=true" }
+      elseif args[1] == "plan" or arglead:match("^plan=") then
+        local prefix = args[1] == "plan" and "" or "plan="
+        return vim.tbl_map(function(n)
+          return prefix .. n
+        end, RADIO_PLANS)
+      end
+      return { "plan=", "adaptive=true", "save=true", "seed=" }
+    end,
   },
   play = {
     desc = "play [track_id]",

@@ -13,6 +13,7 @@ local M = {}
 ---@field cache? {dir?: string, max_mb?: number, max_tracks?: integer, format?: "flac"|"wav"|"ogg"|"mp3"}
 ---@field playback? lofi.PlaybackConfig
 ---@field prefetch? lofi.PrefetchConfig
+---@field radio? lofi.RadioConfig
 ---@field ui? lofi.UiConfig
 
 ---@class lofi.DaemonConfig
@@ -35,6 +36,13 @@ local M = {}
 ---@field strategy? "same_prompt"|"preset_cycle"|"random_preset"
 ---@field trigger_percent? number
 ---@field presets? string[]
+
+---@class lofi.RadioConfig
+---@field prompt? string nil = generate.prompt
+---@field plan? string|table a shipped plan's name or a plan table ({sections = {...}}); nil = the prompt alone
+---@field adaptive? boolean follow the editor's activity (typing, mode changes, diagnostics)
+---@field save? boolean keep every radio window as a track of the cache
+---@field energy_interval_ms? integer how often the editor's energy is measured and (if it changed) sent
 
 ---@class lofi.UiConfig
 ---@field notify? boolean
@@ -101,11 +109,18 @@ M.defaults = {
       "lofi hip hop, vinyl crackle, nostalgic",
     },
   },
+  radio = {
+    prompt = nil, -- nil = generate.prompt
+    plan = nil, -- "focus" | "pomodoro" | "late_night" | a plan table (:h lofi-radio-plans); nil = no plan
+    adaptive = false, -- the music follows the editor's activity (opt-in; costs nothing when off)
+    save = false, -- keep every window as a track (off: played radio audio is dropped)
+    energy_interval_ms = 4000, -- adaptive: how often energy is measured and sent (only when it changed)
+  },
   ui = {
     notify = true, -- notifications for completed tracks and playback changes (errors are always shown)
     progress = "notify", -- "notify" | "cmdline" | "none"
     progress_interval_ms = 500, -- at most one progress update per interval
-    icons = { playing = "▶", paused = "⏸", generating = "◌", downloading = "↓" },
+    icons = { playing = "▶", paused = "⏸", generating = "◌", downloading = "↓", radio = "📻" },
   },
 }
 
@@ -119,6 +134,8 @@ M.defaults_nil = {
   ["cache.max_tracks"] = true,
   ["playback.loop"] = true,
   ["playback.device"] = true,
+  ["radio.prompt"] = true,
+  ["radio.plan"] = true,
 }
 
 local ENUMS = {
@@ -231,6 +248,18 @@ local RULES = {
   { "prefetch.strategy", one_of("prefetch.strategy") },
   { "prefetch.trigger_percent", num_range(1, 99) },
   { "prefetch.presets", string_list, "a list of strings" },
+  { "radio", "table" },
+  { "radio.prompt", "string?" },
+  {
+    "radio.plan",
+    function(v)
+      return v == nil or type(v) == "string" or (type(v) == "table" and type(v.sections) == "table")
+    end,
+    "nil, a plan name or a plan table with `sections`",
+  },
+  { "radio.adaptive", "boolean" },
+  { "radio.save", "boolean" },
+  { "radio.energy_interval_ms", int_range(1000, 600000) },
   { "ui", "table" },
   { "ui.notify", "boolean" },
   { "ui.progress", one_of("ui.progress") },

@@ -14,6 +14,9 @@ M.by_notification = {
   playback_resumed = "LofiPlaybackChanged",
   playback_ended = "LofiPlaybackChanged",
   playback_position = "LofiPlaybackPosition",
+  radio_started = "LofiRadioChanged",
+  radio_stopped = "LofiRadioChanged",
+  radio_window = "LofiRadioWindow",
 }
 
 --- Every event lofi fires (documented in :h lofi-events).
@@ -28,6 +31,8 @@ M.all = {
   "LofiDownloadProgress",
   "LofiPlaybackChanged",
   "LofiPlaybackPosition",
+  "LofiRadioChanged",
+  "LofiRadioWindow",
 }
 
 --- Fire `User <pattern>` with data; a failing user handler is reported, never breaks lofi.

@@ -122,6 +122,85 @@ function M.generate(opts, cb)
   end)
 end
 
+--- Start the endless radio (:h lofi-radio). `opts` is a prompt string (with options: "rainy jazz plan=focus") or
+--- {prompt?, plan?, adaptive?, save?, seed?, ...MusicGen params}; unset fields come from config `radio`.
+---@param opts? string|table
+---@param cb? lofi.Callback
+function M.radio(opts, cb)
+  local params, perr = {}, nil
+  if type(opts) == "string" then
+    local parsed
+    parsed, perr = args.parse_radio(opts)
+    if parsed and parsed.action ~= "start" then
+      perr = "radio: expected a prompt and options, got `"
+        .. parsed.action
+        .. "` (use lofi.radio_"
+        .. parsed.action
+        .. ")"
+    end
+    params = parsed and parsed.params or {}
+  elseif type(opts) == "table" then
+    params = vim.deepcopy(opts)
+  elseif opts ~= nil then
+    perr = "radio: expected a prompt string or an options table, got " .. type(opts)
+  end
+  if perr then
+    return usage_error(perr, cb)
+  end
+  local c = cfg()
+  if not params.prompt or vim.trim(params.prompt) == "" then
+    params.prompt = c.radio.prompt or c.generate.prompt
+  end
+  for _, key in ipairs({ "plan", "adaptive", "save" }) do
+    if params[key] == nil then
+      params[key] = c.radio[key]
+    end
+  end
+  client.request("radio_start", params, cb or default_cb(nil, "radio_start"))
+end
+
+--- Stop the radio.
+---@param cb? lofi.Callback
+function M.radio_stop(cb)
+  client.request("radio_stop", nil, cb or default_cb(function(res)
+    if not res.stopped then
+      ui.notify("the radio is off")
+    end
+  end, "radio_stop"))
+end
+
+--- Change what the radio plays from its next window: {prompt?, plan?, energy?} (a string is a new prompt).
+---@param params string|table
+---@param cb? lofi.Callback
+function M.radio_steer(params, cb)
+  if type(params) == "string" then
+    params = { prompt = params }
+  end
+  client.request("radio_steer", params, cb or default_cb(function()
+    ui.notify("the radio changes at its next window")
+  end, "radio_steer"))
+end
+
+--- Show the radio's state.
+---@param cb? lofi.Callback
+function M.radio_status(cb)
+  client.request("radio_status", nil, cb or default_cb(function(st)
+    if not st.on then
+      return ui.notify("the radio is off (plans: " .. table.concat(st.plans or {}, ", ") .. ")")
+    end
+    ui.notify(
+      string.format(
+        "radio: “%s”%s, %s, %d windows, %.0fs buffered",
+        ui.short(st.prompt),
+        st.plan and (", plan " .. st.plan) or "",
+        st.state or "?",
+        st.windows or 0,
+        tonumber(st.buffered_sec) or 0
+      )
+    )
+  end, "radio_status"))
+end
+
 --- Ask for a prompt (vim.ui.input, prefilled with the default prompt), then generate.
 ---@param cb? lofi.Callback
 function M.generate_input(cb)

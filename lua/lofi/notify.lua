@@ -20,6 +20,9 @@ local REDRAW = {
   playback_resumed = true,
   playback_ended = true,
   playback_position = true,
+  radio_started = true,
+  radio_window = true,
+  radio_stopped = true,
 }
 
 --- Redraw every statusline: the plain one re-evaluates lofi.statusline(); lualine keeps a rendered string, so it
@@ -80,6 +83,10 @@ local function show(method, p)
         )
       )
     end
+  elseif method == "radio_started" then
+    ui.notify(string.format("radio on: “%s”%s", short(p.prompt), p.plan and (", plan " .. p.plan) or ""))
+  elseif method == "radio_stopped" then
+    ui.notify("radio off: " .. tostring(p.reason))
   elseif method == "log" then
     local level = ({ warning = vim.log.levels.WARN, error = vim.log.levels.ERROR })[p.level]
     if level then
@@ -96,6 +103,10 @@ function M.handle(method, p)
   local before = state.current.generating[p.track_id or ""]
   local quiet = (p.priority or (before and before.priority)) == "prefetch"
   state.apply(method, p)
+  if method == "radio_started" or method == "radio_stopped" then
+    -- the editor's energy is measured only while an adaptive radio is on
+    require("lofi.energy").follow(method == "radio_started" and p.adaptive == true)
+  end
   if method == "generation_complete" or method == "generation_error" or method == "generation_cancelled" then
     require("lofi.jobs").ended(p.track_id) -- it can't be lost with the daemon any more
   end
@@ -117,6 +128,8 @@ function M.handle(method, p)
         local now = state.current.playback
         data.next_track_id = (now.state == "playing" and now.track_id ~= p.track_id) and now.track_id or nil
       end
+    elseif pattern == "LofiRadioChanged" then
+      data.on = method == "radio_started"
     end
     events.fire(pattern, data)
   end
@@ -126,6 +139,10 @@ end
 function M.state_cleared()
   state.current.generating = {}
   state.current.downloads = {}
+  state.current.radio = nil
+  if package.loaded["lofi.energy"] then
+    require("lofi.energy").follow(false)
+  end
   state.set_playback({ state = "stopped", track_id = nil, position_sec = 0, duration_sec = 0 })
   ui.progress_reset()
   M.redraw()

@@ -18,6 +18,7 @@ local function fresh()
     downloads = {}, -- backend -> { percent, state }
     tracks = {}, -- track_id -> last Track record seen (for completion and pickers)
     last_complete = nil, -- track_id of the last completed generation
+    radio = nil, -- while the radio is on: { radio_id, prompt, plan, section, windows }
   }
 end
 
@@ -146,6 +147,17 @@ function M.apply(method, p)
     if s.playback.track_id == nil or s.playback.track_id == p.track_id then
       M.set_playback({ state = "stopped", track_id = nil, position_sec = 0, duration_sec = 0 })
     end
+  elseif method == "radio_started" then
+    s.radio = { radio_id = p.radio_id, prompt = p.prompt, plan = p.plan, windows = 0 }
+  elseif method == "radio_window" then
+    if s.radio and s.radio.radio_id == p.radio_id then
+      s.radio.windows = (p.index or 0) + 1
+      s.radio.section = p.section
+    end
+  elseif method == "radio_stopped" then
+    if s.radio and s.radio.radio_id == p.radio_id then
+      s.radio = nil
+    end
   elseif method == "download_progress" then
     if p.state == "downloading" then
       s.downloads[p.backend] = { percent = p.percent, file = p.file }
@@ -155,13 +167,24 @@ function M.apply(method, p)
   end
 end
 
---- Statusline text from cached state: "▶ 0:15/0:30", "⏸ 0:15/0:30", "◌ 45%", both, or "".
+--- Statusline text from cached state: "▶ 0:15/0:30", "⏸ 0:15/0:30", "◌ 45%", both, or "". While the radio is
+--- on: "📻", its section when it follows a plan, and the pause icon when paused ("📻 groove", "📻 ⏸").
 ---@param icons table
 ---@return string
 function M.statusline(icons)
   local parts = {}
   local p = M.current.playback
-  if p.state == "playing" or p.state == "paused" then
+  local radio = M.current.radio
+  if radio then
+    local text = icons.radio or "📻"
+    if radio.section then
+      text = text .. " " .. radio.section
+    end
+    if p.state == "paused" and p.track_id == radio.radio_id then
+      text = text .. " " .. icons.paused
+    end
+    parts[#parts + 1] = text
+  elseif p.state == "playing" or p.state == "paused" then
     local icon = p.state == "playing" and icons.playing or icons.paused
     parts[#parts + 1] =
       string.format("%s %s/%s", icon, M.format_time(M.position()), M.format_time(p.duration_sec))

@@ -131,7 +131,13 @@ class Radio:
             self._session = session
         self.notify(
             "radio_started",
-            {"radio_id": radio_id, "prompt": prompt, "plan": plan.name if plan else None, "seed": seed},
+            {
+                "radio_id": radio_id,
+                "prompt": prompt,
+                "plan": plan.name if plan else None,
+                "adaptive": p.adaptive,
+                "seed": seed,
+            },
         )
         self.pump()
         return self.status()
