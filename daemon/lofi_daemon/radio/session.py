@@ -22,7 +22,7 @@ import logging
 import secrets
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -67,7 +67,6 @@ class _Session:
     windows: int = 0
     job: Job | None = None  # the window queued or running
     last: dict[str, Any] | None = None
-    saved: list[str] = field(default_factory=list)
     over: bool = False
 
 
@@ -287,7 +286,6 @@ class Radio:
         except LofiError as e:
             log.warning("radio window not saved: %s", e.message)
             return None
-        s.saved.append(track_id)
         return track_id
 
     def _end(self, reason: str, *, play_out: bool = False) -> _Session | None:
