@@ -51,6 +51,7 @@ AHEAD_WINDOWS = 2.0  # generate while less than this many strides are buffered a
 @dataclass
 class _Session:
     radio_id: str
+    token: str  # unique per session: saved windows of two radios never share an id
     backend: ContinuingBackend
     prompt: str
     params: dict[str, Any]
@@ -114,6 +115,7 @@ class Radio:
         live = self.player.live_start(radio_id, backend.sample_rate, on_user_end=self._user_ended)
         session = _Session(
             radio_id=radio_id,
+            token=secrets.token_hex(8),
             backend=backend,
             prompt=prompt,
             params=params,
@@ -265,14 +267,11 @@ class Radio:
             return None
         samples = np.concatenate(audio)
         request = GenerationRequest(
-            s.backend.name,
-            info["prompt"],
-            len(samples) / s.backend.sample_rate,
-            s.seed,
-            {**s.params, "radio": f"{s.radio_id}/{s.seed}/{info['index']}"},
+            s.backend.name, info["prompt"], len(samples) / s.backend.sample_rate, s.seed, s.params
         )
         version = s.backend.model_version()
-        track_id = track_id_for(request, version)
+        # a window is no request one could repeat: its id names the stream and the window (params stay clean)
+        track_id = track_id_for(request, f"{version}+radio/{s.token}/{info['index']}")
         try:
             self.store.put(
                 track_id,
