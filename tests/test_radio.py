@@ -65,10 +65,11 @@ class Sim:
 
     def advance(self, seconds: float) -> None:
         """Simulated wall time passes: the device renders, the control thread polls."""
-        for _ in range(int(round(seconds * DEV_RATE / BLOCK))):
-            self.now += BLOCK / DEV_RATE
+        rate = self.out.rate  # the device's, which a device change may change
+        for _ in range(int(round(seconds * rate / BLOCK))):
+            self.now += BLOCK / rate
             self.player.poll()
-            self.audio.append(self.out.pump(BLOCK / DEV_RATE))
+            self.audio.append(self.out.pump(BLOCK / rate))
             live = self.player._live
             if live is not None:
                 self.peak_buffer = max(self.peak_buffer, live.source._data[0].shape[0])
@@ -299,3 +300,19 @@ def test_the_tiny_musicgen_radio_plays_exactly_the_long_track(tmp_path):
     err = np.abs(x[start + d : start + n] - expected[d:n]).max()
     # the chunked EnCodec decode's float32 rounding; the exact resampler and the mixer add nothing at unit volume
     assert err < audio_tol(len(long.frames), long.audio), err
+
+
+def test_the_radio_goes_on_when_the_device_rate_changes(tmp_path):
+    sim = Sim(tmp_path, speed=3.0)
+    sim.start()
+    sim.run(10.0)
+    sim.player.set_device(1)  # the test device's "half" output: 8 kHz
+    rate = sim.out.rate
+    assert rate == DEV_RATE // 2
+    sim.audio = []
+    sim.run(20.0)
+    x = np.concatenate(sim.audio)[:, 0]
+    # the buffered audio was resampled and new audio arrives at the new rate: still a full-level 220 Hz tone
+    assert rms_blocks(x[rate // 10 :], rate // 100).min() > 0.3
+    assert dominant_freq(x[-rate:], rate) == pytest.approx(220, abs=5)
+    assert sim.player.state()["track_id"] == "radio-1"
