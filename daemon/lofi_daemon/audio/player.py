@@ -85,11 +85,11 @@ class Player:
         self._streams: dict[str, TrackStream] = {}
         self.clock: Callable[[], float] = time.monotonic  # wall clock for stream pacing (tests simulate it)
         self._autostart: str | None = None  # a stream to start as soon as it can
-        # the radio's endless stream (live.py) and what the player does with it: "waiting" to start, "playing",
-        # "bridging" (a cached track plays while the generator catches up); on_user_end: the user took playback
-        # away from it (stop, or played something else)
+        # the radio's endless stream (live.py) and what the player does with it: "buffering" (not started yet),
+        # "playing", "bridging" (a cached track plays while the generator catches up); on_user_end: the user took
+        # playback away from it (stop, or played something else)
         self._live: LiveStream | None = None
-        self._live_state = "waiting"
+        self._live_state = "buffering"
         self._live_on_user_end: Callable[[], None] | None = None
         self._live_warned = False
         self._durations: dict[str, float] = {}
@@ -648,7 +648,7 @@ class Player:
             self._live = LiveStream(
                 stream_id, sample_rate, device_rate=lambda: self.mixer.rate, clock=lambda: self.clock()
             )
-            self._live_state = "waiting"
+            self._live_state = "buffering"
             self._live_on_user_end = on_user_end
             self._live_warned = False
             self._user_stopped = False  # starting the radio is the user's request to hear it
