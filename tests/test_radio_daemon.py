@@ -4,9 +4,10 @@ ALSA file device, with the synthetic continuing backend (tests/doubles/radio_bac
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import soundfile as sf
 
-from tests.daemon_client import TONE
+from tests.daemon_client import ROOT, TONE
 from tests.playback_helpers import wav_capture_config
 from tests.portaudio import require_portaudio
 
@@ -51,3 +52,30 @@ def test_radio_rpc_surface_and_sound(daemon, tmp_path):
     d.proc.wait(60)
     audio, _sr = sf.read(capture, dtype="float32", always_2d=True)
     assert np.abs(audio).max() > 0.1  # the radio was heard
+
+
+@pytest.mark.slow
+def test_musicgen_radio_in_the_daemon_continues_each_window_from_the_last_codes(daemon, tmp_path):
+    """The real daemon with the tiny MusicGen: 30 s windows, each next one re-reading 12 s (600 frames) of codes and
+    adding 18 s, played and saved as tracks (radio.save)."""
+    d = daemon(
+        LOFI_MUSICGEN_DIR=str(ROOT / "tests" / "fixtures" / "musicgen-tiny"),
+        LOFI_PROVIDER="cpu",
+        **wav_capture_config(tmp_path / "audio", tmp_path / "capture.wav"),
+    )
+    d.call("initialize", {"options": {"prefetch": {"enabled": False}}})
+    started = d.call("radio_start", {"prompt": "lofi", "seed": 9, "save": True, "guidance_scale": 3})
+    first = d.wait_notification("radio_window", index=0)
+    second = d.wait_notification("radio_window", index=1)
+    assert (first["context_frames"], first["new_frames"]) == (0, 1500)
+    assert (second["context_frames"], second["new_frames"]) == (600, 900)
+    d.wait_notification("playback_started", track_id=started["radio_id"])
+    assert d.call("radio_stop")["stopped"] is True
+    saved = {t["track_id"]: t for t in d.call("cache_list")["tracks"]}
+    assert {first["track_id"], second["track_id"]} <= set(saved)
+    assert (
+        saved[second["track_id"]]["prompt"] == "lofi"
+        and saved[second["track_id"]]["params"]["guidance_scale"] == 3
+    )
+    # the radio's windows never entered the playlist
+    assert d.call("playlist_get")["tracks"] == []
