@@ -281,6 +281,14 @@ def test_bad_requests_get_clear_errors(tmp_path):
         sim.start("  ")
     with pytest.raises(LofiError, match="the radio is off"):
         sim.radio.steer(RadioSteerParams(prompt="x"))
+    remote = type(
+        "RemoteMusicGen", (), {"name": "musicgen", "local": object()}
+    )()  # as remote/backend.py wraps
+    sim.radio.backends["musicgen"] = remote
+    with pytest.raises(
+        LofiError, match="runs on the remote generator, and the radio does not run remotely yet"
+    ):
+        sim.radio.start(RadioStartParams(prompt="x"))
     with pytest.raises(ValueError, match="either seconds or bars"):
         RadioStartParams(prompt="x", plan={"sections": [{"role": "intro", "energy": 0.1}]})
     assert sim.radio.status() == {"on": False}

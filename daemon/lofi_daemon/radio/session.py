@@ -97,9 +97,13 @@ class Radio:
         name = resolve_backend(self.backends, self.settings, p.backend or "musicgen")
         backend = self.backends[name]
         if not isinstance(backend, ContinuingBackend):
+            remote = getattr(backend, "local", None) is not None  # remote/backend.py wraps the local one
             raise LofiError(
                 ErrorCode.INVALID_BACKEND,
-                f"the radio needs a backend that continues its own audio window after window (musicgen); "
+                f"the radio needs a local {name} that continues its own audio window after window; {name} runs "
+                "on the remote generator, and the radio does not run remotely yet"
+                if remote
+                else f"the radio needs a backend that continues its own audio window after window (musicgen); "
                 f"{name} cannot",
             )
         prompt = check_prompt(p.prompt)
