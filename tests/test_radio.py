@@ -211,6 +211,20 @@ def test_a_slow_generator_is_bridged_with_a_cached_track_instead_of_silence(tmp_
     assert len(warnings) == 1  # said once
 
 
+def test_playing_a_track_crossfades_from_the_radio_and_stops_it(tmp_path):
+    sim = Sim(tmp_path, speed=3.0)
+    track = put_track(sim.store, "cached", sine(330, 8.0, 32000, amp=0.5), 32000)
+    sim.start()
+    sim.run(10.0)
+    sim.audio = []
+    sim.player.play(track.track_id)
+    sim.run(3.0)
+    x = sim.recorded()
+    assert rms_blocks(x[: 2 * DEV_RATE]).min() > 0.3  # a crossfade, no de-click dip to silence
+    assert sim.rec.of("radio_stopped")[-1]["reason"] == "the user stopped playback"
+    assert dominant_freq(x[-DEV_RATE:], DEV_RATE) == pytest.approx(330, abs=5)
+
+
 def test_the_user_stopping_playback_stops_the_radio(tmp_path):
     sim = Sim(tmp_path, speed=3.0)
     sim.start()

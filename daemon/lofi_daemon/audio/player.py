@@ -363,7 +363,7 @@ class Player:
                 track_id = self._pick_start()
             if track_id not in self._streams:  # a track still being generated is not in the cache yet
                 self.store.require(track_id)
-            self._end_live_by_user()  # the user chose another track over the radio
+            self._end_live_by_user(silence=False)  # the user chose another track: crossfade into it
             if track_id in self.playlist:
                 self.index = self.playlist.index(track_id)
             else:
@@ -669,13 +669,17 @@ class Player:
                 return None
             return {"state": self._live_state, "buffered_sec": round(live.ahead_sec, 2)}
 
-    def _drop_live(self) -> None:
+    def _drop_live(self, silence: bool = True) -> None:
+        """Forget the live stream; `silence`: stop it (or the bridge playing for it) now, else leave it sounding
+        for the caller to crossfade away from."""
         live = self._live
         if live is None:
             return
         self._live = None
         self._live_on_user_end = None
         live.end()
+        if not silence:
+            return
         if self.mixer.current_source is live.source:
             self.mixer.stop()
             self._poll_events()
@@ -683,11 +687,11 @@ class Player:
             self.mixer.stop()  # the bridge was only there for the radio
             self._poll_events()
 
-    def _end_live_by_user(self) -> None:
+    def _end_live_by_user(self, silence: bool = True) -> None:
         if self._live is None:
             return
         callback = self._live_on_user_end
-        self._drop_live()
+        self._drop_live(silence)
         if callback is not None:
             try:
                 callback()
