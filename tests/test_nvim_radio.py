@@ -140,3 +140,35 @@ def test_radio_arguments_go_through_the_one_parser(tmp_path):
         nvim.exec_lua("vim.g.lofi = {radio = {adaptive = 'yes'}}")
         ok, errors = nvim.exec_lua("return {require('lofi.config').validate(require('lofi.config').raw())}")
         assert not ok and any("radio.adaptive" in e for e in errors)
+
+
+def test_energy_reads_typing_modes_and_error_diagnostics(tmp_path):
+    with embedded_nvim(tmp_path) as nvim:
+        # the client is replaced by a recorder: what would be sent to the daemon
+        nvim.exec_lua(
+            "_G.sent = {} package.loaded['lofi.client'] = { request = function(m, p) "
+            "table.insert(_G.sent, { m, p }) end }"
+        )
+        measure = "return require('lofi.energy').measure(...)"
+        assert nvim.exec_lua(measure, 0, 0, 0, 4) == 0.25  # at rest
+        assert nvim.exec_lua(measure, 24, 2, 0, 4) == 1.0  # 6 characters and half a mode change a second
+        assert nvim.exec_lua(measure, 0, 0, 10, 4) == 0.1  # ten errors: calmer
+        nvim.exec_lua("require('lofi.energy').follow(true, { timer = false })")
+        energy, sent = nvim.exec_lua("return {require('lofi.energy').tick(4)}")
+        assert (energy, sent) == (0.25, True)
+        # ten error diagnostics pull the next measurement down (smoothed: 0.25 + 0.4 × (0.1 − 0.25))
+        nvim.exec_lua(
+            "local ns = vim.api.nvim_create_namespace('t') local d = {} "
+            "for i = 0, 9 do d[#d + 1] = { lnum = 0, col = 0, message = 'e', severity = vim.diagnostic.severity.ERROR } end "
+            "vim.diagnostic.set(ns, 0, d)"
+        )
+        energy, sent = nvim.exec_lua("return {require('lofi.energy').tick(4)}")
+        assert energy == 0.19 and sent is True
+        # a move under 0.05 is not sent
+        energy, sent = nvim.exec_lua("return {require('lofi.energy').tick(4)}")
+        assert sent is False
+        assert nvim.exec_lua("return _G.sent") == [
+            ["radio_steer", {"energy": 0.25}],
+            ["radio_steer", {"energy": 0.19}],
+        ]
+        nvim.exec_lua("require('lofi.energy').follow(false)")
