@@ -79,3 +79,31 @@ def test_musicgen_radio_in_the_daemon_continues_each_window_from_the_last_codes(
     )
     # the radio's windows never entered the playlist
     assert d.call("playlist_get")["tracks"] == []
+
+
+def test_prefetch_waits_while_the_radio_is_on(tmp_path, monkeypatch):
+    """The radio is the next music: prefetch queues nothing while it is on, even with the queue empty."""
+    from lofi_daemon.config import Settings
+    from lofi_daemon.daemon import Daemon
+    from lofi_daemon.rpc.schemas.radio import RadioStartParams
+
+    from tests.playback_helpers import put_track, sine
+
+    monkeypatch.setenv("LOFI_BACKEND_PLUGINS", f"{TONE},{RADIO}")
+    d = Daemon(Settings(cache_dir=tmp_path / "cache", log_dir=tmp_path / "log"))  # worker not started
+    try:
+        track = put_track(
+            d.store, "p", sine(220, 4.0, 16000), 16000, backend="tone", params={"guidance_scale": 1.0}
+        )
+        d.radio.start(RadioStartParams(prompt="lofi", backend="radio_tone"))
+        window = d.queue.take(timeout=0)  # the radio's first window leaves the queue (as if running)
+        assert window is not None and window.task is not None
+        d.queue.done(window)
+        d.prefetch.on_progress(track.track_id, 3.5, 4.0)  # past the trigger point of a playing track
+        assert d.queue.waiting() == []
+        d.radio.stop()
+        d.prefetch.on_progress(track.track_id, 3.5, 4.0)
+        assert [j.priority for j in d.queue.waiting()] == ["prefetch"]
+    finally:
+        d.player.close()
+        d.store.close()

@@ -100,7 +100,7 @@ class Daemon:
         self.prefetch = Prefetcher(
             jobs_api.make_enqueue(self.backends, settings, self.store, self.queue, self.notify),
             track_info=self._track_info,
-            queue_busy=lambda: self.queue.busy,
+            queue_busy=self._prefetch_waits,
             has_next=self._player_has_next,
             notify=self.notify,
         )
@@ -142,6 +142,10 @@ class Daemon:
 
     def _player_has_next(self) -> bool:
         return self.player.has_next()
+
+    def _prefetch_waits(self) -> bool:
+        """Prefetch waits while a job is on its way, and while the radio is on (it is the next music)."""
+        return self.queue.busy or self.radio.on
 
     def _radio_progress(self, track_id: str, position_sec: float, duration_sec: float) -> None:
         self.radio.on_progress(track_id, position_sec, duration_sec)
@@ -209,7 +213,7 @@ class Daemon:
             not self.queue.busy
             and not self.downloads
             and not self.player.is_playing
-            and not self.radio.status()["on"]
+            and not self.radio.on
         )
 
     def status(self) -> dict[str, Any]:

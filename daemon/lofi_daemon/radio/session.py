@@ -92,6 +92,10 @@ class Radio:
         self._session: _Session | None = None
         self._count = 0
 
+    @property
+    def on(self) -> bool:
+        return self._session is not None
+
     # -- commands (rpc-dispatch thread) --------------------------------------------------------------------
     def start(self, p: RadioStartParams) -> dict[str, Any]:
         name = resolve_backend(self.backends, self.settings, p.backend or "musicgen")
