@@ -188,6 +188,7 @@ def test_checkhealth_against_the_real_daemon(tmp_path):
             "lofi: configuration ~",
             "- ✅ OK configuration is valid",
             "- default backend: tone, provider: auto, progress UI: notify",
+            "- radio: plan none, adaptive off",
             "lofi: daemon ~",
             "- ✅ OK daemon command: " + " ".join(real_daemon_cmd()),
             "- no daemon is running for this Neovim",

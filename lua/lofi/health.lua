@@ -74,6 +74,14 @@ local function check_config()
   h.info(
     string.format("default backend: %s, provider: %s, progress UI: %s", c.backend, c.provider, c.ui.progress)
   )
+  local plan = c.radio.plan
+  h.info(
+    string.format(
+      "radio: plan %s, adaptive %s",
+      type(plan) == "table" and (plan.name or "(your own)") or tostring(plan or "none"),
+      c.radio.adaptive and "on (two counting autocmds while an adaptive radio plays)" or "off"
+    )
+  )
 end
 
 -- JSON null arrives as vim.NIL; treat it as absent.
