@@ -51,7 +51,8 @@ def setup(nvim, **cfg):
 
 
 def test_radio_command_statusline_events_and_stop(tmp_path):
-    with start(tmp_path) as nvim:
+    # at twice real time the plan's 24 s intro lasts 12 s of wall time: the statusline check below cannot miss it
+    with start(tmp_path, LOFI_RADIO_TONE_SPEED="2") as nvim:
         setup(nvim, radio={"plan": "focus"})
         nvim.command("Lofi radio rainy jazz backend=radio_tone seed=4")
         # the statusline shows the radio and the plan's section from the first window on
