@@ -209,12 +209,7 @@ class Daemon:
         return time.monotonic() - self.last_activity
 
     def is_idle(self) -> bool:
-        return (
-            not self.queue.busy
-            and not self.downloads
-            and not self.player.is_playing
-            and not self.radio.on
-        )
+        return not self.queue.busy and not self.downloads and not self.player.is_playing and not self.radio.on
 
     def status(self) -> dict[str, Any]:
         running = self.queue.running
