@@ -71,6 +71,14 @@ def test_a_new_prompt_continues_from_the_same_codes(backend):
     assert not np.array_equal(a.context, b.context)  # the prompt changed what came next
 
 
+def test_a_negative_prompt_steers_the_radio_too(backend):
+    plain = backend.start_continuation(backend.validate({}), 5)
+    negative = backend.start_continuation(backend.validate({"negative_prompt": "drums"}), 5)
+    for s in (plain, negative):
+        backend.continue_window(s, "lofi", CancelToken(), lambda _x: None)
+    assert not np.array_equal(plain.context, negative.context)
+
+
 def test_cancel_and_oversized_windows(backend):
     state = backend.start_continuation(backend.validate({}), 1)
     token = CancelToken()

@@ -146,7 +146,17 @@ radio_opt({ "prompt" }, "prompt", str, "text")
 radio_opt({ "plan" }, "plan", str, "a plan name (focus, pomodoro, late_night)")
 radio_opt({ "adaptive" }, "adaptive", boolean, "true or false")
 radio_opt({ "save" }, "save", boolean, "true or false")
-for _, name in ipairs({ "seed", "backend", "guidance", "guidance_scale", "top_k", "top_p", "temperature" }) do
+for _, name in ipairs({
+  "seed",
+  "backend",
+  "guidance",
+  "guidance_scale",
+  "top_k",
+  "top_p",
+  "temperature",
+  "negative",
+  "negative_prompt",
+}) do
   RADIO[name] = GENERATE[name]
 end
 M.RADIO = RADIO

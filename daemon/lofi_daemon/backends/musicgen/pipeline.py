@@ -393,7 +393,7 @@ class MusicGenPipeline:
                 ErrorCode.INTERNAL_ERROR,
                 f"a window holds {limit} frames; {len(context)} of context + {new_frames} new do not fit",
             )
-        hidden, mask = self.encode_text(prompt)
+        hidden, mask = self.encode_text(prompt, params.negative_prompt)
         return self._window(
             context, new_frames, hidden, mask, rng, params, cancel, lambda _n: None, on_frames
         )
