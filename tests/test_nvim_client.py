@@ -231,6 +231,7 @@ def test_tracks_picker_through_vim_ui_select(nvim, tmp_path):
             "Yank track id",
             "Regenerate (new seed, same settings)",
             "Toggle favourite",
+            "Variation (ACE-Step tracks, :Lofi vary)",
         ]
     track_id = "0000000000000001"
     wait_for(

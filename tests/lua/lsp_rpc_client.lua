@@ -30,7 +30,7 @@ end)
 vim.wait(120000, function()
   return done
 end, 20)
-client.request("shutdown", nil, function(err, result)
+client.request("shutdown", nil, function(_, result)
   out.shutdown = result
 end)
 vim.wait(120000, function()
