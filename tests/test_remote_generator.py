@@ -15,8 +15,9 @@ from lofi_daemon.backends.base import GenerationRequest
 from lofi_daemon.cancel import CancelToken
 from lofi_daemon.config import Settings
 from lofi_daemon.errors import ErrorCode, LofiError
-from lofi_daemon.remote.backend import RemoteBackend, _names_local_file
+from lofi_daemon.remote.backend import RemoteBackend
 from lofi_daemon.remote.link import RemoteLink
+from lofi_daemon.remote.protocol import names_a_file
 
 from tests.daemon_client import CEILING, ROOT, DaemonProcess, daemon_env
 from tests.musicgen_fixture import FIXTURE as MUSICGEN_TINY
@@ -213,7 +214,7 @@ def test_local_paths_are_never_sent():
     assert backend.validate({"lora": "lofi-rain", "scheduler": "euler"})
     with pytest.raises(LofiError, match="cannot read"):
         backend.validate({"task": "repaint", "source_track": "0123456789abcdef"})
-    assert _names_local_file("~/x.wav") and _names_local_file("../x") and not _names_local_file("lofi rain")
+    assert names_a_file("~/x.wav") and names_a_file("../x") and not names_a_file("lofi rain")
 
 
 def test_musicgen_streams_over_the_link_while_the_remote_generates(tmp_path):

@@ -4,12 +4,15 @@
   python -m tests.doubles.fake_generator old-protocol   handshake with another protocol version
   python -m tests.doubles.fake_generator corrupt        audio whose checksum does not match
   python -m tests.doubles.fake_generator extra          more audio than the request asked for
+  python -m tests.doubles.fake_generator mute           accepts jobs and cancels, answers pings, never sends audio
+  python -m tests.doubles.fake_generator hang           accepts a job, then answers nothing more (alive, stuck)
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 
 import numpy as np
 from lofi_daemon.remote.protocol import GENERATOR_PROTOCOL, audio_digest, encode_audio
@@ -36,9 +39,15 @@ def main(mode: str) -> None:
             writer.write({"jsonrpc": "2.0", "id": id_, "result": result})
         elif method == "ping":
             writer.write({"jsonrpc": "2.0", "id": id_, "result": {"pong": True}})
+        elif method == "generator.cancel":
+            writer.write({"jsonrpc": "2.0", "id": id_, "result": {"cancelled": True}})
         elif method == "generator.generate":
             p = msg["params"]
             writer.write({"jsonrpc": "2.0", "id": id_, "result": {"accepted": True}})
+            if mode == "hang":
+                time.sleep(3600)
+            if mode in ("mute", "hang"):
+                continue
             seconds = p["duration_sec"] + (10 if mode == "extra" else 0)
             audio = np.full((int(seconds * RATE), 1), 0.25, np.float32)
             sent = audio.copy()

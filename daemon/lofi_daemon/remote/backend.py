@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 import math
 import queue
+import time
 import uuid
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,12 +23,24 @@ from ..cancel import CancelToken
 from ..errors import Cancelled, ErrorCode, LofiError
 from ..ports import Backend, DownloadProgress, Notify
 from .link import LOST, LinkLost, RemoteLink
-from .protocol import MAX_CHANNELS, audio_digest, decode_audio, error_code
+from .protocol import (
+    MAX_CHANNELS,
+    audio_digest,
+    decode_audio,
+    error_code,
+    names_a_file,
+    plain_int,
+    scalar_fields,
+    text,
+)
 
 log = logging.getLogger(__name__)
 
 EVENT_POLL_SEC = 0.2  # how often a waiting job looks at its cancel token
 SLACK_SEC = 2.0  # audio a remote may send beyond the requested duration (window rounding)
+IDLE_PING_SEC = 15.0  # a job that hears nothing this long pings the remote (a hung remote fails the job)
+# progress fields the local notification sets itself (a remote must not rename or re-time the local job)
+PROGRESS_RESERVED = ("track_id", "percent", "eta_sec", "elapsed_sec", "done", "total")
 
 
 class RemoteBackend:
@@ -37,6 +49,7 @@ class RemoteBackend:
         self.link = link
         self.notify = notify
         self.retry = retry
+        self.idle_ping_sec = IDLE_PING_SEC
         self.name = local.name
         self.display_name = f"{local.display_name} (remote)"
         self.sample_rate = local.sample_rate
@@ -59,7 +72,7 @@ class RemoteBackend:
                 param="source_track",
             )
         for key, value in params.items():
-            if isinstance(value, str) and _names_local_file(value):
+            if isinstance(value, str) and names_a_file(value):
                 raise LofiError(
                     ErrorCode.INVALID_PARAMS,
                     f"{key} names a local file, which the remote generator {self.link.host} cannot read; "
@@ -68,8 +81,8 @@ class RemoteBackend:
                 )
         return params
 
-    def _remote_info(self) -> dict[str, Any]:
-        info = self.link.wait_ready()
+    def _remote_info(self, cancel: CancelToken | None = None) -> dict[str, Any]:
+        info = self.link.wait_ready(cancel=cancel)
         for b in info.get("backends") or []:
             if isinstance(b, dict) and b.get("name") == self.name:
                 return b
@@ -156,7 +169,7 @@ class RemoteBackend:
     ) -> GeneratedAudio:
         if self.link.state != "ready":
             progress(0, 1, stage="connecting", host=self.link.host)
-        self._remote_info()  # waits for the connection (bounded)
+        self._remote_info(cancel)  # waits for the connection (bounded, and cancellable)
         cancel.check()
         job_id = uuid.uuid4().hex
         events = self.link.open_job(job_id)
@@ -191,37 +204,55 @@ class RemoteBackend:
         parts: dict[str, list[np.ndarray]] = {"stream": [], "final": []}
         frames = {"stream": 0, "final": 0}
         next_seq = 0
-        cancel_sent = False
+        cancel_deadline: float | None = None  # once cancel is sent: how long the remote gets to confirm it
+        heard = time.monotonic()  # the remote's last sign of life about this job
         while True:
-            if cancel.cancelled and not cancel_sent:
-                cancel_sent = True
+            if cancel.cancelled and cancel_deadline is None:
                 try:
-                    self.link.request("generator.cancel", {"job_id": job_id})
+                    reply = self.link.request("generator.cancel", {"job_id": job_id})
                 except (LinkLost, LofiError):
                     raise Cancelled() from None
+                if reply.get("cancelled") is not True:  # the remote no longer knows the job
+                    raise Cancelled()
+                cancel_deadline = time.monotonic() + self.link.connect_timeout_sec
+            if cancel_deadline is not None and time.monotonic() > cancel_deadline:
+                log.warning("%s did not confirm the cancel of job %s", self.link.host, job_id)
+                raise Cancelled()
             try:
                 method, p = events.get(timeout=EVENT_POLL_SEC)
             except queue.Empty:
+                if time.monotonic() - heard > self.idle_ping_sec:
+                    # silent (a long model load, or a hung remote): a ping answered means it is alive
+                    self.link.request("ping")  # LinkLost when it does not answer in time
+                    heard = time.monotonic()
                 continue
             if method == LOST:
-                raise LinkLost(p.get("reason", "link lost"))
+                raise LinkLost(text(p.get("reason", "link lost")))
             if method == "generator.progress":
-                fields = p["fields"] if isinstance(p.get("fields"), dict) else {}
+                heard = time.monotonic()
+                done, total = plain_int(p.get("done")), plain_int(p.get("total"), 1)
+                if done is None or total is None:
+                    raise self._bad(
+                        f"a progress report of {text(p.get('done'), 40)}/{text(p.get('total'), 40)}"
+                    )
                 try:
-                    progress(int(p["done"]), int(p["total"]), **fields)
+                    progress(min(done, total), total, **scalar_fields(p.get("fields"), PROGRESS_RESERVED))
                 except Cancelled:
                     continue  # the cancel request goes out at the top of the loop; wait for the remote's answer
             elif method == "generator.download":
-                fields = {k: v for k, v in p.items() if k != "job_id"}
+                heard = time.monotonic()
+                fields = scalar_fields(p, ("job_id", "backend", "remote"))
                 self.notify("download_progress", {**fields, "backend": self.name, "remote": self.link.host})
             elif method == "generator.audio":
-                kind = p.get("kind")
-                if kind not in parts or p.get("seq") != next_seq:
+                heard = time.monotonic()
+                kind, seq = p.get("kind"), plain_int(p.get("seq"))
+                if kind not in parts or seq != next_seq:
                     raise self._bad(
-                        f"an audio chunk out of order ({kind} #{p.get('seq')}, expected #{next_seq})"
+                        f"an audio chunk out of order ({text(kind, 40)} #{text(p.get('seq'), 40)}, "
+                        f"expected #{next_seq})"
                     )
                 next_seq += 1
-                chunk = self._chunk(p)
+                chunk = self._chunk(p, limit)
                 frames[kind] += chunk.shape[0]
                 if frames[kind] > limit:
                     raise self._bad(f"more audio than {request.duration_sec:g} s")
@@ -235,18 +266,20 @@ class RemoteBackend:
             elif method == "generator.error":
                 raise LofiError(
                     error_code(p.get("code")),
-                    f"{self.link.host}: {p.get('message', 'the remote job failed')}",
+                    f"{self.link.host}: {text(p.get('message', 'the remote job failed'))}",
                     remote=self.link.host,
                 )
 
-    def _chunk(self, p: dict[str, Any]) -> np.ndarray:
-        frames, channels, data = p.get("frames"), p.get("channels"), p.get("data")
-        if not isinstance(frames, int) or not isinstance(data, str) or channels != self.channels:
-            raise self._bad(f"an audio chunk with {channels} channels for a {self.channels}-channel backend")
-        if not 0 < channels <= MAX_CHANNELS or frames < 0:
+    def _chunk(self, p: dict[str, Any], limit: int) -> np.ndarray:
+        frames, channels, data = plain_int(p.get("frames"), 0, limit), p.get("channels"), p.get("data")
+        if plain_int(channels, 1, MAX_CHANNELS) != self.channels:
+            raise self._bad(
+                f"an audio chunk with {text(channels, 40)} channels for a {self.channels}-channel backend"
+            )
+        if frames is None or not isinstance(data, str):
             raise self._bad("an audio chunk of an impossible shape")
         try:
-            chunk = decode_audio(data, frames, channels)
+            chunk = decode_audio(data, frames, self.channels)
         except ValueError as e:
             raise self._bad(str(e)) from None
         if not np.isfinite(chunk).all():
@@ -254,14 +287,18 @@ class RemoteBackend:
         return chunk
 
     def _finish(self, p: dict[str, Any], parts: dict[str, list[np.ndarray]]) -> GeneratedAudio:
-        kind = "stream" if p.get("streamed") else "final"
+        kind = "stream" if p.get("streamed") is True else "final"
         pieces = parts[kind]
         samples = np.concatenate(pieces) if pieces else np.zeros((0, self.channels), np.float32)
-        if p.get("sample_rate") != self.sample_rate:
-            raise self._bad(f"audio at {p.get('sample_rate')} Hz where {self.sample_rate} Hz was expected")
-        if p.get("frames") != samples.shape[0] or p.get("sha256") != audio_digest(samples):
+        if plain_int(p.get("sample_rate")) != self.sample_rate:
+            raise self._bad(
+                f"audio at {text(p.get('sample_rate'), 40)} Hz where {self.sample_rate} Hz was expected"
+            )
+        if not samples.shape[0]:
+            raise self._bad("no audio")
+        if plain_int(p.get("frames")) != samples.shape[0] or p.get("sha256") != audio_digest(samples):
             raise self._bad("audio that does not match its checksum (the link corrupted it)")
-        info = p["info"] if isinstance(p.get("info"), dict) else {}
+        info = scalar_fields(p.get("info"), ("remote",))
         return GeneratedAudio(samples, self.sample_rate, {**info, "remote": self.link.host})
 
     def _bad(self, what: str) -> LofiError:
@@ -269,16 +306,3 @@ class RemoteBackend:
             ErrorCode.MODEL_INFERENCE_FAILED,
             f"the remote generator {self.link.host} sent {what}; the track was not kept",
         )
-
-
-def _names_local_file(value: str) -> bool:
-    if not value or len(value) > 4096 or "\n" in value:
-        return False
-    if value.startswith(("/", "~", "./", "../")) or (
-        len(value) > 2 and value[1] == ":" and value[2] in "\\/"
-    ):
-        return True
-    try:
-        return Path(value).expanduser().exists() and ("/" in value or "\\" in value)
-    except (OSError, ValueError):
-        return False

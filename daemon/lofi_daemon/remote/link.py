@@ -22,13 +22,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import __version__
+from ..cancel import CancelToken
 from ..errors import ErrorCode, LofiError
 from ..rpc.framing import FramingError, MessageReader, MessageTooLarge, MessageWriter
-from .protocol import GENERATOR_PROTOCOL, error_code
+from .protocol import GENERATOR_PROTOCOL, error_code, text
 
 log = logging.getLogger(__name__)
 
 LOST = "link.lost"  # the event a job's queue receives when the link goes away
+CANCEL_POLL_SEC = 0.2  # how often a job waiting for the connection looks at its cancel token
+STDERR_LINE = 300  # what is kept of one stderr line (the rest of a longer line is read and dropped)
 
 
 class LinkLost(Exception):
@@ -74,8 +77,9 @@ class RemoteLink:
             self.error = None
         threading.Thread(target=self._connect, name="generator-link", daemon=True).start()
 
-    def wait_ready(self, timeout: float | None = None) -> dict[str, Any]:
-        """The remote's handshake, connecting first if needed; LofiError when it cannot be reached."""
+    def wait_ready(self, timeout: float | None = None, cancel: CancelToken | None = None) -> dict[str, Any]:
+        """The remote's handshake, connecting first if needed; LofiError when it cannot be reached, Cancelled
+        within a poll interval of `cancel` being set."""
         self.start()
         deadline = time.monotonic() + (self.connect_timeout_sec if timeout is None else timeout)
         with self._ready:
@@ -83,6 +87,9 @@ class RemoteLink:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
+                if cancel is not None:
+                    cancel.check()
+                    left = min(left, CANCEL_POLL_SEC)
                 self._ready.wait(left)
             if self.state == "ready":
                 return self.info
@@ -110,8 +117,13 @@ class RemoteLink:
             return
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         with self._lock:
-            self._proc = proc
-            self._writer = MessageWriter(proc.stdin)  # type: ignore[arg-type]  # a binary pipe
+            closed = self.state == "closed"  # close() ran while the command was starting
+            if not closed:
+                self._proc = proc
+                self._writer = MessageWriter(proc.stdin)  # type: ignore[arg-type]  # a binary pipe
+        if closed:
+            self._kill(proc)
+            return
         threading.Thread(target=self._read_stderr, args=(proc,), name="generator-stderr", daemon=True).start()
         threading.Thread(target=self._read, args=(proc,), name="generator-reader", daemon=True).start()
         try:
@@ -177,6 +189,12 @@ class RemoteLink:
             self._send(message)
             reply = box.get(timeout=self.connect_timeout_sec if timeout is None else timeout)
         except queue.Empty:
+            # a remote that stops answering is gone: drop it, so the next job connects afresh instead of
+            # waiting on it again
+            with self._lock:
+                proc = self._proc
+            if proc is not None:
+                proc.kill()
             raise LinkLost(f"{self.host} did not answer {method}") from None
         finally:
             with self._lock:
@@ -187,10 +205,11 @@ class RemoteLink:
             err = reply["error"] if isinstance(reply["error"], dict) else {}
             raise LofiError(
                 error_code(err.get("code")),
-                f"{self.host}: {err.get('message', 'error')}",
+                f"{self.host}: {text(err.get('message', 'error'))}",
                 remote=True,
             )
-        return reply.get("result") or {}
+        result = reply.get("result")
+        return result if isinstance(result, dict) else {}
 
     def request(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         """A request on the ready link; LinkLost when the link goes away meanwhile."""
@@ -225,7 +244,7 @@ class RemoteLink:
             self.bytes_received += len(frame.body)
             try:
                 message = json.loads(frame.body)
-            except ValueError:
+            except (ValueError, RecursionError):  # (deep nesting overflows the decoder's recursion)
                 log.warning("undecodable message from the generator")
                 continue
             self._route(message)
@@ -236,16 +255,20 @@ class RemoteLink:
         if not isinstance(message, dict):
             return
         if "id" in message and "method" not in message:
+            id_ = message["id"]
             with self._lock:
-                box = self._pending.get(message["id"]) if isinstance(message["id"], int) else None
+                box = self._pending.get(id_) if type(id_) is int else None
             if box is not None:
-                box.put(message)
+                try:
+                    box.put_nowait(message)
+                except queue.Full:  # a second answer to one request: the first stands
+                    log.warning("the generator answered request %d twice", id_)
             return
         method, params = message.get("method"), message.get("params")
         if not isinstance(method, str) or not isinstance(params, dict):
             return
         if method == "log":
-            log.info("remote: %s", params.get("message"))
+            log.info("remote: %s", text(params.get("message")))
             return
         job_id = params.get("job_id")
         with self._lock:
@@ -275,11 +298,15 @@ class RemoteLink:
 
     def _read_stderr(self, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stderr is not None
-        for raw in proc.stderr:
-            line = raw.decode("utf-8", "replace").strip()
-            if line:
-                self._stderr.append(line[:300])
-                log.debug("remote stderr: %s", line)
+        cut = False  # inside a line longer than STDERR_LINE: drop the rest of it
+        while raw := proc.stderr.readline(STDERR_LINE):
+            whole = raw.endswith(b"\n")
+            if not cut:
+                line = raw.decode("utf-8", "replace").strip()
+                if line:
+                    self._stderr.append(line)
+                    log.debug("remote stderr: %s", line)
+            cut = not whole
 
     # -- ending --------------------------------------------------------------------------------------------
     def reset(self) -> None:

@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +32,10 @@ from ..rpc.schemas.base import Strict
 
 # Bump when a message above changes shape; both ends refuse to talk across a difference.
 GENERATOR_PROTOCOL = 1
+# What this side accepts from a remote's free-form dicts (progress fields, download progress, track info): a few
+# JSON scalars, so a hostile remote cannot grow a notification or a track's metadata, nor nest it deep.
+MAX_FIELDS = 32
+MAX_TEXT = 500
 CHUNK_FRAMES = 48_000  # ≤ 1 s at 48 kHz: ≤ 384 KB of stereo float32, ≤ 512 KB as base64
 MAX_CHANNELS = 2
 
@@ -38,8 +45,11 @@ class GeneratorHello(Strict):
     client: str | None = Field(default=None, max_length=200)
 
 
+JOB_ID = r"^[0-9A-Za-z_-]+$"  # what a job id may hold: it reaches log lines and messages
+
+
 class RemoteJob(Strict):
-    job_id: str = Field(min_length=1, max_length=64)
+    job_id: str = Field(min_length=1, max_length=64, pattern=JOB_ID)
     backend: str = Field(min_length=1, max_length=64)
     prompt: str = Field(min_length=1, max_length=4000)
     duration_sec: float = Field(gt=0, le=3600)
@@ -49,7 +59,7 @@ class RemoteJob(Strict):
 
 
 class RemoteJobId(Strict):
-    job_id: str = Field(min_length=1, max_length=64)
+    job_id: str = Field(min_length=1, max_length=64, pattern=JOB_ID)
 
 
 def encode_audio(samples: np.ndarray) -> str:
@@ -81,3 +91,56 @@ def error_code(code: Any) -> ErrorCode:
         if isinstance(code, int) and code in ErrorCode._value2member_map_
         else (ErrorCode.MODEL_INFERENCE_FAILED)
     )
+
+
+def text(value: Any, limit: int = MAX_TEXT) -> str:
+    """A remote's free text made safe to show: a str, cut to `limit`, lone surrogates replaced."""
+    s = value if isinstance(value, str) else repr(value)[:limit]
+    return s[:limit].encode("utf-8", "replace").decode("utf-8")
+
+
+def plain_int(value: Any, low: int = 0, high: int = 2**53) -> int | None:
+    """`value` when it is a real int (not a bool) within [low, high], else None."""
+    if isinstance(value, int) and not isinstance(value, bool) and low <= value <= high:
+        return value
+    return None
+
+
+def scalar_fields(raw: Any, reserved: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The JSON-scalar entries of a remote's dict (short keys, finite numbers, short text), without the
+    `reserved` keys this side sets itself (a remote must not rename the local track, say)."""
+    if not isinstance(raw, Mapping):
+        return {}
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if len(out) >= MAX_FIELDS:
+            break
+        if not isinstance(key, str) or not key or len(key) > 64 or key in reserved:
+            continue
+        key = text(key)
+        if value is None or isinstance(value, bool):
+            out[key] = value
+        elif isinstance(value, int):
+            if -(2**53) <= value <= 2**53:
+                out[key] = value
+        elif isinstance(value, float):
+            if math.isfinite(value):
+                out[key] = value
+        elif isinstance(value, str):
+            out[key] = text(value)
+    return out
+
+
+def names_a_file(value: str) -> bool:
+    """Whether a param's text looks like a file path (absolute, home- or dot-relative, a drive, or an existing
+    file with a separator): such params never cross the link, in either direction."""
+    if not value or len(value) > 4096 or "\n" in value:
+        return False
+    if value.startswith(("/", "~", "./", "../")) or (
+        len(value) > 2 and value[1] == ":" and value[2] in "\\/"
+    ):
+        return True
+    try:
+        return Path(value).expanduser().exists() and ("/" in value or "\\" in value)
+    except (OSError, ValueError):
+        return False
