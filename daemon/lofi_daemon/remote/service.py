@@ -30,10 +30,12 @@ from .protocol import (
     audio_digest,
     chunks,
     encode_audio,
+    names_a_file,
 )
 
 log = logging.getLogger(__name__)
 
+MAX_JOBS = 8  # running + queued: one local daemon sends one job at a time, so more means a runaway sender
 Send = Callable[[str, dict[str, Any]], None]
 
 
@@ -121,6 +123,23 @@ class GeneratorService:
                     ErrorCode.INVALID_BACKEND,
                     f"this remote has no {p.backend!r} backend; it has {', '.join(sorted(self.backends))}",
                 )
+            if not backend.min_duration_sec <= p.duration_sec <= backend.max_duration_sec:
+                raise LofiError(
+                    ErrorCode.INVALID_PARAMS,
+                    f"{backend.name} makes {backend.min_duration_sec:g}–{backend.max_duration_sec:g} s of audio, "
+                    f"not {p.duration_sec:g} s",
+                    field="duration_sec",
+                )
+            for key, value in p.params.items():
+                if any(
+                    isinstance(v, str) and names_a_file(v)
+                    for v in (value if isinstance(value, list) else [value])
+                ):
+                    raise LofiError(
+                        ErrorCode.INVALID_PARAMS,
+                        f"{key} names a file; a remote generator takes no paths from the local side",
+                        field=key,
+                    )
             params = backend.validate(p.params)
             if params != p.params:  # the local side sends canonical params; a difference means other code
                 raise LofiError(
@@ -131,6 +150,11 @@ class GeneratorService:
             with self._lock:
                 if p.job_id in self._cancels:
                     raise LofiError(ErrorCode.INVALID_PARAMS, f"job {p.job_id} is already here")
+                if len(self._cancels) >= MAX_JOBS:
+                    raise LofiError(
+                        ErrorCode.INVALID_REQUEST,
+                        f"this remote already holds {MAX_JOBS} jobs; send more when one has finished",
+                    )
                 self._cancels[p.job_id] = CancelToken()
             self._jobs.put(p)
             return {"accepted": True, "model_version": backend.model_version()}
