@@ -16,6 +16,7 @@ import tracemalloc
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lofi_daemon.backends.base import GeneratedAudio, GenerationRequest
@@ -416,3 +417,21 @@ def test_whatever_a_remote_sends_the_job_ends_cleanly(msgs, monkeypatch):
     backend.idle_ping_sec = 0.0  # no more messages: the ping fails on the closed link at once
     run = Run(backend, msgs)
     assert_sane(run)
+
+
+def test_an_odd_handshake_is_read_safely():
+    backend = make_backend(fake_cmd("odd-hello"), timeout=CEILING)
+    try:
+        with pytest.raises(LofiError, match="has no tone backend"):
+            backend.model_version()
+        status = backend.link.status()
+        encode_message(status)
+        assert status["backends"] == [] and "\x1b" not in status["version"] and len(status["version"]) <= 40
+    finally:
+        backend.link.close()
+
+
+def test_remote_text_carries_no_terminal_escapes():
+    run = Run(make_backend(), [note("generator.error", code=-32000, message="\x1b[2Jgone\r\nfake: ok")])
+    assert isinstance(run.result, LofiError) and "gone" in run.result.message
+    assert not any(ord(c) < 0x20 for c in run.result.message), run.result.message

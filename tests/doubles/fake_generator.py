@@ -5,6 +5,7 @@
   python -m tests.doubles.fake_generator corrupt        audio whose checksum does not match
   python -m tests.doubles.fake_generator extra          more audio than the request asked for
   python -m tests.doubles.fake_generator mute           accepts jobs and cancels, answers pings, never sends audio
+  python -m tests.doubles.fake_generator odd-hello      a handshake with fields of the wrong types and escapes
   python -m tests.doubles.fake_generator hang           accepts a job, then answers nothing more (alive, stuck)
 """
 
@@ -36,6 +37,8 @@ def main(mode: str) -> None:
                 "version": "9.9",
                 "backends": backends,
             }
+            if mode == "odd-hello":
+                result.update(backends=5, host={"x": 1}, version="\x1b[2J" * 1000)
             writer.write({"jsonrpc": "2.0", "id": id_, "result": result})
         elif method == "ping":
             writer.write({"jsonrpc": "2.0", "id": id_, "result": {"pong": True}})

@@ -25,7 +25,7 @@ from .. import __version__
 from ..cancel import CancelToken
 from ..errors import ErrorCode, LofiError
 from ..rpc.framing import FramingError, MessageReader, MessageTooLarge, MessageWriter
-from .protocol import GENERATOR_PROTOCOL, error_code, text
+from .protocol import GENERATOR_PROTOCOL, error_code, hello, text
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,9 @@ class RemoteLink:
         threading.Thread(target=self._read, args=(proc,), name="generator-reader", daemon=True).start()
         try:
             t0 = time.monotonic()
-            reply = self._call("initialize", {"protocol_version": GENERATOR_PROTOCOL, "client": __version__})
+            reply = hello(
+                self._call("initialize", {"protocol_version": GENERATOR_PROTOCOL, "client": __version__})
+            )
             if reply.get("protocol_version") != GENERATOR_PROTOCOL or reply.get("role") != "generator":
                 raise LofiError(
                     ErrorCode.MODEL_LOAD_FAILED,
@@ -302,7 +304,7 @@ class RemoteLink:
         while raw := proc.stderr.readline(STDERR_LINE):
             whole = raw.endswith(b"\n")
             if not cut:
-                line = raw.decode("utf-8", "replace").strip()
+                line = text(raw.decode("utf-8", "replace").strip(), STDERR_LINE)
                 if line:
                     self._stderr.append(line)
                     log.debug("remote stderr: %s", line)

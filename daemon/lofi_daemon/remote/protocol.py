@@ -93,10 +93,29 @@ def error_code(code: Any) -> ErrorCode:
     )
 
 
+_CONTROLS = dict.fromkeys([*range(0x20), 0x7F], " ")  # a terminal escape must not reach the user's screen
+
+
 def text(value: Any, limit: int = MAX_TEXT) -> str:
-    """A remote's free text made safe to show: a str, cut to `limit`, lone surrogates replaced."""
+    """A remote's free text made safe to show: a str, cut to `limit`, lone surrogates and control characters
+    replaced."""
     s = value if isinstance(value, str) else repr(value)[:limit]
-    return s[:limit].encode("utf-8", "replace").decode("utf-8")
+    return s[:limit].encode("utf-8", "replace").decode("utf-8").translate(_CONTROLS)
+
+
+def hello(reply: dict[str, Any]) -> dict[str, Any]:
+    """The remote's initialize reply in the shape this side reads (status, :checkhealth, model versions)."""
+    backends = reply.get("backends")
+    host = reply.get("host")
+    return {
+        "role": reply.get("role"),
+        "protocol_version": plain_int(reply.get("protocol_version")),
+        "version": text(reply.get("version", "?"), 40),
+        "host": text(host, 100) if isinstance(host, str) and host else None,
+        "backends": [scalar_fields(b) for b in backends[:MAX_FIELDS] if isinstance(b, dict)]
+        if isinstance(backends, list)
+        else [],
+    }
 
 
 def plain_int(value: Any, low: int = 0, high: int = 2**53) -> int | None:
