@@ -435,3 +435,9 @@ def test_remote_text_carries_no_terminal_escapes():
     run = Run(make_backend(), [note("generator.error", code=-32000, message="\x1b[2Jgone\r\nfake: ok")])
     assert isinstance(run.result, LofiError) and "gone" in run.result.message
     assert not any(ord(c) < 0x20 for c in run.result.message), run.result.message
+
+
+def test_a_cached_track_as_init_is_refused_before_it_reaches_the_remote():
+    """riffusion's `init` canonicalises a local track id to `track:<id>`: the remote has no such track."""
+    with pytest.raises(LofiError, match="track in this machine's cache"):
+        make_backend().validate({"init": "track:0123456789abcdef", "init_sha256": "ab" * 32})

@@ -72,6 +72,13 @@ class RemoteBackend:
                 param="source_track",
             )
         for key, value in params.items():
+            if isinstance(value, str) and value.startswith("track:"):  # riffusion's init from a cached track
+                raise LofiError(
+                    ErrorCode.INVALID_PARAMS,
+                    f"{key} names a track in this machine's cache, which the remote generator {self.link.host} "
+                    f"cannot read; leave {self.name} out of generator.backends to start from a track",
+                    field=key,
+                )
             if isinstance(value, str) and names_a_file(value):
                 raise LofiError(
                     ErrorCode.INVALID_PARAMS,
