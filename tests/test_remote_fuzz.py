@@ -441,3 +441,11 @@ def test_a_cached_track_as_init_is_refused_before_it_reaches_the_remote():
     """riffusion's `init` canonicalises a local track id to `track:<id>`: the remote has no such track."""
     with pytest.raises(LofiError, match="track in this machine's cache"):
         make_backend().validate({"init": "track:0123456789abcdef", "init_sha256": "ab" * 32})
+
+
+def test_empty_audio_chunks_are_refused():
+    """An honest remote never sends one; a flood of them would grow the job's chunk list without end."""
+    samples, (chunk, done) = good_audio()
+    empty = note("generator.audio", seq=0, kind="stream", frames=0, channels=1, data="")
+    run = Run(make_backend(), [empty, chunk, done])
+    assert isinstance(run.result, LofiError) and "impossible shape" in run.result.message, run.result

@@ -278,7 +278,7 @@ class RemoteBackend:
                 )
 
     def _chunk(self, p: dict[str, Any]) -> np.ndarray:
-        frames, channels, data = plain_int(p.get("frames"), 0, 2**31), p.get("channels"), p.get("data")
+        frames, channels, data = plain_int(p.get("frames"), 1, 2**31), p.get("channels"), p.get("data")
         if plain_int(channels, 1, MAX_CHANNELS) != self.channels:
             raise self._bad(
                 f"an audio chunk with {text(channels, 40)} channels for a {self.channels}-channel backend"
