@@ -253,7 +253,9 @@ class RemoteBackend:
             elif method == "generator.audio":
                 heard = time.monotonic()
                 kind, seq = p.get("kind"), plain_int(p.get("seq"))
-                if kind not in parts or seq != next_seq:
+                if (
+                    not isinstance(kind, str) or kind not in parts or seq != next_seq
+                ):  # (a list is unhashable)
                     raise self._bad(
                         f"an audio chunk out of order ({text(kind, 40)} #{text(p.get('seq'), 40)}, "
                         f"expected #{next_seq})"
