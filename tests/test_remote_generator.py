@@ -137,8 +137,13 @@ def test_retry_once_after_a_drop_before_any_audio(local, tmp_path):
 
 
 def test_a_slow_remote_start_shows_connecting_then_works(local, tmp_path):
-    go = tmp_path / "go"  # the remote starts only once the test has seen "connecting"
-    d = local(remote_cmd(tmp_path, before=f"while [ ! -e {go} ]; do sleep 0.05; done; "))
+    # the remote starts once the test has seen "connecting" (or after 120 s: never an orphan loop)
+    go = tmp_path / "go"
+    d = local(
+        remote_cmd(
+            tmp_path, before=f"i=0; while [ ! -e {go} ] && [ $i -lt 2400 ]; do sleep 0.05; i=$((i+1)); done; "
+        )
+    )
     status = d.call("status")["generator"]
     assert status["state"] == "connecting", status
     # a job sent while connecting waits for the handshake (its identity needs the remote's model version)
