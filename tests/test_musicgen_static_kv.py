@@ -97,3 +97,33 @@ def test_unconvertible_decoder_falls_back_to_the_export(monkeypatch):
     pipe = MusicGenPipeline(fixture_files(), cpu_settings())
     assert pipe.kv_cache == "concat"
     assert pipe.generate("lofi", 0.2, 1).audio.shape == (6400,)
+
+
+def test_cross_graph_is_the_encoder_projections_only(pipes):
+    """The cross-KV graph reads the encoder states only: no decoder token, no decoder layer (before the fix,
+    layer n's encoder K/V pulled in decoder layers 0..n-1 through the batch size of a reshape)."""
+    static, _ = pipes
+    cross = static.decoder.cross
+    assert "input_ids" not in {i.name for i in cross.get_inputs()}
+    _, graph = static_kv.build(FIXTURE / "decoder_model_merged.onnx")
+    layers = sum(1 for o in graph.graph.output if o.name.endswith(".encoder.key"))
+    ops = [n.op_type for n in graph.graph.node]
+    # the text states' projection to the decoder width (enc_to_dec_proj), then one K and one V per layer
+    assert ops.count("MatMul") == 1 + 2 * layers
+    assert "LayerNormalization" not in ops and "Softmax" not in ops
+
+
+def test_prefill_returns_the_last_position_only(pipes):
+    """Logits come for the last position only, and they are the same as a step-by-step run's."""
+    static, _ = pipes
+    hidden, mask = static.encode_text("lofi")
+    cols = np.random.default_rng(2).integers(0, static.config.codebook_size, (4, 9))
+    batch = np.ascontiguousarray(np.concatenate([cols, cols]))
+    static.decoder.reset()
+    prefill = static.decoder(batch, hidden, mask)
+    logits = static.decoder.binding.get_outputs()[0]
+    assert logits.shape()[1] == 1
+    static.decoder.reset()
+    for p in range(9):
+        stepwise = static.decoder(batch[:, p : p + 1], hidden, mask)
+    np.testing.assert_allclose(prefill, stepwise, rtol=0, atol=1e-5)

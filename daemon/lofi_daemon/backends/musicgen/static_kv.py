@@ -9,8 +9,10 @@ fresh outputs: the step time grows with the position. This module turns the deco
   preallocated max-length buffers; bound as both input and output (IOBinding), GQA writes the new positions into
   them in place and attends over the first `seqlens_k + 1` only. It also serves the prefill of a window (GQA applies
   the causal mask), so the original decoder is not needed at run time.
+  Logits are computed for the last position only (a prefill of a long prompt needs no others).
 * `decoder_cross_kv.onnx` — the cross-attention keys/values from the text encoder's states, computed once per
-  window (the part of the no-cache path that produces `present.*.encoder.*`).
+  window (the part of the no-cache path that produces `present.*.encoder.*`: the K/V projections of the
+  encoder states, nothing of the decoder stack).
 
 The rewrite is structural (it follows tensors from the `present.*.decoder.*` outputs, not node names) and refuses
 a graph it does not recognise, so the caller can fall back to the exported decoder. Quantised decoders (dynamic
@@ -31,7 +33,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 # Bump when the rewrite changes: it is part of the cache key of converted files and of the model version.
-CONVERT_VERSION = 1
+CONVERT_VERSION = 2
 STATIC_FILE, CROSS_FILE = "decoder_static_kv.onnx", "decoder_cross_kv.onnx"
 PAST_LEN, SEQLENS, TOTAL_LEN = "past_sequence_length", "seqlens_k", "total_sequence_length"
 
@@ -190,6 +192,59 @@ def _replace_past_length(gr: _Graph) -> list:
     return new_nodes
 
 
+def _last_position_logits(graph) -> None:
+    """Feed the final LayerNorm (and so the lm heads) only the last position: [B, L, D] → [B, 1, D]. Exact for
+    every position the caller reads (LayerNorm and the heads work per position); a prefill of P positions then
+    computes one row of logits instead of P."""
+    from onnx import TensorProto, helper
+
+    norms = [n for n in graph.node if n.op_type == "LayerNormalization"]
+    if not norms:
+        raise Unsupported("no final LayerNormalization before the lm heads")
+    final = norms[-1]  # the graph is topologically sorted: the decoder's last norm comes after every layer's
+    x = final.input[0]
+    name = final.name + "/last_position"
+    consts = [
+        helper.make_tensor(f"{name}/{k}", TensorProto.INT64, [1], [v])
+        for k, v in (("starts", -1), ("ends", 2**62), ("axes", 1))
+    ]
+    graph.initializer.extend(consts)
+    node = helper.make_node("Slice", [x, *(c.name for c in consts)], [name], name=name)
+    final.input[0] = name
+    graph.node.insert(list(graph.node).index(final), node)
+
+
+def _batch_from_encoder(graph) -> None:
+    """The export reads the batch size of the cross-attention K/V reshape from the decoder's hidden states
+    (Shape(hidden)[0]), which makes the encoder K/V of layer n depend on decoder layers 0..n-1. The batch is the
+    same for the encoder states: reading it there leaves only the K/V projections in the graph once pruned."""
+    from onnx import numpy_helper
+
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    decoder_side = {"input_ids"}
+    for n in graph.node:  # topological order: one pass finds everything computed from the decoder tokens
+        if any(i in decoder_side for i in n.input):
+            decoder_side.update(n.output)
+
+    def index(name: str) -> int | None:
+        c = producer.get(name)
+        if c is not None and c.op_type == "Constant":
+            return int(numpy_helper.to_array(c.attribute[0].t).reshape(-1)[0])
+        init = next((t for t in graph.initializer if t.name == name), None)
+        return None if init is None else int(numpy_helper.to_array(init).reshape(-1)[0])
+
+    for n in graph.node:
+        if n.op_type != "Shape" or n.input[0] not in decoder_side:
+            continue
+        uses = consumers.get(n.output[0], [])
+        if uses and all(u.op_type == "Gather" and index(u.input[1]) == 0 for u in uses):
+            n.input[0] = "encoder_hidden_states"
+
+
 def _prune(graph) -> None:
     """Drop nodes and initializers no graph output depends on."""
     nodes = list(graph.node)
@@ -302,6 +357,7 @@ def build(cache_path: Path, first_path: Path | None = None) -> tuple:
             helper.make_tensor_value_info(TOTAL_LEN, TensorProto.INT32, []),
         ]
     )
+    _last_position_logits(g)
     _prune(g)
     used = {i for n in g.node for i in n.input}
     keep_inputs = [i for i in g.input if i.name in used]
@@ -317,6 +373,7 @@ def build(cache_path: Path, first_path: Path | None = None) -> tuple:
     _set_outputs(cross.graph, lambda n: n.startswith("present.") and ".encoder." in n)
     if not cross.graph.output:
         raise Unsupported("the first-step decoder has no present.*.encoder.* outputs")
+    _batch_from_encoder(cross.graph)
     _prune(cross.graph)
     used = {i for n in cross.graph.node for i in n.input}
     keep_inputs = [i for i in cross.graph.input if i.name in used]
