@@ -35,6 +35,8 @@ DECODERS = {
     "fp32": "decoder_model_merged.onnx",
     "int8": "decoder_model_merged_quantized.onnx",
     "q4": "decoder_model_merged_q4.onnx",
+    # "before": the int8 file converted without nbits.py's MatMulNBits rewrite (the dynamic-int8 chains kept)
+    "int8-chain": "decoder_model_merged_quantized.onnx",
 }
 
 
@@ -56,6 +58,47 @@ def weight_bytes_per_step(static_path: Path) -> int:
 
 
 # ---- child processes --------------------------------------------------------------------------------------
+def chain_converted(model_dir: Path) -> tuple[Path, Path]:
+    """The in-place KV conversion of the int8 decoder without the MatMulNBits rewrite (for before/after)."""
+    from unittest import mock
+
+    from lofi_daemon.backends.musicgen import nbits, static_kv
+
+    with mock.patch.object(nbits, "convert", lambda *a, **k: 0):
+        return static_kv.converted(
+            {"decoder_merged": model_dir / DECODERS["int8-chain"]},
+            bench_settings(model_dir, 0).cache_dir / "converted" / "musicgen-int8-chain",
+        )
+
+
+def open_pipe(model_dir: Path, kind: str, kv: str, threads: int, base: dict | None = None):
+    from lofi_daemon.backends.musicgen.pipeline import MusicGenPipeline, _StaticDecoder
+    from lofi_daemon.runtime.sessions import create_session
+
+    files = {**(base or model_files(model_dir)), "decoder_merged": model_dir / DECODERS[kind]}
+    settings = bench_settings(model_dir, threads)
+    if kind != "int8-chain" or kv != "static":
+        return MusicGenPipeline(files, settings, kv_cache=kv)
+    pipe = MusicGenPipeline(files, settings, kv_cache="concat")
+    static, cross = chain_converted(model_dir)
+    capacity = (
+        int(round(pipe.window_sec * pipe.config.frame_rate)) + pipe.config.num_codebooks
+    )  # as the pipeline
+    pipe.decoder = _StaticDecoder(create_session(static, settings), create_session(cross, settings), capacity)
+    pipe.kv_cache = "static"
+    return pipe
+
+
+def model_files(model_dir: Path) -> dict:
+    return {
+        "tokenizer": model_dir / "tokenizer.json",
+        "config": model_dir / "config.json",
+        "generation_config": model_dir / "generation_config.json",
+        "text_encoder": model_dir / "text_encoder.onnx",
+        "encodec_decode": model_dir / "encodec_decode.onnx",
+    }
+
+
 def bench_settings(model_dir: Path, threads: int):
     from lofi_daemon.config import Settings
 
@@ -66,19 +109,11 @@ def bench_settings(model_dir: Path, threads: int):
 def child_ort(
     model_dir: Path, decoder: str, seconds: float, threads: int, stream: bool = False, kv: str = "static"
 ) -> dict:
-    from lofi_daemon.backends.musicgen.pipeline import MusicGenPipeline, SamplingParams
+    from lofi_daemon.backends.musicgen.pipeline import SamplingParams
     from lofi_daemon.backends.musicgen.streaming import generate_streaming
 
-    files = {
-        "tokenizer": model_dir / "tokenizer.json",
-        "config": model_dir / "config.json",
-        "generation_config": model_dir / "generation_config.json",
-        "text_encoder": model_dir / "text_encoder.onnx",
-        "encodec_decode": model_dir / "encodec_decode.onnx",
-        "decoder_merged": model_dir / decoder,
-    }
     t0 = time.perf_counter()
-    pipe = MusicGenPipeline(files, bench_settings(model_dir, threads), kv_cache=kv)
+    pipe = open_pipe(model_dir, decoder, kv, threads)
     load = time.perf_counter() - t0
     rss_loaded = peak_rss_mib()
     stamps: list[float] = []
@@ -86,8 +121,29 @@ def child_ort(
     def progress(done, total, **kw):
         stamps.append(time.perf_counter())
 
+    first_sound: dict[str, float] = {}
     if stream:
-        res = generate_streaming(pipe, PROMPT, seconds, 0, SamplingParams(), progress, None, lambda a: None)
+        from lofi_daemon.audio.stream import TrackStream
+
+        rate = pipe.config.sample_rate
+        track = TrackStream(
+            "bench",
+            rate,
+            1,
+            seconds,
+            device_rate=lambda: rate,
+            clock=time.perf_counter,
+            on_done=lambda t: None,
+        )
+
+        def on_audio(chunk) -> None:
+            # the player's start rule, checked at each chunk (between chunks it only gets stricter)
+            track.push(chunk)
+            if "sec" not in first_sound and track.can_start():
+                first_sound["sec"] = time.perf_counter() - track.started
+
+        res = generate_streaming(pipe, PROMPT, seconds, 0, SamplingParams(), progress, None, on_audio)
+        first_sound.setdefault("sec", time.perf_counter() - track.started)  # it waited for the end
     else:
         res = pipe.generate(PROMPT, seconds, 0, SamplingParams(), progress=progress)
     steps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
@@ -104,9 +160,13 @@ def child_ort(
         "rtf": res.timings["total_sec"] / seconds,
         "rss_after_load_mib": rss_loaded,
         "peak_rss_mib": peak_rss_mib(),
-        "decoder_mib": file_mib(model_dir / decoder),
+        "decoder_mib": file_mib(model_dir / DECODERS[decoder]),
         "audio_samples": int(res.audio.shape[0]),
-        **({"first_audio_sec": res.timings["first_audio_sec"]} if stream else {}),
+        **(
+            {"first_audio_sec": res.timings["first_audio_sec"], "first_sound_sec": first_sound["sec"]}
+            if stream
+            else {}
+        ),
         "ms_per_step_by_position": {
             f"{a}-{min(a + 250, len(steps))}": round(
                 1000 * sum(steps[a : a + 250]) / len(steps[a : a + 250]), 1
@@ -226,34 +286,43 @@ def child_drift(model_dir: Path, kinds: list[str], steps: int) -> dict:
     return result
 
 
-def child_interleave(
-    model_dir: Path, kinds: list[str], rounds: int, steps: int, with_torch: bool, kvs: list[str], threads: int
-) -> dict:
-    """All configurations in one process, alternating, `steps` decoder steps each per round (from an empty
-    cache): slow changes in the load of a shared machine hit every configuration alike."""
-    import numpy as np
-    from lofi_daemon.backends.musicgen.pipeline import MusicGenPipeline, SamplingParams
+_TORCH: dict = {}  # the transformers model, loaded once per process
 
-    base = {
-        "tokenizer": model_dir / "tokenizer.json",
-        "config": model_dir / "config.json",
-        "text_encoder": model_dir / "text_encoder.onnx",
-        "encodec_decode": model_dir / "encodec_decode.onnx",
-    }
-    settings = bench_settings(model_dir, threads)
-    pipes = {
-        f"{k}-{kv}": MusicGenPipeline(
-            {**base, "decoder_merged": model_dir / DECODERS[k]}, settings, kv_cache=kv
-        )
-        for k in kinds
-        for kv in kvs
-    }
+
+def child_interleave(
+    model_dir: Path,
+    kinds: list[str],
+    rounds: int,
+    lengths: list[int],
+    with_torch: bool,
+    kvs: list[str],
+    threads: int,
+) -> dict:
+    """All configurations in one process, alternating, a whole window of each of `lengths` decoder steps per
+    round (from an empty cache): slow changes in the load of a shared machine hit every configuration alike.
+    → {"<config>@<steps>": ...}"""
+    out: dict = {}
+    pipes = {f"{k}-{kv}": open_pipe(model_dir, k, kv, threads) for k in kinds for kv in kvs}
+    for steps in lengths:
+        for name, r in _interleave_one(model_dir, pipes, rounds, steps, with_torch).items():
+            out[f"{name}@{steps}"] = r
+    return out
+
+
+def _interleave_one(model_dir: Path, pipes: dict, rounds: int, steps: int, with_torch: bool) -> dict:
+    import numpy as np
+    from lofi_daemon.backends.musicgen.pipeline import SamplingParams
+
     model = ids = None
     if with_torch:
         import torch
         from transformers import MusicgenForConditionalGeneration
 
-        model = MusicgenForConditionalGeneration.from_pretrained(model_dir / "pytorch").eval()
+        model = (
+            _TORCH.get("model")
+            or MusicgenForConditionalGeneration.from_pretrained(model_dir / "pytorch").eval()
+        )
+        _TORCH["model"] = model
         ids = torch.tensor([next(iter(pipes.values())).tokenizer.encode(PROMPT).ids])
     frames = steps - 3
     out: dict[str, list[float]] = {k: [] for k in [*pipes, *(["torch"] if with_torch else [])]}
@@ -325,12 +394,12 @@ def table(results: dict, seconds: float) -> str:
             f"{r['peak_rss_mib']:.0f} MiB | {r['foreign_cpu_cores']:.2f} |"
         )
     out = head + "\n".join(rows)
-    firsts = {
-        k: r["first_audio_sec"] for k, r in results.items() if isinstance(r, dict) and "first_audio_sec" in r
-    }
+    firsts = {k: r for k, r in results.items() if isinstance(r, dict) and "first_audio_sec" in r}
     if firsts:
-        out += "\n\nTime to first audio (streaming decode): " + ", ".join(
-            f"{k} {v:.2f} s" for k, v in firsts.items()
+        out += "\n\nPlay while generating: " + ", ".join(
+            f"{k}: first chunk decoded {r['first_audio_sec']:.2f} s, first sound (the player's start rule) "
+            f"{r['first_sound_sec']:.2f} s"
+            for k, r in firsts.items()
         )
     if "drift" in results:
         out += "\n\n| decoder | cosine vs fp32 | top-250 overlap | argmax agreement |\n|---|---|---|---|\n"
@@ -349,9 +418,13 @@ def convert_all(model_dir: Path, kinds: list[str]) -> dict:
     out = {}
     for kind in kinds:
         t0 = time.perf_counter()
-        static, _ = static_kv.converted(
-            {"decoder_merged": model_dir / DECODERS[kind]},
-            bench_settings(model_dir, 0).cache_dir / "converted" / "musicgen",
+        static, _ = (
+            chain_converted(model_dir)
+            if kind == "int8-chain"
+            else static_kv.converted(
+                {"decoder_merged": model_dir / DECODERS[kind]},
+                bench_settings(model_dir, 0).cache_dir / "converted" / "musicgen",
+            )
         )
         out[kind] = {
             "convert_sec": round(time.perf_counter() - t0, 1),
@@ -360,13 +433,18 @@ def convert_all(model_dir: Path, kinds: list[str]) -> dict:
     return out
 
 
+def floor_ms(converted: dict, info: dict) -> float:
+    """The weight-streaming floor of a step: weight bytes ÷ measured read bandwidth."""
+    return converted["weight_bytes"] / (info["read_gb_per_s"] * 1e9) * 1000
+
+
 def header(info: dict, converted: dict) -> str:
     lines = [
         f"CPU: {info['cpu']} ({info['cores']} cores; {', '.join(info['features']) or 'no AVX2'}); "
         f"read bandwidth {info['read_gb_per_s']} GB/s (2 threads, 1 GiB)",
     ]
     for kind, c in converted.items():
-        floor = c["weight_bytes"] / (info["read_gb_per_s"] * 1e9) * 1000
+        floor = floor_ms(c, info)
         lines.append(
             f"{kind}: {c['weight_bytes'] / MIB:.0f} MiB of weights per step → floor {floor:.1f} ms/step "
             f"(+ the KV cache: 0.375 MiB per position at fp32, batch 2); converted once in {c['convert_sec']} s"
@@ -384,7 +462,13 @@ def main() -> None:
     ap.add_argument("--stream", nargs="*", default=["int8"], help="variants also run with streaming decode")
     ap.add_argument("--drift-steps", type=int, default=20, help="0 = skip the logit drift check")
     ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--interleave", type=int, nargs=2, metavar=("ROUNDS", "STEPS"), help="A/B in one process")
+    ap.add_argument(
+        "--interleave",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="ROUNDS STEPS [STEPS ...]: A/B in one process, whole windows of each length (503 = 10 s, 1503 = 30 s)",
+    )
     ap.add_argument("--child", choices=["ort", "torch", "drift", "interleave"], help=argparse.SUPPRESS)
     ap.add_argument("--decoder", help=argparse.SUPPRESS)
     ap.add_argument("--child-stream", action="store_true", help=argparse.SUPPRESS)
@@ -400,9 +484,9 @@ def main() -> None:
         print(json.dumps(child_torch(args.model_dir, args.seconds, args.threads)))
         return
     if args.child == "interleave":
-        rounds, steps = args.interleave
+        rounds, *lengths = args.interleave
         res = child_interleave(
-            args.model_dir, args.variants, rounds, steps, not args.no_torch, args.kv, args.threads
+            args.model_dir, args.variants, rounds, lengths, not args.no_torch, args.kv, args.threads
         )
         print(json.dumps(res))
         return
@@ -434,17 +518,25 @@ def main() -> None:
         print(json.dumps({"machine": info, "converted": converted, "results": r}, indent=1))
         print()
         print(header(info, converted))
-        ref = r.get("torch", {}).get("median_ms_per_step")
         print(
-            "\n| decoder | ms/step per round | median | first 50 → last 50 | vs torch |\n|---|---|---|---|---|"
+            "\n| decoder @ steps | ms/step per round | median | first 50 → last 50 | late/early | ÷ floor "
+            "| vs torch |\n|---|---|---|---|---|---|---|"
         )
         for k, v in r.items():
             if isinstance(v, dict):
+                name, steps = k.rsplit("@", 1)
+                ref = r.get(f"torch@{steps}", {}).get("median_ms_per_step")
                 rounds = " / ".join(f"{x:.1f}" for x in v["rounds_ms_per_step"])
                 ratio = f"{ref / v['median_ms_per_step']:.1f}×" if ref else "–"
                 fl = v.get("first50_last50_ms")
-                split = f"{fl[0]:.1f} → {fl[1]:.1f}" if fl else "–"
-                print(f"| {k} | {rounds} | {v['median_ms_per_step']:.1f} | {split} | {ratio} |")
+                split = f"{fl[0]:.1f} → {fl[1]:.1f} | {fl[1] / fl[0]:.2f}" if fl else "– | –"
+                kind = name.rsplit("-", 1)[0]
+                floor = (
+                    f"{v['median_ms_per_step'] / floor_ms(converted[kind], info):.2f}"
+                    if kind in converted
+                    else "–"
+                )
+                print(f"| {k} | {rounds} | {v['median_ms_per_step']:.1f} | {split} | {floor} | {ratio} |")
         print(f"\nforeign CPU during the run: {r['foreign_cpu_cores']} cores")
         return
     results: dict = {}
@@ -452,12 +544,12 @@ def main() -> None:
         for kv in args.kv:
             print(f"# ort {kind} {kv} ...", file=sys.stderr, flush=True)
             results[f"ort-{kind}-{kv}"] = run_child(
-                [*common, "--child", "ort", "--decoder", DECODERS[kind], "--kv", kv]
+                [*common, "--child", "ort", "--decoder", kind, "--kv", kv]
             )
     for kind in args.stream:
         print(f"# ort {kind} streaming ...", file=sys.stderr, flush=True)
         results[f"ort-{kind}-{args.kv[0]}-stream"] = run_child(
-            [*common, "--child", "ort", "--decoder", DECODERS[kind], "--kv", args.kv[0], "--child-stream"]
+            [*common, "--child", "ort", "--decoder", kind, "--kv", args.kv[0], "--child-stream"]
         )
     if not args.no_torch:
         print("# transformers/torch ...", file=sys.stderr, flush=True)
