@@ -250,7 +250,7 @@ def test_hub_variant_selection(tmp_path):
     s.models["musicgen"].variant = "q4"
     assert MusicGenBackend(s).variant().name == "xenova-small-q4"
     s.models["musicgen"].variant = "xenova-small-quantized"
-    assert MusicGenBackend(s).model_version() == "musicgen-small-xenova-quantized-main+kv1"
+    assert MusicGenBackend(s).model_version() == "musicgen-small-xenova-quantized-main+kv3"
     s.models["musicgen"].variant = "bogus"
     with pytest.raises(LofiError) as ei:
         MusicGenBackend(s).variant()

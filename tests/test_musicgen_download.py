@@ -83,7 +83,7 @@ def test_download_with_consent_notifies_progress_then_generates_offline(hub_env,
     assert completed == sorted(completed)
     assert all(0 <= e["percent"] <= 100 for e in events)
     assert backend.is_installed()
-    assert backend.model_version() == "musicgen-small-int8-main+kv1"  # + the in-place KV decoder (CPU)
+    assert backend.model_version() == "musicgen-small-int8-main+kv3"  # + the in-place KV decoder (CPU)
 
     # downloaded files are used as they are: later loads and generations never ask the server again
     n = len(hub_env.requests)
