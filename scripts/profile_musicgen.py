@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "daemon"), str(REPO)]
 
-from scripts.bench_musicgen import DECODERS, PROMPT, bench_settings  # noqa: E402
+from scripts.bench_musicgen import DECODERS, PROMPT, bench_settings, chain_converted  # noqa: E402
 from scripts.benchlib import Watch, machine_info  # noqa: E402
 
 # ops that stream the weights (and the dynamic quantisation of their inputs), ops of attention
@@ -161,9 +161,13 @@ def main() -> None:
     from lofi_daemon.backends.musicgen import static_kv
 
     decoder = DECODERS[args.variant]
-    static, cross = static_kv.converted(
-        {"decoder_merged": args.model_dir / decoder},
-        bench_settings(args.model_dir, 0).cache_dir / "converted" / "musicgen",
+    static, cross = (
+        chain_converted(args.model_dir)
+        if args.variant == "int8-chain"
+        else static_kv.converted(
+            {"decoder_merged": args.model_dir / decoder},
+            bench_settings(args.model_dir, 0).cache_dir / "converted" / "musicgen",
+        )
     )
     info = machine_info()
     with Watch() as w:
