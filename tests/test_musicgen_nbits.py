@@ -88,9 +88,10 @@ def int8_files(tmp_path_factory):
     return {**fixture_files(), "decoder_merged": d / "decoder_model_merged_quantized.onnx"}
 
 
-def test_int8_decoder_converts_and_stays_as_close_to_fp32(int8_files):
+def test_int8_decoder_converts_and_stays_as_close_to_fp32(int8_files, monkeypatch):
     """The converted int8 decoder has no MatMulInteger left, and its logits are no further from the float32
     decoder's than those of the chains it replaces (teacher-forced, same tokens for all three)."""
+    monkeypatch.setattr(nbits, "fast_here", lambda: True)  # whatever this CPU's probe says
     static, _ = static_kv.build(int8_files["decoder_merged"])
     ops = collections.Counter(n.op_type for n in static.graph.node)
     assert ops["MatMulInteger"] == 0 and ops["DynamicQuantizeLinear"] == 0 and ops["MatMulNBits"] > 0
@@ -115,3 +116,19 @@ def test_int8_decoder_generates(int8_files):
     pipe = MusicGenPipeline(int8_files, cpu_settings(), kv_cache="static")
     res = pipe.generate("lofi", 0.3, 2, SamplingParams(top_k=1))
     assert res.frames.shape == (pipe.frames_for(0.3), 4) and np.isfinite(res.audio).all()
+
+
+def test_a_cpu_without_int8_kernels_keeps_the_chains(int8_files, monkeypatch):
+    """Where MatMulNBits would fall back to dequantising every call, the conversion keeps the chains, and the
+    converted files get another cache key (so one cache never mixes the two graphs)."""
+    key = static_kv.fingerprint([int8_files["decoder_merged"]])
+    monkeypatch.setattr(nbits, "fast_here", lambda: False)
+    static, _ = static_kv.build(int8_files["decoder_merged"])
+    ops = collections.Counter(n.op_type for n in static.graph.node)
+    assert ops["MatMulNBits"] == 0 and ops["MatMulInteger"] > 0
+    assert static_kv.fingerprint([int8_files["decoder_merged"]]) != key
+
+
+def test_the_cpu_probe_runs_both_graphs():
+    """The probe builds and runs the chain and its rewrite (its verdict is a timing, never asserted here)."""
+    assert isinstance(nbits.fast_here(), bool)

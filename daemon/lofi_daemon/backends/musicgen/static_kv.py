@@ -373,7 +373,8 @@ def build(cache_path: Path, first_path: Path | None = None) -> tuple:
         raise Unsupported("a self-attention was left unconverted")
     from . import nbits  # imports this module's graph helpers
 
-    nbits.convert(static)  # a dynamic-int8 decoder's products become one MatMulNBits node each
+    if nbits.fast_here():
+        nbits.convert(static)  # a dynamic-int8 decoder's products become one MatMulNBits node each
 
     # -- cross-KV graph: the no-cache path's encoder presents
     cross = _standalone(first_src, "else_branch" if merged else None)
@@ -407,7 +408,9 @@ def _save(model, path: Path) -> None:
 
 def fingerprint(paths: list[Path]) -> str:
     """Cache key of the converted files: the sources' names, sizes and mtimes plus the rewrite's version."""
-    h = hashlib.sha256(f"static-kv-{CONVERT_VERSION}".encode())
+    from . import nbits
+
+    h = hashlib.sha256(f"static-kv-{CONVERT_VERSION}-nbits{int(nbits.fast_here())}".encode())
     for p in paths:
         st = p.stat()
         h.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
