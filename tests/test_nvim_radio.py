@@ -4,13 +4,9 @@ off, and the one parser."""
 
 from __future__ import annotations
 
-import os
-
 from tests.daemon_client import CEILING
 from tests.nvim_helpers import (
-    ROOT,
     configure,
-    daemon_env,
     embedded_nvim,
     events,
     install_recorder,
@@ -27,15 +23,15 @@ def start(tmp_path, **env):
     what is played, so it needs a device that consumes audio."""
     from tests.playback_helpers import wav_capture_config
     from tests.portaudio import require_portaudio
+    from tests.test_nvim_daemon import start as start_with_daemon
 
     require_portaudio()
-    env = {**wav_capture_config(tmp_path / "alsa-home", tmp_path / "out.wav"), **env}
-    child_env = daemon_env(tmp_path)
-    child_env["PYTHONPATH"] += os.pathsep + str(ROOT)
-    child_env["LOFI_BACKEND_PLUGINS"] = "tests.doubles.radio_backend:RadioToneBackend"
-    child_env["HF_HUB_OFFLINE"] = "1"
-    child_env.update(env)
-    return embedded_nvim(tmp_path, env=child_env)
+    return start_with_daemon(
+        tmp_path,
+        **wav_capture_config(tmp_path / "alsa-home", tmp_path / "out.wav"),
+        LOFI_BACKEND_PLUGINS="tests.doubles.radio_backend:RadioToneBackend",
+        **env,
+    )
 
 
 def setup(nvim, **cfg):
