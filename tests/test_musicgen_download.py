@@ -414,3 +414,19 @@ def test_verify_cli_reports_and_download_repair_fixes(hub_env, tmp_path):
     out = cli("download", "musicgen", "--repair")
     assert out.returncode == 0 and "small_fp32/text_encoder.onnx" in out.stderr
     assert cli("verify", "musicgen").returncode == 0
+
+
+def test_a_refused_connection_from_httpx_is_a_download_error(tmp_path, monkeypatch):
+    """huggingface_hub ≥ 1.0 (what a runtime-only install gets) speaks httpx, whose transport errors are not
+    OSErrors; they must still end as MODEL_DOWNLOAD_FAILED naming the file, after the retries."""
+    httpx = pytest.importorskip("httpx")
+    from lofi_daemon.models import download
+
+    def refuse(variant, f):
+        raise httpx.ConnectError("[Errno 111] Connection refused")
+
+    monkeypatch.setattr(download, "_fetch_once", refuse)
+    monkeypatch.setattr(download, "RETRY_SLEEP_SEC", 0.0)
+    with pytest.raises(LofiError) as ei:
+        download._fetch(VARIANT, VARIANT.files[0], lambda n: None)
+    assert ei.value.code == ErrorCode.MODEL_DOWNLOAD_FAILED and "Connection refused" in ei.value.message

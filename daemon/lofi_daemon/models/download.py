@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import logging
 import os
 import re
@@ -279,7 +280,9 @@ def _fetch(variant: ModelVariant, f: ModelFile, on_bytes: Callable[[int], None])
             # the server answered with an error: trying again right away will not help
             last = exc
             break
-        except (OSError, ValueError) as exc:  # dropped connection, truncated body, disk trouble
+        except (
+            _network_errors()
+        ) as exc:  # dropped connection, refused connection, truncated body, disk trouble
             last = exc
     raise LofiError(
         ErrorCode.MODEL_DOWNLOAD_FAILED,
@@ -287,6 +290,19 @@ def _fetch(variant: ModelVariant, f: ModelFile, on_bytes: Callable[[int], None])
         file=f.path,
         repo_id=variant.repo_id,
     ) from last
+
+
+@functools.cache
+def _network_errors() -> tuple[type[Exception], ...]:
+    """What a failed transfer raises: OSError and ValueError, plus the transport errors of the HTTP library this
+    huggingface_hub uses — requests' are OSErrors (hub < 1.0), httpx's are not (hub ≥ 1.0 uses httpx or httpx2)."""
+    errors: list[type[Exception]] = [OSError, ValueError]
+    for module, name in (("httpx", "TransportError"), ("httpx2", "TransportError")):
+        try:
+            errors.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)
 
 
 def _refuse(variant: ModelVariant, f: ModelFile, what: str) -> LofiError:
