@@ -11,37 +11,15 @@ The loop drift is measured in tests/test_riffusion_variants.py and docs/benchmar
 from __future__ import annotations
 
 import argparse
-import tempfile
+import sys
 from pathlib import Path
 
-import onnx
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+# the same dynamic quantisation and external-data layout as ACE-Step's int8 decoder
+from scripts.quantize_ace_step import quantize_int8 as quantize_unet  # noqa: E402
 
 INT8 = "model_int8.onnx"
-
-
-def quantize_unet(src: Path, dst: Path) -> None:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
-        q = Path(tmp) / "unet_int8.onnx"
-        quantize_dynamic(
-            str(src),
-            str(q),
-            op_types_to_quantize=["MatMul", "Gemm"],
-            weight_type=QuantType.QInt8,
-            use_external_data_format=True,
-        )
-        data = dst.with_name(dst.stem + "_weights.bin")
-        for p in (dst, data):
-            p.unlink(missing_ok=True)
-        onnx.save(
-            onnx.load(str(q)),
-            str(dst),
-            save_as_external_data=True,
-            all_tensors_to_one_file=True,
-            location=data.name,
-            size_threshold=1024,
-        )
 
 
 def main(argv: list[str] | None = None) -> None:
