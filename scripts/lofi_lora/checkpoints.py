@@ -9,7 +9,6 @@ short) is *torn*: resume skips it and says so.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -17,6 +16,8 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from lofi_daemon.models.download import sha256_file as sha256
 
 from .errors import FAILED_INPUT, LoraError
 
@@ -28,14 +29,6 @@ PREFIX = "step-"
 class Checkpoint:
     path: Path
     step: int
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_manifest(root: Path) -> dict:

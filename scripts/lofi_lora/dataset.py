@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from lofi_daemon.models.download import sha256_file
 from tqdm import tqdm
 
 from . import env, metadata
@@ -76,14 +77,6 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     )
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def read_track(name: str, audio: Path) -> dict[str, Any]:
     """Upstream's row for one track (its prompt and lyrics files must exist)."""
     prompt, lyrics = (audio.with_name(name + s) for s in metadata.SIDECARS)
@@ -117,7 +110,7 @@ def content_hash(rows: list[dict[str, Any]], params: dict[str, Any]) -> str:
     items = [
         {
             "keys": r["keys"],
-            "audio": file_sha256(Path(r["filename"])),
+            "audio": sha256_file(Path(r["filename"])),
             "tags": r["tags"],
             "lyrics": r["norm_lyrics"],
         }

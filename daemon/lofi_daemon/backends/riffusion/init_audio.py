@@ -25,6 +25,7 @@ import soundfile as sf
 from ...audio.resample import resample
 from ...cache.tags import EXTENSIONS
 from ...errors import ErrorCode, LofiError
+from ...models.download import sha256_file
 from . import spectrogram
 
 TRACK_ID = re.compile(r"[0-9a-f]{16}")
@@ -37,14 +38,6 @@ class InitSource:
     canonical: str  # "track:<id>" or the absolute path
     path: Path
     sha256: str
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _regular_size(path: Path) -> int | None:
@@ -95,7 +88,7 @@ def resolve(value: str, tracks_dir: Path) -> InitSource:
         raise _bad_path(value)
     try:
         info = sf.info(str(path))
-        digest = _sha256(path)
+        digest = sha256_file(path)
     except (sf.LibsndfileError, RuntimeError, OSError):
         raise _bad_path(value) from None
     if info.frames < MIN_SEC * info.samplerate:
