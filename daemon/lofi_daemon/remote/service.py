@@ -20,6 +20,7 @@ from ..backends.install import ensure_installed
 from ..cancel import CancelToken
 from ..config import Settings
 from ..errors import Cancelled, ErrorCode, LofiError
+from ..models.download import ProgressThrottle
 from ..ports import Backend
 from ..rpc.dispatch import Dispatcher
 from .protocol import (
@@ -193,7 +194,7 @@ class GeneratorService:
         def on_download(fields: dict[str, Any]) -> None:
             self._send("generator.download", {"job_id": job_id, "backend": backend.name, **fields})
 
-        ensure_installed(backend, job.allow_download, on_download, cancel)
+        ensure_installed(backend, job.allow_download, ProgressThrottle(on_download), cancel)
         cancel.check()
         for other in self.backends.values():
             if other is not backend and other.loaded:
