@@ -196,6 +196,17 @@ class GeneratorService:
 
         ensure_installed(backend, job.allow_download, ProgressThrottle(on_download), cancel)
         cancel.check()
+        request = GenerationRequest(
+            backend=backend.name,
+            prompt=job.prompt,
+            duration_sec=job.duration_sec,
+            seed=job.seed,
+            params=job.params,
+        )
+        check_request = getattr(backend, "check_request", None)  # as the local worker: before the model loads
+        if check_request is not None:
+            check_request(request)
+            cancel.check()
         for other in self.backends.values():
             if other is not backend and other.loaded:
                 other.unload()
@@ -232,13 +243,6 @@ class GeneratorService:
             streamed.append(np.asarray(chunk, dtype=np.float32))
             send_audio(chunk, "stream")
 
-        request = GenerationRequest(
-            backend=backend.name,
-            prompt=job.prompt,
-            duration_sec=job.duration_sec,
-            seed=job.seed,
-            params=job.params,
-        )
         audio = backend.generate(
             request, on_progress, cancel, on_audio=on_audio if backend.streams_audio else None
         )
