@@ -147,19 +147,30 @@ def test_a_slow_remote_start_shows_connecting_then_works(local, tmp_path):
     )
     status = d.call("status")["generator"]
     assert status["state"] == "connecting", status
-    # a job sent while connecting waits for the handshake (its identity needs the remote's model version)
-    d.send(
-        {
-            "jsonrpc": "2.0",
-            "id": "early",
-            "method": "generate",
-            "params": {"prompt": "remote tone", "backend": "tone", "duration_sec": 1, "seed": 7},
-        }
-    )
+    # jobs sent while connecting wait for the handshake (their identity needs the remote's model version) off
+    # the dispatch thread: everything else is answered meanwhile, and their replies come once connected
+    for id_, seed in (("early", 7), ("second", 8)):
+        d.send(
+            {
+                "jsonrpc": "2.0",
+                "id": id_,
+                "method": "generate",
+                "params": {"prompt": "remote tone", "backend": "tone", "duration_sec": 1, "seed": seed},
+            }
+        )
+    assert d.call("status")["generator"]["state"] == "connecting"  # the remote cannot start before `go`
+    assert d.call("queue_status")["running"] is None and d.call("ping") is not None
+    bad = d.request("generate", {"prompt": "", "backend": "tone", "duration_sec": 1})
+    assert bad["error"]["code"] == ErrorCode.INVALID_PROMPT  # bad params are still refused at once
+    assert "early" not in d.responses and "second" not in d.responses
     go.touch()
-    job = d.wait_response("early")["result"]
-    d.wait_notification("generation_complete", track_id=job["track_id"])
+    first, second = d.wait_response("early")["result"], d.wait_response("second")["result"]
+    assert second["position"] >= 1  # queued in the order the requests were sent
+    d.wait_notification("generation_complete", track_id=first["track_id"])
+    d.wait_notification("generation_complete", track_id=second["track_id"])
     assert d.call("status")["generator"]["state"] == "ready"
+    # once connected a generate is answered in place again
+    assert generate(d, seed=7)["status"] == "cached"
 
 
 def test_a_protocol_mismatch_says_what_to_update(local, tmp_path):

@@ -100,6 +100,11 @@ class RemoteBackend:
             hint=f"remove {self.name} from generator.backends, or install it on {self.link.host}",
         )
 
+    def identity_waits(self) -> bool:
+        """True while model_version() would wait for the link's handshake (the intake then answers `generate`
+        off the RPC dispatch thread: jobs/api.py Intake)."""
+        return self.link.state != "ready"
+
     def model_version(self) -> str:
         """The remote's: it decides the weights, variant and provider, so it decides the track identity."""
         return str(self._remote_info().get("model_version") or "?")
