@@ -178,6 +178,7 @@ class GeneratorService:
             except Cancelled:
                 self._send("generator.cancelled", {"job_id": job.job_id})
             except LofiError as e:
+                log.warning("remote job %s failed: %s", job.job_id, e.message)
                 self._send("generator.error", {"job_id": job.job_id, **e.to_error(), "message": e.message})
             except Exception as e:
                 log.exception("remote job %s failed", job.job_id)
