@@ -140,11 +140,9 @@ def test_retry_once_after_a_drop_before_any_audio(local, tmp_path):
 def test_a_slow_remote_start_shows_connecting_then_works(local, tmp_path):
     # the remote starts once the test has seen "connecting" (or after 120 s: never an orphan loop)
     go = tmp_path / "go"
-    d = local(
-        remote_cmd(
-            tmp_path, before=f"i=0; while [ ! -e {go} ] && [ $i -lt 2400 ]; do sleep 0.05; i=$((i+1)); done; "
-        )
-    )
+    wait_for_go = f"i=0; while [ ! -e {go} ] && [ $i -lt 2400 ]; do sleep 0.05; i=$((i+1)); done; "
+    # each job takes 10 steps of 0.2 s, so the first is still queued or running when the second is accepted
+    d = local(remote_cmd(tmp_path, before=wait_for_go, LOFI_TONE_STEP_SEC="0.2", LOFI_TONE_STEPS="10"))
     status = d.call("status")["generator"]
     assert status["state"] == "connecting", status
     # jobs sent while connecting wait for the handshake (their identity needs the remote's model version) off
