@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -18,10 +19,17 @@ from lofi_daemon.backends.ace_step.backend import AceStepBackend
 from lofi_daemon.backends.ace_step.lyric_rules import LANGUAGE_TOKEN_IDS
 from lofi_daemon.backends.ace_step.lyric_zh_numbers import normalize_chinese, read_number
 from lofi_daemon.backends.ace_step.text import LyricTokenizer
+from lofi_daemon.backends.base import GenerationRequest
+from lofi_daemon.cache.store import TrackStore
 from lofi_daemon.config import Settings
 from lofi_daemon.errors import ErrorCode, LofiError
+from lofi_daemon.jobs import api as jobs_api
+from lofi_daemon.jobs.queue import JobQueue
+from lofi_daemon.jobs.worker import Worker
+from lofi_daemon.rpc.dispatch import Dispatcher
 
 from tests.ace_step_helpers import FIXTURE
+from tests.daemon_client import CEILING
 
 LYRICS = Path(__file__).parent / "fixtures" / "ace-step-lyrics"
 GOLDEN = json.loads((LYRICS / "golden.json").read_text(encoding="utf-8"))
@@ -127,14 +135,90 @@ def test_the_limit_is_the_exported_lyric_encoders_position_table():
     assert tables == [[1, 2 * text.LYRIC_MAX_TOKENS - 1, tables[0][2]]]
 
 
-def test_generate_validation_refuses_too_long_lyrics(tmp_path, monkeypatch):
+def test_too_long_lyrics_are_refused_by_the_jobs_check_not_by_validation(tmp_path, monkeypatch):
     monkeypatch.setattr(text, "LYRIC_MAX_TOKENS", 40)
     settings = Settings.from_env({"LOFI_ACE_STEP_DIR": str(FIXTURE), "LOFI_CACHE_DIR": str(tmp_path)})
     backend = AceStepBackend(settings)
-    assert backend.validate({"lyrics": "la la"})["lyrics"] == "la la"
+    ok = GenerationRequest("ace_step", "lofi", 5.0, 1, backend.validate({"lyrics": "la la"}))
+    assert ok.params["lyrics"] == "la la"
+    backend.check_request(ok)
+    too_long = backend.validate({"lyrics": "la la la la\n" * 20})  # validation only bounds the characters
     with pytest.raises(LofiError) as e:
-        backend.validate({"lyrics": "la la la la\n" * 20})
+        backend.check_request(GenerationRequest("ace_step", "lofi", 5.0, 1, too_long))
+    assert e.value.code == ErrorCode.INVALID_PARAMS
     assert e.value.data["param"] == "lyrics" and "at most 40" in e.value.message
+    assert not backend.loaded  # refused before any model work
+
+
+def test_lyrics_are_tokenised_in_the_job_while_the_dispatcher_answers(tmp_path, monkeypatch):
+    """Tokenising takes 20–60 ms a line; on the RPC dispatch thread a long lyric held `status`, `cancel` and
+    `stop` for seconds. Here the dispatch thread is this test's thread: it must never tokenise, a `queue_status`
+    is answered while the job is held inside tokenising, and the too-long lyric still fails the job with
+    INVALID_PARAMS before the model loads."""
+    monkeypatch.setattr(text, "LYRIC_MAX_TOKENS", 40)
+    dispatch_thread = threading.current_thread()
+    on_dispatch: list[str] = []
+    tokenising, release = threading.Event(), threading.Event()
+    real_detect = lyric_lang.detect
+
+    def detect(line: str) -> str:
+        if threading.current_thread() is dispatch_thread:
+            on_dispatch.append(line)  # (never block the test itself)
+        else:
+            tokenising.set()
+            release.wait(CEILING)
+        return real_detect(line)
+
+    monkeypatch.setattr(lyric_lang, "detect", detect)
+    settings = Settings.from_env({"LOFI_ACE_STEP_DIR": str(FIXTURE), "LOFI_CACHE_DIR": str(tmp_path)})
+    backend = AceStepBackend(settings)
+    backends: dict = {"ace_step": backend}
+    queue = JobQueue()
+    events: list[tuple[str, dict]] = []
+    ended = threading.Event()
+
+    def notify(method: str, params: dict) -> None:
+        events.append((method, params))
+        if method in ("generation_error", "generation_complete", "generation_cancelled"):
+            ended.set()
+
+    dispatcher = Dispatcher()
+    store = TrackStore(tmp_path / "tracks")
+    jobs_api.register(
+        dispatcher, backends=backends, settings=settings, store=store, queue=queue, notify=notify
+    )
+    worker = Worker(queue, backends, store, notify)
+    lyrics = "".join(f"line {i} of the song\n" for i in range(20))
+    reply = dispatcher.dispatch(
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "generate",
+            "params": {"prompt": "lofi", "backend": "ace_step", "duration_sec": 5, "lyrics": lyrics},
+        }
+    )
+    assert on_dispatch == [] and reply is not None and reply["result"]["status"] == "queued", reply
+    track_id = reply["result"]["track_id"]
+    worker.start()
+    try:
+        assert tokenising.wait(CEILING)  # the worker is inside the lyric tokenising now, and stays there
+        status = dispatcher.dispatch({"jsonrpc": "2.0", "id": 2, "method": "queue_status"})
+        assert status is not None and status["result"]["running"]["track_id"] == track_id
+        assert not ended.is_set()
+        release.set()
+        assert ended.wait(CEILING)
+    finally:
+        release.set()
+        worker.stop()
+    method, error = events[-1]
+    assert method == "generation_error" and error["track_id"] == track_id, events
+    assert (
+        error["code"] == ErrorCode.INVALID_PARAMS
+        and error["param"] == "lyrics"
+        and "at most 40" in error["message"]
+    )
+    assert not backend.loaded and "generation_progress" not in [m for m, _ in events]
+    assert on_dispatch == []
 
 
 def test_validation_keeps_blank_lines_around_lyrics(tmp_path):
@@ -174,7 +258,7 @@ def test_health_with_the_extra_has_every_language():
     assert all(info["available"] for info in lyric_lang.languages().values())
 
 
-def test_daemon_answers_too_long_lyrics_with_a_json_rpc_error(daemon):
+def test_daemon_refuses_too_long_lyrics_before_loading_the_model(daemon):
     d = daemon(LOFI_ACE_STEP_DIR=str(FIXTURE), LOFI_THREADS="1")
     params = {
         "prompt": "lofi",
@@ -182,10 +266,13 @@ def test_daemon_answers_too_long_lyrics_with_a_json_rpc_error(daemon):
         "duration_sec": 5,
         "lyrics": "la la la la la la\n" * 1000,
     }
-    reply = d.request("generate", params)
-    error = reply["error"]
-    assert error["code"] == ErrorCode.INVALID_PARAMS and error["data"]["param"] == "lyrics"
-    assert "at most 5000" in error["message"] and error["data"]["tokens"] > 5000
+    job = d.call("generate", params)
+    error = d.wait_notification("generation_error", track_id=job["track_id"])
+    assert error["code"] == ErrorCode.INVALID_PARAMS and error["param"] == "lyrics"
+    assert "at most 5000" in error["message"] and error["tokens"] > 5000
+    assert "generation_progress" not in d.events(job["track_id"])
+    backends = d.call("get_backends")["backends"]
+    assert next(b for b in backends if b["name"] == "ace_step")["loaded"] is False  # refused before loading
     assert d.call("status") is not None  # the daemon goes on
 
 
@@ -215,11 +302,13 @@ def test_any_text_tokenises_within_the_vocabulary(real, lyrics):
     assert all(0 <= i < real._tok.get_vocab_size() for i in out.ids)
 
 
-def test_generate_validation_warns_which_language_needs_the_extra(tmp_path, without_extra):
+def test_the_jobs_lyric_check_warns_which_language_needs_the_extra(tmp_path, without_extra):
     sent = []
     settings = Settings.from_env({"LOFI_ACE_STEP_DIR": str(FIXTURE), "LOFI_CACHE_DIR": str(tmp_path)})
     backend = AceStepBackend(settings, lambda method, params: sent.append((method, params)))
-    backend.validate({"lyrics": "[verse]\n夜空に輝く星たちよ"})
+    params = backend.validate({"lyrics": "[verse]\n夜空に輝く星たちよ"})
+    assert sent == []  # validation (the dispatch thread) does not tokenise
+    backend.check_request(GenerationRequest("ace_step", "lofi", 5.0, 1, params))
     assert [m for m, _ in sent] == ["log"] and sent[0][1]["level"] == "warning"
     assert sent[0][1]["message"].startswith(
         "Japanese lyrics (line 2) need the lyrics extra (scripts/setup --lyrics"

@@ -416,17 +416,35 @@ def test_verify_cli_reports_and_download_repair_fixes(hub_env, tmp_path):
     assert cli("verify", "musicgen").returncode == 0
 
 
-def test_a_refused_connection_from_httpx_is_a_download_error(tmp_path, monkeypatch):
-    """huggingface_hub ≥ 1.0 (what a runtime-only install gets) speaks httpx, whose transport errors are not
-    OSErrors; they must still end as MODEL_DOWNLOAD_FAILED naming the file, after the retries."""
-    httpx = pytest.importorskip("httpx")
+def hub_connect_error() -> type[Exception]:
+    """The "connection refused" error of the HTTP library the installed huggingface_hub really speaks (its
+    session's): requests' (hub < 1.0, the test venv), httpx's (1.x) or httpx2's (≥ 2, a runtime-only install)."""
+    import importlib
+
+    from huggingface_hub import get_session
+
+    library = importlib.import_module(type(get_session()).__module__.partition(".")[0])
+    error = getattr(library, "ConnectError", None) or library.ConnectionError
+    assert isinstance(error, type) and issubclass(error, Exception), (library, error)
+    return error
+
+
+def test_a_refused_connection_is_a_download_error_whatever_the_hub_speaks(tmp_path, monkeypatch):
+    """Only requests' transport errors are OSErrors; httpx's and httpx2's (huggingface_hub ≥ 1.0, what a runtime-only
+    install gets) are not. Whichever the installed hub uses, a refused connection must end as MODEL_DOWNLOAD_FAILED
+    naming the file, after the retries."""
     from lofi_daemon.models import download
 
+    connect_error = hub_connect_error()
+    attempts = []
+
     def refuse(variant, f):
-        raise httpx.ConnectError("[Errno 111] Connection refused")
+        attempts.append(f.path)
+        raise connect_error("[Errno 111] Connection refused")
 
     monkeypatch.setattr(download, "_fetch_once", refuse)
     monkeypatch.setattr(download, "RETRY_SLEEP_SEC", 0.0)
     with pytest.raises(LofiError) as ei:
         download._fetch(VARIANT, VARIANT.files[0], lambda n: None)
     assert ei.value.code == ErrorCode.MODEL_DOWNLOAD_FAILED and "Connection refused" in ei.value.message
+    assert VARIANT.files[0].path in ei.value.message and len(attempts) == 1 + download.RETRIES

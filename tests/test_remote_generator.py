@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -139,26 +140,35 @@ def test_retry_once_after_a_drop_before_any_audio(local, tmp_path):
 def test_a_slow_remote_start_shows_connecting_then_works(local, tmp_path):
     # the remote starts once the test has seen "connecting" (or after 120 s: never an orphan loop)
     go = tmp_path / "go"
-    d = local(
-        remote_cmd(
-            tmp_path, before=f"i=0; while [ ! -e {go} ] && [ $i -lt 2400 ]; do sleep 0.05; i=$((i+1)); done; "
-        )
-    )
+    wait_for_go = f"i=0; while [ ! -e {go} ] && [ $i -lt 2400 ]; do sleep 0.05; i=$((i+1)); done; "
+    # each job takes 10 steps of 0.2 s, so the first is still queued or running when the second is accepted
+    d = local(remote_cmd(tmp_path, before=wait_for_go, LOFI_TONE_STEP_SEC="0.2", LOFI_TONE_STEPS="10"))
     status = d.call("status")["generator"]
     assert status["state"] == "connecting", status
-    # a job sent while connecting waits for the handshake (its identity needs the remote's model version)
-    d.send(
-        {
-            "jsonrpc": "2.0",
-            "id": "early",
-            "method": "generate",
-            "params": {"prompt": "remote tone", "backend": "tone", "duration_sec": 1, "seed": 7},
-        }
-    )
+    # jobs sent while connecting wait for the handshake (their identity needs the remote's model version) off
+    # the dispatch thread: everything else is answered meanwhile, and their replies come once connected
+    for id_, seed in (("early", 7), ("second", 8)):
+        d.send(
+            {
+                "jsonrpc": "2.0",
+                "id": id_,
+                "method": "generate",
+                "params": {"prompt": "remote tone", "backend": "tone", "duration_sec": 1, "seed": seed},
+            }
+        )
+    assert d.call("status")["generator"]["state"] == "connecting"  # the remote cannot start before `go`
+    assert d.call("queue_status")["running"] is None and d.call("ping") is not None
+    bad = d.request("generate", {"prompt": "", "backend": "tone", "duration_sec": 1})
+    assert bad["error"]["code"] == ErrorCode.INVALID_PROMPT  # bad params are still refused at once
+    assert "early" not in d.responses and "second" not in d.responses
     go.touch()
-    job = d.wait_response("early")["result"]
-    d.wait_notification("generation_complete", track_id=job["track_id"])
+    first, second = d.wait_response("early")["result"], d.wait_response("second")["result"]
+    assert second["position"] >= 1  # queued in the order the requests were sent
+    d.wait_notification("generation_complete", track_id=first["track_id"])
+    d.wait_notification("generation_complete", track_id=second["track_id"])
     assert d.call("status")["generator"]["state"] == "ready"
+    # once connected a generate is answered in place again
+    assert generate(d, seed=7)["status"] == "cached"
 
 
 def test_a_protocol_mismatch_says_what_to_update(local, tmp_path):
@@ -191,6 +201,56 @@ def test_audio_that_fails_verification_is_not_kept(local, tmp_path, mode, says):
     assert says in err["message"]
     listed = d.call("cache_list", {})
     assert job["track_id"] not in str(listed)
+
+
+def fake_cmd(mode: str) -> list[str]:
+    return [
+        "env",
+        f"PYTHONPATH={ROOT / 'daemon'}:{ROOT}",
+        sys.executable,
+        "-m",
+        "tests.doubles.fake_generator",
+        mode,
+    ]
+
+
+def test_remote_download_progress_is_paced_like_a_local_download(local):
+    """A remote that reports its download per chunk (2,000 reports in a burst) reaches Neovim at most every
+    POLL_SEC, and the reports that end the download are never dropped."""
+    from lofi_daemon.models.download import POLL_SEC
+
+    from tests.doubles.fake_generator import DOWNLOAD_BYTES, DOWNLOAD_REPORTS
+
+    d = local(fake_cmd("chatty-download"))
+    started = time.monotonic()
+    job = generate(d)
+    d.wait_notification("generation_complete", track_id=job["track_id"])
+    elapsed = time.monotonic() - started
+    reports = [n["params"] for n in d.notifications if n["method"] == "download_progress"]
+    # one per POLL_SEC of the whole job at most, plus the first and the two that end the download
+    assert 3 <= len(reports) <= 3 + elapsed / POLL_SEC < DOWNLOAD_REPORTS, (len(reports), elapsed)
+    last = reports[-1]
+    assert last["state"] == "complete" and last["bytes_downloaded"] == DOWNLOAD_REPORTS * DOWNLOAD_BYTES
+    assert [r["files_completed"] for r in reports[-2:]] == [1, 1]
+    assert all(r["backend"] == "tone" and r["remote"] for r in reports)
+
+
+def test_the_progress_throttle_passes_every_ending_and_one_report_per_interval():
+    from lofi_daemon.models.download import ProgressThrottle
+
+    now = [0.0]
+    passed: list[dict] = []
+    throttle = ProgressThrottle(passed.append, interval=0.25, clock=lambda: now[0])
+    for i in range(10):  # 10 reports 0.1 s apart: at 0.0, 0.3, 0.6, 0.9 s
+        throttle({"bytes_downloaded": i, "files_completed": 0, "state": "downloading"})
+        now[0] += 0.1
+    assert [p["bytes_downloaded"] for p in passed] == [0, 3, 6, 9]
+    throttle({"bytes_downloaded": 10, "files_completed": 1, "state": "downloading"})  # a file is done
+    throttle({"bytes_downloaded": 10, "files_completed": 1, "state": "complete"})
+    throttle({"bytes_downloaded": 10, "files_completed": 1, "state": "error"})
+    assert [p["bytes_downloaded"] for p in passed] == [0, 3, 6, 9, 10, 10, 10]
+    throttle({"bytes_downloaded": 11, "files_completed": 0, "state": "downloading"})  # fewer files: no ending
+    assert len(passed) == 7
 
 
 def test_unknown_backend_in_generator_options_is_refused(local):

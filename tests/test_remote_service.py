@@ -72,3 +72,32 @@ def test_a_flood_of_jobs_is_bounded_and_cancellable(remote, tmp_path):
     assert finished["accepted"]
     written = {p.relative_to(tmp_path).parts[0] for p in Path(tmp_path).rglob("*") if p.is_file()}
     assert written <= {"cache", "log", "xdg"}, written  # its own folders only
+
+
+def test_too_long_lyrics_fail_the_remote_job_before_its_model_loads(tmp_path):
+    """The remote checks lyrics as the local worker does: tokenised in the job (its dispatch thread stays free),
+    refused with INVALID_PARAMS before the model loads."""
+    from lofi_daemon.backends.ace_step.backend import AceStepBackend
+    from lofi_daemon.config import Settings
+
+    from tests.ace_step_helpers import FIXTURE
+
+    settings = Settings.from_env(
+        {"LOFI_ACE_STEP_DIR": str(FIXTURE), "LOFI_CACHE_DIR": str(tmp_path / "local")}
+    )
+    params = AceStepBackend(settings).validate(
+        {"lyrics": "la la la la la la\n" * 1000}
+    )  # as the local side sends
+    d = DaemonProcess(tmp_path, ("serve", "--generator"), LOFI_ACE_STEP_DIR=str(FIXTURE), LOFI_THREADS="1")
+    try:
+        assert d.call("initialize", {"protocol_version": 1})["role"] == "generator"
+        spec = job("lyrics1", backend="ace_step", duration_sec=5, params=params)
+        assert d.call("generator.generate", spec)["accepted"] is True
+        failed = d.wait_notification("generator.error", job_id="lyrics1")
+        assert failed["code"] == ErrorCode.INVALID_PARAMS and "at most 5000" in failed["message"], failed
+        assert "generator.progress" not in [n["method"] for n in d.notifications]
+        assert d.call("ping") == {"pong": True}
+    finally:
+        d.close()
+    log = "".join(p.read_text() for p in (tmp_path / "log").rglob("*.log*"))
+    assert "lyrics are" in log and " ready in " not in log  # refused, and the model never loaded

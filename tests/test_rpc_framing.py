@@ -216,3 +216,33 @@ def test_dispatch_loop_survives_a_failing_hook_and_dispatcher():
     msgs = replies(out)
     assert [m["error"]["code"] for m in msgs[:2]] == [ErrorCode.INTERNAL_ERROR] * 2
     assert msgs[2] == {"jsonrpc": "2.0", "id": 3, "result": {"pong": True}}
+
+
+def test_a_deferred_reply_comes_later_and_only_where_it_may():
+    """A handler may answer later (Dispatcher.defer) only for a lone request with an id; in a batch, for a
+    notification or without a transport it gets None and answers in place."""
+    d = Dispatcher()
+    later = []
+
+    @d.method("slow")
+    def slow(_):
+        reply = d.defer()
+        if reply is None:
+            return {"now": True}
+        later.append(reply)
+        return reply
+
+    out = io.BytesIO()
+    server = Server(d, io.BytesIO(), out)
+    assert d.dispatch_bytes(b'{"jsonrpc":"2.0","id":1,"method":"slow"}') is None  # nothing to send yet
+    batch = d.dispatch_bytes(b'[{"jsonrpc":"2.0","id":2,"method":"slow"}]')
+    assert batch == [{"jsonrpc": "2.0", "id": 2, "result": {"now": True}}]
+    assert d.dispatch_bytes(b'{"jsonrpc":"2.0","method":"slow"}') is None and len(later) == 1
+    null_id = d.dispatch_bytes(b'{"jsonrpc":"2.0","id":null,"method":"slow"}')
+    assert null_id == {"jsonrpc": "2.0", "id": None, "result": {"now": True}}
+    assert d.defer() is None  # outside a request
+    later[0].error(LofiError(ErrorCode.QUEUE_FULL, "full"))
+    (msg,) = replies(out)
+    assert msg["id"] == 1 and msg["error"]["code"] == ErrorCode.QUEUE_FULL
+    server.dispatcher.reply_sink = None
+    assert d.dispatch_bytes(b'{"jsonrpc":"2.0","id":3,"method":"slow"}')["result"] == {"now": True}

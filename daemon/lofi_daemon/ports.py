@@ -43,7 +43,10 @@ class Backend(Protocol):
     def validate(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         """Check backend-specific parameters from a `generate` request (already schema-typed) and return the
         canonical, defaults-filled `params` dict. Raise LofiError with the protocol's error code on bad values
-        (INVALID_DURATION is checked by the caller from min/max_duration_sec)."""
+        (INVALID_DURATION is checked by the caller from min/max_duration_sec). It runs on the RPC dispatch
+        thread, so it must be quick: a backend with a slower check adds an optional
+        `check_request(request: GenerationRequest) -> None`, which the worker calls before loading the model
+        (ACE-Step tokenises its lyrics there) and whose LofiError fails the job."""
         ...
 
     def model_version(self) -> str:

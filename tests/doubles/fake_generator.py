@@ -7,6 +7,8 @@
   python -m tests.doubles.fake_generator mute           accepts jobs and cancels, answers pings, never sends audio
   python -m tests.doubles.fake_generator odd-hello      a handshake with fields of the wrong types and escapes
   python -m tests.doubles.fake_generator hang           accepts a job, then answers nothing more (alive, stuck)
+  python -m tests.doubles.fake_generator chatty-download  "downloads" first: DOWNLOAD_REPORTS progress messages in a
+                                                       burst, then the file and the download complete, then the audio
 """
 
 from __future__ import annotations
@@ -20,6 +22,20 @@ from lofi_daemon.remote.protocol import GENERATOR_PROTOCOL, audio_digest, encode
 from lofi_daemon.rpc.framing import MessageReader, MessageWriter
 
 RATE = 16000  # the tone backend's
+DOWNLOAD_REPORTS = 2000
+DOWNLOAD_BYTES = 1000  # per report
+
+
+def download_burst(writer: MessageWriter, job_id: str) -> None:
+    """Progress as an unpaced sender would give it (per chunk), then the two reports that end the download."""
+    total = DOWNLOAD_REPORTS * DOWNLOAD_BYTES
+    base = {"job_id": job_id, "file": "model.onnx", "bytes_total": total, "files_total": 1}
+    for i in range(1, DOWNLOAD_REPORTS + 1):
+        p = {**base, "bytes_downloaded": i * DOWNLOAD_BYTES, "files_completed": 0, "state": "downloading"}
+        writer.write({"jsonrpc": "2.0", "method": "generator.download", "params": p})
+    for files, state in ((1, "downloading"), (1, "complete")):
+        p = {**base, "bytes_downloaded": total, "files_completed": files, "state": state}
+        writer.write({"jsonrpc": "2.0", "method": "generator.download", "params": p})
 
 
 def main(mode: str) -> None:
@@ -51,6 +67,8 @@ def main(mode: str) -> None:
                 time.sleep(3600)
             if mode in ("mute", "hang"):
                 continue
+            if mode == "chatty-download":
+                download_burst(writer, p["job_id"])
             seconds = p["duration_sec"] + (10 if mode == "extra" else 0)
             audio = np.full((int(seconds * RATE), 1), 0.25, np.float32)
             sent = audio.copy()

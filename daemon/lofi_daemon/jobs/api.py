@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import queue as queue_module
 import secrets
+import threading
 import unicodedata
 from collections.abc import Callable
 from typing import Any
@@ -14,10 +17,12 @@ from ..backends.install import require_installed
 from ..config import Settings
 from ..errors import ErrorCode, LofiError
 from ..ports import Backend, Store
-from ..rpc.dispatch import Dispatcher
+from ..rpc.dispatch import Dispatcher, Reply
 from ..rpc.schemas.generation import MAX_SEED, GenerateParams, QueueClearParams, TrackIdParams
 from .queue import Job, JobQueue, Priority
 from .worker import complete_payload
+
+log = logging.getLogger(__name__)
 
 Notify = Callable[[str, dict[str, Any]], None]
 
@@ -64,6 +69,12 @@ def with_preset(preset: str | None, prompt: str) -> str:
 
 def build_job(backends: dict[str, Backend], settings: Settings, p: GenerateParams, priority: Priority) -> Job:
     """Validate a generate request into a Job (nothing is queued yet). Raises LofiError with product codes."""
+    request = build_request(backends, settings, p)
+    return job_for(backends[request.backend], request, p, priority)
+
+
+def build_request(backends: dict[str, Backend], settings: Settings, p: GenerateParams) -> GenerationRequest:
+    """The validated request, with its seed drawn (quick: no model, no network). Raises LofiError."""
     name = resolve_backend(backends, settings, p.backend)
     backend = backends[name]
     prompt = check_prompt(with_preset(p.preset, p.prompt))
@@ -78,7 +89,12 @@ def build_job(backends: dict[str, Backend], settings: Settings, p: GenerateParam
         )
     params = {**backend.validate(p.backend_params), **shaping.from_request(p.loop, p.bpm)}
     seed = p.seed if p.seed is not None else secrets.randbelow(MAX_SEED + 1)
-    request = GenerationRequest(backend=name, prompt=prompt, duration_sec=duration, seed=seed, params=params)
+    return GenerationRequest(backend=name, prompt=prompt, duration_sec=duration, seed=seed, params=params)
+
+
+def job_for(backend: Backend, request: GenerationRequest, p: GenerateParams, priority: Priority) -> Job:
+    """The request's Job: its track id needs the backend's model version (a remote backend's may wait for the
+    link's handshake)."""
     try:
         track_id = track_id_for(request, backend.model_version())
     except UnicodeEncodeError:  # a lone surrogate in a text param (lyrics, lora)
@@ -86,6 +102,63 @@ def build_job(backends: dict[str, Backend], settings: Settings, p: GenerateParam
             ErrorCode.INVALID_PARAMS, "a text param is not valid Unicode (a lone surrogate)"
         ) from None
     return Job(track_id, request, priority=priority, fmt=p.format, allow_download=p.allow_download)
+
+
+def identity_waits(backend: Backend) -> bool:
+    """True when the backend's model version (the track identity) is not known yet: a remote generator whose
+    link is still connecting (RemoteBackend.identity_waits)."""
+    waits = getattr(backend, "identity_waits", None)
+    return bool(waits()) if waits is not None else False
+
+
+Accepted = tuple[dict[str, Any], Callable[[], None] | None]  # the reply, and what to send once it is out
+
+
+class Intake:
+    """Finishes `generate` requests off the RPC dispatch thread, one at a time in arrival order, and answers each
+    when it is done. Used while a request's track identity must wait (a remote generator still connecting), so
+    `status`, `cancel` and `stop` are answered meanwhile; while any request waits here, later ones queue behind
+    it, so queue positions still follow the order the requests were sent."""
+
+    def __init__(self) -> None:
+        self._work: queue_module.Queue[tuple[Callable[[], Accepted], Reply]] = queue_module.Queue()
+        self._lock = threading.Lock()
+        self._pending = 0
+        self._thread: threading.Thread | None = None
+
+    @property
+    def busy(self) -> bool:
+        with self._lock:
+            return self._pending > 0
+
+    def submit(self, finish: Callable[[], Accepted], reply: Reply) -> None:
+        with self._lock:
+            self._pending += 1
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="generate-intake", daemon=True)
+                self._thread.start()
+        self._work.put((finish, reply))
+
+    def _run(self) -> None:
+        while True:
+            finish, reply = self._work.get()
+            try:
+                result, after = finish()
+            except LofiError as exc:
+                reply.error(exc)
+            except Exception as exc:  # a bug must not end the intake: every later generate would hang
+                log.exception("generate failed")
+                reply.error(LofiError(ErrorCode.INTERNAL_ERROR, f"internal error in generate: {exc}"))
+            else:
+                reply.result(result)
+                if after is not None:
+                    try:
+                        after()
+                    except Exception:
+                        log.exception("after-reply action failed")
+            finally:
+                with self._lock:
+                    self._pending -= 1
 
 
 def make_enqueue(
@@ -121,23 +194,36 @@ def register(
     queue: JobQueue,
     notify: Notify,
 ) -> None:
-    @dispatcher.method("generate", GenerateParams)
-    def generate(p: GenerateParams) -> dict[str, Any]:
-        job = build_job(backends, settings, p, p.priority)
+    intake = Intake()
+
+    def accept(request: GenerationRequest, p: GenerateParams) -> Accepted:
+        """Identify, look up and queue a validated request: (the reply, what to announce once it is sent)."""
+        job = job_for(backends[request.backend], request, p, p.priority)
         reply = {"track_id": job.track_id, "seed": job.request.seed, "backend": job.request.backend}
         track = store.get(job.track_id, touch=True)  # a cache hit counts as use for LRU eviction
         if track is not None:
-            dispatcher.after_response(
-                lambda: notify("generation_complete", complete_payload(track, 0.0, cached=True))
-            )
-            return {**reply, "status": "cached", "position": 0, "path": track.to_dict()["path"]}
+            cached = {**reply, "status": "cached", "position": 0, "path": track.to_dict()["path"]}
+            return cached, lambda: notify("generation_complete", complete_payload(track, 0.0, cached=True))
         existing = queue.find(job.track_id)
         if existing is not None:
             status = "running" if existing is queue.running else "queued"
-            return {**reply, "status": status, "position": queue.position(existing)}
+            return {**reply, "status": status, "position": queue.position(existing)}, None
         require_installed(backends[job.request.backend], job.allow_download)
         position = queue.submit(job)
-        return {**reply, "status": "queued", "position": position}
+        return {**reply, "status": "queued", "position": position}, None
+
+    @dispatcher.method("generate", GenerateParams)
+    def generate(p: GenerateParams) -> dict[str, Any] | Reply:
+        request = build_request(backends, settings, p)  # bad params are answered at once
+        if intake.busy or identity_waits(backends[request.backend]):
+            later = dispatcher.defer()
+            if later is not None:  # (in a batch the answer must come now: it waits here, as it used to)
+                intake.submit(lambda: accept(request, p), later)
+                return later
+        result, after = accept(request, p)
+        if after is not None:
+            dispatcher.after_response(after)
+        return result
 
     @dispatcher.method("cancel", TrackIdParams)
     def cancel(p: TrackIdParams) -> dict[str, Any]:

@@ -96,6 +96,10 @@ class Worker:
             backend = self.backends[req.backend]
             ensure_installed(backend, job.allow_download, self._download_progress(req.backend), job.cancel)
             job.cancel.check()
+            check_request = getattr(backend, "check_request", None)  # optional (ports.Backend)
+            if check_request is not None:
+                check_request(req)  # what is too slow to check at intake, before the model loads
+                job.cancel.check()
             self._make_resident(backend)
             job.cancel.check()
 

@@ -190,6 +190,34 @@ class _ByteWatcher:
         self._thread.join()
 
 
+class ProgressThrottle:
+    """Passes download progress on at most once per `interval` (POLL_SEC, the pace of the local byte watcher),
+    and always a report that ends something (a file completed, the download complete or failed), so the last
+    word is never dropped. For progress that arrives unpaced: a remote generator's, forwarded message by message."""
+
+    def __init__(
+        self, report: ProgressFn, interval: float = POLL_SEC, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._report = report
+        self._interval = interval
+        self._clock = clock
+        self._last: float | None = None  # when the last report was passed on
+        self._files = 0  # files_completed in the last report passed on
+
+    def __call__(self, fields: dict[str, Any]) -> None:
+        now = self._clock()
+        files = fields.get("files_completed")
+        ends = fields.get("state") in ("complete", "error") or (
+            isinstance(files, int) and files > self._files
+        )
+        if not ends and self._last is not None and now - self._last < self._interval:
+            return
+        self._last = now
+        if isinstance(files, int):
+            self._files = max(self._files, files)
+        self._report(fields)
+
+
 def download_variant(
     variant: ModelVariant,
     progress: ProgressFn | None = None,

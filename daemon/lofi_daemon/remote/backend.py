@@ -21,6 +21,7 @@ import numpy as np
 from ..backends.base import AudioChunkFn, GeneratedAudio, GenerationRequest, ProgressFn
 from ..cancel import CancelToken
 from ..errors import Cancelled, ErrorCode, LofiError
+from ..models.download import ProgressThrottle
 from ..ports import Backend, DownloadProgress, Notify
 from .link import LOST, LinkLost, RemoteLink
 from .protocol import (
@@ -98,6 +99,11 @@ class RemoteBackend:
             f"the remote generator {self.link.host} has no {self.name} backend",
             hint=f"remove {self.name} from generator.backends, or install it on {self.link.host}",
         )
+
+    def identity_waits(self) -> bool:
+        """True while model_version() would wait for the link's handshake (the intake then answers `generate`
+        off the RPC dispatch thread: jobs/api.py Intake)."""
+        return self.link.state != "ready"
 
     def model_version(self) -> str:
         """The remote's: it decides the weights, variant and provider, so it decides the track identity."""
@@ -211,6 +217,12 @@ class RemoteBackend:
         parts: dict[str, list[np.ndarray]] = {"stream": [], "final": []}
         frames = {"stream": 0, "final": 0}
         next_seq = 0
+        # the remote's download progress, paced like a local download's whatever pace the remote sends it at
+        download = ProgressThrottle(
+            lambda fields: self.notify(
+                "download_progress", {**fields, "backend": self.name, "remote": self.link.host}
+            )
+        )
         cancel_deadline: float | None = None  # once cancel is sent: how long the remote gets to confirm it
         heard = time.monotonic()  # the remote's last sign of life about this job
         while True:
@@ -248,8 +260,7 @@ class RemoteBackend:
                     continue  # the cancel request goes out at the top of the loop; wait for the remote's answer
             elif method == "generator.download":
                 heard = time.monotonic()
-                fields = scalar_fields(p, ("job_id", "backend", "remote"))
-                self.notify("download_progress", {**fields, "backend": self.name, "remote": self.link.host})
+                download(scalar_fields(p, ("job_id", "backend", "remote")))
             elif method == "generator.audio":
                 heard = time.monotonic()
                 kind, seq = p.get("kind"), plain_int(p.get("seq"))

@@ -20,6 +20,7 @@ from ..backends.install import ensure_installed
 from ..cancel import CancelToken
 from ..config import Settings
 from ..errors import Cancelled, ErrorCode, LofiError
+from ..models.download import ProgressThrottle
 from ..ports import Backend
 from ..rpc.dispatch import Dispatcher
 from .protocol import (
@@ -177,6 +178,7 @@ class GeneratorService:
             except Cancelled:
                 self._send("generator.cancelled", {"job_id": job.job_id})
             except LofiError as e:
+                log.warning("remote job %s failed: %s", job.job_id, e.message)
                 self._send("generator.error", {"job_id": job.job_id, **e.to_error(), "message": e.message})
             except Exception as e:
                 log.exception("remote job %s failed", job.job_id)
@@ -193,8 +195,19 @@ class GeneratorService:
         def on_download(fields: dict[str, Any]) -> None:
             self._send("generator.download", {"job_id": job_id, "backend": backend.name, **fields})
 
-        ensure_installed(backend, job.allow_download, on_download, cancel)
+        ensure_installed(backend, job.allow_download, ProgressThrottle(on_download), cancel)
         cancel.check()
+        request = GenerationRequest(
+            backend=backend.name,
+            prompt=job.prompt,
+            duration_sec=job.duration_sec,
+            seed=job.seed,
+            params=job.params,
+        )
+        check_request = getattr(backend, "check_request", None)  # as the local worker: before the model loads
+        if check_request is not None:
+            check_request(request)
+            cancel.check()
         for other in self.backends.values():
             if other is not backend and other.loaded:
                 other.unload()
@@ -231,13 +244,6 @@ class GeneratorService:
             streamed.append(np.asarray(chunk, dtype=np.float32))
             send_audio(chunk, "stream")
 
-        request = GenerationRequest(
-            backend=backend.name,
-            prompt=job.prompt,
-            duration_sec=job.duration_sec,
-            seed=job.seed,
-            params=job.params,
-        )
         audio = backend.generate(
             request, on_progress, cancel, on_audio=on_audio if backend.streams_audio else None
         )

@@ -95,10 +95,28 @@ def decode_json(body: bytes) -> Any:
         raise LofiError(ErrorCode.PARSE_ERROR, f"invalid JSON: {str(exc)[:200]}") from None
 
 
+class Reply:
+    """The answer to a request whose handler finishes later, on another thread (`Dispatcher.defer`). Send it once
+    with `result` or `error`; the transport writes it whenever it comes."""
+
+    def __init__(self, send: Callable[[Any], None], id_: Any) -> None:
+        self._send = send
+        self._id = id_
+
+    def result(self, value: Any) -> None:
+        self._send({"jsonrpc": "2.0", "id": self._id, "result": value})
+
+    def error(self, exc: LofiError) -> None:
+        self._send({"jsonrpc": "2.0", "id": self._id, "error": exc.to_error()})
+
+
 class Dispatcher:
     def __init__(self) -> None:
         self._methods: dict[str, Method] = {}
         self._after: list[Callable[[], None]] = []
+        # where a deferred reply goes (the server's writer); None: every request is answered in place
+        self.reply_sink: Callable[[Any], None] | None = None
+        self._deferrable: Any = None  # the id of the request being handled, while its answer may come later
 
     def method(self, name: str, params_model: type[BaseModel] | None = None) -> Callable[[Handler], Handler]:
         def register(fn: Handler) -> Handler:
@@ -120,6 +138,15 @@ class Dispatcher:
         """Run `fn` once the current response has been written (e.g. a notification that must follow it)."""
         self._after.append(fn)
 
+    def defer(self) -> Reply | None:
+        """Let the current handler answer later: it returns the Reply, and whoever finishes the work sends the
+        answer through it, so the dispatch thread goes on to the next request meanwhile. None when the answer
+        must come now (a notification, a batch member, no transport that can send later): then the handler
+        does its work in place."""
+        if self._deferrable is None or self.reply_sink is None:
+            return None
+        return Reply(self.reply_sink, self._deferrable)
+
     def take_after_response(self) -> list[Callable[[], None]]:
         pending, self._after = self._after, []
         return pending
@@ -139,16 +166,20 @@ class Dispatcher:
                 )
             replies = [r for r in (self.dispatch(m) for m in message) if r is not None]
             return replies or None
-        return self.dispatch(message)
+        return self.dispatch(message, deferrable=True)
 
-    def dispatch(self, message: Any) -> dict[str, Any] | None:
+    def dispatch(self, message: Any, deferrable: bool = False) -> dict[str, Any] | None:
+        """Handle one request; None when there is nothing to send now (a notification, or a reply the handler
+        deferred: `deferrable` allows that, for a request that is not part of a batch)."""
         try:
-            return self._dispatch(message)
+            return self._dispatch(message, deferrable)
         except Exception:  # a bug in the envelope handling itself; the dispatch loop must go on
             log.exception("dispatch failed")
             return error_response(None, ErrorCode.INTERNAL_ERROR, "internal error while dispatching")
+        finally:
+            self._deferrable = None
 
-    def _dispatch(self, message: Any) -> dict[str, Any] | None:
+    def _dispatch(self, message: Any, deferrable: bool = False) -> dict[str, Any] | None:
         if not isinstance(message, dict):
             return error_response(None, ErrorCode.INVALID_REQUEST, "a request must be a JSON object")
         id_ = message.get("id")
@@ -165,6 +196,8 @@ class Dispatcher:
             if "result" in message or "error" in message:
                 return None  # a response to a request we never send; ignore
             return error_response(id_, ErrorCode.INVALID_REQUEST, "method must be a string")
+        if deferrable and not is_notification and id_ is not None:
+            self._deferrable = id_
         try:
             result = self._call(name, message.get("params"))
         except LofiError as exc:
@@ -177,7 +210,7 @@ class Dispatcher:
             if is_notification:
                 return None
             return error_response(id_, ErrorCode.INTERNAL_ERROR, f"internal error in {name}: {exc}")
-        if is_notification:
+        if is_notification or isinstance(result, Reply):  # (a Reply: the answer comes through it later)
             return None
         return {"jsonrpc": "2.0", "id": id_, "result": result}
 

@@ -57,6 +57,7 @@ class Server:
         self._inbox: queue.Queue[Any] = queue.Queue(maxsize=INBOX_FRAMES)
         self.closed = threading.Event()  # set at stdin EOF or on a broken stdout
         self.on_message: list[Any] = []  # callables run for every incoming message (activity tracking)
+        dispatcher.reply_sink = self.send  # replies a handler deferred (Dispatcher.defer) are written here
 
     def notify(self, method: str, params: dict[str, Any]) -> None:
         self.send({"jsonrpc": "2.0", "method": method, "params": params})

@@ -199,7 +199,7 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
         self._decode_evals: float | None = None  # measured DCAE + vocoder cost in evaluations
         self.tracks = tracks  # the track cache the editing tasks read their source from (None: no tasks)
         self._lyric_tokenizer: tuple[Path, LyricTokenizer] | None = (
-            None  # for validate before the model loads
+            None  # for check_request before the model loads
         )
 
     # ---- parameters -------------------------------------------------------------------------------------
@@ -225,8 +225,10 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
         )
         params["cfg_type"] = one_of(p.cfg_type, CFG_TYPES, "cfg_type", self.name)
         if p.lyrics and p.lyrics.strip():
-            params["lyrics"] = p.lyrics  # whole: upstream keeps leading and trailing blank lines
-            self._check_lyrics(p.lyrics)
+            # whole: upstream keeps leading and trailing blank lines. Only their characters are bounded here:
+            # tokenising takes 20–60 ms a line (language detection), too long for the RPC dispatch thread, so
+            # the token limit is checked in the job (check_request), before the model loads.
+            params["lyrics"] = p.lyrics
         if clean_text(p.negative_prompt):  # none: the track id of a request without one, as before it existed
             if task == "edit":
                 raise LofiError(
@@ -347,9 +349,13 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
             )
         return out
 
-    def _check_lyrics(self, lyrics: str) -> None:
-        """Refuse lyrics longer than the lyric encoder takes and say what the missing `lyrics` extra changes, before
-        the job is queued (with no model yet, `generate` tokenises with the same checks)."""
+    def check_request(self, request: GenerationRequest) -> None:
+        """The checks too slow for `validate` (the RPC dispatch thread), run by the worker before the model loads:
+        refuse lyrics longer than the lyric encoder takes (INVALID_PARAMS, as `validate` would) and say what the
+        missing `lyrics` extra changes. Without the model files yet, `generate` tokenises with the same checks."""
+        lyrics = request.params.get("lyrics")
+        if not lyrics:
+            return
         if self._pipeline is not None:
             tokenizer = self._pipeline.lyric_tokenizer
         else:
@@ -360,7 +366,7 @@ class AceStepBackend(ModelBackend[AceStepPipeline]):
             if self._lyric_tokenizer is None or self._lyric_tokenizer[0] != layout.dir:
                 self._lyric_tokenizer = (layout.dir, lyric_tokenizer_for(layout))
             tokenizer = self._lyric_tokenizer[1]
-        if tokenizer.available:
+        if tokenizer.available:  # (lyric_lang's detection cache makes generate's own tokenising cheap)
             for note in tokenizer.tokens(lyrics).notes:
                 self._warn(note)
 
