@@ -118,6 +118,13 @@ def test_grid_samples_the_same_signal_and_spectra():
     assert edge == 5
     assert per_frame[edge:-edge].max() < 1e-7  # aliasing only (float32 rounding is 6e-8)
     assert per_frame[:edge].min() > 1e-5 and per_frame[-edge:].min() > 1e-5  # hence the full-rate edges
+    # a 20 kHz grid (n_fft 8000, Nyquist on the band's edge) would alias the top bins' tails into the band
+    g20 = c.grid(20000)
+    alias20 = np.linalg.norm(g20.stft(g20.istft(spec)) - want, axis=1) / np.linalg.norm(want, axis=1)
+    assert (
+        alias20[edge:-edge].max() > 1e-4
+        and np.median(alias20[edge:-edge]) > 1e3 * per_frame[edge:-edge].max()
+    )
 
 
 @pytest.mark.parametrize("kind", ["tones", "random"])
