@@ -234,7 +234,9 @@ def test_channel_images_follow_riffusions_layout():
     assert [c.tolist() for c in S.channel_images(unrelated)] == [left.tolist()]
 
 
-@pytest.mark.parametrize("width", [40, 12])  # on the 22 kHz grid; at full rate, shorter than the padding
+# 40 and 33 frames on the 22 kHz grid (33 over 3 workers in chunks of 8: the last 5 frames lie in two workers'
+# ranges); 12 at full rate, shorter than the padding
+@pytest.mark.parametrize("width", [40, 33, 12])
 @pytest.mark.parametrize(("threads", "chunk"), [(1, 32), (2, 4), (3, 8)])
 def test_griffin_lim_is_the_same_however_the_frames_are_split(monkeypatch, width, threads, chunk):
     """Workers and chunks only reorder sums: with the edge frames' spectra split between workers (40 frames in

@@ -27,7 +27,7 @@ the same 10 ms, 100 ms, 400 ms and 2.5 Hz bins) yields the same signal samples o
 STFT's sums at 22 kHz equal those at 44.1 kHz but for aliasing of what lies above 11 kHz: the tails of the
 windowed spectrum past the 10 kHz band, ~1e-8 relative per iteration (measured; float32 rounding is 6e-8). A
 20 kHz grid (n_fft 8000) would put Nyquist on the band's edge: those tails alias into the top bins, ~1e-3 per frame
-and 2e-3 on the result, 100× float32 rounding, so the grid stays above 2 × 10 kHz with a margin. The
+and 2e-3 on the result, ~500× float32 rounding, so the grid stays above 2 × 10 kHz with a margin. The
 exception is the first and last 5 frames, whose windows reach the reflected padding: its kink at each end is not
 band-limited and the end of torch's ISTFT falls one full-rate sample short of the last frame, so those frames are
 recomputed at full rate each iteration from the ISTFT of the 15 frames at that end. The final ISTFT is at full
@@ -342,8 +342,8 @@ class _GriffinLim:
     each with its own buffers and partial overlap-add, and go through in chunks. A first pass builds the initial
     signal from magnitude × initial phase; then each iteration is one pass: STFT of the current signal, momentum
     and magnitude update, inverse FFT and overlap-add into the next signal; the last iteration overlap-adds at
-    full rate, into the output. On a coarser grid, the worker holding the first (last) frame first redoes the
-    `edge` frames at that end at full rate."""
+    full rate, into the output. On a coarser grid, the worker holding the first (last) `edge` frames first
+    redoes them at full rate."""
 
     def __init__(self, conv: Converter, grid: StftGrid, mag: np.ndarray) -> None:
         if conv.p.griffin_lim_iters < 1:
@@ -422,8 +422,13 @@ class _GriffinLim:
         work, full_work = self.work[worker], self.full_work[worker]
         (update, scale), (start, stop) = self.scratch[worker], self.ranges[worker]
         ends, new_ends = self.ends[iteration % 2], self.ends[(iteration + 1) % 2]
-        head = self._full_rate(ends[0], range(self.edge), full_work) if near and start == 0 else None
-        tail = self._full_rate(ends[1], range(-self.edge, 0), full_work) if near and stop == frames else None
+        # a worker whose frames include edge frames redoes them (two workers do when the frames at an end are
+        # split between them, which only short clips' ranges can do)
+        head = tail = None
+        if near and start < self.edge:
+            head = self._full_rate(ends[0], range(self.edge), full_work)
+        if near and stop > frames - self.edge:
+            tail = self._full_rate(ends[1], range(-self.edge, 0), full_work)
         last = iteration == self.conv.p.griffin_lim_iters - 1
         out_grid, out_work = (self.conv.full, full_work) if last else (grid, work)
         acc = self.full_accs[worker] if last else self.accs[worker]
