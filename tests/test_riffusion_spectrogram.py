@@ -118,6 +118,13 @@ def test_grid_samples_the_same_signal_and_spectra():
     assert edge == 5
     assert per_frame[edge:-edge].max() < 1e-7  # aliasing only (float32 rounding is 6e-8)
     assert per_frame[:edge].min() > 1e-5 and per_frame[-edge:].min() > 1e-5  # hence the full-rate edges
+    # a 20 kHz grid (n_fft 8000, Nyquist on the band's edge) would alias the top bins' tails into the band
+    g20 = c.grid(20000)
+    alias20 = np.linalg.norm(g20.stft(g20.istft(spec)) - want, axis=1) / np.linalg.norm(want, axis=1)
+    assert (
+        alias20[edge:-edge].max() > 1e-4
+        and np.median(alias20[edge:-edge]) > 1e3 * per_frame[edge:-edge].max()
+    )
 
 
 @pytest.mark.parametrize("kind", ["tones", "random"])
@@ -225,3 +232,50 @@ def test_channel_images_follow_riffusions_layout():
     assert [c.tolist() for c in S.channel_images(near)] == [near[..., 0].tolist()]
     unrelated = np.stack([left, right, left[::-1]], axis=2)
     assert [c.tolist() for c in S.channel_images(unrelated)] == [left.tolist()]
+
+
+# 40 and 33 frames on the 22 kHz grid (33 over 3 workers in chunks of 8: the last 5 frames lie in two workers'
+# ranges); 12 at full rate, shorter than the padding
+@pytest.mark.parametrize("width", [40, 33, 12])
+@pytest.mark.parametrize(("threads", "chunk"), [(1, 32), (2, 4), (3, 8)])
+def test_griffin_lim_is_the_same_however_the_frames_are_split(monkeypatch, width, threads, chunk):
+    """Workers and chunks only reorder sums: with the edge frames' spectra split between workers (40 frames in
+    chunks of 4 or 8 over 2–3 workers) the result equals the one-worker run to rounding. The end frames a
+    worker redoes at full rate are read from the previous pass, never from the one writing them."""
+    c = S.converter(dtype=np.float64)
+    rng = np.random.default_rng(7)
+    mag = c.linear_from_mel(S.mel_from_image(rng.integers(0, 256, size=(512, width), dtype=np.uint8)))
+    angles = rng.random(mag.shape) + 1j * rng.random(mag.shape)
+    want = c.griffin_lim(mag, angles=angles)
+    monkeypatch.setattr(S, "THREADS", threads)
+    monkeypatch.setattr(S, "CHUNK", chunk)
+    got = c.griffin_lim(mag, angles=angles)
+    assert rel_err(got, want) < 1e-12
+
+
+@pytest.mark.parametrize("frames", [60, 12])  # 12 frames on the full grid: shorter than the padding
+def test_repad_is_the_reflect_padded_istft(frames):
+    c = S.converter(dtype=np.float64)
+    g = c.grid(S.GL_RATE) if frames >= 6 * c.edge else c.full
+    rng = np.random.default_rng(8)
+    accs = [rng.standard_normal(g.padded_length(frames)) for _ in range(2)]
+    out = np.full(g.padded_length(frames), np.nan)
+    g.repad(accs, frames, out)
+    assert np.array_equal(out, np.pad(g.finish(accs[0] + accs[1], frames), g.pad, mode="reflect"))
+
+
+def test_inverse_mel_uses_the_tridiagonal_gram_matrix():
+    """Each frequency lies in at most two neighbouring triangles, so the banded Cholesky solve is the exact
+    minimum-norm inverse: the filter bank maps it back to the mel input wherever no clamp applies."""
+    c = S.converter(dtype=np.float64)
+    fb = S.mel_filterbank()[: c.n_active]
+    coeffs = np.random.default_rng(9).random((512, 3))
+    mel = fb.T @ (fb @ coeffs)  # a mel spectrum whose minimum-norm inverse is fb @ coeffs ≥ 0 (no clamping)
+    assert rel_err(c.linear_from_mel(mel), fb @ coeffs) < 1e-10
+    assert rel_err(fb.T @ c.linear_from_mel(mel), mel) < 1e-10
+
+
+def test_griffin_lim_needs_an_iteration():
+    c = S.Converter(S.SpectrogramParams(griffin_lim_iters=0), dtype=np.float64)
+    with pytest.raises(ValueError, match="iteration"):
+        c.griffin_lim(np.ones((c.n_active, 8)))

@@ -1,4 +1,4 @@
-"""Riffusion v1 spectrogram images ⇄ audio, in numpy/scipy (no torch at run time).
+"""Riffusion v1 spectrogram images ⇄ audio, in numpy, scipy and ducc0's FFTs (no torch at run time).
 
 The parameters are the ones riffusion v1 was trained with (riffusion-hobby `SpectrogramParams` defaults): 44.1 kHz
 mono, hop 441 (10 ms), Hann window 4410 (100 ms) centred in an FFT of 17640 (400 ms), 512 HTK mel bands over
@@ -13,7 +13,8 @@ centre reflect padding, inverse by windowed overlap-add divided by the summed sq
 Inverse mel, the choice made here: torchaudio ≥ 2.1's `InverseMelScale` solves `fb.T @ X = mel` with
 `torch.linalg.lstsq` (driver "gels") and clamps with ReLU. The system is underdetermined (512 equations, 8821
 unknowns) and its matrix has full row rank, so gels returns the minimum-norm solution X = fb (fb.T fb)⁻¹ mel. That
-is computed here exactly, from the 512 × 512 Gram matrix (factorised once, cached) and the sparse filter bank, then
+is computed here exactly, from the 512 × 512 Gram matrix (tridiagonal; its banded Cholesky factor is computed once
+and cached) and the sparse filter bank, then
 ReLU: the same answer as current torchaudio, to rounding. Riffusion itself ran the older torchaudio, which instead
 ran 200 SGD steps from a random start; that leaves part of the random start in the null space of the filter bank
 (a faint broadband floor), so outputs differ from the hobby app's in that floor, not in the mel content.
@@ -24,13 +25,17 @@ periodic signal made of those bins alone (< 10 kHz), and the window, its place a
 of time at any sample rate; so sampling at GL_RATE = 22 kHz instead of 44.1 kHz (hop 220, window 2200, n_fft 8800:
 the same 10 ms, 100 ms, 400 ms and 2.5 Hz bins) yields the same signal samples on a coarser grid, and the forward
 STFT's sums at 22 kHz equal those at 44.1 kHz but for aliasing of what lies above 11 kHz: the tails of the
-windowed spectrum past the 10 kHz band, ~1e-8 relative per iteration (measured; float32 rounding is 6e-8). The
+windowed spectrum past the 10 kHz band, ~1e-8 relative per iteration (measured; float32 rounding is 6e-8). A
+20 kHz grid (n_fft 8000) would put Nyquist on the band's edge: those tails alias into the top bins, ~1e-3 per frame
+and 2e-3 on the result, ~500× float32 rounding, so the grid stays above 2 × 10 kHz with a margin. The
 exception is the first and last 5 frames, whose windows reach the reflected padding: its kink at each end is not
 band-limited and the end of torch's ISTFT falls one full-rate sample short of the last frame, so those frames are
 recomputed at full rate each iteration from the ISTFT of the 15 frames at that end. The final ISTFT is at full
 rate. This halves every FFT and keeps the output equal to the full-rate iteration within its float32 rounding
 (tests/test_riffusion_spectrogram.py measures both and the spectral convergence). Frames go through in chunks of
-CHUNK whose buffers stay in the CPU's cache, split between THREADS workers; overlap-add is by whole hops.
+CHUNK whose buffers are reused and stay in the CPU's cache, split between THREADS workers, which also build the
+initial signal, redo the edge frames and run the final full-rate ISTFT in their last pass, so what runs on one
+thread between passes is a sum and a reflection; overlap-add is by whole hops.
 """
 
 from __future__ import annotations
@@ -42,8 +47,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from fractions import Fraction
 
+import ducc0
 import numpy as np
-import scipy.fft
 import scipy.linalg
 import scipy.sparse
 
@@ -86,12 +91,16 @@ GL_RATE = 22000  # Griffin–Lim's working grid (module doc): above 2 × 10 kHz 
 CHUNK = 32  # frames per FFT batch: a chunk's buffers stay in a core's cache
 
 
-def rfft(frames: np.ndarray) -> np.ndarray:
-    return scipy.fft.rfft(frames, axis=-1)
+# The FFTs are ducc0's (by pocketfft's author; scipy.fft is pocketfft): 1.5–1.8× faster on these sizes here, and
+# it writes into the caller's buffers (docs/benchmarks.md). One call each, per row of a 2-D block.
+def rfft(frames: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Real FFT of each row into `out` [rows, n // 2 + 1]."""
+    return ducc0.fft.r2c(frames, axes=(1,), out=out)
 
 
-def irfft(spectra: np.ndarray, n: int) -> np.ndarray:
-    return scipy.fft.irfft(spectra, n=n, axis=-1)
+def irfft(spectra: np.ndarray, n: int, out: np.ndarray) -> np.ndarray:
+    """Inverse real FFT of each row to n samples (divided by n, as numpy's) into `out` [rows, n]."""
+    return ducc0.fft.c2r(spectra, axes=(1,), lastsize=n, forward=False, inorm=2, out=out)
 
 
 def _hz_to_mel(f: np.ndarray) -> np.ndarray:
@@ -124,7 +133,8 @@ def hann_window(length: int) -> np.ndarray:
 
 
 class MelBank:
-    """The filter bank and its minimum-norm inverse, computed once (the Cholesky factor of the Gram matrix)."""
+    """The filter bank and its minimum-norm inverse, computed once (the Cholesky factor of the Gram matrix, which
+    is tridiagonal: every frequency lies in at most two neighbouring triangles)."""
 
     def __init__(self, p: SpectrogramParams) -> None:
         fb = mel_filterbank(p)
@@ -133,8 +143,11 @@ class MelBank:
         self.n_active = int(nz[-1]) + 1
         self.fb = fb[: self.n_active].astype(np.float32)  # [active, n_mels]
         self.fb_sparse = scipy.sparse.csr_matrix(fb[: self.n_active])
-        gram = fb.T @ fb  # [n_mels, n_mels], banded and positive definite when fb.T has full row rank
-        self.gram_cho = scipy.linalg.cho_factor(gram)
+        gram = fb.T @ fb  # [n_mels, n_mels], positive definite when fb.T has full row rank
+        if np.any(np.triu(gram, 2)):
+            raise ValueError("mel triangles overlap beyond their neighbours")
+        # upper banded storage: the superdiagonal (first entry unused), then the diagonal
+        self.gram_cho = scipy.linalg.cholesky_banded(np.stack([np.r_[0.0, np.diag(gram, 1)], np.diag(gram)]))
 
     def mel_from_linear(self, mag: np.ndarray) -> np.ndarray:
         """[..., n_freqs or active, T] magnitudes → [..., n_mels, T]."""
@@ -142,8 +155,18 @@ class MelBank:
 
     def linear_from_mel(self, mel: np.ndarray) -> np.ndarray:
         """Minimum-norm least-squares inverse of the filter bank, clamped at 0: [n_mels, T] → [active, T]."""
-        coeffs = scipy.linalg.cho_solve(self.gram_cho, mel.astype(np.float64))
+        coeffs = scipy.linalg.cho_solve_banded((self.gram_cho, False), mel.astype(np.float64))
         return np.maximum(self.fb_sparse @ coeffs, 0.0)
+
+
+@dataclass
+class Work:
+    """One thread's buffers for a chunk of frames on one grid (reused: no allocation per chunk)."""
+
+    frames: np.ndarray  # [n, n_fft] real: windowed frames in the middle, the zero padding around stays zero
+    spectra: np.ndarray  # [n, n_fft // 2 + 1] complex: their FFT
+    synth: np.ndarray  # [n, n_fft // 2 + 1] complex: spectra to invert; the bins from n_active up stay zero
+    segments: np.ndarray  # [n, n_fft] real: the inverse FFT of synth
 
 
 class StftGrid:
@@ -164,11 +187,13 @@ class StftGrid:
         self.window = hann_window(p.win_length).astype(self.real)
         self._inv_envelopes: dict[int, np.ndarray] = {}
 
-    def buffers(self, n: int = CHUNK) -> tuple[np.ndarray, np.ndarray]:
-        """Zero-padded frame and spectrum buffers for n frames (one set per thread; the padding stays zero)."""
-        return (
+    def work(self, n: int = CHUNK) -> Work:
+        bins = self.n_fft // 2 + 1
+        return Work(
             np.zeros((n, self.n_fft), dtype=self.real),
-            np.zeros((n, self.n_fft // 2 + 1), dtype=self.complex),
+            np.empty((n, bins), dtype=self.complex),
+            np.zeros((n, bins), dtype=self.complex),
+            np.empty((n, self.n_fft), dtype=self.real),
         )
 
     def length(self, frames: int) -> int:
@@ -187,19 +212,19 @@ class StftGrid:
         return self._inv_envelopes[frames]
 
     # ---- chunks -------------------------------------------------------------------------------------------
-    def spectra(self, padded: np.ndarray, start: int, stop: int, frame_buf: np.ndarray) -> np.ndarray:
-        """Frames [start, stop) of the STFT of a centre-padded signal: [stop − start, n_active]."""
+    def spectra(self, padded: np.ndarray, start: int, stop: int, work: Work) -> np.ndarray:
+        """Frames [start, stop) of the STFT of a centre-padded signal: [stop − start, n_active], a view of
+        work.spectra."""
         n = stop - start
         first = start * self.hop + self.offset
         span = padded[first : first + (n - 1) * self.hop + self.win]
         view = np.lib.stride_tricks.sliding_window_view(span, self.win)[:: self.hop]
-        buf = frame_buf[:n]
-        np.multiply(view, self.window, out=buf[:, self.offset : self.offset + self.win])
-        return rfft(buf)[:, : self.n_active]
+        np.multiply(view, self.window, out=work.frames[:n, self.offset : self.offset + self.win])
+        return rfft(work.frames[:n], work.spectra[:n])[:, : self.n_active]
 
-    def segments(self, spec_buf: np.ndarray) -> np.ndarray:
-        """Windowed inverse FFT of full-width spectra [n, n_fft // 2 + 1]: the window's support, [n, win]."""
-        seg = irfft(spec_buf, self.n_fft)[:, self.offset : self.offset + self.win]
+    def segments(self, work: Work, n: int) -> np.ndarray:
+        """Windowed inverse FFT of work.synth[:n]: the window's support, [n, win] (a view of work.segments)."""
+        seg = irfft(work.synth[:n], self.n_fft, work.segments[:n])[:, self.offset : self.offset + self.win]
         seg *= self.window
         return seg
 
@@ -217,24 +242,42 @@ class StftGrid:
         """Overlap-added segments (centre-padded) → the istft output: padding dropped, envelope divided."""
         return acc[self.pad : self.pad + self.length(frames)] * self.inv_envelope(frames)
 
+    def repad(self, accs: Sequence[np.ndarray], frames: int, padded: np.ndarray) -> None:
+        """The istft of the summed partial overlap-adds `accs`, reflect-padded into `padded` (the next STFT's
+        input) in place: what np.pad(finish(sum(accs)), pad, "reflect") returns, without temporaries."""
+        pad, length = self.pad, self.length(frames)
+        body = padded[pad : pad + length]
+        np.copyto(body, accs[0][pad : pad + length])
+        for acc in accs[1:]:
+            body += acc[pad : pad + length]
+        body *= self.inv_envelope(frames)
+        if length > pad:
+            padded[:pad] = body[pad:0:-1]
+            padded[pad + length :] = body[length - 2 : length - 2 - pad : -1]
+        else:  # a signal shorter than the padding reflects more than once
+            padded[:] = np.pad(body.copy(), pad, mode="reflect")
+
     # ---- whole signals ------------------------------------------------------------------------------------
     def stft(self, audio: np.ndarray) -> np.ndarray:
         """torch.stft(center=True, reflect) of a 1-D signal: [T, n_active] complex."""
         padded = np.pad(np.asarray(audio, dtype=self.real), self.pad, mode="reflect")
         frames = 1 + (padded.shape[0] - self.n_fft) // self.hop
-        frame_buf, _ = self.buffers(min(CHUNK, frames))
-        chunks = range(0, frames, CHUNK)
-        return np.concatenate([self.spectra(padded, a, min(a + CHUNK, frames), frame_buf) for a in chunks])
+        work = self.work(min(CHUNK, frames))
+        out = np.empty((frames, self.n_active), dtype=self.complex)
+        for a in range(0, frames, CHUNK):
+            b = min(a + CHUNK, frames)
+            out[a:b] = self.spectra(padded, a, b, work)
+        return out
 
-    def istft(self, spec: np.ndarray) -> np.ndarray:
+    def istft(self, spec: np.ndarray, work: Work | None = None) -> np.ndarray:
         """torch.istft(center=True, length=None) of [T, n_active]: hop·(T − 1) samples."""
         frames = spec.shape[0]
-        _, spec_buf = self.buffers(min(CHUNK, frames))
+        work = work or self.work(min(CHUNK, frames))
         acc = np.zeros(self.padded_length(frames), dtype=self.real)
         for a in range(0, frames, CHUNK):
             n = min(CHUNK, frames - a)
-            spec_buf[:n, : self.n_active] = spec[a : a + n]
-            self.overlap_add(self.segments(spec_buf[:n]), a, acc)
+            work.synth[:n, : self.n_active] = spec[a : a + n]
+            self.overlap_add(self.segments(work, n), a, acc)
         return self.finish(acc, frames)
 
 
@@ -276,110 +319,134 @@ class Converter:
         angles: np.ndarray | None = None,
         seed: int | Sequence[int] = 0,
         check: Callable[[], None] | None = None,
-        rate: int = GL_RATE,
+        rate: int | None = None,
     ) -> np.ndarray:
         """torchaudio's `griffinlim` (power 1, momentum, length None) on [active, T] magnitudes. `angles` is the
         initial complex phase estimate (torchaudio draws real and imaginary parts uniform in [0, 1)). The
-        iterations run on the `rate` grid with the edge frames at full rate (module doc; `p.sample_rate` runs
-        everything at full rate); the output is the full-rate ISTFT."""
-        mag = np.ascontiguousarray(np.asarray(mag)[: self.n_active].T, dtype=self.real)  # [T, active]
-        frames = mag.shape[0]
+        iterations run on the `rate` grid (GL_RATE by default) with the edge frames at full rate (module doc;
+        `p.sample_rate` runs everything at full rate); the output is the full-rate ISTFT."""
+        mag = np.asarray(mag)[: self.n_active]
+        frames = mag.shape[1]
         if angles is None:
             rng = np.random.default_rng(seed)
             shape = (self.n_active, frames)
             angles = rng.random(shape, dtype=np.float32) + 1j * rng.random(shape, dtype=np.float32)
-        spec = mag * np.asarray(angles)[: self.n_active].T.astype(self.complex)
         # the edge frames are redone from the 3 × edge frames at each end: shorter clips run at full rate
-        grid = self.grid(rate) if frames >= 6 * self.edge else self.full
-        return _GriffinLim(self, grid, mag, edges=grid is not self.full)(spec, check)
+        grid = self.grid(GL_RATE if rate is None else rate) if frames >= 6 * self.edge else self.full
+        # frames-major views (the workers copy their frames into contiguous rows)
+        return _GriffinLim(self, grid, mag.T)(np.asarray(angles)[: self.n_active].T, check)
 
 
 class _GriffinLim:
-    """One Griffin–Lim run. Each iteration is one pass over the frames in chunks: STFT of the current signal,
-    momentum and magnitude update, inverse FFT and overlap-add into the next signal. The frames are split
-    between THREADS workers (numpy and scipy.fft release the GIL), each with its own buffers and partial signal.
-    With `edges`, the first and last `edge` frames are first redone at full rate (two more tasks)."""
+    """One Griffin–Lim run. The frames are split between THREADS workers (numpy and the FFTs release the GIL),
+    each with its own buffers and partial overlap-add, and go through in chunks. A first pass builds the initial
+    signal from magnitude × initial phase; then each iteration is one pass: STFT of the current signal, momentum
+    and magnitude update, inverse FFT and overlap-add into the next signal; the last iteration overlap-adds at
+    full rate, into the output. On a coarser grid, the worker holding the first (last) `edge` frames first
+    redoes them at full rate."""
 
-    def __init__(self, conv: Converter, grid: StftGrid, mag: np.ndarray, edges: bool) -> None:
-        self.conv, self.grid, self.mag = conv, grid, mag
+    def __init__(self, conv: Converter, grid: StftGrid, mag: np.ndarray) -> None:
+        if conv.p.griffin_lim_iters < 1:
+            raise ValueError("Griffin–Lim needs at least one iteration")
+        self.conv, self.grid, self.given = conv, grid, mag  # [T, active], any layout and precision
         self.frames = frames = mag.shape[0]
-        self.edge = conv.edge if edges else 0
-        self.near = (
-            3 * self.edge
-        )  # the frames whose synthesis windows reach the edge frames' analysis windows
-        self.prev = np.zeros(mag.shape, dtype=conv.complex)  # the previous iteration's rebuilt spectra
+        self.mag = np.empty(mag.shape, dtype=conv.real)  # contiguous copy, filled by the first pass
+        self.edge = conv.edge if grid is not conv.full else 0
+        # the frames whose synthesis windows reach the edge frames' analysis windows
+        self.near = 3 * self.edge
+        self.prev = np.empty(mag.shape, dtype=conv.complex)  # the previous iteration's rebuilt spectra
+        # each pass's new spectra of the `near` frames at each end, read by the next one (double-buffered: the
+        # pass reading one set writes the other)
+        self.ends = np.zeros((2, 2, self.near, conv.n_active), dtype=conv.complex)
         self.momentum = conv.real.type(conv.p.momentum / (1.0 + conv.p.momentum))
         step = -(-frames // (THREADS * CHUNK)) * CHUNK
         self.ranges = [(a, min(a + step, frames)) for a in range(0, frames, step)]
-        self.buffers = [grid.buffers() for _ in self.ranges]
-        self.accs = [np.zeros(grid.padded_length(frames), dtype=conv.real) for _ in self.ranges]
+        self.work = [grid.work() for _ in self.ranges]
+        self.full_work = self.work if grid is conv.full else [conv.full.work() for _ in self.ranges]
+        self.accs = [np.empty(grid.padded_length(frames), dtype=conv.real) for _ in self.ranges]
+        self.full_accs = [np.empty(conv.full.padded_length(frames), dtype=conv.real) for _ in self.ranges]
+        self.signal = np.empty(grid.padded_length(frames), dtype=conv.real)  # centre-padded current signal
         self.scratch = [
             (np.empty((CHUNK, grid.n_active), conv.complex), np.empty((CHUNK, grid.n_active), conv.real))
             for _ in self.ranges
         ]
 
-    def __call__(self, spec: np.ndarray, check: Callable[[], None] | None) -> np.ndarray:
+    def __call__(self, angles: np.ndarray, check: Callable[[], None] | None) -> np.ndarray:
         grid, frames, iters = self.grid, self.frames, self.conv.p.griffin_lim_iters
-        signal = np.pad(grid.istft(spec), grid.pad, mode="reflect")
-        # `spec` holds each iteration's new spectra at the edges (read by the next one) and all of the last's
-        with ThreadPoolExecutor(max_workers=max(2, THREADS), thread_name_prefix="griffin-lim") as pool:
+        with ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="griffin-lim") as pool:
+
+            def run(task: Callable[..., None], *args: object) -> None:
+                for job in [pool.submit(task, w, *args) for w in range(len(self.ranges))]:
+                    job.result()
+
+            run(self._start, angles)
             for i in range(iters):
                 if check is not None:
                     check()  # a cancel lands within one iteration
-                head = tail = None
-                if self.edge:
-                    near = spec[: self.near], spec[-self.near :]
-                    head, tail = pool.map(self._full_rate, near, (range(self.edge), range(-self.edge, 0)))
-                last = i == iters - 1
-                jobs = [
-                    pool.submit(self._pass, w, signal, spec, i > 0, last, head, tail)
-                    for w in range(len(self.ranges))
-                ]
-                for job in jobs:
-                    job.result()
-                if not last:
-                    acc = self.accs[0] if len(self.accs) == 1 else np.sum(self.accs, axis=0)
-                    signal = np.pad(grid.finish(acc, frames), grid.pad, mode="reflect")
-        return self.conv.full.istft(spec)
+                grid.repad(self.accs, frames, self.signal)
+                run(self._pass, i)
+        return self.conv.full.finish(np.sum(self.full_accs, axis=0), frames)
 
-    def _full_rate(self, spec: np.ndarray, keep: range) -> np.ndarray:
+    def _start(self, worker: int, angles: np.ndarray) -> None:
+        """The worker's frames of magnitude × initial phase, overlap-added into its part of the first signal."""
+        start, stop = self.ranges[worker]
+        work, acc = self.work[worker], self.accs[worker]
+        acc[:] = 0
+        for a in range(start, stop, CHUNK):
+            b = min(a + CHUNK, stop)
+            self.mag[a:b] = self.given[a:b]
+            new = work.synth[: b - a, : self.grid.n_active]
+            np.multiply(self.mag[a:b], angles[a:b], out=new)
+            self._keep_ends(new, a, b, self.ends[0])
+            self.grid.overlap_add(self.grid.segments(work, b - a), a, acc)
+
+    def _keep_ends(self, new: np.ndarray, a: int, b: int, ends: np.ndarray) -> None:
+        """Store what of frames [a, b) lies among the `near` frames at either end (for the full-rate edges)."""
+        tail = self.frames - self.near
+        if a < self.near:
+            ends[0, a : min(b, self.near)] = new[: min(b, self.near) - a]
+        if b > tail:
+            ends[1, max(a, tail) - tail : b - tail] = new[max(a, tail) - a :]
+
+    def _full_rate(self, spec: np.ndarray, keep: range, work: Work) -> np.ndarray:
         """Frames `keep` of STFT(ISTFT(spec)) at full rate, `spec` being the 3 × edge frames at one end: the
         synthesis windows overlapping the edge frames' analysis windows are 2 × edge + 4 of them, so the short
         ISTFT is exact wherever those frames read it."""
         full = self.conv.full
-        padded = np.pad(full.istft(spec), full.pad, mode="reflect")
+        padded = np.pad(full.istft(spec, work), full.pad, mode="reflect")
         start = keep.start % len(spec)
-        frame_buf, _ = full.buffers(len(keep))
-        return full.spectra(padded, start, start + len(keep), frame_buf)
+        return full.spectra(padded, start, start + len(keep), work).copy()
 
-    def _pass(
-        self,
-        worker: int,
-        signal: np.ndarray,
-        spec: np.ndarray,
-        momentum: bool,
-        last: bool,
-        head: np.ndarray | None,
-        tail: np.ndarray | None,
-    ) -> None:
-        grid, frames, mag, prev = self.grid, self.frames, self.mag, self.prev
-        frame_buf, spec_buf = self.buffers[worker]
-        acc, (update, scale) = self.accs[worker], self.scratch[worker]
+    def _pass(self, worker: int, iteration: int) -> None:
+        grid, frames, mag, prev, near = self.grid, self.frames, self.mag, self.prev, self.near
+        work, full_work = self.work[worker], self.full_work[worker]
+        (update, scale), (start, stop) = self.scratch[worker], self.ranges[worker]
+        ends, new_ends = self.ends[iteration % 2], self.ends[(iteration + 1) % 2]
+        # a worker whose frames include edge frames redoes them (two workers do when the frames at an end are
+        # split between them, which only short clips' ranges can do)
+        head = tail = None
+        if near and start < self.edge:
+            head = self._full_rate(ends[0], range(self.edge), full_work)
+        if near and stop > frames - self.edge:
+            tail = self._full_rate(ends[1], range(-self.edge, 0), full_work)
+        last = iteration == self.conv.p.griffin_lim_iters - 1
+        out_grid, out_work = (self.conv.full, full_work) if last else (grid, work)
+        acc = self.full_accs[worker] if last else self.accs[worker]
         acc[:] = 0
-        start, stop = self.ranges[worker]
         tiny = grid.real.type(1e-16)
         for a in range(start, stop, CHUNK):
             b = min(a + CHUNK, stop)
             n = b - a
-            rebuilt = grid.spectra(signal, a, b, frame_buf)
+            rebuilt = grid.spectra(self.signal, a, b, work)
             if head is not None and a < len(head):
-                rebuilt[: len(head) - a] = head[a:]
+                hi = min(b, len(head))
+                rebuilt[: hi - a] = head[a:hi]
             if tail is not None and b > frames - len(tail):
-                lo = max(a, frames - len(tail))
-                rebuilt[lo - a :] = tail[lo - frames + len(tail) :]
+                lo, first = max(a, frames - len(tail)), frames - len(tail)
+                rebuilt[lo - a :] = tail[lo - first : b - first]
             # torchaudio's update: angles = rebuilt − m/(1 + m)·previous rebuilt, normalised; × magnitude
             u, r = update[:n], scale[:n]
-            if momentum:
+            if iteration > 0:
                 np.multiply(prev[a:b], -self.momentum, out=u)
                 u += rebuilt
             else:
@@ -388,12 +455,11 @@ class _GriffinLim:
             np.abs(u, out=r)
             r += tiny
             np.divide(mag[a:b], r, out=r)
-            new = spec_buf[:n, : grid.n_active]
+            new = out_work.synth[:n, : grid.n_active]
             np.multiply(u, r, out=new)
-            if last or a < self.near or b > frames - self.near:
-                spec[a:b] = new
-            if not last:
-                grid.overlap_add(grid.segments(spec_buf[:n]), a, acc)
+            if near and not last:
+                self._keep_ends(new, a, b, new_ends)
+            out_grid.overlap_add(out_grid.segments(out_work, n), a, acc)
 
 
 @functools.cache
