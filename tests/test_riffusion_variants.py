@@ -1,6 +1,7 @@
-"""The int8 Riffusion UNet (scripts/quantize_riffusion.py): selected with models.riffusion.variant = "int8", part of
-the model version (so of every track id), refused clearly when not made yet, and its drift over a whole sampling
-loop against the fp32 UNet on the same weights measured (docs/benchmarks.md states it)."""
+"""The int8 Riffusion UNet (scripts/quantize_riffusion.py: static int8 resnet convolutions calibrated along the
+sampling loop): selected with models.riffusion.variant = "int8", part of the model version (so of every track id),
+refused clearly when not made yet, int8 exactly where it should be, and its drift over a whole sampling loop against
+the fp32 UNet on the same weights measured (docs/benchmarks.md states it)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from lofi_daemon.backends.riffusion.pipeline import RiffusionPipeline, Sampling
 from lofi_daemon.config import ModelSettings, Settings
 from lofi_daemon.errors import ErrorCode, LofiError
 
-from scripts.quantize_riffusion import INT8
+from scripts.quantize_riffusion import INT8, resnet_convs
 from scripts.quantize_riffusion import main as quantize_main
 from tests.riffusion_helpers import FIXTURE, rel_err
 
@@ -46,6 +47,22 @@ def test_int8_is_selected_by_variant_and_enters_the_model_version(with_int8, tmp
         without.model_dir()
     assert err.value.code == ErrorCode.MODEL_NOT_FOUND and "quantize_riffusion.py" in err.value.message
     assert not without.is_installed()
+
+
+def test_int8_quantises_the_resnet_convolutions_and_nothing_else(with_int8):
+    import onnx
+
+    graph = onnx.load(str(with_int8 / "unet" / INT8)).graph
+    producer = {o: n for n in graph.node for o in n.output}
+
+    def int8_input(n) -> bool:
+        return any(producer.get(i) is not None and producer[i].op_type == "DequantizeLinear" for i in n.input)
+
+    compute = ("Conv", "MatMul", "Gemm", "MultiHeadAttention")
+    quantised = sorted(n.name for n in graph.node if n.op_type in compute and int8_input(n))
+    assert quantised == sorted(resnet_convs(FIXTURE / "unet" / "model.onnx")) and len(quantised) == 16
+    weights = [t for t in graph.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 4]
+    assert len(weights) == 16  # one int8 kernel per convolution (per output channel scales beside it)
 
 
 def test_int8_drift_over_a_whole_sampling_loop(with_int8):
