@@ -2,12 +2,12 @@
 
     python scripts/quantize_riffusion.py ~/riffusion-onnx [--prompts 2] [--steps 8]
 
-Writes `unet/model_int8.onnx` (+ `unet/model_int8.onnx_data`) beside the fp32 UNet: ONNX Runtime's static QDQ
-quantisation of the resnet blocks' convolutions (int8 weights per output channel, uint8 activations), which ONNX Runtime's CPU
-EP runs as integer convolutions (VNNI on x86 with AVX-512 VNNI / AVX-VNNI): SD-1.5's UNet spends about half of its
-time in convolutions, and they are where the int8 pays (docs/benchmarks.md). The activation ranges are calibrated
+Writes `unet/model_int8.onnx` (+ `unet/model_int8.onnx.data`) beside the fp32 UNet: ONNX Runtime's static QDQ
+quantisation (int8 weights per output channel, uint8 activations) of the resnet blocks' convolutions and of the
+matrix products (int8_nodes), which ONNX Runtime's CPU EP runs as integer kernels (VNNI on x86 with AVX-512 VNNI /
+AVX-VNNI): about 2× less CPU per SD-1.5 step than fp32 (docs/benchmarks.md). The activation ranges are calibrated
 on what the UNet really sees: its inputs along the fp32 pipeline's own sampling loop (classifier-free guidance,
-DPM-Solver++) for a few prompts. Attention and the other matrix products stay fp32.
+DPM-Solver++) for a few prompts. The attention itself (MultiHeadAttention) stays fp32.
 Select it with models.riffusion.variant = "int8". Its drift over a whole loop is measured in
 tests/test_riffusion_variants.py and docs/benchmarks.md. Needs onnx and onnxruntime (no torch).
 """
@@ -26,10 +26,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "daemon")]
 
 INT8 = "model_int8.onnx"
-# The 3 × 3 convolutions inside the resnet blocks (most of the convolution work). The others stay fp32: the
-# first and last, the 1 × 1 projections around the transformers, the shortcuts and the up/down samplers read
-# tensors with a wider spread (concatenated skips, the raw latents) and cost little; quantising them too tripled
-# the tiny fixture's drift over a loop (4 % → 13 %, docs/benchmarks.md).
+# What runs in int8: the 3 × 3 convolutions inside the resnet blocks (most of the convolution work) and the matrix
+# products left after the attention rewrite (the transformers' projections and feed-forward layers). The other
+# convolutions stay fp32: the first and last, the 1 × 1 projections around the transformers, the shortcuts and the
+# up/down samplers read tensors with a wider spread (concatenated skips, the residual stream, the raw latents);
+# quantising them too tripled the tiny fixture's drift over a loop (4 % → 13 %, docs/benchmarks.md).
 RESNET_CONV = re.compile(r"/resnets\.\d+/conv[12]/Conv$")
 CALIBRATION_PROMPTS = (
     "lofi hip hop beat with dusty piano and vinyl crackle",
@@ -64,15 +65,20 @@ def calibration_feeds(model_dir: Path, prompts: int = 2, steps: int = 8) -> list
     return feeds
 
 
-def resnet_convs(src: Path) -> list[str]:
+def int8_nodes(src: Path) -> list[str]:
+    """The names of the nodes to quantise in the UNet at `src` (see RESNET_CONV)."""
     import onnx
 
     graph = onnx.load(str(src), load_external_data=False).graph
-    return [n.name for n in graph.node if n.op_type == "Conv" and RESNET_CONV.search(n.name)]
+    return [
+        n.name
+        for n in graph.node
+        if (n.op_type == "Conv" and RESNET_CONV.search(n.name)) or n.op_type == "MatMul"
+    ]
 
 
 def quantize_unet(src: Path, dst: Path, feeds: list[dict[str, np.ndarray]]) -> None:
-    """Static QDQ int8 of the resnet convolutions of `src`, activation ranges (min/max) from `feeds`."""
+    """Static QDQ int8 of `int8_nodes(src)`, activation ranges (min/max) from `feeds`."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -93,8 +99,8 @@ def quantize_unet(src: Path, dst: Path, feeds: list[dict[str, np.ndarray]]) -> N
         str(dst),
         Reader(),
         quant_format=QuantFormat.QDQ,
-        op_types_to_quantize=["Conv"],
-        nodes_to_quantize=resnet_convs(src),
+        op_types_to_quantize=["Conv", "MatMul"],
+        nodes_to_quantize=int8_nodes(src),
         per_channel=True,
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
