@@ -5,7 +5,8 @@ the same run:
 * `old_fp32`  — the export as optimum writes it, opened as the daemon did before (ORT basic optimisation);
 * `fp32`      — the converter's rewrite (backends/riffusion/unet_graph.py: MultiHeadAttention) opened as the daemon
                 opens the UNet now (ORT's full optimisation: NCHWc convolutions);
-* `int8`      — scripts/quantize_riffusion.py's static int8 resnet convolutions on that graph (the `int8` variant;
+* `int8`      — scripts/quantize_riffusion.py's static int8 (resnet convolutions, matrix products) on that graph
+                (the `int8` variant;
                 calibrated here on one random input: its speed does not depend on the ranges, its drift is
                 measured on the tiny fixture in tests/test_riffusion_variants.py);
 * `torch_fp32` — diffusers' PyTorch UNet on the same weights.

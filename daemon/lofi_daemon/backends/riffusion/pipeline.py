@@ -73,8 +73,8 @@ class RiffusionPipeline:
         files = {g: f"{g}/model.onnx" for g in GRAPHS if g != "unet"}
         self.sessions = {g: make_session(str(folder / rel), None) for g, rel in files.items()}
         # ORT's full optimisation for the UNet alone: on x86 its convolutions run in the blocked NCHWc layout
-        # (≈ 5 % less CPU per step at SD-1.5 size; docs/benchmarks.md), which pays for its seconds of load time
-        # within one step; the small graphs keep the daemon's cheap default.
+        # (≈ 11 % less CPU per SD-1.5 step; docs/benchmarks.md), which pays back its extra seconds of load time
+        # within the first clip; the small graphs keep the daemon's cheap default.
         self.sessions["unet"] = make_session(
             str(folder / UNET_FILES[precision]), None, optimization=ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         )
