@@ -121,7 +121,7 @@ def test_an_older_conversion_is_refused_with_the_command_that_redoes_it(tmp_path
     backend = rb.RiffusionBackend(Settings(cache_dir=tmp_path / "cache", threads=1))
     converted = backend.converted_dir()
     shutil.copytree(FIXTURE, converted, ignore=shutil.ignore_patterns("torch"))
-    assert backend.model_dir() == converted  # the current conversion is used as it is
+    assert backend.model_dir() == converted and backend.is_installed()  # the current one is used as it is
     index = json.loads((converted / "model_index.json").read_text())
     if version is None:
         del index[unet_graph.VERSION_KEY]
@@ -132,3 +132,4 @@ def test_an_older_conversion_is_refused_with_the_command_that_redoes_it(tmp_path
         backend.model_dir()
     assert err.value.code == ErrorCode.BACKEND_NOT_INSTALLED
     assert "lofi-daemon convert riffusion" in err.value.message and str(converted) in err.value.message
+    assert not backend.is_installed() and backend.status()["installed"] is False
