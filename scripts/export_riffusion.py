@@ -5,6 +5,9 @@
 
 The layout is optimum's `text-to-image` export: text_encoder/, unet/, vae_decoder/, vae_encoder/ each with
 model.onnx and config.json, tokenizer/ (CLIP vocab.json + merges.txt), scheduler/, model_index.json.
+The UNet's attention is then rewritten for ONNX Runtime's CPU (backends/riffusion/unet_graph.py: one
+MultiHeadAttention node per attention, a flash attention on the CPU), and model_index.json records the rewrite's
+version ("lofi_unet_graph") so the daemon can tell an older conversion from a current one.
 
 `--size tiny` builds random weights with the SD-1.5 structure at tiny width (CLIP text encoder 2 layers × 32,
 UNet (32, 64) with cross-attention at the lower level only (attention over all 64 × 64 latents would make every
@@ -26,7 +29,10 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "daemon")]
+
+from lofi_daemon.backends.riffusion import unet_graph  # noqa: E402
 
 SEED = 1234
 PROMPTS = [
@@ -206,6 +212,17 @@ def export(model_dir: Path, out: Path) -> None:
     main_export(str(model_dir), output=str(out), task="text-to-image", device="cpu", do_validation=False)
 
 
+def rewrite_unet(out: Path) -> None:
+    """Fuse the exported UNet's attention in place and record the rewrite's version in model_index.json."""
+    unet = out / "unet" / "model.onnx"
+    count = unet_graph.rewrite_file(unet, unet)
+    index = out / "model_index.json"
+    data = json.loads(index.read_text())
+    data[unet_graph.VERSION_KEY] = unet_graph.UNET_GRAPH_VERSION
+    index.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    print(f"unet: {count} attention layers → MultiHeadAttention")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = ap.add_mutually_exclusive_group(required=True)
@@ -221,6 +238,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.out.exists():
             shutil.rmtree(args.out)
         export(model_dir, args.out)
+        rewrite_unet(args.out)
         if args.size:
             keep = args.out / "torch"
             shutil.copytree(model_dir, keep, ignore=shutil.ignore_patterns("tokenizer", "scheduler", "*.md"))

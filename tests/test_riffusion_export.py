@@ -34,7 +34,12 @@ def test_tiny_export_reproduces_the_fixture(tmp_path):
 
     out = tmp_path / "riffusion-tiny"
     main(["--size", "tiny", "--out", str(out)])
-    for rel in ("tokenizer/vocab.json", "tokenizer/merges.txt", "scheduler/scheduler_config.json"):
+    for rel in (
+        "tokenizer/vocab.json",
+        "tokenizer/merges.txt",
+        "scheduler/scheduler_config.json",
+        "model_index.json",  # with the UNet rewrite's version (unet_graph.py)
+    ):
         assert (out / rel).read_bytes() == (FIXTURE / rel).read_bytes(), rel
     new = RiffusionPipeline(out, session_factory(threads=1))
     old = RiffusionPipeline(FIXTURE, session_factory(threads=1))

@@ -1,10 +1,12 @@
-"""The int8 Riffusion UNet (scripts/quantize_riffusion.py): selected with models.riffusion.variant = "int8", part of
-the model version (so of every track id), refused clearly when not made yet, and its drift over a whole sampling
-loop against the fp32 UNet on the same weights measured (docs/benchmarks.md states it)."""
+"""The int8 Riffusion UNet (scripts/quantize_riffusion.py: static int8 resnet convolutions and matrix products
+calibrated along the sampling loop): selected with models.riffusion.variant = "int8", part of the model version (so of every track id),
+refused clearly when not made yet, int8 exactly where it should be, and its drift over a whole sampling loop against
+the fp32 UNet on the same weights measured (docs/benchmarks.md states it)."""
 
 from __future__ import annotations
 
 import shutil
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -14,7 +16,7 @@ from lofi_daemon.backends.riffusion.pipeline import RiffusionPipeline, Sampling
 from lofi_daemon.config import ModelSettings, Settings
 from lofi_daemon.errors import ErrorCode, LofiError
 
-from scripts.quantize_riffusion import INT8
+from scripts.quantize_riffusion import INT8, int8_nodes
 from scripts.quantize_riffusion import main as quantize_main
 from tests.riffusion_helpers import FIXTURE, rel_err
 
@@ -46,6 +48,27 @@ def test_int8_is_selected_by_variant_and_enters_the_model_version(with_int8, tmp
         without.model_dir()
     assert err.value.code == ErrorCode.MODEL_NOT_FOUND and "quantize_riffusion.py" in err.value.message
     assert not without.is_installed()
+
+
+def test_int8_quantises_the_resnet_convolutions_and_matrix_products_only(with_int8):
+    import onnx
+
+    graph = onnx.load(str(with_int8 / "unet" / INT8)).graph
+    producer = {o: n for n in graph.node for o in n.output}
+    int8_tables = {t.name for t in graph.initializer if t.data_type == onnx.TensorProto.INT8}
+
+    def int8_weight(n) -> bool:  # an input dequantised from an int8 initializer
+        return any(
+            (d := producer.get(i)) is not None and d.input[:1] and d.input[0] in int8_tables for i in n.input
+        )
+
+    quantised = sorted(n.name for n in graph.node if n.op_type != "DequantizeLinear" and int8_weight(n))
+    chosen = int8_nodes(FIXTURE / "unet" / "model.onnx")
+    assert quantised == sorted(chosen)
+    kinds = Counter(n.op_type for n in graph.node if n.name in chosen)
+    assert kinds == {"Conv": 16, "MatMul": 40}  # 16 resnet convolutions of 33; no attention, no Gemm
+    weights = [t for t in graph.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) in (2, 4)]
+    assert len(weights) == 56  # an int8 table per node (per output channel scales beside it)
 
 
 def test_int8_drift_over_a_whole_sampling_loop(with_int8):

@@ -71,12 +71,15 @@ def open_session(
     *,
     initializers: Mapping[str, np.ndarray] | None = None,
     threads: int | None = None,
+    optimization: ort.GraphOptimizationLevel | None = None,
 ) -> ort.InferenceSession:
     """create_session without announcing the plan; `initializers` replace the graph's weights of those names,
-    `threads` overrides settings.threads."""
+    `threads` overrides settings.threads, `optimization` the graph optimisation level (BASIC by default)."""
     opts = session_options(settings)
     if threads:
         opts.intra_op_num_threads = threads
+    if optimization is not None:
+        opts.graph_optimization_level = optimization
     keep = []
     for name, value in (initializers or {}).items():
         # ORT uses this buffer as the initializer's data; it must live as long as the session.

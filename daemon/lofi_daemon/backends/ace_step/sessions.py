@@ -22,7 +22,13 @@ def session_factory(
     plan = plan_providers(settings.provider)
     announce(plan, warn)
 
-    def make(path: str, initializers: Mapping[str, np.ndarray] | None) -> ort.InferenceSession:
-        return open_session(path, settings, plan, warn, initializers=initializers, threads=threads)
+    def make(
+        path: str,
+        initializers: Mapping[str, np.ndarray] | None,
+        optimization: ort.GraphOptimizationLevel | None = None,
+    ) -> ort.InferenceSession:
+        return open_session(
+            path, settings, plan, warn, initializers=initializers, threads=threads, optimization=optimization
+        )
 
     return make

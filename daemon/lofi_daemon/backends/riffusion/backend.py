@@ -48,8 +48,16 @@ from ..params import (
     one_of,
     parse_params,
 )
-from . import init_audio, spectrogram
-from .pipeline import REQUIRED, UNET_FILES, RiffusionPipeline, Sampling, img2img_start, missing_files
+from . import init_audio, spectrogram, unet_graph
+from .pipeline import (
+    REQUIRED,
+    UNET_FILES,
+    RiffusionPipeline,
+    Sampling,
+    img2img_start,
+    missing_files,
+    read_json,
+)
 from .schedulers import SCHEDULERS
 
 log = logging.getLogger(__name__)
@@ -210,6 +218,7 @@ class RiffusionBackend(ModelBackend[RiffusionPipeline]):
                     missing=[unet],
                 )
             if not absent:
+                self._check_conversion(d)
                 return d
             if (d / "unet").is_dir() and any((d / "unet").glob("diffusion_pytorch_model.*")):
                 raise LofiError(
@@ -247,6 +256,22 @@ class RiffusionBackend(ModelBackend[RiffusionPipeline]):
             download_size_bytes=v.approx_total,
             missing=[f.path for f in hub.missing_files(v)],
         )
+
+    def _check_conversion(self, d: Path) -> None:
+        """lofi's own conversion must carry the current UNet rewrite (unet_graph.py); an older one is refused
+        with the command that redoes it. Other exports (models.riffusion.dir) run as they are."""
+        if d != self.converted_dir():
+            return
+        found = read_json(d / "model_index.json").get(unet_graph.VERSION_KEY, 0)
+        if found != unet_graph.UNET_GRAPH_VERSION:
+            raise LofiError(
+                ErrorCode.BACKEND_NOT_INSTALLED,
+                f"the Riffusion conversion in {d} was made by another lofi version (UNet graph {found}, this "
+                f"one needs {unet_graph.UNET_GRAPH_VERSION}: attention rewritten for the CPU); redo it once "
+                "with `lofi-daemon convert riffusion` (needs `scripts/setup --export`)",
+                backend=self.name,
+                dir=str(d),
+            )
 
     def check_model(self) -> None:
         self.model_dir()

@@ -1,10 +1,11 @@
 """`lofi-daemon convert riffusion`: the one-time ONNX export of riffusion's PyTorch weights (the hub publishes no
 ONNX export) into lofi's own model folder, where the backend finds it without any setting.
 
-The export itself is scripts/export_riffusion.py (optimum's `text-to-image` exporter), run as a child process with
-this Python: it needs torch, diffusers, transformers and optimum (`scripts/setup --export`), which the daemon never
-imports. It writes into a temporary folder beside the destination and renames it into place once the layout is
-complete, so a failed or interrupted export leaves no half model behind.
+The export itself is scripts/export_riffusion.py (optimum's `text-to-image` exporter, then the UNet's CPU rewrite:
+unet_graph.py), run as a child process with this Python: it needs torch, diffusers, transformers and optimum
+(`scripts/setup --export`), which the daemon never imports. It writes into a temporary folder beside the
+destination and renames it into place once the layout is complete, so a failed or interrupted export leaves no half
+model behind.
 """
 
 from __future__ import annotations
