@@ -1,6 +1,6 @@
 """Add an int8 UNet to an exported Riffusion directory (docs/model-formats.md, ## Riffusion).
 
-    python scripts/quantize_riffusion.py ~/riffusion-onnx [--prompts 2] [--steps 8]
+    python scripts/quantize_riffusion.py ~/riffusion-onnx [--prompts 2] [--steps 8] [--out FILE]
 
 Writes `unet/model_int8.onnx` (+ `unet/model_int8.onnx.data`) beside the fp32 UNet: ONNX Runtime's static QDQ
 quantisation (int8 weights per output channel, uint8 activations) of the resnet blocks' convolutions and of the
@@ -10,6 +10,7 @@ on what the UNet really sees: its inputs along the fp32 pipeline's own sampling 
 DPM-Solver++) for a few prompts. The attention itself (MultiHeadAttention) stays fp32.
 Select it with models.riffusion.variant = "int8". Its drift over a whole loop is measured in
 tests/test_riffusion_variants.py and docs/benchmarks.md. Needs onnx and onnxruntime (no torch).
+`lofi-daemon convert riffusion --int8` runs it (with --out in a temporary folder, then renames the file into place).
 """
 
 from __future__ import annotations
@@ -115,11 +116,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("model_dir", type=Path, help="an exported Riffusion directory (unet/model.onnx)")
     ap.add_argument("--prompts", type=int, default=2, help="calibration prompts (default 2)")
     ap.add_argument("--steps", type=int, default=8, help="sampling steps per calibration prompt (default 8)")
+    ap.add_argument(
+        "--out", type=Path, help=f"where to write the int8 UNet (default: unet/{INT8} in model_dir)"
+    )
     args = ap.parse_args(argv)
     src = args.model_dir / "unet" / "model.onnx"
+    dst = args.out or src.with_name(INT8)
     feeds = calibration_feeds(args.model_dir, args.prompts, args.steps)
-    quantize_unet(src, src.with_name(INT8), feeds)
-    print(f"wrote {src.with_name(INT8)} (calibrated on {len(feeds)} UNet inputs)")
+    quantize_unet(src, dst, feeds)
+    print(f"wrote {dst} (calibrated on {len(feeds)} UNet inputs)")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -93,3 +94,94 @@ def test_convert_the_tiny_pytorch_weights(env, capsys):
     lat = np.random.default_rng(0).standard_normal((1, 4, 8, 8), dtype=np.float32)
     assert rel_err(new.unet(lat, 500.0, ctx[:1]), old.unet(lat, 500.0, ctx[:1])) < 1e-6
     assert rel_err(new.decode(lat), old.decode(lat)) < 1e-6
+
+
+def onnx_copy(dst):
+    """The tiny fixture's ONNX export, as `lofi-daemon convert riffusion` leaves it."""
+    shutil.copytree(FIXTURE, dst, ignore=shutil.ignore_patterns("torch"))
+    return dst
+
+
+def quantizer(returncode=0, writes=("model_int8.onnx", "model_int8.onnx.data")):
+    """A stand-in for scripts/quantize_riffusion.py: writes `writes` beside its --out file, exits `returncode`."""
+    calls = []
+
+    def run(cmd, check):
+        calls.append(cmd)
+        out = cmd[cmd.index("--out") + 1]
+        for name in writes:
+            (Path(out).parent / name).write_text("new " + name)
+        return subprocess.CompletedProcess(cmd, returncode)
+
+    run.calls = calls
+    return run
+
+
+def test_int8_in_place_moves_the_new_files_in_and_replaces_an_older_int8(env):
+    d = onnx_copy(env / "onnx")
+    (d / "unet" / "model_int8.onnx").write_text("old")
+    run = quantizer()
+    assert convert.add_int8(d, run) == d / "unet" / "model_int8.onnx"
+    assert run.calls[0][1:3] == [str(convert.QUANTIZER), str(d)]
+    assert (d / "unet" / "model_int8.onnx").read_text() == "new model_int8.onnx"
+    assert (d / "unet" / "model_int8.onnx.data").read_text() == "new model_int8.onnx.data"
+    assert sorted(f.name for f in (d / "unet").iterdir()) == [
+        "config.json",
+        "model.onnx",
+        "model_int8.onnx",
+        "model_int8.onnx.data",
+    ]  # no temporary folder left
+
+
+def test_a_failed_quantisation_in_place_leaves_the_conversion_as_it_was(env, capsys):
+    d = onnx_copy(env / "onnx")
+    before = sorted(f.name for f in (d / "unet").iterdir())
+    with pytest.raises(LofiError) as err:
+        convert.add_int8(d, quantizer(returncode=1))
+    assert err.value.code == ErrorCode.MODEL_LOAD_FAILED and "int8 failed (exit 1" in err.value.message
+    assert sorted(f.name for f in (d / "unet").iterdir()) == before
+    with pytest.raises(LofiError) as err:  # exit 0 but no model written
+        convert.add_int8(d, quantizer(writes=("model_int8.onnx.data",)))
+    assert "no model_int8.onnx written" in err.value.message
+    assert sorted(f.name for f in (d / "unet").iterdir()) == before
+
+
+def test_int8_needs_a_complete_conversion(env, monkeypatch, capsys):
+    (env / "half" / "unet").mkdir(parents=True)
+    with pytest.raises(LofiError) as err:
+        convert.add_int8(env / "half", quantizer())
+    assert (
+        err.value.code == ErrorCode.MODEL_NOT_FOUND and "lofi-daemon convert riffusion" in err.value.message
+    )
+    # the command on a folder without a conversion converts first (here: no weights to convert, said so)
+    monkeypatch.setattr(convert, "missing_export_modules", lambda: [])
+    assert cli.main(["convert", "riffusion", "--int8", "--out", str(env / "half")]) == 1
+    assert "lofi-daemon download riffusion" in capsys.readouterr().err
+
+
+def test_convert_with_int8_quantises_inside_the_temporary_folder_and_a_failure_leaves_nothing(
+    env, monkeypatch
+):
+    monkeypatch.setattr(convert, "missing_export_modules", lambda: [])
+    src = diffusers_copy(env / "src")
+    out = env / "models" / "riffusion-onnx"
+    seen = []
+
+    def export_then(quantize):
+        def run(cmd, check):
+            if cmd[1] == str(convert.SCRIPT):
+                onnx_copy(Path(cmd[cmd.index("--out") + 1]))
+                return subprocess.CompletedProcess(cmd, 0)
+            seen.append(cmd[2])  # the folder quantised: the temporary one, never `out`
+            return quantize(cmd, check)
+
+        return run
+
+    with pytest.raises(LofiError) as err:
+        convert.convert(src, out, run=export_then(quantizer(returncode=1)), int8=True)
+    assert "int8 failed (exit 1" in err.value.message
+    assert list((env / "models").iterdir()) == [] and seen[0] != str(out)
+
+    assert convert.convert(src, out, run=export_then(quantizer()), int8=True) == out
+    assert (out / "unet" / "model_int8.onnx").is_file() and not convert.missing_files(out)
+    assert [p.name for p in (env / "models").iterdir()] == ["riffusion-onnx"]

@@ -10,6 +10,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from lofi_daemon import cli
 from lofi_daemon.backends.ace_step.sessions import session_factory
 from lofi_daemon.backends.riffusion import backend as rb
 from lofi_daemon.backends.riffusion.pipeline import RiffusionPipeline, Sampling
@@ -17,7 +18,6 @@ from lofi_daemon.config import ModelSettings, Settings
 from lofi_daemon.errors import ErrorCode, LofiError
 
 from scripts.quantize_riffusion import INT8, int8_nodes
-from scripts.quantize_riffusion import main as quantize_main
 from tests.riffusion_helpers import FIXTURE, rel_err
 
 
@@ -25,7 +25,12 @@ from tests.riffusion_helpers import FIXTURE, rel_err
 def with_int8(tmp_path_factory):
     d = tmp_path_factory.mktemp("riff") / "onnx"
     shutil.copytree(FIXTURE, d, ignore=shutil.ignore_patterns("torch"))
-    quantize_main([str(d)])
+    # the way users make it: the quantizer as a child process, its file renamed into the existing conversion
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("LOFI_CACHE_DIR", str(d.parent / "cache"))
+        env.setenv("LOFI_LOG_DIR", str(d.parent / "log"))
+        assert cli.main(["convert", "riffusion", "--int8", "--out", str(d)]) == 0
+    assert sorted(f.name for f in (d / "unet").iterdir()) == ["config.json", "model.onnx", INT8]
     return d
 
 
@@ -46,7 +51,10 @@ def test_int8_is_selected_by_variant_and_enters_the_model_version(with_int8, tmp
     without = backend(FIXTURE, "int8", tmp_path)
     with pytest.raises(LofiError) as err:
         without.model_dir()
-    assert err.value.code == ErrorCode.MODEL_NOT_FOUND and "quantize_riffusion.py" in err.value.message
+    assert (
+        err.value.code == ErrorCode.MODEL_NOT_FOUND
+        and f"`lofi-daemon convert riffusion --int8 --out {FIXTURE}`" in err.value.message
+    )
     assert not without.is_installed()
 
 

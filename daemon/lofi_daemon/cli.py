@@ -98,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", type=Path, help="a diffusers-layout folder (default: the downloaded weights)"
     )
     conv.add_argument("--out", type=Path, help="where to write the export (default: lofi's model folder)")
+    conv.add_argument(
+        "--int8",
+        action="store_true",
+        help='also make the int8 UNet (models.riffusion.variant = "int8"); on an existing conversion '
+        "(without --model) only adds it",
+    )
 
     ver = sub.add_parser("verify", help="check the model files (sizes, hashes, ONNX structure); no network")
     ver.add_argument("backend", nargs="?", help="one backend (default: every backend with model files)")
@@ -337,9 +343,14 @@ def _download(settings: Settings, args: argparse.Namespace) -> int:
 def _convert(settings: Settings, args: argparse.Namespace) -> int:
     from .backends.riffusion import convert
     from .backends.riffusion.backend import RiffusionBackend
+    from .backends.riffusion.pipeline import missing_files
     from .errors import ErrorCode
 
     backend = RiffusionBackend(settings)
+    out = args.out.expanduser().absolute() if args.out else backend.converted_dir()
+    if args.int8 and not args.model and out.is_dir() and not missing_files(out):
+        print(f"riffusion int8 UNet added: {convert.add_int8(out)}")
+        return 0
     src = args.model.expanduser() if args.model else backend.downloaded_dir()
     if src is None:
         raise LofiError(
@@ -347,9 +358,8 @@ def _convert(settings: Settings, args: argparse.Namespace) -> int:
             "there are no Riffusion weights to convert: download them first with `lofi-daemon download "
             "riffusion` (your consent), or give --model DIR",
         )
-    out = args.out.expanduser().absolute() if args.out else backend.converted_dir()
-    convert.convert(src, out)
-    print(f"riffusion converted to ONNX: {out}")
+    convert.convert(src, out, int8=args.int8)
+    print(f"riffusion converted to ONNX{' (with the int8 UNet)' if args.int8 else ''}: {out}")
     if out != backend.converted_dir():
         print(f"  use it with LOFI_RIFFUSION_DIR={out} (or models.riffusion.dir)")
     return 0

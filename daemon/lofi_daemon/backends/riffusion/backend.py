@@ -213,7 +213,8 @@ class RiffusionBackend(ModelBackend[RiffusionPipeline]):
                 raise LofiError(
                     ErrorCode.MODEL_NOT_FOUND,
                     f"the int8 UNet ({unet}) is not in {d}: make it once with "
-                    f"`python scripts/quantize_riffusion.py {d}`, or choose the fp32 variant",
+                    f"`lofi-daemon convert riffusion --int8{'' if d == self.converted_dir() else f' --out {d}'}`, "
+                    "or choose the fp32 variant",
                     dir=str(d),
                     missing=[unet],
                 )
