@@ -258,8 +258,8 @@ def _pack_qkv(model) -> int:
     packed = 0
     new_inits = []
     for gqa in [n for n in g.node if n.op_type == "GroupQueryAttention"]:
-        projs = [gr.producer.get(i) for i in gqa.input[:3]]
-        if any(p is None for p in projs) or len({p.op_type for p in projs}) != 1:
+        projs = [p for p in (gr.producer.get(i) for i in gqa.input[:3]) if p is not None]
+        if len(projs) != 3 or len({p.op_type for p in projs}) != 1:
             continue
         if len({p.input[0] for p in projs}) != 1 or any(
             len(gr.consumers.get(p.output[0], [])) != 1 for p in projs
