@@ -587,6 +587,21 @@ def _save(model, path: Path) -> None:
         onnx.save_model(model, str(path))
 
 
+def cpu_path(dtype: str) -> dict[str, str]:
+    """What the converted decoder of a `dtype` file runs on this CPU, for the model version and the status: the
+    KV cache's precision, and the kernels of its products. For a dynamic-int8 file that depends on the CPU
+    (nbits.fast_here: 8-bit MatMulNBits where MLAS has int8 kernels for it, else the quantize → MatMulInteger
+    chains as exported), so the same file gives other rounding, and other tracks, on another CPU."""
+    out = {"kv_cache": "float32", "products": dtype, "tag": "kvf32"}
+    if dtype == "int8":
+        from . import nbits
+
+        fast = nbits.fast_here()
+        out["products"] = "int8 MatMulNBits (8-bit, accuracy 4)" if fast else "int8 MatMulInteger chains"
+        out["tag"] += "-nbits8" if fast else "-chain"
+    return out
+
+
 def fingerprint(paths: list[Path]) -> str:
     """Cache key of the converted files: the sources' names, sizes and mtimes plus the rewrite's version."""
     from . import nbits
