@@ -37,6 +37,8 @@ DECODERS = {
     "q4": "decoder_model_merged_q4.onnx",
     # "before": the int8 file converted without nbits.py's MatMulNBits rewrite (the dynamic-int8 chains kept)
     "int8-chain": "decoder_model_merged_quantized.onnx",
+    # "before": the int8 file converted without static_kv.fuse (cross-attention, GELU and Q/K/V left as exported)
+    "int8-unfused": "decoder_model_merged_quantized.onnx",
 }
 
 
@@ -71,16 +73,32 @@ def chain_converted(model_dir: Path) -> tuple[Path, Path]:
         )
 
 
+def unfused_converted(model_dir: Path) -> tuple[Path, Path]:
+    """The in-place KV conversion of the int8 decoder without static_kv.fuse (for before/after)."""
+    from unittest import mock
+
+    from lofi_daemon.backends.musicgen import static_kv
+
+    with mock.patch.object(static_kv, "fuse", lambda *a, **k: {}):
+        return static_kv.converted(
+            {"decoder_merged": model_dir / DECODERS["int8-unfused"]},
+            bench_settings(model_dir, 0).cache_dir / "converted" / "musicgen-int8-unfused",
+        )
+
+
+BEFORE = {"int8-chain": chain_converted, "int8-unfused": unfused_converted}
+
+
 def open_pipe(model_dir: Path, kind: str, kv: str, threads: int, base: dict | None = None):
     from lofi_daemon.backends.musicgen.pipeline import MusicGenPipeline, _StaticDecoder
     from lofi_daemon.runtime.sessions import create_session
 
     files = {**(base or model_files(model_dir)), "decoder_merged": model_dir / DECODERS[kind]}
     settings = bench_settings(model_dir, threads)
-    if kind != "int8-chain" or kv != "static":
+    if kind not in BEFORE or kv != "static":
         return MusicGenPipeline(files, settings, kv_cache=kv)
     pipe = MusicGenPipeline(files, settings, kv_cache="concat")
-    static, cross = chain_converted(model_dir)
+    static, cross = BEFORE[kind](model_dir)
     capacity = (
         int(round(pipe.window_sec * pipe.config.frame_rate)) + pipe.config.num_codebooks
     )  # as the pipeline
@@ -419,8 +437,8 @@ def convert_all(model_dir: Path, kinds: list[str]) -> dict:
     for kind in kinds:
         t0 = time.perf_counter()
         static, _ = (
-            chain_converted(model_dir)
-            if kind == "int8-chain"
+            BEFORE[kind](model_dir)
+            if kind in BEFORE
             else static_kv.converted(
                 {"decoder_merged": model_dir / DECODERS[kind]},
                 bench_settings(model_dir, 0).cache_dir / "converted" / "musicgen",
