@@ -320,7 +320,13 @@ def child_interleave(
     round (from an empty cache): slow changes in the load of a shared machine hit every configuration alike.
     → {"<config>@<steps>": ...}"""
     out: dict = {}
+    from lofi_daemon.backends.musicgen.pipeline import SamplingParams
+
     pipes = {f"{k}-{kv}": open_pipe(model_dir, k, kv, threads) for k in kinds for kv in kvs}
+    for pipe in pipes.values():
+        # a short window first: the first generation of a pipeline allocates and faults in its KV buffers
+        # (590 MiB) and ORT's arena, which would otherwise land on whichever configuration runs first
+        pipe.generate_frames(PROMPT, 0.2, 0, SamplingParams())
     for steps in lengths:
         for name, r in _interleave_one(model_dir, pipes, rounds, steps, with_torch).items():
             out[f"{name}@{steps}"] = r
