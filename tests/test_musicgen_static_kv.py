@@ -157,3 +157,25 @@ def test_fewer_bigger_nodes_per_step():
     # what runs per layer: 3 LayerNorms, 3 residual Adds, 6 products, GQA, MHA, Gelu (45 before this rewrite)
     per_layer = [n.op_type for n in g.node if "layers.1/" in n.name and n.op_type != "Constant"]
     assert len(per_layer) == 15, per_layer
+
+
+def test_a_cross_attention_it_does_not_know_stays_as_exported(monkeypatch):
+    """The fusions are a speed-up, not a requirement: a cross-attention the rewrite does not recognise is left as
+    exported, and the decoder still converts (in-place cache, packed QKV, Gelu) with the same logits."""
+
+    def refuse(*a, **k):
+        raise static_kv.Unsupported("not this one")
+
+    monkeypatch.setattr(static_kv, "_rewrite_cross_attention", refuse)
+    static, _ = static_kv.build(FIXTURE / "decoder_model_merged.onnx")
+    ops = collections.Counter(n.op_type for n in static.graph.node)
+    assert ops["MultiHeadAttention"] == 0 and ops["Softmax"] == ops["GroupQueryAttention"] == ops["Gelu"] > 0
+    monkeypatch.setattr(static_kv, "fingerprint", lambda paths: "unfused-cross")
+    pipe = MusicGenPipeline(fixture_files(), cpu_settings(), kv_cache="static")
+    ref = MusicGenPipeline(fixture_files(), cpu_settings(), kv_cache="concat")
+    hidden, mask = pipe.encode_text("lofi")
+    cols = np.random.default_rng(4).integers(0, pipe.config.codebook_size, (4, 5))
+    batch = np.ascontiguousarray(np.concatenate([cols, cols]))
+    pipe.decoder.reset()
+    ref.decoder.reset()
+    np.testing.assert_allclose(pipe.decoder(batch, hidden, mask), ref.decoder(batch, hidden, mask), atol=1e-5)
