@@ -293,3 +293,4 @@ def test_model_version_and_status_name_the_cpu_kernel_path(tmp_path, monkeypatch
     assert products == {"int8 MatMulNBits (8-bit, accuracy 4)", "int8 MatMulInteger chains"}
     s.models["musicgen"].variant = "small-fp32"
     assert MusicGenBackend(s).model_version().endswith("+kv4-kvf32")
+    assert MusicGenBackend(s).status()["decoder_products"] == "float32 MatMul"

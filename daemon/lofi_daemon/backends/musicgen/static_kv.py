@@ -596,7 +596,8 @@ def cpu_path(dtype: str) -> dict[str, str]:
     KV cache's precision, and the kernels of its products. For a dynamic-int8 file that depends on the CPU
     (nbits.fast_here: 8-bit MatMulNBits where MLAS has int8 kernels for it, else the quantize → MatMulInteger
     chains as exported), so the same file gives other rounding, and other tracks, on another CPU."""
-    out = {"kv_cache": "float32", "products": dtype, "tag": "kvf32"}
+    named = {"fp32": "float32 MatMul", "q4": "4-bit MatMulNBits", "fp16": "float16 MatMul"}
+    out = {"kv_cache": "float32", "products": named.get(dtype, dtype), "tag": "kvf32"}
     if dtype == "int8":
         from . import nbits
 
