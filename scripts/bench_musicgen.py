@@ -37,6 +37,8 @@ DECODERS = {
     "q4": "decoder_model_merged_q4.onnx",
     # "before": the int8 file converted without nbits.py's MatMulNBits rewrite (the dynamic-int8 chains kept)
     "int8-chain": "decoder_model_merged_quantized.onnx",
+    # "before": the int8 file converted without static_kv.fuse (cross-attention, GELU and Q/K/V left as exported)
+    "int8-unfused": "decoder_model_merged_quantized.onnx",
 }
 
 
@@ -71,16 +73,32 @@ def chain_converted(model_dir: Path) -> tuple[Path, Path]:
         )
 
 
+def unfused_converted(model_dir: Path) -> tuple[Path, Path]:
+    """The in-place KV conversion of the int8 decoder without static_kv.fuse (for before/after)."""
+    from unittest import mock
+
+    from lofi_daemon.backends.musicgen import static_kv
+
+    with mock.patch.object(static_kv, "fuse", lambda *a, **k: {}):
+        return static_kv.converted(
+            {"decoder_merged": model_dir / DECODERS["int8-unfused"]},
+            bench_settings(model_dir, 0).cache_dir / "converted" / "musicgen-int8-unfused",
+        )
+
+
+BEFORE = {"int8-chain": chain_converted, "int8-unfused": unfused_converted}
+
+
 def open_pipe(model_dir: Path, kind: str, kv: str, threads: int, base: dict | None = None):
     from lofi_daemon.backends.musicgen.pipeline import MusicGenPipeline, _StaticDecoder
     from lofi_daemon.runtime.sessions import create_session
 
     files = {**(base or model_files(model_dir)), "decoder_merged": model_dir / DECODERS[kind]}
     settings = bench_settings(model_dir, threads)
-    if kind != "int8-chain" or kv != "static":
+    if kind not in BEFORE or kv != "static":
         return MusicGenPipeline(files, settings, kv_cache=kv)
     pipe = MusicGenPipeline(files, settings, kv_cache="concat")
-    static, cross = chain_converted(model_dir)
+    static, cross = BEFORE[kind](model_dir)
     capacity = (
         int(round(pipe.window_sec * pipe.config.frame_rate)) + pipe.config.num_codebooks
     )  # as the pipeline
@@ -302,7 +320,13 @@ def child_interleave(
     round (from an empty cache): slow changes in the load of a shared machine hit every configuration alike.
     → {"<config>@<steps>": ...}"""
     out: dict = {}
+    from lofi_daemon.backends.musicgen.pipeline import SamplingParams
+
     pipes = {f"{k}-{kv}": open_pipe(model_dir, k, kv, threads) for k in kinds for kv in kvs}
+    for pipe in pipes.values():
+        # a short window first: the first generation of a pipeline allocates and faults in its KV buffers
+        # (590 MiB) and ORT's arena, which would otherwise land on whichever configuration runs first
+        pipe.generate_frames(PROMPT, 0.2, 0, SamplingParams())
     for steps in lengths:
         for name, r in _interleave_one(model_dir, pipes, rounds, steps, with_torch).items():
             out[f"{name}@{steps}"] = r
@@ -419,8 +443,8 @@ def convert_all(model_dir: Path, kinds: list[str]) -> dict:
     for kind in kinds:
         t0 = time.perf_counter()
         static, _ = (
-            chain_converted(model_dir)
-            if kind == "int8-chain"
+            BEFORE[kind](model_dir)
+            if kind in BEFORE
             else static_kv.converted(
                 {"decoder_merged": model_dir / DECODERS[kind]},
                 bench_settings(model_dir, 0).cache_dir / "converted" / "musicgen",
@@ -429,13 +453,30 @@ def convert_all(model_dir: Path, kinds: list[str]) -> dict:
         out[kind] = {
             "convert_sec": round(time.perf_counter() - t0, 1),
             "weight_bytes": weight_bytes_per_step(static),
+            "kv_bytes_per_position": kv_bytes_per_position(static),
         }
     return out
 
 
-def floor_ms(converted: dict, info: dict) -> float:
-    """The weight-streaming floor of a step: weight bytes ÷ measured read bandwidth."""
-    return converted["weight_bytes"] / (info["read_gb_per_s"] * 1e9) * 1000
+def kv_bytes_per_position(static_path: Path, batch: int = 2) -> int:
+    """Bytes of self-attention cache a step reads per cached position: every decoder K and V buffer's
+    heads × head size × 4 bytes (float32), times the CFG batch."""
+    import onnx
+
+    model = onnx.load(str(static_path), load_external_data=False)
+    total = 0
+    for i in model.graph.input:
+        if i.name.startswith("past_key_values.") and ".decoder." in i.name:
+            dims = i.type.tensor_type.shape.dim
+            total += batch * dims[1].dim_value * dims[3].dim_value * 4
+    return total
+
+
+def floor_ms(converted: dict, info: dict, steps: int = 0) -> float:
+    """The floor of a step: the bytes it must read ÷ measured read bandwidth. The weights, plus (given the
+    window's `steps`) the KV cache at the window's mean position, steps / 2."""
+    read = converted["weight_bytes"] + converted.get("kv_bytes_per_position", 0) * steps / 2
+    return read / (info["read_gb_per_s"] * 1e9) * 1000
 
 
 def header(info: dict, converted: dict) -> str:
@@ -515,12 +556,16 @@ def main() -> None:
                 *map(str, args.interleave),
             ]
         )
+        # the bandwidth measured at the start and again now: the higher is the less disturbed one
+        again = machine_info()["read_gb_per_s"]
+        info["read_gb_per_s_start_end"] = [info["read_gb_per_s"], again]
+        info["read_gb_per_s"] = max(info["read_gb_per_s"], again)
         print(json.dumps({"machine": info, "converted": converted, "results": r}, indent=1))
         print()
         print(header(info, converted))
         print(
-            "\n| decoder @ steps | ms/step per round | median | first 50 → last 50 | late/early | ÷ floor "
-            "| vs torch |\n|---|---|---|---|---|---|---|"
+            "\n| decoder @ steps | ms/step per round | median | first 50 → last 50 | late/early | ÷ weight floor "
+            "| ÷ floor with KV | vs torch |\n|---|---|---|---|---|---|---|---|"
         )
         for k, v in r.items():
             if isinstance(v, dict):
@@ -532,9 +577,10 @@ def main() -> None:
                 split = f"{fl[0]:.1f} → {fl[1]:.1f} | {fl[1] / fl[0]:.2f}" if fl else "– | –"
                 kind = name.rsplit("-", 1)[0]
                 floor = (
-                    f"{v['median_ms_per_step'] / floor_ms(converted[kind], info):.2f}"
+                    f"{v['median_ms_per_step'] / floor_ms(converted[kind], info):.2f} | "
+                    f"{v['median_ms_per_step'] / floor_ms(converted[kind], info, int(steps)):.2f}"
                     if kind in converted
-                    else "–"
+                    else "– | –"
                 )
                 print(f"| {k} | {rounds} | {v['median_ms_per_step']:.1f} | {split} | {floor} | {ratio} |")
         print(f"\nforeign CPU during the run: {r['foreign_cpu_cores']} cores")

@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "daemon"), str(REPO)]
 
-from scripts.bench_musicgen import DECODERS, PROMPT, bench_settings, chain_converted  # noqa: E402
+from scripts.bench_musicgen import BEFORE, DECODERS, PROMPT, bench_settings  # noqa: E402
 from scripts.benchlib import Watch, machine_info  # noqa: E402
 
 # ops that stream the weights (and the dynamic quantisation of their inputs), ops of attention
@@ -162,8 +162,8 @@ def main() -> None:
 
     decoder = DECODERS[args.variant]
     static, cross = (
-        chain_converted(args.model_dir)
-        if args.variant == "int8-chain"
+        BEFORE[args.variant](args.model_dir)
+        if args.variant in BEFORE
         else static_kv.converted(
             {"decoder_merged": args.model_dir / decoder},
             bench_settings(args.model_dir, 0).cache_dir / "converted" / "musicgen",

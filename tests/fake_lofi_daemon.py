@@ -289,7 +289,14 @@ def main() -> int:
                     "packages": {"onnxruntime": "1.23.0", "numpy": "2.0"},
                     "providers": ["CPUExecutionProvider"],
                     "backends": [
-                        {"name": "musicgen", "installed": True, "variant": "small_i8", "dir": "/models/mg"},
+                        {
+                            "name": "musicgen",
+                            "installed": True,
+                            "variant": "small_i8",
+                            "dir": "/models/mg",
+                            "kv_precision": "float32",
+                            "decoder_products": "int8 MatMulNBits (8-bit, accuracy 4)",
+                        },
                         {"name": "ace_step", "installed": False, "variant": None, "dir": None},
                     ],
                     "audio": {"ok": False, "devices": [], "error": "no output device"},

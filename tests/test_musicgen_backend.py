@@ -8,6 +8,7 @@ import socket
 import numpy as np
 import pytest
 from lofi_daemon.backends.base import GenerationRequest, track_id_for
+from lofi_daemon.backends.musicgen import nbits
 from lofi_daemon.backends.musicgen.backend import MusicGenBackend
 from lofi_daemon.backends.musicgen.files import decoder_dtype, dtype_order
 from lofi_daemon.cancel import CancelToken
@@ -244,13 +245,14 @@ def test_default_variants_per_provider():
     assert dtype_order("small-fp32", "cpu")[0] == "fp32"
 
 
-def test_hub_variant_selection(tmp_path):
+def test_hub_variant_selection(tmp_path, monkeypatch):
+    monkeypatch.setattr(nbits, "fast_here", lambda: True)
     s = Settings(cache_dir=tmp_path, provider="cpu")
     assert MusicGenBackend(s).variant().name == "small-int8"
     s.models["musicgen"].variant = "q4"
     assert MusicGenBackend(s).variant().name == "xenova-small-q4"
     s.models["musicgen"].variant = "xenova-small-quantized"
-    assert MusicGenBackend(s).model_version() == "musicgen-small-xenova-quantized-main+kv3"
+    assert MusicGenBackend(s).model_version() == "musicgen-small-xenova-quantized-main+kv4-kvf32-nbits8"
     s.models["musicgen"].variant = "bogus"
     with pytest.raises(LofiError) as ei:
         MusicGenBackend(s).variant()
@@ -270,3 +272,25 @@ def test_cancel_propagates_as_cancelled(backend):
     token.cancel()
     with pytest.raises(Cancelled):
         backend.generate(GenerationRequest("musicgen", "lofi", 5.0, 1, {}), None, token)
+
+
+def test_model_version_and_status_name_the_cpu_kernel_path(tmp_path, monkeypatch):
+    """nbits.fast_here() changes the int8 decoder's graph (MatMulNBits or the exported chains), so it changes the
+    track identity and is shown in the status (`:checkhealth lofi`); an fp32 decoder's graph does not depend on it."""
+    s = Settings(cache_dir=tmp_path, provider="cpu")
+    versions, products = set(), set()
+    for fast in (True, False):
+        monkeypatch.setattr(nbits, "fast_here", lambda fast=fast: fast)
+        backend = MusicGenBackend(s)
+        versions.add(backend.model_version())
+        st = backend.status()
+        assert st["kv_cache"] == "static" and st["kv_precision"] == "float32"
+        products.add(st["decoder_products"])
+    assert versions == {
+        "musicgen-small-int8-main+kv4-kvf32-nbits8",
+        "musicgen-small-int8-main+kv4-kvf32-chain",
+    }
+    assert products == {"int8 MatMulNBits (8-bit, accuracy 4)", "int8 MatMulInteger chains"}
+    s.models["musicgen"].variant = "small-fp32"
+    assert MusicGenBackend(s).model_version().endswith("+kv4-kvf32")
+    assert MusicGenBackend(s).status()["decoder_products"] == "float32 MatMul"

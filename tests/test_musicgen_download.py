@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from lofi_daemon.backends.base import GenerationRequest
 from lofi_daemon.backends.install import ensure_installed
+from lofi_daemon.backends.musicgen import nbits
 from lofi_daemon.backends.musicgen.backend import MusicGenBackend
 from lofi_daemon.cancel import CancelToken
 from lofi_daemon.config import Settings
@@ -83,7 +84,9 @@ def test_download_with_consent_notifies_progress_then_generates_offline(hub_env,
     assert completed == sorted(completed)
     assert all(0 <= e["percent"] <= 100 for e in events)
     assert backend.is_installed()
-    assert backend.model_version() == "musicgen-small-int8-main+kv3"  # + the in-place KV decoder (CPU)
+    # + the in-place KV decoder (CPU): its version, KV precision and int8 kernel path
+    tag = "nbits8" if nbits.fast_here() else "chain"
+    assert backend.model_version() == f"musicgen-small-int8-main+kv4-kvf32-{tag}"
 
     # downloaded files are used as they are: later loads and generations never ask the server again
     n = len(hub_env.requests)

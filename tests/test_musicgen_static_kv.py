@@ -7,6 +7,8 @@ cached, and graphs it does not know refused.
 
 from __future__ import annotations
 
+import collections
+
 import numpy as np
 import pytest
 from lofi_daemon.backends.musicgen import static_kv
@@ -127,3 +129,53 @@ def test_prefill_returns_the_last_position_only(pipes):
     for p in range(9):
         stepwise = static.decoder(batch[:, p : p + 1], hidden, mask)
     np.testing.assert_allclose(prefill, stepwise, rtol=0, atol=1e-5)
+
+
+def test_fewer_bigger_nodes_per_step():
+    """Each layer's cross-attention is one MultiHeadAttention reading the cross K/V inputs as they are, each GELU
+    one Gelu, and each self-attention's Q/K/V one packed product feeding GQA (whose key/value inputs are then
+    absent); nothing of the export's attention glue is left (the logits stay equal: the tests above)."""
+    static, _ = static_kv.build(FIXTURE / "decoder_model_merged.onnx")
+    g = static.graph
+    layers = sum(1 for i in g.input if i.name.endswith(".decoder.key"))
+    ops = collections.Counter(n.op_type for n in g.node)
+    assert ops["MultiHeadAttention"] == ops["GroupQueryAttention"] == ops["Gelu"] == layers
+    assert ops["Softmax"] == ops["Erf"] == ops["Transpose"] == 0
+    width = next(i for i in g.input if i.name == "past_key_values.0.decoder.key").type.tensor_type.shape.dim
+    hidden = width[1].dim_value * width[3].dim_value
+    consts = {t.name: t for t in g.initializer}
+    producer = {o: n for n in g.node for o in n.output}
+    for n in g.node:
+        if n.op_type == "GroupQueryAttention":
+            assert list(n.input[1:3]) == ["", ""]
+            proj = producer[n.input[0]]
+            assert proj.op_type == "MatMul" and list(consts[proj.input[1]].dims) == [hidden, 3 * hidden]
+        if n.op_type == "MultiHeadAttention":
+            assert n.input[1].startswith("past_key_values.") and n.input[1].endswith(".encoder.key")
+            assert n.input[5]  # the text's padding mask (the CFG batch's second half is all padding)
+    assert len({n.input[5] for n in g.node if n.op_type == "MultiHeadAttention"}) == 1  # one mask for all
+    # what runs per layer: 3 LayerNorms, 3 residual Adds, 6 products, GQA, MHA, Gelu (45 before this rewrite)
+    per_layer = [n.op_type for n in g.node if "layers.1/" in n.name and n.op_type != "Constant"]
+    assert len(per_layer) == 15, per_layer
+
+
+def test_a_cross_attention_it_does_not_know_stays_as_exported(monkeypatch):
+    """The fusions are a speed-up, not a requirement: a cross-attention the rewrite does not recognise is left as
+    exported, and the decoder still converts (in-place cache, packed QKV, Gelu) with the same logits."""
+
+    def refuse(*a, **k):
+        raise static_kv.Unsupported("not this one")
+
+    monkeypatch.setattr(static_kv, "_rewrite_cross_attention", refuse)
+    static, _ = static_kv.build(FIXTURE / "decoder_model_merged.onnx")
+    ops = collections.Counter(n.op_type for n in static.graph.node)
+    assert ops["MultiHeadAttention"] == 0 and ops["Softmax"] == ops["GroupQueryAttention"] == ops["Gelu"] > 0
+    monkeypatch.setattr(static_kv, "fingerprint", lambda paths: "unfused-cross")
+    pipe = MusicGenPipeline(fixture_files(), cpu_settings(), kv_cache="static")
+    ref = MusicGenPipeline(fixture_files(), cpu_settings(), kv_cache="concat")
+    hidden, mask = pipe.encode_text("lofi")
+    cols = np.random.default_rng(4).integers(0, pipe.config.codebook_size, (4, 5))
+    batch = np.ascontiguousarray(np.concatenate([cols, cols]))
+    pipe.decoder.reset()
+    ref.decoder.reset()
+    np.testing.assert_allclose(pipe.decoder(batch, hidden, mask), ref.decoder(batch, hidden, mask), atol=1e-5)

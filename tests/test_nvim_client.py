@@ -299,6 +299,7 @@ def test_checkhealth_with_daemon_report(nvim, tmp_path):
     has("packages: numpy 2.0, onnxruntime 1.23.0")
     has("OK onnxruntime providers: CPUExecutionProvider")
     has("OK musicgen installed (variant small_i8) in /models/mg")
+    has("musicgen decoder on this CPU: int8 MatMulNBits (8-bit, accuracy 4), float32 KV cache")
     # The default backend is installed; the other one is optional: a fact, not a warning.
     has("ace_step not installed (optional; :Lofi download ace_step adds it)")
     assert not any("WARNING ace_step" in ln for ln in lines)

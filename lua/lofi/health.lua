@@ -176,6 +176,17 @@ local function check_daemon()
     elseif b.installed == true then
       any = true
       h.ok(string.format("%s installed (variant %s)%s", b.name, tostring(nn(b.variant) or "default"), where))
+      if nn(b.decoder_products) then
+        -- what the in-place KV decoder runs on this CPU (it decides the rounding, so the track ids too)
+        h.info(
+          string.format(
+            "%s decoder on this CPU: %s, %s KV cache",
+            b.name,
+            tostring(b.decoder_products),
+            tostring(nn(b.kv_precision) or "float32")
+          )
+        )
+      end
     elseif b.name == cfg_mod().get().backend then
       h.warn(
         string.format("%s (your default backend) not installed%s", b.name, where),

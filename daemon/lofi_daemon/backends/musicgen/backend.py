@@ -114,9 +114,22 @@ class MusicGenBackend(ModelBackend[MusicGenPipeline]):
         self.model_files()
 
     def model_version(self) -> str:
-        """The weights' identity, plus the in-place KV decoder's version on the CPU (it rounds attention
-        differently from the export's own cache, so its tracks get their own ids)."""
-        return super().model_version() + (f"+kv{static_kv.CONVERT_VERSION}" if self.provider == "cpu" else "")
+        """The weights' identity, plus on the CPU the in-place KV decoder's version and what it runs here (KV
+        precision, int8 kernel path: static_kv.cpu_path). Each rounds differently, so its tracks get their own
+        ids: e.g. `musicgen-small-int8-main+kv4-kvf32-nbits8`."""
+        if self.provider != "cpu":
+            return super().model_version()
+        tag = static_kv.cpu_path(self._decoder_dtype())["tag"]
+        return super().model_version() + f"+kv{static_kv.CONVERT_VERSION}-{tag}"
+
+    def _decoder_dtype(self) -> str:
+        if self.local_dir is None:
+            return self.variant().dtype
+        try:
+            files = self.local_files()
+        except LofiError:
+            return "fp32"
+        return decoder_dtype(str(files.get("decoder_merged") or files.get("decoder")))
 
     def local_model_version(self, local_dir: Path) -> str:
         try:
@@ -134,6 +147,13 @@ class MusicGenBackend(ModelBackend[MusicGenPipeline]):
         out["kv_cache"] = (
             self._pipeline.kv_cache if self._pipeline else ("static" if self.provider == "cpu" else "concat")
         )
+        if out["kv_cache"] == "static":  # what this CPU runs (`:checkhealth lofi`, `lofi-daemon health`)
+            try:
+                path = static_kv.cpu_path(self._decoder_dtype())
+            except LofiError:  # an unknown variant: reported by the rest of the status
+                path = None
+            if path:
+                out["kv_precision"], out["decoder_products"] = path["kv_cache"], path["products"]
         if self.local_dir is not None:
             try:
                 files = self.local_files()

@@ -37,7 +37,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 # Bump when the rewrite changes: it is part of the cache key of converted files and of the model version.
-CONVERT_VERSION = 3
+CONVERT_VERSION = 4  # 4: cross-attention as MultiHeadAttention, Gelu, packed QKV
 STATIC_FILE, CROSS_FILE = "decoder_static_kv.onnx", "decoder_cross_kv.onnx"
 PAST_LEN, SEQLENS, TOTAL_LEN = "past_sequence_length", "seqlens_k", "total_sequence_length"
 
@@ -113,6 +113,43 @@ def _heads_input(gr: _Graph, name: str) -> str:
     return gr.only(t.input[0], "Reshape").input[0]
 
 
+def _attention(gr: _Graph, key: str, value: str) -> dict:
+    """The export's attention over the head-split `key` / `value` tensors [B, H, T, D]:
+    Softmax(scale_q · Q · scale_k · Kᵀ (+ mask)) · V, then Transpose + Reshape back to [B, S, H·D].
+    → {"query": the projection output [B, S, H·D], "scale", "mask": the additive mask or None,
+    "out": the Reshape's output}."""
+    pv = [n for n in gr.g.node if n.op_type == "MatMul" and gr.source(n.input[1]) == value]
+    if len(pv) != 1:
+        raise Unsupported(f"{value} is not used by exactly one MatMul")
+    softmax = gr.only(pv[0].input[0], "Softmax")
+    mask = None
+    scores = gr.producer.get(softmax.input[0])
+    if (
+        scores is not None and scores.op_type == "Add"
+    ):  # an additive mask (cross-attention: the text's padding)
+        mask = scores.input[1]
+        scores = gr.producer.get(scores.input[0])
+    if scores is None or scores.op_type != "MatMul":
+        raise Unsupported("attention scores are not one MatMul (+ a mask)")
+    q_heads, q_scale = _strip_scale(gr, scores.input[0])
+    kt, k_scale = _strip_scale(gr, scores.input[1])
+    kt_node = gr.only(kt, "Transpose")
+    if gr.source(kt_node.input[0]) != key:
+        raise Unsupported(f"scores do not read {key}")
+    ctx_t = gr.consumers.get(pv[0].output[0], [])
+    if len(ctx_t) != 1 or ctx_t[0].op_type != "Transpose":
+        raise Unsupported("attention output is not transposed back")
+    ctx_r = gr.consumers.get(ctx_t[0].output[0], [])
+    if len(ctx_r) != 1 or ctx_r[0].op_type != "Reshape":
+        raise Unsupported("attention output is not reshaped back")
+    return {
+        "query": _heads_input(gr, q_heads),
+        "scale": q_scale * k_scale,
+        "mask": mask,
+        "out": ctx_r[0].output[0],
+    }
+
+
 def _rewrite_self_attention(gr: _Graph, layer: int, num_heads: int):
     """→ (the GQA node for decoder layer `layer`, the first output of each node it replaces: the two cache Concats
     and the Reshape that ends the attention; the rest of the old attention is left for `_prune`)."""
@@ -127,37 +164,156 @@ def _rewrite_self_attention(gr: _Graph, layer: int, num_heads: int):
         raise Unsupported("present KV does not extend a past input")
     key = _heads_input(gr, kcat.input[1])
     value = _heads_input(gr, vcat.input[1])
-
-    # scores = MatMul(scale_q · Q, scale_k · Kᵀ); probs = Softmax(scores); ctx = MatMul(probs, V)
-    pv = [n for n in gr.consumers.get(value_out, []) if n.op_type == "MatMul"]
-    if len(pv) != 1 or pv[0].input[1] != value_out:
-        raise Unsupported("value cache is not used by exactly one MatMul")
-    softmax = gr.only(pv[0].input[0], "Softmax")
-    qk = gr.only(softmax.input[0], "MatMul")  # an Add here would be a mask GQA cannot take
-    q_heads, q_scale = _strip_scale(gr, qk.input[0])
-    kt, k_scale = _strip_scale(gr, qk.input[1])
-    kt_node = gr.only(kt, "Transpose")
-    if gr.source(kt_node.input[0]) != key_out:
-        raise Unsupported("scores do not read the key cache")
-    query = _heads_input(gr, q_heads)
-    ctx_t = gr.consumers.get(pv[0].output[0], [])
-    if len(ctx_t) != 1 or ctx_t[0].op_type != "Transpose":
-        raise Unsupported("attention output is not transposed back")
-    ctx_r = gr.consumers.get(ctx_t[0].output[0], [])
-    if len(ctx_r) != 1 or ctx_r[0].op_type != "Reshape":
-        raise Unsupported("attention output is not reshaped back")
-    out = ctx_r[0].output[0]
+    att = _attention(gr, key_out, value_out)
+    if att["mask"] is not None:
+        raise Unsupported("self-attention has a mask GQA cannot take")  # GQA applies the causal mask itself
     gqa = helper.make_node(
         "GroupQueryAttention",
-        [query, key, value, past_key, past_value, SEQLENS, TOTAL_LEN],
-        [out, key_out, value_out],
+        [att["query"], key, value, past_key, past_value, SEQLENS, TOTAL_LEN],
+        [att["out"], key_out, value_out],
         name=f"lofi/static_kv/layers.{layer}/GroupQueryAttention",
         domain="com.microsoft",
         num_heads=num_heads,
         kv_num_heads=num_heads,
-        scale=q_scale * k_scale,
+        scale=att["scale"],
     )
-    return gqa, (kcat.output[0], vcat.output[0], out)
+    return gqa, (kcat.output[0], vcat.output[0], att["out"])
+
+
+def _rewrite_cross_attention(gr: _Graph, layer: int, num_heads: int):
+    """→ (one `com.microsoft.MultiHeadAttention` node for layer `layer`'s attention over the text, the output it
+    replaces). It reads the cross K/V inputs [B, H, T, D] as they are (no per-step transpose of K) and takes the
+    text's padding mask as its additive bias, as the export adds it; about 25 small nodes per layer become one."""
+    from onnx import helper
+
+    key, value = f"past_key_values.{layer}.encoder.key", f"past_key_values.{layer}.encoder.value"
+    if key not in gr.inputs or value not in gr.inputs:
+        raise Unsupported(f"no {key} input")
+    att = _attention(gr, key, value)
+    mha = helper.make_node(
+        "MultiHeadAttention",
+        [att["query"], key, value, "", "", att["mask"] or ""],
+        [att["out"]],
+        name=f"lofi/static_kv/layers.{layer}/CrossAttention",
+        domain="com.microsoft",
+        num_heads=num_heads,
+        scale=att["scale"],
+    )
+    return mha, att["out"]
+
+
+def _fuse_gelu(graph) -> int:
+    """x · 0.5 · (1 + erf(x / √2)) as the export spells it (Div → Erf → Add → Mul → Mul) → one
+    `com.microsoft.Gelu` node, the same exact-erf GELU; → how many."""
+    from onnx import helper
+
+    gr = _Graph(graph)
+
+    def const(name: str, value: float) -> bool:
+        try:
+            c = gr.constant(name)
+        except Unsupported:
+            return False
+        return c.size == 1 and abs(float(c.reshape(())) - value) <= 1e-6 * abs(value)
+
+    replace: dict[str, object] = {}
+    for erf in graph.node:
+        if erf.op_type != "Erf":
+            continue
+        div, add = gr.producer.get(erf.input[0]), gr.consumers.get(erf.output[0], [])
+        if div is None or div.op_type != "Div" or not const(div.input[1], 2**0.5):
+            continue
+        if len(add) != 1 or add[0].op_type != "Add" or not const(add[0].input[1], 1.0):
+            continue
+        x = div.input[0]
+        mul = gr.consumers.get(add[0].output[0], [])
+        if len(mul) != 1 or mul[0].op_type != "Mul" or set(mul[0].input) != {x, add[0].output[0]}:
+            continue
+        half = gr.consumers.get(mul[0].output[0], [])
+        if len(half) != 1 or half[0].op_type != "Mul" or not const(half[0].input[1], 0.5):
+            continue
+        out = half[0].output[0]
+        replace[out] = helper.make_node("Gelu", [x], [out], name=erf.name + "/gelu", domain="com.microsoft")
+    _replace_outputs(graph, replace)
+    return len(replace)
+
+
+def _replace_outputs(graph, replace: dict) -> None:
+    """Put each new node where the node producing the same output was; what only fed the old nodes is left for
+    `_prune`."""
+    nodes = [replace.get(n.output[0], n) if n.output else n for n in graph.node]
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
+def _pack_qkv(model) -> int:
+    """Each GQA's query, key and value projections of the same input become one product with the three weights
+    side by side (GQA takes packed QKV when key and value are absent): one call streaming 3 × N columns instead
+    of three, which also splits better across threads. Done for float32 MatMul and for MatMulNBits with equal
+    attributes; anything else is left as it is. → how many."""
+    from onnx import helper, numpy_helper
+
+    g = model.graph
+    gr = _Graph(g)
+    packed = 0
+    new_inits = []
+    for gqa in [n for n in g.node if n.op_type == "GroupQueryAttention"]:
+        projs = [p for p in (gr.producer.get(i) for i in gqa.input[:3]) if p is not None]
+        if len(projs) != 3 or len({p.op_type for p in projs}) != 1:
+            continue
+        if len({p.input[0] for p in projs}) != 1 or any(
+            len(gr.consumers.get(p.output[0], [])) != 1 for p in projs
+        ):
+            continue
+        op = projs[0].op_type
+        base = projs[0].name + "/qkv"
+        if op == "MatMul":
+            try:
+                ws = [gr.constant(p.input[1]) for p in projs]
+            except Unsupported:
+                continue
+            if any(w.ndim != 2 for w in ws):
+                continue
+            new_inits.append(numpy_helper.from_array(np.concatenate(ws, axis=1), base + "/W"))
+            node = helper.make_node("MatMul", [projs[0].input[0], base + "/W"], [base], name=base)
+        elif op == "MatMulNBits":
+            attrs = [{a.name: helper.get_attribute_value(a) for a in p.attribute} for p in projs]
+            if any(a.keys() - {"K", "N", "bits", "block_size", "accuracy_level"} for a in attrs):
+                continue
+            if any(
+                {k: v for k, v in a.items() if k != "N"} != {k: v for k, v in attrs[0].items() if k != "N"}
+                for a in attrs
+            ):
+                continue
+            if len({len(p.input) for p in projs}) != 1 or len(projs[0].input) > 4:
+                continue
+            try:
+                parts = [[gr.constant(i) for i in p.input[1:]] for p in projs]
+            except Unsupported:
+                continue
+            names = []
+            for j, role in enumerate(("B", "scales", "zero_points")[: len(parts[0])]):
+                names.append(f"{base}/{role}")
+                new_inits.append(
+                    numpy_helper.from_array(np.concatenate([q[j] for q in parts], axis=0), names[-1])
+                )
+            n_total = sum(int(a["N"]) for a in attrs)
+            node = helper.make_node(
+                "MatMulNBits",
+                [projs[0].input[0], *names],
+                [base],
+                name=base,
+                domain="com.microsoft",
+                **{**attrs[0], "N": n_total},
+            )
+        else:
+            continue
+        gqa.input[0], gqa.input[1], gqa.input[2] = base, "", ""
+        g.node.insert(list(g.node).index(projs[0]), node)
+        packed += 1
+    g.initializer.extend(new_inits)
+    _prune(g)
+    return packed
 
 
 def _replace_past_length(gr: _Graph) -> list:
@@ -363,10 +519,6 @@ def build(cache_path: Path, first_path: Path | None = None) -> tuple:
     )
     _last_position_logits(g)
     _prune(g)
-    used = {i for n in g.node for i in n.input}
-    keep_inputs = [i for i in g.input if i.name in used]
-    del g.input[:]
-    g.input.extend(keep_inputs)
     if not any(o.domain == "com.microsoft" for o in static.opset_import):
         static.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     if any(n.op_type == "Softmax" for n in g.node if "self_attn" in n.name):
@@ -375,6 +527,11 @@ def build(cache_path: Path, first_path: Path | None = None) -> tuple:
 
     if nbits.fast_here():
         nbits.convert(static)  # a dynamic-int8 decoder's products become one MatMulNBits node each
+    fuse(static, num_heads)
+    used = {i for n in g.node for i in n.input}
+    keep_inputs = [i for i in g.input if i.name in used]
+    del g.input[:]
+    g.input.extend(keep_inputs)
 
     # -- cross-KV graph: the no-cache path's encoder presents
     cross = _standalone(first_src, "else_branch" if merged else None)
@@ -388,6 +545,34 @@ def build(cache_path: Path, first_path: Path | None = None) -> tuple:
     del cross.graph.input[:]
     cross.graph.input.extend(keep_inputs)
     return static, cross
+
+
+def fuse(model, num_heads: int) -> dict[str, int]:
+    """Fewer, bigger nodes per step (a decoder step is ~1100 small nodes; each one costs a dispatch and, with two
+    threads, a hand-over between them): each cross-attention becomes one MultiHeadAttention, each GELU one Gelu,
+    each self-attention's Q/K/V products one packed product. → how many of each."""
+    g = model.graph
+    gr = _Graph(g)
+    layers = sorted(int(i.name.split(".")[1]) for i in g.input if i.name.endswith(".encoder.key"))
+    replace = {}
+    try:
+        for layer in layers:
+            node, out = _rewrite_cross_attention(gr, layer, num_heads)
+            replace[out] = node
+    except Unsupported as exc:  # a speed-up, not a requirement: the in-place cache works without it
+        log.info("musicgen cross-attention left as exported: %s", exc)
+        replace = {}
+    # every layer slices the same padding mask to its text length, which is the same for all (the cross graph
+    # projects one set of encoder states): the first layer's mask serves all, 4 nodes per layer fewer
+    masks = [n.input[5] for n in replace.values()]
+    for n in replace.values():
+        n.input[5] = masks[0]
+    _replace_outputs(g, replace)
+    counts = {"cross_attention": len(replace), "gelu": _fuse_gelu(g)}
+    _prune(g)
+    counts["qkv"] = _pack_qkv(model)
+    log.info("musicgen decoder fused: %s", counts)
+    return counts
 
 
 def _save(model, path: Path) -> None:
@@ -404,6 +589,22 @@ def _save(model, path: Path) -> None:
         )
     else:
         onnx.save_model(model, str(path))
+
+
+def cpu_path(dtype: str) -> dict[str, str]:
+    """What the converted decoder of a `dtype` file runs on this CPU, for the model version and the status: the
+    KV cache's precision, and the kernels of its products. For a dynamic-int8 file that depends on the CPU
+    (nbits.fast_here: 8-bit MatMulNBits where MLAS has int8 kernels for it, else the quantize → MatMulInteger
+    chains as exported), so the same file gives other rounding, and other tracks, on another CPU."""
+    named = {"fp32": "float32 MatMul", "q4": "4-bit MatMulNBits", "fp16": "float16 MatMul"}
+    out = {"kv_cache": "float32", "products": named.get(dtype, dtype), "tag": "kvf32"}
+    if dtype == "int8":
+        from . import nbits
+
+        fast = nbits.fast_here()
+        out["products"] = "int8 MatMulNBits (8-bit, accuracy 4)" if fast else "int8 MatMulInteger chains"
+        out["tag"] += "-nbits8" if fast else "-chain"
+    return out
 
 
 def fingerprint(paths: list[Path]) -> str:
