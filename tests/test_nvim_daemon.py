@@ -113,7 +113,7 @@ def test_cancel_and_queue(tmp_path):
         # Wait until the worker runs it, or the high-priority job below would (rightly) overtake it.
         wait_for(nvim, has_event("LofiGenerationStarted"))
         nvim.command("Lofi generate second long one duration=2 priority=high")
-        wait_for(nvim, "return require('lofi').statusline():find('◌') ~= nil")
+        wait_for(nvim, "return require('lofi').statusline():find('◌ %d') ~= nil")  # answered (◌ … before)
         nvim.command("Lofi queue")
         queue_note = poll(lambda: [n for n in notes(nvim) if n.startswith("lofi: queue\n")])[0]
         lines = queue_note.splitlines()
@@ -182,7 +182,7 @@ def test_sigkill_restarts_the_daemon_without_lua_errors(tmp_path):
     with start(tmp_path, LOFI_TONE_STEPS="2000", LOFI_TONE_STEP_SEC="0.01") as nvim:
         setup(nvim)
         nvim.command("Lofi generate interrupted duration=2")
-        wait_for(nvim, "return require('lofi').statusline():find('◌') ~= nil")
+        wait_for(nvim, "return require('lofi').statusline():find('◌ %d') ~= nil")  # answered (◌ … before)
         pid = nvim.exec_lua("return require('lofi.client').pid()")
         os.kill(pid, signal.SIGKILL)
         exit_data = poll(lambda: events(nvim, "LofiDaemonExit"))[0]["data"]

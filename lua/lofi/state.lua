@@ -194,7 +194,7 @@ function M.statusline(icons)
   local g = M.active_generation()
   if g then
     parts[#parts + 1] = string.format("%s %d%%", icons.generating, math.floor(g.percent or 0))
-  elseif (M.current.connecting or 0) > 0 then -- asked for, no track id yet: the remote generator connects
+  elseif (M.current.connecting or 0) > 0 then -- asked for, no answer yet (daemon starting, remote connecting)
     parts[#parts + 1] = icons.generating .. " …"
   end
   local _, d = next(M.current.downloads)
