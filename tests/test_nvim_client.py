@@ -98,7 +98,7 @@ def test_bad_duration_and_missing_model_are_clear_errors(nvim, tmp_path):
 def test_cancel_running_generation(nvim, tmp_path):
     use_fake(nvim, tmp_path, "--gen-steps", "400")
     nvim.command("Lofi generate long one")
-    wait_for(nvim, "return require('lofi').statusline():find('◌') ~= nil")
+    wait_for(nvim, "return require('lofi').statusline():find('◌ %d') ~= nil")  # answered (◌ … before)
     nvim.command("Lofi cancel")
     wait_for(
         nvim,
@@ -382,7 +382,7 @@ def test_prefetch_generations_are_quiet_but_visible_in_the_statusline(nvim, tmp_
     nvim.exec_lua(
         "require('lofi.client').request('generate', {prompt = 'background', priority = 'prefetch'}, function() end)"
     )
-    wait_for(nvim, "return require('lofi').statusline():find('◌') ~= nil")
+    wait_for(nvim, "return require('lofi').statusline():find('◌ %d') ~= nil")  # answered (◌ … before)
     wait_for(nvim, "return require('lofi').is_playing()")
     assert len(events(nvim, "LofiGenerationProgress")) == 40
     assert [n for n in notes(nvim) if "generating" in n or "track ready" in n] == []

@@ -264,7 +264,7 @@ def test_a_progress_echo_does_not_hide_an_error(tmp_path):
         )
         attach_ui(nvim)
         nvim.input(":Lofi generate long one<CR>")
-        wait_for(nvim, "return require('lofi').statusline():find('◌') ~= nil")
+        wait_for(nvim, "return require('lofi').statusline():find('◌ %d') ~= nil")  # answered (◌ … before)
         # Count what is echoed over the command line from now on.
         nvim.exec_lua(
             "_G.echoed = {} local echo = vim.api.nvim_echo vim.api.nvim_echo = function(chunks, ...) "
@@ -391,7 +391,7 @@ def test_favourite_toggles_the_current_track_and_a_given_one(nvim, tmp_path):
 def test_a_crash_names_the_lost_jobs_and_resubmit_queues_them_again(nvim, tmp_path):
     record = use_fake(nvim, tmp_path, "--gen-steps", "4000")
     nvim.command("Lofi generate slow rain seed=11 duration=12")
-    wait_for(nvim, "return require('lofi').statusline():find('◌') ~= nil")
+    wait_for(nvim, "return require('lofi').statusline():find('◌ %d') ~= nil")  # answered (◌ … before)
     pid = nvim.exec_lua("return require('lofi.client').pid()")
     os.kill(pid, signal.SIGKILL)
     warn = poll(lambda: [n for n in notes(nvim, WARN) if "died" in n])[0]
@@ -569,7 +569,7 @@ def test_health_report_does_not_import_heavy_modules(tmp_path):
 def test_a_requested_restart_also_says_what_it_lost(nvim, tmp_path):
     record = use_fake(nvim, tmp_path, "--gen-steps", "4000")
     nvim.command("Lofi generate long walk seed=8")
-    wait_for(nvim, "return require('lofi').statusline():find('◌') ~= nil")
+    wait_for(nvim, "return require('lofi').statusline():find('◌ %d') ~= nil")  # answered (◌ … before)
     nvim.command("Lofi daemon restart")
     assert poll(lambda: [n for n in notes(nvim) if "lost" in n]) == [
         "lofi: 1 generation lost with the daemon: “long walk”; :Lofi resubmit queues it again"

@@ -24,6 +24,7 @@ from tests.nvim_helpers import (
     real_daemon_cmd,
     wait_for,
 )
+from tests.test_remote_generator import remote_cmd, slow_start
 
 ERROR = 4
 
@@ -112,7 +113,7 @@ def test_cancel_and_queue(tmp_path):
         # Wait until the worker runs it, or the high-priority job below would (rightly) overtake it.
         wait_for(nvim, has_event("LofiGenerationStarted"))
         nvim.command("Lofi generate second long one duration=2 priority=high")
-        wait_for(nvim, "return require('lofi').statusline():find('◌') ~= nil")
+        wait_for(nvim, "return require('lofi').statusline():find('◌ %d') ~= nil")  # answered (◌ … before)
         nvim.command("Lofi queue")
         queue_note = poll(lambda: [n for n in notes(nvim) if n.startswith("lofi: queue\n")])[0]
         lines = queue_note.splitlines()
@@ -136,6 +137,33 @@ def test_cancel_and_queue(tmp_path):
         assert notes(nvim, ERROR) == []
 
 
+def test_a_generate_waiting_for_the_remote_generator_shows_and_cancels(tmp_path):
+    go, before = slow_start(tmp_path)  # the remote never starts: `go` is never touched
+    with start(tmp_path) as nvim:
+        remote = {
+            "cmd": remote_cmd(tmp_path, before=before),
+            "backends": ["tone"],
+            "connect_timeout_sec": 600,
+        }
+        setup(nvim, generator=remote)
+        nvim.command("Lofi generate waits for the remote duration=1")
+        # no track id yet, but the user sees it: statusline, :Lofi status, :Lofi queue
+        wait_for(nvim, "return require('lofi').statusline() == '◌ …'")
+        nvim.command("Lofi status")
+        status_note = poll(lambda: [n for n in notes(nvim) if n.startswith("lofi: status\n")])[0]
+        assert "queue: 0 running, 0 waiting, 1 connecting" in status_note
+        nvim.command("Lofi queue")
+        queue_note = poll(lambda: [n for n in notes(nvim) if n.startswith("lofi: queue\n")])[0]
+        assert "waits for the remote" in queue_note and "waiting for the remote generator" in queue_note
+        # :Lofi cancel reaches it: answered as cancelled (not an error), and the statusline is empty again
+        nvim.command("Lofi cancel")
+        poll(lambda: [n for n in notes(nvim) if "cancelled 1 generation(s) waiting" in n])
+        poll(lambda: [n for n in notes(nvim) if "generation cancelled before it was queued" in n])
+        wait_for(nvim, "return require('lofi').statusline() == ''")
+        assert notes(nvim, ERROR) == []
+        assert not go.exists()
+
+
 def test_errors_surface_as_clear_notifications(tmp_path):
     with start(tmp_path, LOFI_TONE_NOT_INSTALLED="1") as nvim:
         setup(nvim)
@@ -154,7 +182,7 @@ def test_sigkill_restarts_the_daemon_without_lua_errors(tmp_path):
     with start(tmp_path, LOFI_TONE_STEPS="2000", LOFI_TONE_STEP_SEC="0.01") as nvim:
         setup(nvim)
         nvim.command("Lofi generate interrupted duration=2")
-        wait_for(nvim, "return require('lofi').statusline():find('◌') ~= nil")
+        wait_for(nvim, "return require('lofi').statusline():find('◌ %d') ~= nil")  # answered (◌ … before)
         pid = nvim.exec_lua("return require('lofi.client').pid()")
         os.kill(pid, signal.SIGKILL)
         exit_data = poll(lambda: events(nvim, "LofiDaemonExit"))[0]["data"]

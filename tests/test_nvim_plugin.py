@@ -251,6 +251,29 @@ def test_statusline_formats_from_cached_state(nvim):
     assert nvim.exec_lua(lua) == ["", "▶ 0:15/0:30", "⏸ 0:15/0:30", "⏸ 0:15/0:30 ◌ 45%", "◌ 45%", "", ""]
 
 
+def test_generates_waiting_for_the_remote_generator_show_in_statusline_queue_and_status(nvim):
+    got = nvim.exec_lua(
+        """
+        local s, f, lofi = require('lofi.state'), require('lofi.format'), require('lofi')
+        s.current.connecting = 1
+        local bar = lofi.statusline()
+        s.apply('generation_progress', {track_id = 'g1', percent = 20})
+        local both = lofi.statusline() -- a running job's percent says more
+        local q = f.queue({waiting = {}, connecting = {{prompt = 'rain', backend = 'tone', seed = 1}}})
+        local st = f.status({queue = {waiting = 0, connecting = 2}})[3]
+        local quiet = f.status({queue = {waiting = 0, connecting = 0}})[3]
+        return {bar, both, q, st, quiet}
+        """
+    )
+    assert got == [
+        "◌ …",
+        "◌ 20%",
+        ["… rain  [tone, waiting for the remote generator]"],
+        "queue: 0 running, 0 waiting, 2 connecting",
+        "queue: 0 running, 0 waiting",
+    ]
+
+
 def test_statusline_interpolates_position_while_playing(nvim):
     got = nvim.exec_lua(
         "local s = require('lofi.state') s.apply('playback_started', {track_id = 't', duration_sec = 90}) "

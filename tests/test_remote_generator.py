@@ -137,10 +137,20 @@ def test_retry_once_after_a_drop_before_any_audio(local, tmp_path):
     assert int((tmp_path / "remote.pid").read_text()) != first
 
 
-def test_a_slow_remote_start_shows_connecting_then_works(local, tmp_path):
-    # the remote starts once the test has seen "connecting" (or after 120 s: never an orphan loop)
+def slow_start(tmp_path: Path) -> tuple[Path, str]:
+    """(go, before): the remote starts once the test touches `go` (or after 120 s: never an orphan loop)."""
     go = tmp_path / "go"
-    wait_for_go = f"i=0; while [ ! -e {go} ] && [ $i -lt 2400 ]; do sleep 0.05; i=$((i+1)); done; "
+    return go, f"i=0; while [ ! -e {go} ] && [ $i -lt 2400 ]; do sleep 0.05; i=$((i+1)); done; "
+
+
+def send_generate(d: DaemonProcess, id_: str, seed: int) -> None:
+    """A generate whose answer the test waits for later (d.wait_response(id_))."""
+    params = {"prompt": "remote tone", "backend": "tone", "duration_sec": 1, "seed": seed}
+    d.send({"jsonrpc": "2.0", "id": id_, "method": "generate", "params": params})
+
+
+def test_a_slow_remote_start_shows_connecting_then_works(local, tmp_path):
+    go, wait_for_go = slow_start(tmp_path)
     # each job takes 10 steps of 0.2 s, so the first is still queued or running when the second is accepted
     d = local(remote_cmd(tmp_path, before=wait_for_go, LOFI_TONE_STEP_SEC="0.2", LOFI_TONE_STEPS="10"))
     status = d.call("status")["generator"]
@@ -169,6 +179,45 @@ def test_a_slow_remote_start_shows_connecting_then_works(local, tmp_path):
     assert d.call("status")["generator"]["state"] == "ready"
     # once connected a generate is answered in place again
     assert generate(d, seed=7)["status"] == "cached"
+
+
+def test_generates_waiting_for_the_handshake_are_listed_and_queue_clear_drops_them(local, tmp_path):
+    go, wait_for_go = slow_start(tmp_path)
+    d = local(remote_cmd(tmp_path, before=wait_for_go))
+    send_generate(d, "a", 7)
+    send_generate(d, "b", 8)
+    # visible while they wait (requests are handled in order): queue_status lists them (no track id yet), status
+    # counts them
+    connecting = d.call("queue_status")["connecting"]
+    assert [(c["seed"], c["prompt"], c["backend"]) for c in connecting] == [
+        (7, "remote tone", "tone"),
+        (8, "remote tone", "tone"),
+    ]
+    assert d.call("status")["queue"]["connecting"] == 2
+    # queue_clear drops them: each is answered with CANCELLED, nothing is queued
+    cleared = d.call("queue_clear", {})
+    assert (cleared["connecting"], cleared["removed"]) == (2, 0), cleared
+    for id_ in ("a", "b"):
+        err = d.wait_response(id_)["error"]
+        assert (err["code"], err["data"]["error_code"]) == (ErrorCode.CANCELLED, "CANCELLED"), err
+        assert "nothing was queued" in err["message"]
+    assert d.call("queue_status")["connecting"] == []
+    # once connected, a new generate runs, and it is the only job: the dropped ones never reach the queue
+    go.touch()
+    job = generate(d, seed=9)
+    d.wait_notification("generation_complete", track_id=job["track_id"])
+    assert d.events().count("generation_started") == 1, d.events()
+    assert d.call("queue_status")["waiting"] == []
+
+
+def test_stopping_the_daemon_answers_a_generate_waiting_for_the_handshake(local, tmp_path):
+    _, wait_for_go = slow_start(tmp_path)
+    d = local(remote_cmd(tmp_path, before=wait_for_go))
+    send_generate(d, "waits", 7)
+    assert d.call("status")["queue"]["connecting"] == 1
+    assert d.call("shutdown") == {"ok": True}
+    err = d.wait_response("waits")["error"]
+    assert err["data"]["error_code"] == "CANCELLED" and "stopping" in err["message"], err
 
 
 def test_a_protocol_mismatch_says_what_to_update(local, tmp_path):

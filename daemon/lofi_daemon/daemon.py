@@ -180,6 +180,12 @@ class Daemon:
         self.worker.start()
 
     def close(self) -> None:
+        self.intake.drop(
+            LofiError(
+                ErrorCode.CANCELLED,
+                "the daemon is stopping: cancelled while the remote generator was connecting",
+            )
+        )
         for token in self.downloads.values():
             token.cancel()
         try:
@@ -209,7 +215,13 @@ class Daemon:
         return time.monotonic() - self.last_activity
 
     def is_idle(self) -> bool:
-        return not self.queue.busy and not self.downloads and not self.player.is_playing and not self.radio.on
+        return (
+            not self.queue.busy
+            and not self.intake.busy
+            and not self.downloads
+            and not self.player.is_playing
+            and not self.radio.on
+        )
 
     def status(self) -> dict[str, Any]:
         running = self.queue.running
@@ -222,6 +234,7 @@ class Daemon:
             "queue": {
                 "running": None if running is None else {**running.summary(), "percent": running.percent},
                 "waiting": len(self.queue.waiting()),
+                "connecting": len(self.intake.waiting()),
             },
             "playback": self.player.state(),
             "loaded_backend": next((b.name for b in self.backends.values() if b.loaded), None),
@@ -263,7 +276,7 @@ class Daemon:
             d.after_response(self.stop_requested.set)
             return {"ok": True}
 
-        jobs_api.register(
+        self.intake = jobs_api.register(
             d,
             backends=self.backends,
             settings=self.settings,

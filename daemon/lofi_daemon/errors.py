@@ -28,6 +28,7 @@ class ErrorCode(IntEnum):
     AUDIO_DEVICE_ERROR = -32013
     CACHE_ERROR = -32014
     DISK_FULL = -32015
+    CANCELLED = -32016
 
 
 class LofiError(Exception):

@@ -25,6 +25,10 @@ function M.queue(q)
       w.priority or ""
     )
   end
+  for _, c in ipairs(type(q.connecting) == "table" and q.connecting or {}) do
+    lines[#lines + 1] =
+      string.format("… %s  [%s, waiting for the remote generator]", c.prompt or "", c.backend or "")
+  end
   if #lines == 0 then
     lines[1] = "the queue is empty"
   end
@@ -60,9 +64,10 @@ function M.status(st)
       math.floor((tonumber(pb.volume) or 0) * 100 + 0.5)
     ) or ("playback: " .. tostring(pb.state or "stopped") .. M.elsewhere(pb.playing_elsewhere)),
     string.format(
-      "queue: %s running, %d waiting",
+      "queue: %s running, %d waiting%s",
       (q.running and q.running ~= vim.NIL) and "1" or "0",
-      type(q.waiting) == "table" and #q.waiting or tonumber(q.waiting) or 0
+      type(q.waiting) == "table" and #q.waiting or tonumber(q.waiting) or 0,
+      (tonumber(q.connecting) or 0) > 0 and string.format(", %d connecting", q.connecting) or ""
     ),
     "model: " .. tostring(st.loaded_backend or "none loaded"),
     M.generator(st.generator),

@@ -97,7 +97,9 @@ function M.generate(opts, cb)
   if opts.format == nil then
     opts.format = c.cache.format
   end
+  state.current.connecting = state.current.connecting + 1 -- shown ("◌ …") until answered
   client.request("generate", opts, function(err, result)
+    state.current.connecting = math.max(0, state.current.connecting - 1)
     if err and err.code == client.E_DAEMON_EXITED then
       require("lofi.jobs").unanswered(opts)
     end
@@ -116,6 +118,8 @@ function M.generate(opts, cb)
     end
     if cb then
       cb(err, result)
+    elseif err and type(err.data) == "table" and err.data.error_code == "CANCELLED" then
+      ui.notify("generation cancelled before it was queued") -- the user asked for it: no error
     elseif err then
       report(err, "generate")
     end
@@ -363,7 +367,8 @@ function M.volume_down()
   M.volume("-10")
 end
 
---- Cancel a generation: the given id, else the running one, else the newest queued.
+--- Cancel a generation: the given id, else the running one, else the newest queued, else those waiting for the
+--- remote generator to connect (they have no track id yet: queue_clear drops them).
 ---@param track_id? string
 ---@param cb? lofi.Callback
 function M.cancel(track_id, cb)
@@ -383,6 +388,13 @@ function M.cancel(track_id, cb)
       return (cb or default_cb())(err)
     end
     local id = q.running and q.running.track_id or (q.waiting and q.waiting[#q.waiting] or {}).track_id
+    if not id and type(q.connecting) == "table" and #q.connecting > 0 then
+      return client.request("queue_clear", {}, cb or default_cb(function(res)
+        ui.notify(
+          string.format("cancelled %d generation(s) waiting for the remote generator", res.connecting or 0)
+        )
+      end, "queue_clear"))
+    end
     if not id then
       return ui.notify("nothing to cancel")
     end

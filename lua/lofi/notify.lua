@@ -138,6 +138,7 @@ end
 --- The daemon is gone (exit, crash, restart): nothing plays or generates any more; say so in the statuslines.
 function M.state_cleared()
   state.current.generating = {}
+  state.current.connecting = 0
   state.current.downloads = {}
   state.current.radio = nil
   if package.loaded["lofi.energy"] then

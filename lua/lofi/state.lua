@@ -15,6 +15,7 @@ local function fresh()
       updated_at = 0, -- uv.now() when position_sec was last set
     },
     generating = {}, -- track_id -> { track_id, prompt, backend, percent, eta_sec, started_at }
+    connecting = 0, -- generate requests sent and not answered yet (a remote generator still connecting)
     downloads = {}, -- backend -> { percent, state }
     tracks = {}, -- track_id -> last Track record seen (for completion and pickers)
     last_complete = nil, -- track_id of the last completed generation
@@ -167,7 +168,8 @@ function M.apply(method, p)
   end
 end
 
---- Statusline text from cached state: "▶ 0:15/0:30", "⏸ 0:15/0:30", "◌ 45%", both, or "". While the radio is
+--- Statusline text from cached state: "▶ 0:15/0:30", "⏸ 0:15/0:30", "◌ 45%" ("◌ …" while a generate waits for
+--- its answer: a remote generator connecting), both, or "". While the radio is
 --- on: "📻", its section when it follows a plan, and the pause icon when paused ("📻 groove", "📻 ⏸").
 ---@param icons table
 ---@return string
@@ -192,6 +194,8 @@ function M.statusline(icons)
   local g = M.active_generation()
   if g then
     parts[#parts + 1] = string.format("%s %d%%", icons.generating, math.floor(g.percent or 0))
+  elseif (M.current.connecting or 0) > 0 then -- asked for, no answer yet (daemon starting, remote connecting)
+    parts[#parts + 1] = icons.generating .. " …"
   end
   local _, d = next(M.current.downloads)
   if d then

@@ -8,14 +8,16 @@ import secrets
 import threading
 import unicodedata
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..backends import shaping
 from ..backends.api import resolve_backend
 from ..backends.base import GenerationRequest, track_id_for
 from ..backends.install import require_installed
+from ..cancel import CancelToken
 from ..config import Settings
-from ..errors import ErrorCode, LofiError
+from ..errors import Cancelled, ErrorCode, LofiError
 from ..ports import Backend, Store
 from ..rpc.dispatch import Dispatcher, Reply
 from ..rpc.schemas.generation import MAX_SEED, GenerateParams, QueueClearParams, TrackIdParams
@@ -27,6 +29,12 @@ log = logging.getLogger(__name__)
 Notify = Callable[[str, dict[str, Any]], None]
 
 MAX_PROMPT_CHARS = 1000
+
+# the answer to a `generate` still waiting for the remote generator's handshake when the queue is cleared
+CANCELLED_CONNECTING = LofiError(
+    ErrorCode.CANCELLED,
+    "cancelled (queue_clear) while the remote generator was connecting; nothing was queued",
+)
 
 
 def _visible(ch: str) -> bool:
@@ -114,16 +122,42 @@ def identity_waits(backend: Backend) -> bool:
 Accepted = tuple[dict[str, Any], Callable[[], None] | None]  # the reply, and what to send once it is out
 
 
+@dataclass(eq=False)
+class Connecting:
+    """A `generate` waiting in the intake for its track identity (the remote generator's handshake)."""
+
+    request: GenerationRequest
+    params: GenerateParams
+    reply: Reply
+    cancel: CancelToken = field(default_factory=CancelToken)
+
+    def summary(self) -> dict[str, Any]:
+        r = self.request
+        return {
+            "prompt": r.prompt,
+            "backend": r.backend,
+            "duration_sec": r.duration_sec,
+            "seed": r.seed,
+            "priority": self.params.priority,
+        }
+
+
 class Intake:
     """Finishes `generate` requests off the RPC dispatch thread, one at a time in arrival order, and answers each
     when it is done. Used while a request's track identity must wait (a remote generator still connecting), so
     `status`, `cancel` and `stop` are answered meanwhile; while any request waits here, later ones queue behind
-    it, so queue positions still follow the order the requests were sent."""
+    it, so queue positions still follow the order the requests were sent. `queue_status` lists the waiting ones
+    and `queue_clear` (or the daemon closing) drops them (`drop`)."""
 
-    def __init__(self) -> None:
-        self._work: queue_module.Queue[tuple[Callable[[], Accepted], Reply]] = queue_module.Queue()
+    def __init__(
+        self, identify: Callable[[Connecting], Job], place: Callable[[Job, GenerateParams], Accepted]
+    ):
+        self._identify = identify  # the slow part (waits for the handshake; honours the entry's cancel)
+        self._place = place  # the quick part (cache lookup, queue); runs under the lock, see drop
+        self._work: queue_module.Queue[Connecting] = queue_module.Queue()
         self._lock = threading.Lock()
-        self._pending = 0
+        self._waiting: list[Connecting] = []  # submitted, not answered yet
+        self._pending = 0  # submitted, not finished by the intake thread yet
         self._thread: threading.Thread | None = None
 
     @property
@@ -131,34 +165,80 @@ class Intake:
         with self._lock:
             return self._pending > 0
 
-    def submit(self, finish: Callable[[], Accepted], reply: Reply) -> None:
+    def waiting(self) -> list[Connecting]:
+        with self._lock:
+            return list(self._waiting)
+
+    def submit(self, request: GenerationRequest, params: GenerateParams, reply: Reply) -> None:
+        entry = Connecting(request, params, reply)
         with self._lock:
             self._pending += 1
+            self._waiting.append(entry)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="generate-intake", daemon=True)
                 self._thread.start()
-        self._work.put((finish, reply))
+        self._work.put(entry)
+
+    def drop(self, error: LofiError) -> list[Connecting]:
+        """Answer the waiting requests with `error` instead of queueing them. A request the intake is placing
+        right now is not among them: it is in the queue when this returns (placing holds the lock), so a
+        `queue.clear()` after this removes it. (A generate is never prefetch priority: all go.)"""
+        with self._lock:
+            dropped, self._waiting = self._waiting, []
+        for entry in dropped:
+            entry.cancel.cancel()  # the one waiting for the handshake stops within a poll interval
+            entry.reply.error(error)
+        return dropped
 
     def _run(self) -> None:
         while True:
-            finish, reply = self._work.get()
+            entry = self._work.get()
             try:
-                result, after = finish()
-            except LofiError as exc:
-                reply.error(exc)
-            except Exception as exc:  # a bug must not end the intake: every later generate would hang
-                log.exception("generate failed")
-                reply.error(LofiError(ErrorCode.INTERNAL_ERROR, f"internal error in generate: {exc}"))
-            else:
-                reply.result(result)
-                if after is not None:
-                    try:
-                        after()
-                    except Exception:
-                        log.exception("after-reply action failed")
+                self._finish(entry)
             finally:
                 with self._lock:
                     self._pending -= 1
+
+    def _finish(self, entry: Connecting) -> None:
+        outcome: Accepted | LofiError
+        claimed = False
+        try:
+            job = self._identify(entry)
+        except Cancelled:
+            return  # dropped: drop() has answered it
+        except LofiError as exc:
+            outcome = exc
+        except Exception as exc:  # a bug must not end the intake: every later generate would hang
+            log.exception("generate failed")
+            outcome = LofiError(ErrorCode.INTERNAL_ERROR, f"internal error in generate: {exc}")
+        else:
+            with self._lock:
+                if entry not in self._waiting:
+                    return  # dropped while it was identified
+                self._waiting.remove(entry)
+                claimed = True
+                try:
+                    outcome = self._place(job, entry.params)
+                except LofiError as exc:
+                    outcome = exc
+                except Exception as exc:
+                    log.exception("generate failed")
+                    outcome = LofiError(ErrorCode.INTERNAL_ERROR, f"internal error in generate: {exc}")
+        if not claimed:
+            with self._lock:
+                if entry not in self._waiting:
+                    return  # dropped meanwhile: answered already
+                self._waiting.remove(entry)
+        if isinstance(outcome, LofiError):
+            entry.reply.error(outcome)
+            return
+        result, after = outcome
+        entry.reply.result(result)
+        if after is not None:
+            try:
+                after()
+            except Exception:
+                log.exception("after-reply action failed")
 
 
 def make_enqueue(
@@ -193,12 +273,19 @@ def register(
     store: Store,
     queue: JobQueue,
     notify: Notify,
-) -> None:
-    intake = Intake()
+) -> Intake:
+    """The generation methods; returns the intake, which the daemon drops (answers) when it closes."""
 
-    def accept(request: GenerationRequest, p: GenerateParams) -> Accepted:
-        """Identify, look up and queue a validated request: (the reply, what to announce once it is sent)."""
-        job = job_for(backends[request.backend], request, p, p.priority)
+    def identify(entry: Connecting) -> Job:
+        """The request's Job, once its backend knows the track identity (waiting for it honours `entry.cancel`)."""
+        backend = backends[entry.request.backend]
+        wait = getattr(backend, "wait_identity", None)  # a remote generator: its handshake (RemoteBackend)
+        if wait is not None:
+            wait(entry.cancel)
+        return job_for(backend, entry.request, entry.params, entry.params.priority)
+
+    def place(job: Job, p: GenerateParams) -> Accepted:
+        """Look up and queue an identified job: (the reply, what to announce once it is sent)."""
         reply = {"track_id": job.track_id, "seed": job.request.seed, "backend": job.request.backend}
         track = store.get(job.track_id, touch=True)  # a cache hit counts as use for LRU eviction
         if track is not None:
@@ -212,15 +299,17 @@ def register(
         position = queue.submit(job)
         return {**reply, "status": "queued", "position": position}, None
 
+    intake = Intake(identify, place)
+
     @dispatcher.method("generate", GenerateParams)
     def generate(p: GenerateParams) -> dict[str, Any] | Reply:
         request = build_request(backends, settings, p)  # bad params are answered at once
         if intake.busy or identity_waits(backends[request.backend]):
             later = dispatcher.defer()
             if later is not None:  # (in a batch the answer must come now: it waits here, as it used to)
-                intake.submit(lambda: accept(request, p), later)
+                intake.submit(request, p, later)
                 return later
-        result, after = accept(request, p)
+        result, after = place(job_for(backends[request.backend], request, p, p.priority), p)
         if after is not None:
             dispatcher.after_response(after)
         return result
@@ -244,10 +333,13 @@ def register(
             "waiting": [{**j.summary(), "position": i + offset} for i, j in enumerate(waiting)],
             "max_waiting": queue.max_waiting,
             "prefetch_pending": any(j.priority == "prefetch" for j in waiting),
+            "connecting": [e.summary() for e in intake.waiting()],
         }
 
     @dispatcher.method("queue_clear", QueueClearParams)
     def queue_clear(p: QueueClearParams) -> dict[str, Any]:
+        # the intake first: a request it is placing right now is in the queue once drop returns
+        dropped = intake.drop(CANCELLED_CONNECTING)
         removed = queue.clear(include_prefetch=p.include_prefetch)
 
         def announce() -> None:
@@ -255,4 +347,10 @@ def register(
                 notify("generation_cancelled", {"track_id": job.track_id})
 
         dispatcher.after_response(announce)
-        return {"removed": len(removed), "track_ids": [j.track_id for j in removed]}
+        return {
+            "removed": len(removed),
+            "track_ids": [j.track_id for j in removed],
+            "connecting": len(dropped),
+        }
+
+    return intake

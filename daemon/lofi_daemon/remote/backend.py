@@ -105,6 +105,10 @@ class RemoteBackend:
         off the RPC dispatch thread: jobs/api.py Intake)."""
         return self.link.state != "ready"
 
+    def wait_identity(self, cancel: CancelToken) -> None:
+        """Wait for the handshake model_version() needs; Cancelled once `cancel` is set (jobs/api.py Intake)."""
+        self._remote_info(cancel)
+
     def model_version(self) -> str:
         """The remote's: it decides the weights, variant and provider, so it decides the track identity."""
         return str(self._remote_info().get("model_version") or "?")
