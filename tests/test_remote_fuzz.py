@@ -29,7 +29,8 @@ from lofi_daemon.remote.link import LinkLost, RemoteLink
 from lofi_daemon.remote.protocol import audio_digest, encode_audio
 from lofi_daemon.rpc.framing import encode_message
 
-from tests.daemon_client import CEILING, ROOT
+from tests.daemon_client import CEILING
+from tests.doubles.fake_generator import command as fake_cmd
 
 RATE = 16000
 JOB = "job1"
@@ -264,17 +265,6 @@ def test_close_while_the_command_starts_kills_it_at_once(monkeypatch):
         t.join()
     assert not alive, "the handshake went on after close()"
     assert started[0].wait(CEILING) is not None and link.state == "closed"
-
-
-def fake_cmd(mode: str) -> list[str]:
-    return [
-        "env",
-        f"PYTHONPATH={ROOT / 'daemon'}:{ROOT}",
-        sys.executable,
-        "-m",
-        "tests.doubles.fake_generator",
-        mode,
-    ]
 
 
 def generate_in_thread(backend: RemoteBackend, cancel: CancelToken) -> tuple[threading.Thread, list[Any]]:

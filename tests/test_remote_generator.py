@@ -20,7 +20,8 @@ from lofi_daemon.remote.backend import RemoteBackend
 from lofi_daemon.remote.link import RemoteLink
 from lofi_daemon.remote.protocol import names_a_file
 
-from tests.daemon_client import CEILING, ROOT, DaemonProcess, daemon_env
+from tests.daemon_client import CEILING, DaemonProcess, daemon_env
+from tests.doubles.fake_generator import command as fake_cmd
 from tests.musicgen_fixture import FIXTURE as MUSICGEN_TINY
 
 PY = shlex.quote(sys.executable)
@@ -221,46 +222,19 @@ def test_stopping_the_daemon_answers_a_generate_waiting_for_the_handshake(local,
 
 
 def test_a_protocol_mismatch_says_what_to_update(local, tmp_path):
-    fake = [
-        "env",
-        f"PYTHONPATH={ROOT / 'daemon'}:{ROOT}",
-        sys.executable,
-        "-m",
-        "tests.doubles.fake_generator",
-        "old-protocol",
-    ]
-    d = local(fake)
+    d = local(fake_cmd("old-protocol"))
     reply = d.request("generate", {"prompt": "x", "backend": "tone", "duration_sec": 1})
     assert "update lofi" in reply["error"]["message"], reply
 
 
 @pytest.mark.parametrize(("mode", "says"), [("corrupt", "checksum"), ("extra", "more audio")])
 def test_audio_that_fails_verification_is_not_kept(local, tmp_path, mode, says):
-    fake = [
-        "env",
-        f"PYTHONPATH={ROOT / 'daemon'}:{ROOT}",
-        sys.executable,
-        "-m",
-        "tests.doubles.fake_generator",
-        mode,
-    ]
-    d = local(fake)
+    d = local(fake_cmd(mode))
     job = generate(d)
     err = d.wait_notification("generation_error", track_id=job["track_id"])
     assert says in err["message"]
     listed = d.call("cache_list", {})
     assert job["track_id"] not in str(listed)
-
-
-def fake_cmd(mode: str) -> list[str]:
-    return [
-        "env",
-        f"PYTHONPATH={ROOT / 'daemon'}:{ROOT}",
-        sys.executable,
-        "-m",
-        "tests.doubles.fake_generator",
-        mode,
-    ]
 
 
 def test_remote_download_progress_is_paced_like_a_local_download(local):

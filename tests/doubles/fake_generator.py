@@ -16,14 +16,28 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from lofi_daemon.remote.protocol import GENERATOR_PROTOCOL, audio_digest, encode_audio
 from lofi_daemon.rpc.framing import MessageReader, MessageWriter
 
 RATE = 16000  # the tone backend's
+ROOT = Path(__file__).resolve().parents[2]
 DOWNLOAD_REPORTS = 2000
 DOWNLOAD_BYTES = 1000  # per report
+
+
+def command(mode: str) -> list[str]:
+    """The `generator.cmd` that runs this double in `mode` with the checkout's lofi_daemon."""
+    return [
+        "env",
+        f"PYTHONPATH={ROOT / 'daemon'}:{ROOT}",
+        sys.executable,
+        "-m",
+        "tests.doubles.fake_generator",
+        mode,
+    ]
 
 
 def download_burst(writer: MessageWriter, job_id: str) -> None:
