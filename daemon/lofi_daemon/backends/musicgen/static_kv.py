@@ -37,7 +37,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 # Bump when the rewrite changes: it is part of the cache key of converted files and of the model version.
-CONVERT_VERSION = 5  # 4: cross-attention as MultiHeadAttention, Gelu, packed QKV; 5: SkipLayerNormalization
+CONVERT_VERSION = 4  # 4: cross-attention as MultiHeadAttention, Gelu, packed QKV
 STATIC_FILE, CROSS_FILE = "decoder_static_kv.onnx", "decoder_cross_kv.onnx"
 PAST_LEN, SEQLENS, TOTAL_LEN = "past_sequence_length", "seqlens_k", "total_sequence_length"
 
@@ -234,56 +234,6 @@ def _fuse_gelu(graph) -> int:
             continue
         out = half[0].output[0]
         replace[out] = helper.make_node("Gelu", [x], [out], name=erf.name + "/gelu", domain="com.microsoft")
-    _replace_outputs(graph, replace)
-    return len(replace)
-
-
-def _fuse_skip_layer_norm(graph) -> int:
-    """Each residual Add of a projection's output followed by a LayerNormalization over the last axis → one
-    `com.microsoft.SkipLayerNormalization`, whose fourth output is the sum the next residual Add reads. Only Adds
-    with a MatMul / MatMulNBits operand: that operand has the full [batch, positions, width] shape, as the residual
-    stream has, so the kernel sees no broadcasting (the embeddings' Add, which broadcasts the positions, stays).
-    → how many."""
-    from onnx import helper
-
-    gr = _Graph(graph)
-    replace: dict[str, object] = {}
-    fused_adds: set[str] = set()  # by output name: protobuf hands out fresh wrappers for the same node
-    for ln in graph.node:
-        if ln.op_type != "LayerNormalization" or ln.domain not in ("", "ai.onnx"):
-            continue
-        attrs = {a.name: helper.get_attribute_value(a) for a in ln.attribute}
-        if attrs.keys() - {"axis", "epsilon", "stash_type"} or attrs.get("axis", -1) != -1:
-            continue
-        if attrs.get("stash_type", 1) != 1 or len(ln.input) < 2:
-            continue
-        add = gr.producer.get(ln.input[0])
-        if (
-            add is None
-            or add.op_type != "Add"
-            or add.output[0] in fused_adds
-            or any(i in gr.consts or i in gr.inputs for i in add.input)
-        ):
-            continue
-        ops = [gr.producer[i].op_type if i in gr.producer else "" for i in add.input]
-        if not {"MatMul", "MatMulNBits"} & set(ops):
-            continue
-        proj = 0 if ops[0] in ("MatMul", "MatMulNBits") else 1
-        residual = add.input[1 - proj]
-        beta = ln.input[2] if len(ln.input) > 2 else ""
-        summed = add.output[0] if gr.consumers.get(add.output[0], []) != [ln] else ""
-        replace[ln.output[0]] = helper.make_node(
-            "SkipLayerNormalization",
-            [residual, add.input[proj], ln.input[1], beta],
-            [ln.output[0], "", "", summed],
-            name=ln.name + "/skip",
-            domain="com.microsoft",
-            epsilon=float(attrs.get("epsilon", 1e-5)),
-        )
-        fused_adds.add(add.output[0])
-    nodes = [n for n in graph.node if n.op_type != "Add" or n.output[0] not in fused_adds]
-    del graph.node[:]
-    graph.node.extend(nodes)
     _replace_outputs(graph, replace)
     return len(replace)
 
@@ -600,8 +550,7 @@ def build(cache_path: Path, first_path: Path | None = None) -> tuple:
 def fuse(model, num_heads: int) -> dict[str, int]:
     """Fewer, bigger nodes per step (a decoder step is ~1100 small nodes; each one costs a dispatch and, with two
     threads, a hand-over between them): each cross-attention becomes one MultiHeadAttention, each GELU one Gelu,
-    each residual Add with the LayerNorm after it one SkipLayerNormalization, each self-attention's Q/K/V
-    products one packed product. → how many of each."""
+    each self-attention's Q/K/V products one packed product. → how many of each."""
     g = model.graph
     gr = _Graph(g)
     layers = sorted(int(i.name.split(".")[1]) for i in g.input if i.name.endswith(".encoder.key"))
@@ -619,11 +568,7 @@ def fuse(model, num_heads: int) -> dict[str, int]:
     for n in replace.values():
         n.input[5] = masks[0]
     _replace_outputs(g, replace)
-    counts = {
-        "cross_attention": len(replace),
-        "gelu": _fuse_gelu(g),
-        "skip_layer_norm": _fuse_skip_layer_norm(g),
-    }
+    counts = {"cross_attention": len(replace), "gelu": _fuse_gelu(g)}
     _prune(g)
     counts["qkv"] = _pack_qkv(model)
     log.info("musicgen decoder fused: %s", counts)
