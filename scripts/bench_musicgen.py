@@ -39,6 +39,8 @@ DECODERS = {
     "int8-chain": "decoder_model_merged_quantized.onnx",
     # "before": the int8 file converted without static_kv.fuse (cross-attention, GELU and Q/K/V left as exported)
     "int8-unfused": "decoder_model_merged_quantized.onnx",
+    # "before": the int8 file with MatMulNBits blocks of 1024 (nbits.BLOCK_SIZE was 1024 until the fourth round)
+    "int8-b1024": "decoder_model_merged_quantized.onnx",
 }
 
 
@@ -86,7 +88,25 @@ def unfused_converted(model_dir: Path) -> tuple[Path, Path]:
         )
 
 
-BEFORE = {"int8-chain": chain_converted, "int8-unfused": unfused_converted}
+def b1024_converted(model_dir: Path) -> tuple[Path, Path]:
+    """The in-place KV conversion of the int8 decoder with MatMulNBits blocks of 1024 (for before/after)."""
+    import functools
+    from unittest import mock
+
+    from lofi_daemon.backends.musicgen import nbits, static_kv
+
+    with mock.patch.object(nbits, "convert", functools.partial(nbits.convert, block=1024)):
+        return static_kv.converted(
+            {"decoder_merged": model_dir / DECODERS["int8-b1024"]},
+            bench_settings(model_dir, 0).cache_dir / "converted" / "musicgen-int8-b1024",
+        )
+
+
+BEFORE = {
+    "int8-chain": chain_converted,
+    "int8-unfused": unfused_converted,
+    "int8-b1024": b1024_converted,
+}
 
 
 def open_pipe(model_dir: Path, kind: str, kv: str, threads: int, base: dict | None = None):
@@ -248,9 +268,10 @@ def child_torch(model_dir: Path, seconds: float, threads: int) -> dict:
     }
 
 
-def child_drift(model_dir: Path, kinds: list[str], steps: int) -> dict:
+def child_drift(model_dir: Path, kinds: list[str], steps: int, kv: str = "concat") -> dict:
     """Teacher-forced: run fp32 greedily for `steps`, feed the same inputs to each quantized decoder, compare
-    the guided logits of every step."""
+    the guided logits of every step. kv "static": the converted decoders the daemon runs (MatMulNBits, fused),
+    "concat": the exported files as they are. The reference is always the exported fp32 decoder."""
     import numpy as np
     from lofi_daemon.backends.musicgen.pipeline import MusicGenPipeline, SamplingParams, _Decoder
     from lofi_daemon.backends.musicgen.sampling import apply_guidance
@@ -285,7 +306,11 @@ def child_drift(model_dir: Path, kinds: list[str], steps: int) -> dict:
     del pipe
     result = {}
     for kind in kinds:
-        dec = _Decoder(create_session(model_dir / DECODERS[kind], settings), None)
+        dec = (
+            open_pipe(model_dir, kind, "static", 0).decoder
+            if kv == "static"
+            else _Decoder(create_session(model_dir / DECODERS[kind], settings), None)
+        )
         got = run(dec)
         cos, overlap, agree = [], [], []
         for a, b in zip(ref, got, strict=True):
@@ -533,7 +558,7 @@ def main() -> None:
         return
     if args.child == "drift":
         kinds = [k for k in args.variants if k != "fp32"]
-        print(json.dumps(child_drift(args.model_dir, kinds, args.drift_steps)))
+        print(json.dumps(child_drift(args.model_dir, kinds, args.drift_steps, args.kv[0])))
         return
 
     info = machine_info()
@@ -611,6 +636,8 @@ def main() -> None:
                 *args.variants,
                 "--drift-steps",
                 str(args.drift_steps),
+                "--kv",
+                args.kv[0],
             ]
         )
     meta = {

@@ -252,7 +252,7 @@ def test_hub_variant_selection(tmp_path, monkeypatch):
     s.models["musicgen"].variant = "q4"
     assert MusicGenBackend(s).variant().name == "xenova-small-q4"
     s.models["musicgen"].variant = "xenova-small-quantized"
-    assert MusicGenBackend(s).model_version() == "musicgen-small-xenova-quantized-main+kv4-kvf32-nbits8"
+    assert MusicGenBackend(s).model_version() == "musicgen-small-xenova-quantized-main+kv6-kvf32-nbits8"
     s.models["musicgen"].variant = "bogus"
     with pytest.raises(LofiError) as ei:
         MusicGenBackend(s).variant()
@@ -287,10 +287,10 @@ def test_model_version_and_status_name_the_cpu_kernel_path(tmp_path, monkeypatch
         assert st["kv_cache"] == "static" and st["kv_precision"] == "float32"
         products.add(st["decoder_products"])
     assert versions == {
-        "musicgen-small-int8-main+kv4-kvf32-nbits8",
-        "musicgen-small-int8-main+kv4-kvf32-chain",
+        "musicgen-small-int8-main+kv6-kvf32-nbits8",
+        "musicgen-small-int8-main+kv6-kvf32-chain",
     }
     assert products == {"int8 MatMulNBits (8-bit, accuracy 4)", "int8 MatMulInteger chains"}
     s.models["musicgen"].variant = "small-fp32"
-    assert MusicGenBackend(s).model_version().endswith("+kv4-kvf32")
+    assert MusicGenBackend(s).model_version().endswith("+kv6-kvf32")
     assert MusicGenBackend(s).status()["decoder_products"] == "float32 MatMul"

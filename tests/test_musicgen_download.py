@@ -86,7 +86,7 @@ def test_download_with_consent_notifies_progress_then_generates_offline(hub_env,
     assert backend.is_installed()
     # + the in-place KV decoder (CPU): its version, KV precision and int8 kernel path
     tag = "nbits8" if nbits.fast_here() else "chain"
-    assert backend.model_version() == f"musicgen-small-int8-main+kv4-kvf32-{tag}"
+    assert backend.model_version() == f"musicgen-small-int8-main+kv6-kvf32-{tag}"
 
     # downloaded files are used as they are: later loads and generations never ask the server again
     n = len(hub_env.requests)

@@ -69,12 +69,14 @@ def test_same_weights_bit_for_bit(tmp_path, k):
     assert np.abs(got - x @ w.T[::-1].T).max() > 1e-2  # a transposed or mis-ordered packing would be seen
 
 
-def test_int8_activations_error_is_bounded(tmp_path):
+@pytest.mark.parametrize("k", [1024, 4096])  # musicgen-small's widths: attention/fc1 rows and fc2's rows
+def test_int8_activations_error_is_bounded(tmp_path, k):
     """accuracy_level 4 (the default) rounds x to int8 per row block: each x_i moves by ≤ max|x| / 127 / 2, so
-    the product moves by ≤ that × Σ|w| per column."""
-    k = 1024
+    the product moves by ≤ that × Σ|w| per column. By default a row up to 4096 wide is one block."""
     model, w = _one_matmul(tmp_path, k, 32, seed=5)
     nbits.convert(model)
+    (node,) = model.graph.node
+    assert {a.name: a.i for a in node.attribute}["block_size"] == k
     x = np.random.default_rng(2).standard_normal((2, k)).astype(np.float32)
     bound = (np.abs(x).max(axis=1, keepdims=True) / 254) @ np.abs(w).sum(axis=0, keepdims=True)
     err = np.abs(_run(model, x) - x @ w)

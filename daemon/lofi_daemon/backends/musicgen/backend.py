@@ -116,7 +116,7 @@ class MusicGenBackend(ModelBackend[MusicGenPipeline]):
     def model_version(self) -> str:
         """The weights' identity, plus on the CPU the in-place KV decoder's version and what it runs here (KV
         precision, int8 kernel path: static_kv.cpu_path). Each rounds differently, so its tracks get their own
-        ids: e.g. `musicgen-small-int8-main+kv4-kvf32-nbits8`."""
+        ids: e.g. `musicgen-small-int8-main+kv6-kvf32-nbits8`."""
         if self.provider != "cpu":
             return super().model_version()
         tag = static_kv.cpu_path(self._decoder_dtype())["tag"]

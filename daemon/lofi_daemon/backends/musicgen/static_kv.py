@@ -37,7 +37,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 # Bump when the rewrite changes: it is part of the cache key of converted files and of the model version.
-CONVERT_VERSION = 4  # 4: cross-attention as MultiHeadAttention, Gelu, packed QKV
+CONVERT_VERSION = 6  # 4: MHA, Gelu, packed QKV; 5: a SkipLayerNorm trial, not kept; 6: block 4096
 STATIC_FILE, CROSS_FILE = "decoder_static_kv.onnx", "decoder_cross_kv.onnx"
 PAST_LEN, SEQLENS, TOTAL_LEN = "past_sequence_length", "seqlens_k", "total_sequence_length"
 
