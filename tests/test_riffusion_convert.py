@@ -185,3 +185,23 @@ def test_convert_with_int8_quantises_inside_the_temporary_folder_and_a_failure_l
     assert convert.convert(src, out, run=export_then(quantizer()), int8=True) == out
     assert (out / "unet" / "model_int8.onnx").is_file() and not convert.missing_files(out)
     assert [p.name for p in (env / "models").iterdir()] == ["riffusion-onnx"]
+
+
+@pytest.mark.parametrize("outdated", [False, True])
+def test_int8_on_lofis_own_conversion_reexports_an_outdated_one_first(env, monkeypatch, capsys, outdated):
+    """Quantising an outdated UNet would leave a folder the backend still refuses, so `--int8` converts it again
+    (here there are no weights to convert it from, which it says) instead of adding int8 to it."""
+    own = RiffusionBackend(Settings.from_env()).converted_dir()
+    onnx_copy(own)
+    if outdated:
+        index = own / "model_index.json"
+        index.write_text(index.read_text().replace('"lofi_unet_graph"', '"lofi_unet_graph_old"'))
+    monkeypatch.setattr(convert, "missing_export_modules", lambda: [])
+    added = []
+    monkeypatch.setattr(convert, "add_int8", lambda d: added.append(d) or d / "unet" / "model_int8.onnx")
+    code = cli.main(["convert", "riffusion", "--int8"])
+    out, err = capsys.readouterr()
+    if outdated:
+        assert code == 1 and added == [] and "converting it again" in out and "lofi-daemon download" in err
+    else:
+        assert code == 0 and added == [own] and "int8 UNet added" in out

@@ -349,8 +349,11 @@ def _convert(settings: Settings, args: argparse.Namespace) -> int:
     backend = RiffusionBackend(settings)
     out = args.out.expanduser().absolute() if args.out else backend.converted_dir()
     if args.int8 and not args.model and out.is_dir() and not missing_files(out):
-        print(f"riffusion int8 UNet added: {convert.add_int8(out)}")
-        return 0
+        if not backend.conversion_outdated(out):
+            print(f"riffusion int8 UNet added: {convert.add_int8(out)}")
+            return 0
+        # quantising an outdated UNet would leave a folder the backend still refuses: export it again first
+        print(f"{out} was converted by another lofi version: converting it again, then the int8 UNet")
     src = args.model.expanduser() if args.model else backend.downloaded_dir()
     if src is None:
         raise LofiError(

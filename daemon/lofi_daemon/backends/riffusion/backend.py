@@ -258,13 +258,16 @@ class RiffusionBackend(ModelBackend[RiffusionPipeline]):
             missing=[f.path for f in hub.missing_files(v)],
         )
 
-    def _check_conversion(self, d: Path) -> None:
-        """lofi's own conversion must carry the current UNet rewrite (unet_graph.py); an older one is refused
-        with the command that redoes it. Other exports (models.riffusion.dir) run as they are."""
-        if d != self.converted_dir():
-            return
+    def conversion_outdated(self, d: Path) -> bool:
+        """Is `d` lofi's own conversion made with another UNet rewrite (unet_graph.py) than this version's?
+        Other exports (models.riffusion.dir) run as they are, so they are never outdated."""
         found = read_json(d / "model_index.json").get(unet_graph.VERSION_KEY, 0)
-        if found != unet_graph.UNET_GRAPH_VERSION:
+        return d == self.converted_dir() and found != unet_graph.UNET_GRAPH_VERSION
+
+    def _check_conversion(self, d: Path) -> None:
+        """An outdated conversion of lofi's own is refused with the command that redoes it."""
+        if self.conversion_outdated(d):
+            found = read_json(d / "model_index.json").get(unet_graph.VERSION_KEY, 0)
             raise LofiError(
                 ErrorCode.BACKEND_NOT_INSTALLED,
                 f"the Riffusion conversion in {d} was made by another lofi version (UNet graph {found}, this "
