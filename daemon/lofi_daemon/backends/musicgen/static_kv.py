@@ -29,10 +29,15 @@ import hashlib
 import json
 import logging
 import os
+import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from ...errors import ErrorCode, LofiError
 
 log = logging.getLogger(__name__)
 
@@ -619,7 +624,11 @@ def fingerprint(paths: list[Path]) -> str:
 
 
 def converted(files: dict[str, Path], cache_root: Path) -> tuple[Path, Path]:
-    """Paths of the converted pair for these decoder files, building them on first use (atomically)."""
+    """Paths of the converted pair for these decoder files, building them on first use (atomically).
+
+    The build runs in a child process: it peaks at ~10x the decoder's size (4.4 GB for musicgen-small's int8 file)
+    and the daemon would keep part of that for the rest of its life. The child writes into a temporary folder that
+    becomes the cache entry only once both graphs are saved."""
     if "decoder_merged" in files:
         cache_path, first_path = files["decoder_merged"], None
         sources = [cache_path]
@@ -631,18 +640,87 @@ def converted(files: dict[str, Path], cache_root: Path) -> tuple[Path, Path]:
     if static.exists() and cross.exists():
         return static, cross
     log.info("converting the musicgen decoder to an in-place KV cache (once) into %s", out)
-    static_model, cross_model = build(cache_path, first_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out.parent))
-    _save(static_model, tmp / STATIC_FILE)
-    _save(cross_model, tmp / CROSS_FILE)
-    (tmp / "source.json").write_text(
-        json.dumps({"sources": [str(p) for p in sources], "version": CONVERT_VERSION}), encoding="utf-8"
-    )
+    try:
+        _convert_in_child(tmp, cache_path, first_path)
+        (tmp / "source.json").write_text(
+            json.dumps({"sources": [str(p) for p in sources], "version": CONVERT_VERSION}), encoding="utf-8"
+        )
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # no partial entry: a later start converts again
+        raise
     try:
         os.rename(tmp, out)
     except OSError:  # another process converted it meanwhile
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
     return static, cross
+
+
+UNSUPPORTED_EXIT = (
+    3  # the child's exit status for Unsupported; the reason is in the folder's UNSUPPORTED_FILE
+)
+UNSUPPORTED_FILE = "unsupported.txt"
+CHILD_TIMEOUT_SEC = (
+    3600.0  # a ceiling against a stuck child, far above any real conversion (seconds to minutes)
+)
+
+
+def _convert_in_child(tmp: Path, cache_path: Path, first_path: Path | None) -> None:
+    """Run `write_converted` in a fresh interpreter of this checkout; its stdout is not ours (ours is the JSON-RPC
+    channel), its stdin neither. → Unsupported(reason) for a graph it does not know, LofiError for any failure."""
+    import lofi_daemon
+
+    root = str(Path(lofi_daemon.__file__).resolve().parent.parent)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    argv = [str(tmp), str(cache_path)] + ([str(first_path)] if first_path is not None else [])
+    code = f"import sys; from {__name__} import _child_main; sys.exit(_child_main(sys.argv[1:]))"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code, *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+            timeout=CHILD_TIMEOUT_SEC,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:  # run() has killed it
+        raise LofiError(
+            ErrorCode.MODEL_LOAD_FAILED,
+            f"converting the musicgen decoder {cache_path.name} took over {CHILD_TIMEOUT_SEC:.0f} s: stopped",
+        ) from exc
+    stderr = done.stderr.decode("utf-8", "replace").strip()
+    for line in stderr.splitlines():
+        log.debug("conversion: %s", line)
+    if done.returncode == UNSUPPORTED_EXIT and (tmp / UNSUPPORTED_FILE).exists():
+        raise Unsupported((tmp / UNSUPPORTED_FILE).read_text(encoding="utf-8"))
+    if done.returncode != 0:
+        tail = "\n".join(stderr.splitlines()[-6:]) or "(no output)"
+        raise LofiError(
+            ErrorCode.MODEL_LOAD_FAILED,
+            f"converting the musicgen decoder {cache_path.name} failed (exit status {done.returncode}): {tail}",
+            details=tail,
+        )
+
+
+def write_converted(folder: Path, cache_path: Path, first_path: Path | None = None) -> None:
+    """Build the converted pair and save it into `folder` (the child's work)."""
+    static_model, cross_model = build(cache_path, first_path)
+    _save(static_model, folder / STATIC_FILE)
+    _save(cross_model, folder / CROSS_FILE)
+
+
+def _child_main(argv: list[str]) -> int:
+    """Entry point of the conversion child: FOLDER DECODER [FIRST_DECODER] → exit status."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(name)s: %(message)s"
+    )  # onto stderr, which the parent reads
+    folder, cache_path = Path(argv[0]), Path(argv[1])
+    first_path = Path(argv[2]) if len(argv) > 2 else None
+    try:
+        write_converted(folder, cache_path, first_path)
+    except Unsupported as exc:
+        (folder / UNSUPPORTED_FILE).write_text(str(exc), encoding="utf-8")
+        return UNSUPPORTED_EXIT
+    return 0
