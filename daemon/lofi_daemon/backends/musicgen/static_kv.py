@@ -434,9 +434,11 @@ def _prune(graph) -> None:
     graph.initializer.extend(inits)
 
 
-def _standalone(model, branch_name: str | None):
+def _standalone(model, branch_name: str | None, in_place: bool = False):
     """A model whose graph is the merged decoder's `If` branch (`then` = cache path, `else` = no-cache path),
-    with the outer graph's inputs, initializers and the nodes before the `If`; or the model itself (split files)."""
+    with the outer graph's inputs, initializers and the nodes before the `If`; or the model itself (split files).
+    `in_place` rewrites `model` itself rather than a copy: no second copy of every weight, for a source that is
+    not needed afterwards."""
     from onnx import helper
 
     g = model.graph
@@ -454,6 +456,15 @@ def _standalone(model, branch_name: str | None):
         for b, o in zip(branch.output, ifs[0].output, strict=True)
         if b.name != o
     ]
+    if in_place:
+        keep_inputs = [i for i in g.input if i.name != "use_cache_branch"]
+        branch_inits = list(branch.initializer)
+        del g.node[:]
+        g.node.extend(nodes + renames)
+        del g.input[:]
+        g.input.extend(keep_inputs)
+        g.initializer.extend(branch_inits)
+        return model
     graph = helper.make_graph(
         nodes + renames,
         g.name,
@@ -481,8 +492,23 @@ def build(cache_path: Path, first_path: Path | None = None) -> tuple:
     cache_src = onnx.load(str(cache_path))
     first_src = cache_src if merged else onnx.load(str(first_path))
 
+    # -- cross-KV graph (the no-cache path's encoder presents) first: it keeps only a few weights, so its copy
+    # of them all is gone before the static graph is built in the source itself (no second copy)
+    cross = _standalone(first_src, "else_branch" if merged else None)
+    _set_outputs(cross.graph, lambda n: n.startswith("present.") and ".encoder." in n)
+    if not cross.graph.output:
+        raise Unsupported("the first-step decoder has no present.*.encoder.* outputs")
+    _batch_from_encoder(cross.graph)
+    _prune(cross.graph)
+    used = {i for n in cross.graph.node for i in n.input}
+    keep_inputs = [i for i in cross.graph.input if i.name in used]
+    del cross.graph.input[:]
+    cross.graph.input.extend(keep_inputs)
+    del first_src
+
     # -- static graph: the cache path with GQA
-    static = _standalone(cache_src, "then_branch" if merged else None)
+    static = _standalone(cache_src, "then_branch" if merged else None, in_place=True)
+    del cache_src
     g = static.graph
     _set_outputs(g, lambda n: ".encoder." not in n)  # the cache path's encoder outputs are dummies
     gr = _Graph(g)
@@ -538,17 +564,6 @@ def build(cache_path: Path, first_path: Path | None = None) -> tuple:
     del g.input[:]
     g.input.extend(keep_inputs)
 
-    # -- cross-KV graph: the no-cache path's encoder presents
-    cross = _standalone(first_src, "else_branch" if merged else None)
-    _set_outputs(cross.graph, lambda n: n.startswith("present.") and ".encoder." in n)
-    if not cross.graph.output:
-        raise Unsupported("the first-step decoder has no present.*.encoder.* outputs")
-    _batch_from_encoder(cross.graph)
-    _prune(cross.graph)
-    used = {i for n in cross.graph.node for i in n.input}
-    keep_inputs = [i for i in cross.graph.input if i.name in used]
-    del cross.graph.input[:]
-    cross.graph.input.extend(keep_inputs)
     return static, cross
 
 
