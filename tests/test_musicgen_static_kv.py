@@ -10,10 +10,11 @@ from __future__ import annotations
 import collections
 
 import numpy as np
+import onnx
 import pytest
 from lofi_daemon.backends.musicgen import static_kv
 from lofi_daemon.backends.musicgen.pipeline import MusicGenPipeline, _StaticDecoder
-from lofi_daemon.errors import LofiError
+from lofi_daemon.errors import ErrorCode, LofiError
 
 from tests.musicgen_fixture import FIXTURE, cpu_settings, fixture_files
 
@@ -84,6 +85,40 @@ def test_conversion_is_done_once_and_reused(tmp_path):
     again, _ = static_kv.converted(files, tmp_path)
     assert again == static and again.stat().st_mtime_ns == stamp
     assert [p.name for p in tmp_path.iterdir()] == [static.parent.name]  # no temp folder left behind
+
+
+def test_conversion_runs_in_a_child_process(tmp_path, monkeypatch):
+    """The daemon never builds the graphs itself (the build's peak memory stays in a child that exits): with the
+    in-process build broken, converted() still produces graphs that load."""
+
+    def in_process(*a, **k):
+        raise AssertionError("built in the daemon process")
+
+    monkeypatch.setattr(static_kv, "build", in_process)
+    static, cross = static_kv.converted({"decoder_merged": FIXTURE / "decoder_model_merged.onnx"}, tmp_path)
+    assert onnx.load(str(static)).graph.node and onnx.load(str(cross)).graph.node
+    names = {p.name for p in static.parent.iterdir()}
+    assert names - {static.name + ".data", cross.name + ".data"} == {static.name, cross.name, "source.json"}
+
+
+def test_a_failing_conversion_is_a_clear_error_and_leaves_no_entry(tmp_path):
+    broken = tmp_path / "decoder_model_merged.onnx"
+    broken.write_bytes(b"not an onnx file")
+    cache = tmp_path / "cache"
+    with pytest.raises(
+        LofiError, match=r"converting the musicgen decoder decoder_model_merged.onnx failed"
+    ) as info:
+        static_kv.converted({"decoder_merged": broken}, cache)
+    assert info.value.code == ErrorCode.MODEL_LOAD_FAILED
+    assert "Error" in info.value.data["details"]  # the child's traceback tail says what failed
+    assert list(cache.iterdir()) == []  # neither an entry nor a temporary folder
+
+
+def test_an_unsupported_graph_in_the_child_is_still_unsupported(tmp_path):
+    """The child's Unsupported keeps its meaning (the pipeline falls back to the export) and its reason."""
+    with pytest.raises(static_kv.Unsupported, match="present"):
+        static_kv.converted({"decoder_merged": FIXTURE / "text_encoder.onnx"}, tmp_path)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_graphs_it_does_not_know_are_refused(tmp_path):
@@ -171,6 +206,10 @@ def test_a_cross_attention_it_does_not_know_stays_as_exported(monkeypatch):
     ops = collections.Counter(n.op_type for n in static.graph.node)
     assert ops["MultiHeadAttention"] == 0 and ops["Softmax"] == ops["GroupQueryAttention"] == ops["Gelu"] > 0
     monkeypatch.setattr(static_kv, "fingerprint", lambda paths: "unfused-cross")
+    # converted() builds in a child process, which the patch does not reach: build the cache entry here
+    entry = cpu_settings().cache_dir / "converted" / "musicgen" / "unfused-cross"
+    entry.mkdir(parents=True, exist_ok=True)
+    static_kv.write_converted(entry, FIXTURE / "decoder_model_merged.onnx")
     pipe = MusicGenPipeline(fixture_files(), cpu_settings(), kv_cache="static")
     ref = MusicGenPipeline(fixture_files(), cpu_settings(), kv_cache="concat")
     hidden, mask = pipe.encode_text("lofi")

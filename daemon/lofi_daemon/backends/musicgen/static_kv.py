@@ -29,10 +29,15 @@ import hashlib
 import json
 import logging
 import os
+import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from ...errors import ErrorCode, LofiError
 
 log = logging.getLogger(__name__)
 
@@ -429,9 +434,11 @@ def _prune(graph) -> None:
     graph.initializer.extend(inits)
 
 
-def _standalone(model, branch_name: str | None):
+def _standalone(model, branch_name: str | None, in_place: bool = False):
     """A model whose graph is the merged decoder's `If` branch (`then` = cache path, `else` = no-cache path),
-    with the outer graph's inputs, initializers and the nodes before the `If`; or the model itself (split files)."""
+    with the outer graph's inputs, initializers and the nodes before the `If`; or the model itself (split files).
+    `in_place` rewrites `model` itself rather than a copy: no second copy of every weight, for a source that is
+    not needed afterwards."""
     from onnx import helper
 
     g = model.graph
@@ -449,6 +456,15 @@ def _standalone(model, branch_name: str | None):
         for b, o in zip(branch.output, ifs[0].output, strict=True)
         if b.name != o
     ]
+    if in_place:
+        keep_inputs = [i for i in g.input if i.name != "use_cache_branch"]
+        branch_inits = list(branch.initializer)
+        del g.node[:]
+        g.node.extend(nodes + renames)
+        del g.input[:]
+        g.input.extend(keep_inputs)
+        g.initializer.extend(branch_inits)
+        return model
     graph = helper.make_graph(
         nodes + renames,
         g.name,
@@ -476,8 +492,23 @@ def build(cache_path: Path, first_path: Path | None = None) -> tuple:
     cache_src = onnx.load(str(cache_path))
     first_src = cache_src if merged else onnx.load(str(first_path))
 
+    # -- cross-KV graph (the no-cache path's encoder presents) first: it keeps only a few weights, so its copy
+    # of them all is gone before the static graph is built in the source itself (no second copy)
+    cross = _standalone(first_src, "else_branch" if merged else None)
+    _set_outputs(cross.graph, lambda n: n.startswith("present.") and ".encoder." in n)
+    if not cross.graph.output:
+        raise Unsupported("the first-step decoder has no present.*.encoder.* outputs")
+    _batch_from_encoder(cross.graph)
+    _prune(cross.graph)
+    used = {i for n in cross.graph.node for i in n.input}
+    keep_inputs = [i for i in cross.graph.input if i.name in used]
+    del cross.graph.input[:]
+    cross.graph.input.extend(keep_inputs)
+    del first_src
+
     # -- static graph: the cache path with GQA
-    static = _standalone(cache_src, "then_branch" if merged else None)
+    static = _standalone(cache_src, "then_branch" if merged else None, in_place=True)
+    del cache_src
     g = static.graph
     _set_outputs(g, lambda n: ".encoder." not in n)  # the cache path's encoder outputs are dummies
     gr = _Graph(g)
@@ -533,17 +564,6 @@ def build(cache_path: Path, first_path: Path | None = None) -> tuple:
     del g.input[:]
     g.input.extend(keep_inputs)
 
-    # -- cross-KV graph: the no-cache path's encoder presents
-    cross = _standalone(first_src, "else_branch" if merged else None)
-    _set_outputs(cross.graph, lambda n: n.startswith("present.") and ".encoder." in n)
-    if not cross.graph.output:
-        raise Unsupported("the first-step decoder has no present.*.encoder.* outputs")
-    _batch_from_encoder(cross.graph)
-    _prune(cross.graph)
-    used = {i for n in cross.graph.node for i in n.input}
-    keep_inputs = [i for i in cross.graph.input if i.name in used]
-    del cross.graph.input[:]
-    cross.graph.input.extend(keep_inputs)
     return static, cross
 
 
@@ -576,19 +596,18 @@ def fuse(model, num_heads: int) -> dict[str, int]:
 
 
 def _save(model, path: Path) -> None:
+    """The graph in `path`, the weights beside it in `path`.data, written tensor by tensor: no serialised copy of
+    the whole model in memory (save_model would build one, 400 MB for musicgen-small), and protobuf's 2 GB limit
+    never applies. ONNX Runtime also loads this layout with less resident memory (measured in benchmarks.md)."""
     import onnx
 
-    size = sum(len(t.raw_data) for t in model.graph.initializer)
-    if size > 1 << 30:  # protobuf's 2 GB limit: the weights go beside the graph
-        onnx.save_model(
-            model,
-            str(path),
-            save_as_external_data=True,
-            all_tensors_to_one_file=True,
-            location=path.name + ".data",
-        )
-    else:
-        onnx.save_model(model, str(path))
+    onnx.save_model(
+        model,
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=path.name + ".data",
+    )
 
 
 def cpu_path(dtype: str) -> dict[str, str]:
@@ -619,7 +638,11 @@ def fingerprint(paths: list[Path]) -> str:
 
 
 def converted(files: dict[str, Path], cache_root: Path) -> tuple[Path, Path]:
-    """Paths of the converted pair for these decoder files, building them on first use (atomically)."""
+    """Paths of the converted pair for these decoder files, building them on first use (atomically).
+
+    The build runs in a child process: it peaks at ~10x the decoder's size (4.4 GB for musicgen-small's int8 file)
+    and the daemon would keep part of that for the rest of its life. The child writes into a temporary folder that
+    becomes the cache entry only once both graphs are saved."""
     if "decoder_merged" in files:
         cache_path, first_path = files["decoder_merged"], None
         sources = [cache_path]
@@ -631,18 +654,87 @@ def converted(files: dict[str, Path], cache_root: Path) -> tuple[Path, Path]:
     if static.exists() and cross.exists():
         return static, cross
     log.info("converting the musicgen decoder to an in-place KV cache (once) into %s", out)
-    static_model, cross_model = build(cache_path, first_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out.parent))
-    _save(static_model, tmp / STATIC_FILE)
-    _save(cross_model, tmp / CROSS_FILE)
-    (tmp / "source.json").write_text(
-        json.dumps({"sources": [str(p) for p in sources], "version": CONVERT_VERSION}), encoding="utf-8"
-    )
+    try:
+        _convert_in_child(tmp, cache_path, first_path)
+        (tmp / "source.json").write_text(
+            json.dumps({"sources": [str(p) for p in sources], "version": CONVERT_VERSION}), encoding="utf-8"
+        )
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # no partial entry: a later start converts again
+        raise
     try:
         os.rename(tmp, out)
     except OSError:  # another process converted it meanwhile
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
     return static, cross
+
+
+UNSUPPORTED_EXIT = (
+    3  # the child's exit status for Unsupported; the reason is in the folder's UNSUPPORTED_FILE
+)
+UNSUPPORTED_FILE = "unsupported.txt"
+CHILD_TIMEOUT_SEC = (
+    3600.0  # a ceiling against a stuck child, far above any real conversion (seconds to minutes)
+)
+
+
+def _convert_in_child(tmp: Path, cache_path: Path, first_path: Path | None) -> None:
+    """Run `write_converted` in a fresh interpreter of this checkout; its stdout is not ours (ours is the JSON-RPC
+    channel), its stdin neither. → Unsupported(reason) for a graph it does not know, LofiError for any failure."""
+    import lofi_daemon
+
+    root = str(Path(lofi_daemon.__file__).resolve().parent.parent)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    argv = [str(tmp), str(cache_path)] + ([str(first_path)] if first_path is not None else [])
+    code = f"import sys; from {__name__} import _child_main; sys.exit(_child_main(sys.argv[1:]))"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code, *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+            timeout=CHILD_TIMEOUT_SEC,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:  # run() has killed it
+        raise LofiError(
+            ErrorCode.MODEL_LOAD_FAILED,
+            f"converting the musicgen decoder {cache_path.name} took over {CHILD_TIMEOUT_SEC:.0f} s: stopped",
+        ) from exc
+    stderr = done.stderr.decode("utf-8", "replace").strip()
+    for line in stderr.splitlines():
+        log.debug("conversion: %s", line)
+    if done.returncode == UNSUPPORTED_EXIT and (tmp / UNSUPPORTED_FILE).exists():
+        raise Unsupported((tmp / UNSUPPORTED_FILE).read_text(encoding="utf-8"))
+    if done.returncode != 0:
+        tail = "\n".join(stderr.splitlines()[-6:]) or "(no output)"
+        raise LofiError(
+            ErrorCode.MODEL_LOAD_FAILED,
+            f"converting the musicgen decoder {cache_path.name} failed (exit status {done.returncode}): {tail}",
+            details=tail,
+        )
+
+
+def write_converted(folder: Path, cache_path: Path, first_path: Path | None = None) -> None:
+    """Build the converted pair and save it into `folder` (the child's work)."""
+    static_model, cross_model = build(cache_path, first_path)
+    _save(static_model, folder / STATIC_FILE)
+    _save(cross_model, folder / CROSS_FILE)
+
+
+def _child_main(argv: list[str]) -> int:
+    """Entry point of the conversion child: FOLDER DECODER [FIRST_DECODER] → exit status."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(name)s: %(message)s"
+    )  # onto stderr, which the parent reads
+    folder, cache_path = Path(argv[0]), Path(argv[1])
+    first_path = Path(argv[2]) if len(argv) > 2 else None
+    try:
+        write_converted(folder, cache_path, first_path)
+    except Unsupported as exc:
+        (folder / UNSUPPORTED_FILE).write_text(str(exc), encoding="utf-8")
+        return UNSUPPORTED_EXIT
+    return 0
