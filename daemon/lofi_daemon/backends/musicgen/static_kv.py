@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import ErrorCode, LofiError
+from ...runtime.graph_index import GraphIndex
 
 log = logging.getLogger(__name__)
 
@@ -52,22 +53,8 @@ class Unsupported(Exception):
 
 
 # ---- graph helpers --------------------------------------------------------------------------------------------
-class _Graph:
-    def __init__(self, graph) -> None:
-        self.g = graph
-        self.producer = {o: n for n in graph.node for o in n.output}
-        self.consumers: dict[str, list] = {}
-        for n in graph.node:
-            for i in n.input:
-                self.consumers.setdefault(i, []).append(n)
-        self.inputs = {i.name for i in graph.input}
-        self.consts = {t.name: t for t in graph.initializer}
-
-    def only(self, name: str, op: str):
-        n = self.producer.get(name)
-        if n is None or n.op_type != op:
-            raise Unsupported(f"expected {op} producing {name}, found {n.op_type if n else 'a graph input'}")
-        return n
+class _Graph(GraphIndex):
+    error = Unsupported
 
     def source(self, name: str) -> str:
         """Follow single-input Concat / Identity nodes (the export wraps some past inputs in them)."""
@@ -78,18 +65,6 @@ class _Graph:
             else:
                 break
         return name
-
-    def constant(self, name: str) -> np.ndarray:
-        from onnx import numpy_helper
-
-        if name in self.consts:
-            return numpy_helper.to_array(self.consts[name])
-        n = self.producer.get(name)
-        if n is not None and n.op_type == "Constant":
-            for a in n.attribute:
-                if a.name == "value":
-                    return numpy_helper.to_array(a.t)
-        raise Unsupported(f"{name} is not a constant")
 
 
 def _strip_scale(gr: _Graph, name: str) -> tuple[str, float]:
@@ -640,9 +615,9 @@ def fingerprint(paths: list[Path]) -> str:
 def converted(files: dict[str, Path], cache_root: Path) -> tuple[Path, Path]:
     """Paths of the converted pair for these decoder files, building them on first use (atomically).
 
-    The build runs in a child process: it peaks at ~10x the decoder's size (4.4 GB for musicgen-small's int8 file)
-    and the daemon would keep part of that for the rest of its life. The child writes into a temporary folder that
-    becomes the cache entry only once both graphs are saved."""
+    The build runs in a child process: it peaks at several times the decoder's size (3.1 GB for musicgen-small's
+    465 MB int8 file; docs/benchmarks.md) and the daemon would keep part of that for the rest of its life. The
+    child writes into a temporary folder that becomes the cache entry only once both graphs are saved."""
     if "decoder_merged" in files:
         cache_path, first_path = files["decoder_merged"], None
         sources = [cache_path]
@@ -671,13 +646,11 @@ def converted(files: dict[str, Path], cache_root: Path) -> tuple[Path, Path]:
     return static, cross
 
 
-UNSUPPORTED_EXIT = (
-    3  # the child's exit status for Unsupported; the reason is in the folder's UNSUPPORTED_FILE
-)
+# the child's exit status for Unsupported; the reason is in the folder's UNSUPPORTED_FILE
+UNSUPPORTED_EXIT = 3
 UNSUPPORTED_FILE = "unsupported.txt"
-CHILD_TIMEOUT_SEC = (
-    3600.0  # a ceiling against a stuck child, far above any real conversion (seconds to minutes)
-)
+# a ceiling against a stuck child, far above any real conversion (seconds to minutes)
+CHILD_TIMEOUT_SEC = 3600.0
 
 
 def _convert_in_child(tmp: Path, cache_path: Path, first_path: Path | None) -> None:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ...runtime.graph_index import GraphIndex
+
 # Bump when the rewrite changes: the converter records it (model_index.json's "lofi_unet_graph") and the backend
 # asks for a new conversion when an older one is found.
 UNET_GRAPH_VERSION = 1
@@ -29,19 +31,12 @@ class _NoMatch(Exception):
     """This Softmax is not the attention pattern the rewrite knows."""
 
 
-class _Graph:
-    def __init__(self, graph) -> None:
-        self.producer = {o: n for n in graph.node for o in n.output}
-        self.consumers: dict[str, list] = {}
-        for n in graph.node:
-            for i in n.input:
-                self.consumers.setdefault(i, []).append(n)
-        self.consts = {t.name: t for t in graph.initializer}
+class _Graph(GraphIndex):
+    error = _NoMatch
 
     def node(self, name: str, op: str, perm: list[int] | None = None):
-        n = self.producer.get(name)
-        if n is None or n.op_type != op:
-            raise _NoMatch(f"{name}: expected {op}")
+        """`only`, and for a Transpose its permutation."""
+        n = self.only(name, op)
         if perm is not None and next((list(a.ints) for a in n.attribute if a.name == "perm"), None) != perm:
             raise _NoMatch(f"{n.name}: transpose is not {perm}")
         return n
@@ -51,16 +46,6 @@ class _Graph:
         if len(users) != 1:
             raise _NoMatch(f"{name} has {len(users)} consumers")
         return self.node(users[0].output[0], op, perm)
-
-    def constant(self, name: str) -> np.ndarray:
-        from onnx import numpy_helper
-
-        if name in self.consts:
-            return numpy_helper.to_array(self.consts[name])
-        n = self.producer.get(name)
-        if n is not None and n.op_type == "Constant":
-            return numpy_helper.to_array(next(a.t for a in n.attribute if a.name == "value"))
-        raise _NoMatch(f"{name} is not a constant")
 
     def skip_casts(self, name: str) -> str:
         while (n := self.producer.get(name)) is not None and n.op_type == "Cast":
