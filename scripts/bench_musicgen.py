@@ -28,7 +28,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "daemon"), str(REPO)]
 
-from scripts.benchlib import MIB, Watch, file_mib, machine_info, peak_rss_mib  # noqa: E402
+from scripts.benchlib import (  # noqa: E402
+    MIB,
+    Watch,
+    bandwidth_buffer,
+    file_mib,
+    machine_info,
+    peak_rss_mib,
+    read_bandwidth_gb_per_s,
+)
 
 PROMPT = "80s pop track with bassy drums and synth"
 DECODERS = {
@@ -376,8 +384,13 @@ def _interleave_one(model_dir: Path, pipes: dict, rounds: int, steps: int, with_
     frames = steps - 3
     out: dict[str, list[float]] = {k: [] for k in [*pipes, *(["torch"] if with_torch else [])]}
     split: dict[str, list[tuple[float, float]]] = {k: [] for k in pipes}
+    # the read bandwidth right before and right after each window: its floor uses their mean, not a figure
+    # from minutes away (it moved by a third within one quiet run here)
+    bw: dict[str, list[float]] = {k: [] for k in pipes}
+    buf = bandwidth_buffer()
     for _ in range(rounds):
         for k, pipe in pipes.items():
+            before = read_bandwidth_gb_per_s(buf, passes=3)
             t: dict[str, float] = {}
             stamps: list[float] = []
             pipe.generate_frames(
@@ -389,6 +402,7 @@ def _interleave_one(model_dir: Path, pipes: dict, rounds: int, steps: int, with_
                 progress=lambda *a, _s=stamps, **kw: _s.append(time.perf_counter()),
             )
             out[k].append(1000 * t["decoder_sec"] / steps)
+            bw[k].append(round((before + read_bandwidth_gb_per_s(buf, passes=3)) / 2, 1))
             d = np.diff(stamps)
             split[k].append((1000 * float(d[:50].mean()), 1000 * float(d[-50:].mean())))
         if with_torch:
@@ -406,6 +420,7 @@ def _interleave_one(model_dir: Path, pipes: dict, rounds: int, steps: int, with_
     result = {k: {"rounds_ms_per_step": v, "median_ms_per_step": float(np.median(v))} for k, v in out.items()}
     for k, pairs in split.items():
         result[k]["first50_last50_ms"] = [round(a, 1) for a in np.median(np.array(pairs), axis=0)]
+        result[k]["read_gb_per_s_rounds"] = bw[k]
     return result
 
 
@@ -497,11 +512,23 @@ def kv_bytes_per_position(static_path: Path, batch: int = 2) -> int:
     return total
 
 
-def floor_ms(converted: dict, info: dict, steps: int = 0) -> float:
-    """The floor of a step: the bytes it must read ÷ measured read bandwidth. The weights, plus (given the
-    window's `steps`) the KV cache at the window's mean position, steps / 2."""
+def floor_ms(converted: dict, gb_per_s: float, steps: int = 0) -> float:
+    """The floor of a step: the bytes it must read ÷ the read bandwidth. The weights, plus (given the window's
+    `steps`) the KV cache at the window's mean position, steps / 2."""
     read = converted["weight_bytes"] + converted.get("kv_bytes_per_position", 0) * steps / 2
-    return read / (info["read_gb_per_s"] * 1e9) * 1000
+    return read / (gb_per_s * 1e9) * 1000
+
+
+def floor_ratios(v: dict, converted: dict, steps: int) -> tuple[float, float]:
+    """(÷ weight floor, ÷ floor with the KV cache): the median over rounds of each window's ms/step ÷ the floor
+    at the bandwidth measured around that window."""
+    import numpy as np
+
+    pairs = list(zip(v["rounds_ms_per_step"], v["read_gb_per_s_rounds"], strict=True))
+    return (
+        float(np.median([ms / floor_ms(converted, gb) for ms, gb in pairs])),
+        float(np.median([ms / floor_ms(converted, gb, steps) for ms, gb in pairs])),
+    )
 
 
 def header(info: dict, converted: dict) -> str:
@@ -510,7 +537,7 @@ def header(info: dict, converted: dict) -> str:
         f"read bandwidth {info['read_gb_per_s']} GB/s (2 threads, 1 GiB)",
     ]
     for kind, c in converted.items():
-        floor = floor_ms(c, info)
+        floor = floor_ms(c, info["read_gb_per_s"])
         lines.append(
             f"{kind}: {c['weight_bytes'] / MIB:.0f} MiB of weights per step → floor {floor:.1f} ms/step "
             f"(+ the KV cache: 0.375 MiB per position at fp32, batch 2); converted once in {c['convert_sec']} s"
@@ -581,16 +608,13 @@ def main() -> None:
                 *map(str, args.interleave),
             ]
         )
-        # the bandwidth measured at the start and again now: the higher is the less disturbed one
-        again = machine_info()["read_gb_per_s"]
-        info["read_gb_per_s_start_end"] = [info["read_gb_per_s"], again]
-        info["read_gb_per_s"] = max(info["read_gb_per_s"], again)
         print(json.dumps({"machine": info, "converted": converted, "results": r}, indent=1))
         print()
         print(header(info, converted))
         print(
-            "\n| decoder @ steps | ms/step per round | median | first 50 → last 50 | late/early | ÷ weight floor "
-            "| ÷ floor with KV | vs torch |\n|---|---|---|---|---|---|---|---|"
+            "\n| decoder @ steps | ms/step per round | median | first 50 → last 50 | late/early "
+            "| read GB/s per round | ÷ weight floor | ÷ floor with KV | vs torch |"
+            "\n|---|---|---|---|---|---|---|---|---|"
         )
         for k, v in r.items():
             if isinstance(v, dict):
@@ -601,12 +625,11 @@ def main() -> None:
                 fl = v.get("first50_last50_ms")
                 split = f"{fl[0]:.1f} → {fl[1]:.1f} | {fl[1] / fl[0]:.2f}" if fl else "– | –"
                 kind = name.rsplit("-", 1)[0]
-                floor = (
-                    f"{v['median_ms_per_step'] / floor_ms(converted[kind], info):.2f} | "
-                    f"{v['median_ms_per_step'] / floor_ms(converted[kind], info, int(steps)):.2f}"
-                    if kind in converted
-                    else "– | –"
-                )
+                gbs = v.get("read_gb_per_s_rounds")
+                floor = "– | – | –"
+                if gbs and kind in converted:
+                    weights, with_kv = floor_ratios(v, converted[kind], int(steps))
+                    floor = f"{' / '.join(f'{g:.0f}' for g in gbs)} | {weights:.2f} | {with_kv:.2f}"
                 print(f"| {k} | {rounds} | {v['median_ms_per_step']:.1f} | {split} | {floor} | {ratio} |")
         print(f"\nforeign CPU during the run: {r['foreign_cpu_cores']} cores")
         return

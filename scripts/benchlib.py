@@ -72,11 +72,7 @@ def file_mib(path: Path) -> float:
 
 def machine_info() -> dict:
     """CPU model, the SIMD features that pick ORT's kernels, and the read bandwidth of a 1 GiB buffer with two
-    threads (numpy's reductions release the GIL): what streaming a model's weights can reach."""
-    import threading
-
-    import numpy as np
-
+    threads (`read_bandwidth_gb_per_s`): what streaming a model's weights can reach."""
     info: dict = {"cpu": "?", "features": [], "cores": os.cpu_count()}
     try:
         text = Path("/proc/cpuinfo").read_text()
@@ -99,10 +95,31 @@ def machine_info() -> dict:
                 break
     except OSError:
         pass
-    buf = np.ones(1 << 28, dtype=np.float32)  # 1 GiB, far beyond any L3
+    info["read_gb_per_s"] = read_bandwidth_gb_per_s()
+    return info
+
+
+def bandwidth_buffer():
+    """1 GiB of float32, far beyond any L3: what `read_bandwidth_gb_per_s` streams. Keep one to measure often
+    without faulting in a fresh GiB each time."""
+    import numpy as np
+
+    return np.ones(1 << 28, dtype=np.float32)
+
+
+def read_bandwidth_gb_per_s(buf=None, passes: int = 5) -> float:
+    """The best of `passes` reads of `buf` (default: a fresh 1 GiB) by two threads (numpy's reductions release
+    the GIL): what streaming a model's weights can reach at this moment. On a VM it moves with the host's
+    neighbours (by a third within a quiet minute here), so a floor should use a value measured beside the
+    timing it judges."""
+    import threading
+
+    import numpy as np
+
+    buf = bandwidth_buffer() if buf is None else buf
     halves = np.array_split(buf, 2)
     best = float("inf")
-    for _ in range(5):
+    for _ in range(passes):
         t0 = time.perf_counter()
         threads = [threading.Thread(target=h.sum) for h in halves]
         for t in threads:
@@ -110,5 +127,4 @@ def machine_info() -> dict:
         for t in threads:
             t.join()
         best = min(best, time.perf_counter() - t0)
-    info["read_gb_per_s"] = round(buf.nbytes / best / 1e9, 1)
-    return info
+    return round(buf.nbytes / best / 1e9, 1)
