@@ -40,3 +40,28 @@ class GraphIndex:
                 if a.name == "value":
                     return numpy_helper.to_array(a.t)
         raise self.error(f"{name} is not a constant")
+
+
+def prune(graph) -> None:
+    """Drop the nodes and initializers no graph output depends on, deleting them in place: re-adding the kept
+    ones would copy every weight once more, and protobuf's arena keeps a deleted element's memory until the
+    whole model is freed (a conversion's peak memory grew by the weights' size at every prune)."""
+    producer = {o: n for n in graph.node for o in n.output}
+    needed: set[str] = set()
+    stack = [o.name for o in graph.output]
+    while stack:
+        name = stack.pop()
+        if name in needed:
+            continue
+        needed.add(name)
+        if (n := producer.get(name)) is not None:
+            stack.extend(x for x in n.input if x)
+    retain(graph.node, lambda n: any(o in needed for o in n.output))
+    retain(graph.initializer, lambda t: t.name in needed)
+
+
+def retain(field, keep) -> None:
+    """Delete, in place, the elements of a repeated protobuf field that `keep` rejects (no copy of the rest)."""
+    for i in range(len(field) - 1, -1, -1):
+        if not keep(field[i]):
+            del field[i]

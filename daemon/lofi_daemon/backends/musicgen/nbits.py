@@ -16,7 +16,8 @@ import time
 
 import numpy as np
 
-from .static_kv import Unsupported, _Graph, _prune
+from ...runtime.graph_index import prune
+from .static_kv import Unsupported, _Graph
 
 # One block per row for every product of musicgen-small (K ≤ 4096; narrower rows get one block of their K): the
 # int8 file's weights have one scale per tensor, so the block only changes how MLAS tiles the activations. Against
@@ -101,7 +102,6 @@ def convert(model, accuracy_level: int = 4, block: int = BLOCK_SIZE) -> int:
     gr = _Graph(g)
     replace: dict[str, object] = {}  # output of the chain's last Mul → the MatMulNBits node
     dropped: set[str] = set()
-    inits = []
     for node in g.node:
         if node.op_type != "MatMulInteger" or len(node.input) != 4:
             continue
@@ -129,11 +129,10 @@ def convert(model, accuracy_level: int = 4, block: int = BLOCK_SIZE) -> int:
         size = max(16, min(block, 1 << (k - 1).bit_length()))  # no block wider than the padded row
         b, scales, zps = _pack(q, zero, w_scale, size)
         base = node.input[1] + "/nbits"
-        inits += [
-            numpy_helper.from_array(b, base + "/B"),
-            numpy_helper.from_array(scales, base + "/scales"),
-            numpy_helper.from_array(zps, base + "/zero_points"),
-        ]
+        # straight into the graph, one tensor at a time: a list of them all would be a second copy of the weights
+        g.initializer.append(numpy_helper.from_array(b, base + "/B"))
+        g.initializer.append(numpy_helper.from_array(scales, base + "/scales"))
+        g.initializer.append(numpy_helper.from_array(zps, base + "/zero_points"))
         replace[mul[0].output[0]] = helper.make_node(
             "MatMulNBits",
             [dql.input[0], base + "/B", base + "/scales", base + "/zero_points"],
@@ -156,8 +155,7 @@ def convert(model, accuracy_level: int = 4, block: int = BLOCK_SIZE) -> int:
             nodes.append(node)
     del g.node[:]
     g.node.extend(nodes)
-    g.initializer.extend(inits)
     if replace and not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
-    _prune(g)  # the quantize/scale nodes and int8 initializers nothing reads any more
+    prune(g)  # the quantize/scale nodes and int8 initializers nothing reads any more
     return len(replace)

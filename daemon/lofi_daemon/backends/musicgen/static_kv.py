@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import ErrorCode, LofiError
-from ...runtime.graph_index import GraphIndex
+from ...runtime.graph_index import GraphIndex, prune
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def _attention(gr: _Graph, key: str, value: str) -> dict:
 
 def _rewrite_self_attention(gr: _Graph, layer: int, num_heads: int):
     """→ (the GQA node for decoder layer `layer`, the first output of each node it replaces: the two cache Concats
-    and the Reshape that ends the attention; the rest of the old attention is left for `_prune`)."""
+    and the Reshape that ends the attention; the rest of the old attention is left for `prune`)."""
     from onnx import helper
 
     key_out, value_out = f"present.{layer}.decoder.key", f"present.{layer}.decoder.value"
@@ -220,7 +220,7 @@ def _fuse_gelu(graph) -> int:
 
 def _replace_outputs(graph, replace: dict) -> None:
     """Put each new node where the node producing the same output was; what only fed the old nodes is left for
-    `_prune`."""
+    `prune`."""
     nodes = [replace.get(n.output[0], n) if n.output else n for n in graph.node]
     del graph.node[:]
     graph.node.extend(nodes)
@@ -236,7 +236,6 @@ def _pack_qkv(model) -> int:
     g = model.graph
     gr = _Graph(g)
     packed = 0
-    new_inits = []
     for gqa in [n for n in g.node if n.op_type == "GroupQueryAttention"]:
         projs = [p for p in (gr.producer.get(i) for i in gqa.input[:3]) if p is not None]
         if len(projs) != 3 or len({p.op_type for p in projs}) != 1:
@@ -254,7 +253,7 @@ def _pack_qkv(model) -> int:
                 continue
             if any(w.ndim != 2 for w in ws):
                 continue
-            new_inits.append(numpy_helper.from_array(np.concatenate(ws, axis=1), base + "/W"))
+            g.initializer.append(numpy_helper.from_array(np.concatenate(ws, axis=1), base + "/W"))
             node = helper.make_node("MatMul", [projs[0].input[0], base + "/W"], [base], name=base)
         elif op == "MatMulNBits":
             attrs = [{a.name: helper.get_attribute_value(a) for a in p.attribute} for p in projs]
@@ -274,7 +273,7 @@ def _pack_qkv(model) -> int:
             names = []
             for j, role in enumerate(("B", "scales", "zero_points")[: len(parts[0])]):
                 names.append(f"{base}/{role}")
-                new_inits.append(
+                g.initializer.append(
                     numpy_helper.from_array(np.concatenate([q[j] for q in parts], axis=0), names[-1])
                 )
             n_total = sum(int(a["N"]) for a in attrs)
@@ -291,8 +290,7 @@ def _pack_qkv(model) -> int:
         gqa.input[0], gqa.input[1], gqa.input[2] = base, "", ""
         g.node.insert(list(g.node).index(projs[0]), node)
         packed += 1
-    g.initializer.extend(new_inits)
-    _prune(g)
+    prune(g)
     return packed
 
 
@@ -385,35 +383,12 @@ def _batch_from_encoder(graph) -> None:
             n.input[0] = "encoder_hidden_states"
 
 
-def _prune(graph) -> None:
-    """Drop nodes and initializers no graph output depends on."""
-    nodes = list(graph.node)
-    producer = {o: i for i, n in enumerate(nodes) for o in n.output}
-    needed: set[str] = set()
-    stack = [o.name for o in graph.output]
-    keep: set[int] = set()
-    while stack:
-        name = stack.pop()
-        if name in needed:
-            continue
-        needed.add(name)
-        i = producer.get(name)
-        if i is not None and i not in keep:
-            keep.add(i)
-            stack.extend(x for x in nodes[i].input if x)
-    nodes = [n for i, n in enumerate(nodes) if i in keep]
-    del graph.node[:]
-    graph.node.extend(nodes)
-    inits = [t for t in graph.initializer if t.name in needed]
-    del graph.initializer[:]
-    graph.initializer.extend(inits)
-
-
 def _standalone(model, branch_name: str | None, in_place: bool = False):
     """A model whose graph is the merged decoder's `If` branch (`then` = cache path, `else` = no-cache path),
     with the outer graph's inputs, initializers and the nodes before the `If`; or the model itself (split files).
-    `in_place` rewrites `model` itself rather than a copy: no second copy of every weight, for a source that is
-    not needed afterwards."""
+    `in_place` rewrites `model` itself: no second copy of every weight, for a source that is not needed
+    afterwards. A copy takes only the small constants (shapes, indices): `_add_weights` adds the weights its
+    graph still reads once pruned, rather than a transient copy of them all."""
     from onnx import helper
 
     g = model.graph
@@ -445,10 +420,31 @@ def _standalone(model, branch_name: str | None, in_place: bool = False):
         g.name,
         [i for i in g.input if i.name != "use_cache_branch"],
         list(g.output),
-        list(g.initializer) + list(branch.initializer),
+        [t for t in (*g.initializer, *branch.initializer) if _elements(t) <= SMALL_CONSTANT],
     )
     out = helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
     return out
+
+
+# a copied graph (`_standalone`) takes initializers of up to this many elements (scalars, shapes) at once
+SMALL_CONSTANT = 16
+
+
+def _elements(t) -> int:
+    return int(np.prod(t.dims, dtype=np.int64))
+
+
+def _add_weights(graph, source) -> None:
+    """Copy into `graph` the large initializers of `source` (a merged decoder: its outer graph and `If` branches)
+    that `graph`'s nodes read and it does not have yet."""
+    have = {t.name for t in graph.initializer}
+    wanted = {i for n in graph.node for i in n.input} - have
+    branches = [a.g for n in source.graph.node if n.op_type == "If" for a in n.attribute if a.type == a.GRAPH]
+    for g in (source.graph, *branches):
+        for t in g.initializer:
+            if t.name in wanted:
+                graph.initializer.append(t)
+                wanted.discard(t.name)
 
 
 def _set_outputs(graph, keep) -> None:
@@ -474,7 +470,8 @@ def build(cache_path: Path, first_path: Path | None = None) -> tuple:
     if not cross.graph.output:
         raise Unsupported("the first-step decoder has no present.*.encoder.* outputs")
     _batch_from_encoder(cross.graph)
-    _prune(cross.graph)
+    prune(cross.graph)
+    _add_weights(cross.graph, first_src)
     used = {i for n in cross.graph.node for i in n.input}
     keep_inputs = [i for i in cross.graph.input if i.name in used]
     del cross.graph.input[:]
@@ -524,7 +521,7 @@ def build(cache_path: Path, first_path: Path | None = None) -> tuple:
         ]
     )
     _last_position_logits(g)
-    _prune(g)
+    prune(g)
     if not any(o.domain == "com.microsoft" for o in static.opset_import):
         static.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     if any(n.op_type == "Softmax" for n in g.node if "self_attn" in n.name):
@@ -564,7 +561,7 @@ def fuse(model, num_heads: int) -> dict[str, int]:
         n.input[5] = masks[0]
     _replace_outputs(g, replace)
     counts = {"cross_attention": len(replace), "gelu": _fuse_gelu(g)}
-    _prune(g)
+    prune(g)
     counts["qkv"] = _pack_qkv(model)
     log.info("musicgen decoder fused: %s", counts)
     return counts

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...runtime.graph_index import GraphIndex
+from ...runtime.graph_index import GraphIndex, prune
 
 # Bump when the rewrite changes: the converter records it (model_index.json's "lofi_unet_graph") and the backend
 # asks for a new conversion when an older one is found.
@@ -108,26 +108,6 @@ def _fuse_one(gr: _Graph, softmax):
     return mha, out
 
 
-def _prune(graph) -> None:
-    """Drop nodes and initializers no graph output depends on (the replaced attention's leftovers)."""
-    producer = {o: n for n in graph.node for o in n.output}
-    needed: set[str] = set()
-    stack = [o.name for o in graph.output]
-    while stack:
-        name = stack.pop()
-        if name in needed:
-            continue
-        needed.add(name)
-        if (n := producer.get(name)) is not None:
-            stack.extend(x for x in n.input if x)
-    keep = [n for n in graph.node if any(o in needed for o in n.output)]
-    del graph.node[:]
-    graph.node.extend(keep)
-    inits = [t for t in graph.initializer if t.name in needed]
-    del graph.initializer[:]
-    graph.initializer.extend(inits)
-
-
 def fuse_attention(model) -> int:
     """Rewrite `model` (onnx.ModelProto) in place; returns how many attentions became MultiHeadAttention."""
     from onnx import helper
@@ -148,7 +128,7 @@ def fuse_attention(model) -> int:
     del graph.node[:]
     # each MultiHeadAttention takes its merge Reshape's place: the order stays topological
     graph.node.extend(nodes)
-    _prune(graph)
+    prune(graph)  # the replaced attentions' leftovers
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     return len(replaced)
