@@ -70,44 +70,87 @@ def weight_bytes_per_step(static_path: Path) -> int:
 
 
 # ---- child processes --------------------------------------------------------------------------------------
-def chain_converted(model_dir: Path) -> tuple[Path, Path]:
-    """The in-place KV conversion of the int8 decoder without the MatMulNBits rewrite (for before/after)."""
+def _before_converted(model_dir: Path, kind: str, patch, is_before) -> tuple[Path, Path]:
+    """The in-place KV conversion of the int8 decoder with `patch` (a mock.patch of the rewrite) in force, for
+    before/after. The product converts in a child process, where a patch in this one would not reach: the
+    before-variants convert in this process. `is_before(static model)` checks that the entry really is the
+    before-graph (an entry built while the patch did not reach the child is removed and built again)."""
+    import shutil
     from unittest import mock
 
-    from lofi_daemon.backends.musicgen import nbits, static_kv
+    import onnx
+    from lofi_daemon.backends.musicgen import static_kv
 
-    with mock.patch.object(nbits, "convert", lambda *a, **k: 0):
-        return static_kv.converted(
-            {"decoder_merged": model_dir / DECODERS["int8-chain"]},
-            bench_settings(model_dir, 0).cache_dir / "converted" / "musicgen-int8-chain",
-        )
+    def in_process(tmp: Path, cache_path: Path, first_path: Path | None) -> None:
+        static_kv.write_converted(tmp, cache_path, first_path)
+
+    root = bench_settings(model_dir, 0).cache_dir / "converted" / f"musicgen-{kind}"
+    files = {"decoder_merged": model_dir / DECODERS[kind]}
+    for attempt in range(2):
+        with patch, mock.patch.object(static_kv, "_convert_in_child", in_process):
+            static, cross = static_kv.converted(files, root)
+        if is_before(onnx.load(str(static), load_external_data=False)):
+            return static, cross
+        if attempt == 0:
+            shutil.rmtree(static.parent)
+    raise RuntimeError(f"the {kind} conversion is not the before-graph it names")
+
+
+def _ops(model) -> set[str]:
+    return {n.op_type for n in model.graph.node}
+
+
+def chain_converted(model_dir: Path) -> tuple[Path, Path]:
+    """Without the MatMulNBits rewrite: the dynamic-int8 chains as exported."""
+    from unittest import mock
+
+    from lofi_daemon.backends.musicgen import nbits
+
+    return _before_converted(
+        model_dir,
+        "int8-chain",
+        mock.patch.object(nbits, "convert", lambda *a, **k: 0),
+        lambda m: "MatMulInteger" in _ops(m) and "MatMulNBits" not in _ops(m),
+    )
 
 
 def unfused_converted(model_dir: Path) -> tuple[Path, Path]:
-    """The in-place KV conversion of the int8 decoder without static_kv.fuse (for before/after)."""
+    """Without static_kv.fuse: cross-attention, GELU and Q/K/V as exported."""
     from unittest import mock
 
     from lofi_daemon.backends.musicgen import static_kv
 
-    with mock.patch.object(static_kv, "fuse", lambda *a, **k: {}):
-        return static_kv.converted(
-            {"decoder_merged": model_dir / DECODERS["int8-unfused"]},
-            bench_settings(model_dir, 0).cache_dir / "converted" / "musicgen-int8-unfused",
-        )
+    return _before_converted(
+        model_dir,
+        "int8-unfused",
+        mock.patch.object(static_kv, "fuse", lambda *a, **k: {}),
+        lambda m: not _ops(m) & {"MultiHeadAttention", "Gelu"},
+    )
 
 
 def b1024_converted(model_dir: Path) -> tuple[Path, Path]:
-    """The in-place KV conversion of the int8 decoder with MatMulNBits blocks of 1024 (for before/after)."""
+    """With MatMulNBits blocks of 1024 (nbits.BLOCK_SIZE until the fourth round)."""
     import functools
     from unittest import mock
 
-    from lofi_daemon.backends.musicgen import nbits, static_kv
+    from lofi_daemon.backends.musicgen import nbits
+    from onnx import helper
 
-    with mock.patch.object(nbits, "convert", functools.partial(nbits.convert, block=1024)):
-        return static_kv.converted(
-            {"decoder_merged": model_dir / DECODERS["int8-b1024"]},
-            bench_settings(model_dir, 0).cache_dir / "converted" / "musicgen-int8-b1024",
-        )
+    def blocks(m) -> set[int]:
+        return {
+            helper.get_attribute_value(a)
+            for n in m.graph.node
+            if n.op_type == "MatMulNBits"
+            for a in n.attribute
+            if a.name == "block_size"
+        }
+
+    return _before_converted(
+        model_dir,
+        "int8-b1024",
+        mock.patch.object(nbits, "convert", functools.partial(nbits.convert, block=1024)),
+        lambda m: 1024 in blocks(m) and 4096 not in blocks(m),
+    )
 
 
 BEFORE = {
@@ -356,6 +399,10 @@ def child_interleave(
     from lofi_daemon.backends.musicgen.pipeline import SamplingParams
 
     pipes = {f"{k}-{kv}": open_pipe(model_dir, k, kv, threads) for k in kinds for kv in kvs}
+    if with_torch:  # before the warm-up: loading 2.4 GB of torch weights disturbed the next window's first steps
+        from transformers import MusicgenForConditionalGeneration
+
+        _TORCH["model"] = MusicgenForConditionalGeneration.from_pretrained(model_dir / "pytorch").eval()
     for pipe in pipes.values():
         # a short window first: the first generation of a pipeline allocates and faults in its KV buffers
         # (590 MiB) and ORT's arena, which would otherwise land on whichever configuration runs first
