@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 
 import numpy as np
 import pytest
@@ -247,4 +248,64 @@ def test_prefetch_cache_hit_is_announced_like_every_finished_track(tmp_path):
     [done] = rec.of("generation_complete")
     assert done["track_id"] == track.track_id and done["cached"] is True and done["path"] == track.path
     assert not queue.busy  # nothing to generate
+    store.close()
+
+
+class _ConnectingBackend(_CachedOnlyBackend):
+    """A remote generator whose link is still connecting: its track identity waits for `ready`."""
+
+    def __init__(self):
+        import threading
+
+        self.ready = threading.Event()
+
+    def identity_waits(self):
+        return not self.ready.is_set()
+
+    def wait_identity(self, cancel):
+        while not self.ready.wait(0.05):
+            cancel.check()
+
+    def model_version(self):
+        assert self.ready.is_set(), "the identity was asked for before the handshake"
+        return "remote-v1"
+
+    def is_installed(self):
+        return True
+
+
+def test_prefetch_never_waits_for_a_remote_handshake_on_the_players_thread(tmp_path):
+    """The player calls prefetch from its control thread, which also starts the next track: a remote link still
+    connecting must not hold it. The request is queued once the handshake is done."""
+    import threading
+
+    from lofi_daemon.config import Settings
+    from lofi_daemon.jobs.api import make_enqueue
+    from lofi_daemon.jobs.queue import JobQueue
+
+    from tests.daemon_client import CEILING
+
+    store = TrackStore(tmp_path / "tracks")
+    queue = JobQueue()
+    rec = Recorder()
+    backend = _ConnectingBackend()
+    settings = Settings(cache_dir=tmp_path / "cache", log_dir=tmp_path / "log", default_backend="musicgen")
+    enqueue = make_enqueue({"musicgen": backend}, settings, store, queue, rec)
+    returned = threading.Event()
+    replies = []
+
+    def player_thread():
+        replies.append(enqueue({"prompt": "rain", "backend": "musicgen", "duration_sec": 4.0, "seed": 5}))
+        returned.set()
+
+    threading.Thread(target=player_thread, daemon=True).start()
+    assert returned.wait(CEILING), "enqueue waited for the handshake"
+    assert replies == [{"track_id": None, "status": "connecting"}]
+    assert not queue.busy
+    backend.ready.set()
+    deadline = time.monotonic() + CEILING
+    while not queue.busy and time.monotonic() < deadline:
+        time.sleep(0.01)
+    [job] = queue.waiting()
+    assert job.request.prompt == "rain" and job.request.seed == 5 and job.priority == "prefetch"
     store.close()

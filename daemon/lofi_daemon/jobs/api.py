@@ -246,13 +246,13 @@ def make_enqueue(
 ) -> Callable[..., dict[str, Any]]:
     """enqueue(request, priority="prefetch"): validate like `generate` and queue the job (no RPC involved). A
     track already cached is announced with `generation_complete`, exactly as if it had just been generated, so
-    the player learns of it the one way it learns of every finished track."""
+    the player learns of it the one way it learns of every finished track.
 
-    def enqueue(request: dict[str, Any], priority: Priority = "prefetch") -> dict[str, Any]:
-        params = GenerateParams.model_validate(
-            {k: v for k, v in request.items() if k != "priority" and v is not None}
-        )
-        job = build_job(backends, settings, params, priority)
+    It never waits for a remote generator's handshake: prefetch calls it from the player's control thread, which
+    also feeds streamed tracks and starts the next one, so a link still (re)connecting would have held the music
+    for up to `connect_timeout_sec`. Such a request is finished on a thread of its own (status "connecting")."""
+
+    def place(job: Job) -> dict[str, Any]:
         cached = store.get(job.track_id)
         if cached is not None:
             notify("generation_complete", complete_payload(cached, 0.0, cached=True))
@@ -262,7 +262,42 @@ def make_enqueue(
             queue.submit(job)
         return {"track_id": job.track_id, "status": "queued"}
 
+    def place_when_identified(request: GenerationRequest, params: GenerateParams, priority: Priority) -> None:
+        backend = backends[request.backend]
+        try:
+            wait_identity(backend, CancelToken())  # bounded by the link's connect timeout
+            place(job_for(backend, request, params, priority))
+        except LofiError as exc:
+            log.warning("prefetch not queued: %s", exc.message)
+            notify("log", {"level": "warning", "message": f"prefetch not queued: {exc.message}"})
+        except Exception:  # a thread of its own: nothing above it would log this
+            log.exception("prefetch failed")
+
+    def enqueue(request: dict[str, Any], priority: Priority = "prefetch") -> dict[str, Any]:
+        params = GenerateParams.model_validate(
+            {k: v for k, v in request.items() if k != "priority" and v is not None}
+        )
+        checked = build_request(backends, settings, params)
+        backend = backends[checked.backend]
+        if identity_waits(backend):
+            threading.Thread(
+                target=place_when_identified,
+                args=(checked, params, priority),
+                name="prefetch-identify",
+                daemon=True,
+            ).start()
+            return {"track_id": None, "status": "connecting"}
+        return place(job_for(backend, checked, params, priority))
+
     return enqueue
+
+
+def wait_identity(backend: Backend, cancel: CancelToken) -> None:
+    """Wait until the backend knows the track identity: a remote generator's handshake (RemoteBackend); at once
+    for every other backend. Cancelled once `cancel` is set."""
+    wait = getattr(backend, "wait_identity", None)
+    if wait is not None:
+        wait(cancel)
 
 
 def register(
@@ -279,9 +314,7 @@ def register(
     def identify(entry: Connecting) -> Job:
         """The request's Job, once its backend knows the track identity (waiting for it honours `entry.cancel`)."""
         backend = backends[entry.request.backend]
-        wait = getattr(backend, "wait_identity", None)  # a remote generator: its handshake (RemoteBackend)
-        if wait is not None:
-            wait(entry.cancel)
+        wait_identity(backend, entry.cancel)
         return job_for(backend, entry.request, entry.params, entry.params.priority)
 
     def place(job: Job, p: GenerateParams) -> Accepted:

@@ -125,14 +125,15 @@ class Prefetcher:
             request = self._next_request(current)
             self._done_for = track_id
         try:
-            self.enqueue(request, priority="prefetch")
+            reply = self.enqueue(request, priority="prefetch")
         except LofiError as e:
             log.warning("prefetch not queued: %s", e.message)
             if self.notify:
                 self.notify("log", {"level": "warning", "message": f"prefetch not queued: {e.message}"})
             return
         self.history.append(request)
-        log.info("prefetch queued (%s): %s", self.config.strategy, request["prompt"])
+        status = reply.get("status", "queued") if isinstance(reply, dict) else "queued"
+        log.info("prefetch %s (%s): %s", status, self.config.strategy, request["prompt"])
 
     def _next_request(self, current: dict[str, Any]) -> dict[str, Any]:
         strategy = self.config.strategy
