@@ -614,8 +614,8 @@ def converted(files: dict[str, Path], cache_root: Path) -> tuple[Path, Path]:
 
     The build runs in a child process: it peaks at about twice the decoder's size (1.1 GiB for musicgen-small's
     465 MB int8 file, 3.3 GiB for the 1.7 GB fp32 one; docs/benchmarks.md), and the daemon would keep part of
-    that for the rest of its life. The
-    child writes into a temporary folder that becomes the cache entry only once both graphs are saved."""
+    that for the rest of its life. The child writes into a temporary folder that becomes the cache entry only
+    once both graphs are saved."""
     if "decoder_merged" in files:
         cache_path, first_path = files["decoder_merged"], None
         sources = [cache_path]
