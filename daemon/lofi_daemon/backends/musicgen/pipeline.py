@@ -150,7 +150,8 @@ class _Decoder:
 class _StaticDecoder:
     """The same contract as `_Decoder` on the converted graphs of static_kv.py: the self-attention cache lives in
     preallocated buffers that GroupQueryAttention updates in place (bound as both input and output), the
-    cross-attention keys/values are computed once per window, and nothing is allocated per step but the logits."""
+    cross-attention keys/values are computed once per window, and a step binds nothing anew: its small inputs and
+    its logits are arrays bound once and updated in place."""
 
     def __init__(self, static: ort.InferenceSession, cross: ort.InferenceSession, capacity: int) -> None:
         self.static, self.cross, self.capacity = static, cross, capacity
@@ -165,6 +166,7 @@ class _StaticDecoder:
         kv0 = next(i for i in static.get_inputs() if i.name == self.self_names[0])
         self.num_heads, self.head_dim = int(kv0.shape[1]), int(kv0.shape[3])
         self.kv_dtype = np.float32
+        self.vocab = int(next(o for o in static.get_outputs() if o.name == "logits").shape[-1])
         self.cross_outputs = [o.name for o in cross.get_outputs()]
         self.buffers: dict[str, np.ndarray] = {}
         self.reset()
@@ -172,6 +174,7 @@ class _StaticDecoder:
     def reset(self) -> None:
         self.length = 0  # positions in the cache
         self.binding: ort.IOBinding | None = None
+        self._prefill_bound = False  # input_ids is bound to a prefill's ids, not to the step's array
 
     @property
     def started(self) -> bool:
@@ -195,7 +198,6 @@ class _StaticDecoder:
             },
         )
         io = self.static.io_binding()
-        io.bind_output("logits")  # first, so it is get_outputs()[0]
         bound = [np.ascontiguousarray(v) for v in cross]
         for name, value in zip(self.cross_outputs, bound, strict=True):
             io.bind_cpu_input("past_key_values." + name[len("present.") :], value)
@@ -204,6 +206,20 @@ class _StaticDecoder:
             io.bind_ortvalue_input(name, value)
             io.bind_ortvalue_output("present." + name[len("past_key_values.") :], value)
         io.bind_cpu_input("encoder_attention_mask", mask)
+        # A step's small inputs and its logits live in arrays bound once and updated in place: binding them
+        # anew at every step cost ~0.3 ms of a ~18 ms step. The graph computes the last position's logits only,
+        # so [rows, 1, vocab] also holds a prefill's.
+        rows = input_ids.shape[0]
+        self.step_inputs = {
+            "input_ids": np.zeros((rows, 1), dtype=np.int64),
+            static_kv.PAST_LEN: np.zeros((), dtype=np.int64),
+            static_kv.SEQLENS: np.zeros((batch,), dtype=np.int32),
+            static_kv.TOTAL_LEN: np.zeros((), dtype=np.int32),
+        }
+        for name, arr in self.step_inputs.items():
+            io.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(arr))
+        self.logits = np.zeros((rows, 1, self.vocab), dtype=np.float32)
+        io.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(self.logits))
         self._keep = (bound, mask)  # bound inputs must outlive the binding
         return io
 
@@ -213,16 +229,21 @@ class _StaticDecoder:
         io, new = self.binding, input_ids.shape[1]
         if self.length + new > self.capacity:
             raise LofiError(ErrorCode.INTERNAL_ERROR, "musicgen KV cache capacity exceeded")
-        batch = hidden.shape[0]
-        io.bind_cpu_input("input_ids", input_ids)
-        io.bind_cpu_input(static_kv.PAST_LEN, np.array(self.length, dtype=np.int64))
-        io.bind_cpu_input(static_kv.SEQLENS, np.full((batch,), self.length + new - 1, dtype=np.int32))
-        io.bind_cpu_input(static_kv.TOTAL_LEN, np.array(self.length + new, dtype=np.int32))
-        io.bind_output("logits")  # unallocated again: its length differs between prefill and steps
+        step = self.step_inputs
+        if new == 1:
+            step["input_ids"][...] = input_ids
+            if self._prefill_bound:
+                io.bind_ortvalue_input("input_ids", ort.OrtValue.ortvalue_from_numpy(step["input_ids"]))
+                self._prefill_bound = False
+        else:  # a prefill: its own ids, once
+            io.bind_cpu_input("input_ids", input_ids)
+            self._prefill_bound = True
+        step[static_kv.PAST_LEN][...] = self.length
+        step[static_kv.SEQLENS][...] = self.length + new - 1
+        step[static_kv.TOTAL_LEN][...] = self.length + new
         self.static.run_with_iobinding(io)
         self.length += new
-        logits = io.get_outputs()[0].numpy()
-        return np.asarray(logits[:, -1, :], dtype=np.float32)
+        return self.logits[:, -1, :].copy()  # the buffer is overwritten by the next call
 
 
 class MusicGenPipeline:
