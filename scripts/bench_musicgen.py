@@ -399,9 +399,8 @@ def child_interleave(
     from lofi_daemon.backends.musicgen.pipeline import SamplingParams
 
     pipes = {f"{k}-{kv}": open_pipe(model_dir, k, kv, threads) for k in kinds for kv in kvs}
-    if (
-        with_torch
-    ):  # before the warm-up: loading 2.4 GB of torch weights disturbed the next window's first steps
+    # torch loads before the warm-up: its 2.4 GB of weights disturbed the next window's first steps
+    if with_torch:
         from transformers import MusicgenForConditionalGeneration
 
         _TORCH["model"] = MusicgenForConditionalGeneration.from_pretrained(model_dir / "pytorch").eval()

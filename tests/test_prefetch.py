@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 import time
 
 import numpy as np
@@ -255,8 +256,6 @@ class _ConnectingBackend(_CachedOnlyBackend):
     """A remote generator whose link is still connecting: its track identity waits for `ready`."""
 
     def __init__(self):
-        import threading
-
         self.ready = threading.Event()
 
     def identity_waits(self):
@@ -277,8 +276,6 @@ class _ConnectingBackend(_CachedOnlyBackend):
 def test_prefetch_never_waits_for_a_remote_handshake_on_the_players_thread(tmp_path):
     """The player calls prefetch from its control thread, which also starts the next track: a remote link still
     connecting must not hold it. The request is queued once the handshake is done."""
-    import threading
-
     from lofi_daemon.config import Settings
     from lofi_daemon.jobs.api import make_enqueue
     from lofi_daemon.jobs.queue import JobQueue

@@ -21,6 +21,7 @@ from ..errors import Cancelled, ErrorCode, LofiError
 from ..ports import Backend, Store
 from ..rpc.dispatch import Dispatcher, Reply
 from ..rpc.schemas.generation import MAX_SEED, GenerateParams, QueueClearParams, TrackIdParams
+from .prefetch import warn_not_queued
 from .queue import Job, JobQueue, Priority
 from .worker import complete_payload
 
@@ -268,8 +269,7 @@ def make_enqueue(
             wait_identity(backend, CancelToken())  # bounded by the link's connect timeout
             place(job_for(backend, request, params, priority))
         except LofiError as exc:
-            log.warning("prefetch not queued: %s", exc.message)
-            notify("log", {"level": "warning", "message": f"prefetch not queued: {exc.message}"})
+            warn_not_queued(exc, notify)
         except Exception:  # a thread of its own: nothing above it would log this
             log.exception("prefetch failed")
 

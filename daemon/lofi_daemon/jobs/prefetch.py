@@ -48,6 +48,13 @@ class PrefetchConfig:
         return asdict(self)
 
 
+def warn_not_queued(error: LofiError, notify: Callable[[str, dict[str, Any]], None] | None) -> None:
+    """A prefetch that could not be queued: logged, and told to the user as a warning."""
+    log.warning("prefetch not queued: %s", error.message)
+    if notify:
+        notify("log", {"level": "warning", "message": f"prefetch not queued: {error.message}"})
+
+
 class Prefetcher:
     def __init__(
         self,
@@ -127,9 +134,7 @@ class Prefetcher:
         try:
             reply = self.enqueue(request, priority="prefetch")
         except LofiError as e:
-            log.warning("prefetch not queued: %s", e.message)
-            if self.notify:
-                self.notify("log", {"level": "warning", "message": f"prefetch not queued: {e.message}"})
+            warn_not_queued(e, self.notify)
             return
         self.history.append(request)
         status = reply.get("status", "queued") if isinstance(reply, dict) else "queued"
